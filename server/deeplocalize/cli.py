@@ -1,0 +1,151 @@
+"""`deeplocalize check FILE...`: the engine as a linter for CI and terminals.
+
+Exit codes: 0 nothing at warning/error level, 1 something was found, 2 usage or
+internal error (bad interpreter, unreadable file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from typing import Any
+
+from rich.console import Console
+
+from . import __version__
+from .engine import EnvironmentProblem, FileReport, analyze
+from .runner import RunOptions, WorkerPool
+
+_STYLE = {"error": "bold red", "warning": "yellow", "information": "cyan", "hint": "dim"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="deeplocalize", description="Find and localize faults in Keras training scripts.")
+    p.add_argument("--version", action="version", version=f"deeplocalize {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("check", help="train each script with probes and report faults like a linter")
+    c.add_argument("files", nargs="+", help="Python scripts that train a Keras model")
+    c.add_argument("--format", choices=("text", "json"), default="text")
+    c.add_argument("--python", default=sys.executable, help="interpreter that runs the script (default: this one)")
+    c.add_argument("--max-seconds", type=float, default=60.0, help="time budget per script, TensorFlow import included (default 60)")
+    c.add_argument("--max-epochs", type=int, default=20, help="cap on the epochs a script may train (default 20; 0 = no cap)")
+    c.add_argument("--max-memory-mb", type=int, default=4096, help="memory budget of the training process tree (default 4096)")
+    c.add_argument("--seed", type=int, default=0, help="random seed set before the script runs (default 0; -1 = none)")
+    c.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="extra environment variable for the script")
+    c.add_argument("--show-output", action="store_true", help="echo the script's own output to stderr")
+    c.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
+    return p
+
+
+def _options(args: argparse.Namespace) -> RunOptions:
+    env: dict[str, str] = {}
+    for item in args.env:
+        if "=" not in item:
+            raise SystemExit(f"deeplocalize: --env expects KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        env[k] = v
+    if args.max_seconds <= 0:
+        raise SystemExit("deeplocalize: --max-seconds must be positive")
+    return RunOptions(
+        python=args.python,
+        max_seconds=args.max_seconds,
+        max_epochs=args.max_epochs or None,
+        max_memory_mb=args.max_memory_mb or None,
+        env=env,
+        seed=None if args.seed < 0 else args.seed,
+    )
+
+
+def render_text(report: FileReport, console: Console) -> None:
+    rel = os.path.relpath(report.path)
+    if report.status == "not_keras":
+        console.print(f"{rel}: [dim]skipped: {report.message}[/dim]")
+        return
+    if not report.findings:
+        console.print(f"{rel}: [green]no faults found[/green] ({report.duration_s:.1f} s)")
+        return
+    for lf in report.findings:
+        f = lf.finding
+        r = lf.range
+        cause = f" (root cause: {f.root_cause})" if f.root_cause else ""
+        style = _STYLE.get(f.severity, "")
+        console.print(f"{os.path.relpath(r.file)}:{r.start.line}:{r.start.column}: [{style}]{f.severity}[/{style}] [bold]{f.code}[/bold]{cause}: {f.message}", highlight=False, soft_wrap=True)
+        ev = ", ".join(f"{k}={_short(v)}" for k, v in f.evidence.items() if k != "message")
+        if ev:
+            console.print(f"    evidence: {ev}", style="dim", highlight=False, soft_wrap=True)
+        for i, fix in enumerate(lf.fixes):
+            edits = "; ".join(f"{e.range.start.line}:{e.range.start.column} -> {e.new_text.strip()!r}" for e in fix.edits)
+            console.print(f"    fix{' (preferred)' if i == 0 else ''}: {fix.title}  [{edits}]", highlight=False, soft_wrap=True)
+    console.print(f"{rel}: {report.status}, {len(report.findings)} finding(s), {report.duration_s:.1f} s", style="dim")
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    s = str(v)
+    return s if len(s) < 60 else s[:57] + "..."
+
+
+async def _check(args: argparse.Namespace) -> int:
+    options = _options(args)
+    err = Console(stderr=True)
+    out = Console(highlight=False, soft_wrap=True)
+    pool = WorkerPool()
+    reports: list[FileReport] = []
+    show_progress = not args.no_progress and args.format == "text" and err.is_terminal
+    try:
+        for i, path in enumerate(args.files):
+            if not os.path.isfile(path):
+                err.print(f"deeplocalize: no such file: {path}", style="red")
+                return 2
+            if i + 1 < len(args.files):
+                asyncio.ensure_future(pool.prewarm(options))  # overlap the next TensorFlow import with this run
+
+            def on_event(event: dict, trace: Any, _p: str = path) -> None:
+                if show_progress and event.get("type") == "epoch" and trace.fit:
+                    err.print(f"[dim]{os.path.basename(_p)}: epoch {event['epoch'] + 1}/{trace.fit.epochs}[/dim]")
+
+            def on_output(line: str) -> None:
+                if args.show_output:
+                    err.print(line, markup=False, highlight=False)
+
+            try:
+                report = await analyze(path, options, pool=pool, on_event=on_event, on_output=on_output)
+            except EnvironmentProblem as exc:
+                err.print(f"deeplocalize: {exc}", style="red", markup=False)
+                return 2
+            reports.append(report)
+            if args.format == "text":
+                render_text(report, out)
+    finally:
+        pool.close()
+    if args.format == "json":
+        print(json.dumps({"version": 1, "files": [r.to_json() for r in reports]}, indent=2))
+    found = any(f.finding.severity in ("error", "warning") for r in reports for f in r.findings)
+    return 1 if found else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "check":
+            return asyncio.run(_check(args))
+    except KeyboardInterrupt:
+        return 130
+    except SystemExit as exc:
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+            return 2
+        raise
+    except Exception as exc:  # noqa: BLE001 - an internal error is exit code 2, never a traceback dump
+        print(f"deeplocalize: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

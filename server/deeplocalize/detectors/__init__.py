@@ -1,0 +1,92 @@
+"""All detectors, and the diagnosis that merges their findings into one per fault.
+
+Every detector is a pure function of a `Trace` (plus the learning-curve summary),
+so each can be tested on a synthetic trace without TensorFlow.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from ..findings import Finding
+from ..trace import Trace
+from .crash import detect_crash
+from .curves import detect_batch_size, detect_epochs, detect_not_learning, detect_regularization
+from .numerical import detect_nonfinite, first_nonfinite
+from .progress import Progress, measure
+from .static_rules import check_static
+from .training import detect_bad_init, detect_dead_relu, detect_exploding, detect_saturation, detect_update_ratio, detect_vanishing
+
+RuntimeDetector = Callable[[Trace, "Progress | None"], list[Finding]]
+
+# Ordered from the most specific evidence to the most generic symptom: when two
+# detectors blame the same source element, the earlier one's finding is kept.
+RUNTIME_DETECTORS: list[RuntimeDetector] = [
+    detect_exploding,
+    detect_vanishing,
+    detect_saturation,
+    detect_dead_relu,
+    detect_bad_init,
+    detect_regularization,
+    detect_batch_size,
+    detect_update_ratio,
+    detect_epochs,
+    detect_not_learning,
+]
+
+_RANK = {"error": 0, "warning": 1, "information": 2, "hint": 3}
+
+
+def diagnose(trace: Trace) -> list[Finding]:
+    static = check_static(trace)
+    if trace.crash is not None:
+        return _merge(detect_crash(trace, static) + static)
+    findings = list(static)
+    findings += detect_nonfinite(trace)
+    progress = measure(trace)
+    if first_nonfinite(trace) is None:
+        for detector in RUNTIME_DETECTORS:
+            findings += detector(trace, progress)
+    return _merge(findings)
+
+
+def _key(f: Finding) -> tuple:
+    t = f.target
+    if t.kind in ("frame",):
+        return (t.kind, t.frame.file if t.frame else None, t.frame.line if t.frame else None)
+    return (f.root_cause, t.kind, t.layer, t.arg)
+
+
+def _merge(findings: list[Finding]) -> list[Finding]:
+    """One finding per (root cause, source element): keep the most severe, fold the others' symptoms into its evidence."""
+    kept: dict[tuple, Finding] = {}
+    for f in findings:
+        k = _key(f)
+        if k not in kept:
+            kept[k] = f
+            continue
+        cur = kept[k]
+        if _RANK[f.severity] < _RANK[cur.severity]:
+            f.evidence.setdefault("also_observed", []).append(cur.symptom)
+            kept[k] = f
+        else:
+            cur.evidence.setdefault("also_observed", []).append(f.symptom)
+    out = list(kept.values())
+    # A definite fault explains the generic "not learning" symptom: demote the latter.
+    definite = any(f.severity == "error" for f in out)
+    for f in out:
+        if definite and f.code == "not-learning":
+            f.severity = "information"
+    return sorted(out, key=lambda f: _RANK[f.severity])
+
+
+def is_decisive(trace: Trace) -> bool:
+    """Stop training early: a NaN has appeared, or a static error is certain and one epoch has been seen."""
+    if len(trace.steps) >= 2 and first_nonfinite(trace) is not None:
+        return True
+    if trace.epochs and any(f.severity == "error" for f in check_static(trace)):
+        return True
+    return False
+
+
+__all__ = ["diagnose", "is_decisive", "measure", "Progress"]

@@ -1,0 +1,246 @@
+"""Shared vocabulary of the detectors: loss families, activation ranges, windows and
+the cause-elimination order that turns a symptom into one root cause."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ..findings import FixSpec, Target
+from ..trace import LayerInfo, Trace
+
+CE_CATEGORICAL = {"categorical_crossentropy", "categoricalcrossentropy", "categorical_focal_crossentropy", "categoricalfocalcrossentropy"}
+CE_SPARSE = {"sparse_categorical_crossentropy", "sparsecategoricalcrossentropy"}
+CE_BINARY = {"binary_crossentropy", "binarycrossentropy", "binary_focal_crossentropy", "binaryfocalcrossentropy"}
+REGRESSION = {
+    "mse", "mean_squared_error", "meansquarederror", "mae", "mean_absolute_error", "meanabsoluteerror",
+    "huber", "huber_loss", "huber", "log_cosh", "logcosh", "mape", "mean_absolute_percentage_error",
+    "msle", "mean_squared_logarithmic_error", "meansquaredlogarithmicerror",
+}
+HINGE = {"hinge", "squared_hinge", "categorical_hinge", "hinge_loss"}
+
+# Output range of each activation: (low, high).
+ACTIVATION_RANGE: dict[str | None, tuple[float, float]] = {
+    "sigmoid": (0.0, 1.0), "hard_sigmoid": (0.0, 1.0), "softmax": (0.0, 1.0), "tanh": (-1.0, 1.0),
+    "relu": (0.0, math.inf), "relu6": (0.0, 6.0), "softplus": (0.0, math.inf), "elu": (-1.0, math.inf),
+    "selu": (-1.76, math.inf), "exponential": (0.0, math.inf),
+    "linear": (-math.inf, math.inf), None: (-math.inf, math.inf),
+}
+SATURATING = {"sigmoid", "tanh", "hard_sigmoid", "softsign"}
+RELU_LIKE = {"relu", "relu6"}
+
+# Keras 3 default learning rates; an optimizer used at its default rate is the
+# user's choice of optimizer, a rate they typed is their choice of learning rate.
+DEFAULT_LR = {
+    "SGD": 0.01, "Adam": 0.001, "AdamW": 0.001, "RMSprop": 0.001, "Adagrad": 0.001, "Adadelta": 0.001,
+    "Adamax": 0.001, "Nadam": 0.001, "Ftrl": 0.001, "Lion": 0.001, "Lamb": 0.001, "Muon": 0.001,
+}
+SLOW_BY_DEFAULT = {"Adadelta", "Adagrad", "Ftrl"}
+ADAPTIVE = {"Adam", "AdamW", "RMSprop", "Adamax", "Nadam", "Lion", "Lamb", "Adagrad", "Adadelta"}
+SANE_LR = {"SGD": "0.01"}
+
+
+def loss_family(trace: Trace) -> str:
+    """categorical | sparse | binary | regression | hinge | custom | unknown"""
+    if trace.compile is None:
+        return "unknown"
+    loss = trace.compile.loss
+    kind = loss.get("kind")
+    name = str(loss.get("name", "")).lower()
+    if kind in ("string", "object"):
+        for family, names in (("categorical", CE_CATEGORICAL), ("sparse", CE_SPARSE), ("binary", CE_BINARY), ("regression", REGRESSION), ("hinge", HINGE)):
+            if name in names:
+                return family
+        if kind == "object" and loss.get("code"):
+            return "custom"
+        return "unknown"
+    if kind == "function":
+        return "custom" if loss.get("code") else "unknown"
+    return "unknown"
+
+
+def from_logits(trace: Trace) -> bool:
+    return bool(trace.compile and (trace.compile.loss.get("config") or {}).get("from_logits"))
+
+
+def lr_info(trace: Trace) -> tuple[str, float | None, float]:
+    """(optimizer class, learning rate, ratio to that optimizer's default)."""
+    opt = trace.optimizer
+    if opt is None:
+        return "", None, 1.0
+    default = DEFAULT_LR.get(opt.cls, 0.001)
+    lr = opt.learning_rate
+    return opt.cls, lr, (lr / default) if lr else 1.0
+
+
+def lr_is_explicit(trace: Trace) -> bool:
+    cls, lr, ratio = lr_info(trace)
+    return lr is not None and abs(ratio - 1.0) > 1e-6
+
+
+def window(values: np.ndarray, frac: float = 0.25, minimum: int = 3) -> np.ndarray:
+    """The last `frac` of a series (at least `minimum` points), NaNs dropped."""
+    v = values[~np.isnan(values)]
+    if len(v) == 0:
+        return v
+    n = max(minimum, int(len(v) * frac))
+    return v[-n:]
+
+
+def head(values: np.ndarray, frac: float = 0.1, minimum: int = 3) -> np.ndarray:
+    v = values[~np.isnan(values)]
+    n = max(minimum, int(len(v) * frac))
+    return v[:n]
+
+
+def layer_label(layer: LayerInfo) -> str:
+    act = f", activation={layer.activation}" if layer.activation else ""
+    return f"layer {layer.index} '{layer.name}' ({layer.cls}{act})"
+
+
+def n_classes(trace: Trace) -> int | None:
+    y = trace.fit.y if trace.fit else None
+    out = trace.output_layer
+    if y and y.get("one_hot") and y.get("shape") and len(y["shape"]) >= 2:
+        return int(y["shape"][-1])
+    if y and y.get("integer_valued") and y.get("n_unique") is not None and y.get("max") is not None:
+        return int(max(y["n_unique"], y["max"] + 1))
+    return out.units if out else None
+
+
+def x_scale_problem(trace: Trace) -> dict[str, Any] | None:
+    """Evidence that inputs are not scaled: large magnitudes or very different feature scales."""
+    x = trace.fit.x if trace.fit else None
+    if not x or x.get("max") is None:
+        return None
+    absmax = max(abs(x.get("max", 0.0)), abs(x.get("min", 0.0)))
+    spread = None
+    if x.get("feature_std_min_nonconst"):
+        spread = x["feature_std_max"] / max(x["feature_std_min_nonconst"], 1e-12)
+    large = absmax > 20.0
+    uneven = spread is not None and spread > 1e3 and absmax > 5.0
+    if large or uneven:
+        return {"input_abs_max": round(absmax, 4), "feature_scale_spread": round(spread, 1) if spread else None, "input_std": round(x.get("std", 0.0), 4)}
+    return None
+
+
+def y_scale_problem(trace: Trace) -> dict[str, Any] | None:
+    y = trace.fit.y if trace.fit else None
+    if not y or y.get("max") is None or loss_family(trace) not in ("regression", "custom", "unknown"):
+        return None
+    absmax = max(abs(y["max"]), abs(y["min"]))
+    if absmax > 50.0 and (y.get("n_unique") or 0) > 10:
+        return {"target_abs_max": round(absmax, 3), "target_std": round(y.get("std", 0.0), 3)}
+    return None
+
+
+def init_scale(trace: Trace, layer: LayerInfo) -> float | None:
+    """Kernel std x sqrt(fan_in) at the first step: ~1 for Glorot/He, 0 for zeros."""
+    if not trace.steps or layer.cls == "Embedding":
+        return None
+    kstd = trace.steps[0].get(f"L{layer.index}.w", "kernel_std")
+    fan_in = trace.steps[0].get(f"L{layer.index}.w", "fan_in")
+    if kstd is None or fan_in is None or fan_in <= 1:
+        return None
+    return float(kstd * math.sqrt(fan_in))
+
+
+def bad_init_layers(trace: Trace) -> list[tuple[LayerInfo, float]]:
+    out = []
+    for layer in trace.trainable_layers:
+        scale = init_scale(trace, layer)
+        if scale is not None and (scale < 0.02 or scale > 6.0):
+            out.append((layer, scale))
+    return out
+
+
+def update_ratios(trace: Trace, layer: LayerInfo) -> np.ndarray:
+    upd = trace.series(f"L{layer.index}.upd", "norm")
+    w = trace.series(f"L{layer.index}.w", "norm")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return upd / np.maximum(w, 1e-12)
+
+
+def median_log_update_ratio(trace: Trace) -> float | None:
+    """Median over trainable layers of log10(|dW|/|W|) over the run (TheDeepChecker's [-4, -1])."""
+    meds = []
+    for layer in trace.trainable_layers:
+        r = update_ratios(trace, layer)
+        r = r[np.isfinite(r) & (r > 0)]
+        if len(r):
+            meds.append(float(np.median(np.log10(r))))
+    return float(np.median(meds)) if meds else None
+
+
+# ------------------------------------------------------------------ targets & fixes
+def lr_target_and_fixes(trace: Trace, direction: str) -> tuple[Target, list[FixSpec]]:
+    cls, lr, _ = lr_info(trace)
+    sane = SANE_LR.get(cls, "0.001")
+    if direction == "down":
+        title = f"Lower the learning rate to {sane}"
+    else:
+        title = f"Raise the learning rate to {sane}"
+    return Target("optimizer_arg", arg="learning_rate", position=0), [FixSpec(title, new_value=sane)]
+
+
+def optimizer_target_and_fixes(trace: Trace) -> tuple[Target, list[FixSpec]]:
+    return Target("optimizer_arg", arg=None), [FixSpec("Use the Adam optimizer", new_value='"adam"')]
+
+
+def data_target_and_fixes(which: str = "x") -> tuple[Target, list[FixSpec]]:
+    if which == "x":
+        return Target("fit_data", arg="x", position=0), [
+            FixSpec("Standardize the inputs (zero mean, unit variance per feature)", insert_after="{name} = ({name} - {name}.mean(axis=0)) / ({name}.std(axis=0) + 1e-8)"),
+        ]
+    return Target("fit_data", arg="y", position=1), [
+        FixSpec("Standardize the regression targets", insert_after="{name} = ({name} - {name}.mean()) / {name}.std()"),
+    ]
+
+
+def init_target_and_fixes(layer: LayerInfo) -> tuple[Target, list[FixSpec]]:
+    init = '"he_normal"' if layer.activation in RELU_LIKE else '"glorot_uniform"'
+    return Target("layer_arg", layer=layer.index, arg="kernel_initializer"), [FixSpec(f"Use {init.strip(chr(34))} initialization", new_value=init)]
+
+
+def eliminate_cause(trace: Trace, first_layer: LayerInfo | None = None) -> tuple[str, Target, list[FixSpec], dict[str, Any]]:
+    """DeepDiagnosis-style elimination for unstable training: first match wins.
+
+    Order: weights initialized far from a variance-preserving scale, unscaled
+    inputs, then a learning rate far above the optimizer's default, then the
+    optimizer itself.
+    """
+    evidence: dict[str, Any] = {}
+    bad = bad_init_layers(trace)
+    if bad:
+        layer, scale = bad[0]
+        evidence["init_scale"] = round(scale, 4)
+        target, fixes = init_target_and_fixes(layer)
+        return "initialization", target, fixes, evidence
+    cls, lr, ratio = lr_info(trace)
+    if lr is not None and ratio >= 10:
+        evidence.update({"learning_rate": lr, "default_learning_rate": DEFAULT_LR.get(cls, 0.001)})
+        target, fixes = lr_target_and_fixes(trace, "down")
+        return "learning_rate", target, fixes, evidence
+    xs = x_scale_problem(trace)
+    if xs:
+        evidence.update(xs)
+        target, fixes = data_target_and_fixes("x")
+        return "data_normalization", target, fixes, evidence
+    ys = y_scale_problem(trace)
+    if ys:
+        evidence.update(ys)
+        target, fixes = data_target_and_fixes("y")
+        return "data_normalization", target, fixes, evidence
+    if lr is not None and ratio > 3:
+        evidence.update({"learning_rate": lr})
+        target, fixes = lr_target_and_fixes(trace, "down")
+        return "learning_rate", target, fixes, evidence
+    opt = trace.optimizer
+    if opt is not None and (opt.config.get("momentum") or 0) >= 0.95:
+        evidence["momentum"] = opt.config.get("momentum")
+        return "optimizer", Target("optimizer_arg", arg="momentum"), [FixSpec("Use momentum 0.9", new_value="0.9")], evidence
+    target, fixes = lr_target_and_fixes(trace, "down")
+    evidence["learning_rate"] = lr
+    return "learning_rate", target, fixes, evidence

@@ -1,0 +1,49 @@
+"""A script that raised: anchor the error at the user frame that raised it and
+infer a root cause from what the static rules already know."""
+
+from __future__ import annotations
+
+import re
+
+from ..findings import Finding, FixSpec, Target
+from ..trace import Trace
+
+# Keras 2 keyword -> Keras 3 keyword.
+KERAS2_KWARGS = {"lr": "learning_rate", "nb_epoch": "epochs", "init": "kernel_initializer", "output_dim": "units",
+                 "W_regularizer": "kernel_regularizer", "b_regularizer": "bias_regularizer", "nb_filter": "filters", "border_mode": "padding"}
+KERAS2_MODULES = ("keras.layers.core", "keras.utils.np_utils", "np_utils", "keras.layers.convolutional", "keras.wrappers", "keras.layers.recurrent", "keras.engine")
+_KW_RE = re.compile(r"(?:[Uu]nrecognized keyword arguments?[^{]*|[Aa]rgument\(s\) not recognized: |unexpected keyword argument )[{]?['\"]?(\w+)")
+
+
+def _clean_message(message: str) -> str:
+    lines = [l.strip() for l in message.strip().splitlines() if l.strip()]
+    keep = [l for l in lines if not l.startswith(("File ", "Traceback", "Node:", "[[", "Stack trace", "Detected at node"))]
+    text = " ".join(keep[:3]) if keep else (lines[0] if lines else "")
+    return text[:400]
+
+
+def detect_crash(trace: Trace, static_findings: list[Finding]) -> list[Finding]:
+    crash = trace.crash
+    if crash is None:
+        return []
+    frame = crash.frames[-1] if crash.frames else None
+    msg = _clean_message(crash.message)
+    ev = {"exception": crash.exc_type, "message": msg}
+    target = Target("frame", frame=frame) if frame else Target("frame")
+    m = _KW_RE.search(crash.message)
+    if m and m.group(1) in KERAS2_KWARGS:
+        old = m.group(1)
+        new = KERAS2_KWARGS[old]
+        return [Finding("keras3-incompatible", "error", "crash", None,
+                        f"Not valid Keras 3: the keyword '{old}' was renamed '{new}'. ({crash.exc_type}: {msg})",
+                        target, evidence=ev, fixes=[FixSpec(f"Rename '{old}' to '{new}'", new_value=new, arg=f"rename:{old}")])]
+    if crash.exc_type in ("ModuleNotFoundError", "ImportError", "AttributeError") and any(mod.split(".")[-1] in crash.message for mod in KERAS2_MODULES + ("predict_classes",)):
+        return [Finding("keras3-incompatible", "error", "crash", None,
+                        f"Not valid Keras 3 (a Keras 2 API): {crash.exc_type}: {msg}", target, evidence=ev, fixes=[])]
+    inferred = next((f for f in static_findings if f.severity == "error"), None)
+    if inferred is not None:
+        ev["inferred_from"] = inferred.code
+        fixes = [FixSpec(f.title, new_value=f.new_value, insert_after=f.insert_after, arg=f.arg, target=f.target or inferred.target) for f in inferred.fixes]
+        return [Finding("training-crashed", "error", "crash", inferred.root_cause,
+                        f"{crash.exc_type}: {msg} — {inferred.message}", target, layer=inferred.layer, evidence=ev, fixes=fixes)]
+    return [Finding("script-crashed", "error", "crash", None, f"{crash.exc_type}: {msg}", target, evidence=ev, fixes=[])]

@@ -1,0 +1,114 @@
+"""Faults seen in the learning curve as a whole: no progress, oscillation,
+too few epochs, too few steps (batch size), too much regularization."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..findings import Finding, FixSpec, Target
+from ..trace import Trace
+from .common import eliminate_cause, layer_label, lr_info, median_log_update_ratio, window, x_scale_problem, y_scale_problem, data_target_and_fixes
+from .progress import Progress
+
+
+def detect_regularization(trace: Trace, progress: Progress | None) -> list[Finding]:
+    if progress is None:
+        return []
+    reg = window(trace.series("loss", "reg"), 0.3)
+    loss = window(trace.series("loss", "loss"), 0.3)
+    n = min(len(reg), len(loss))
+    if n >= 3 and progress.poor:
+        share = float(np.median(reg[-n:] / np.maximum(np.abs(loss[-n:]), 1e-12)))
+        if share > 0.5:
+            best, best_val = None, 0.0
+            for l in trace.layers:
+                v = window(trace.series(f"L{l.index}.reg", "value"), 0.3)
+                if len(v) and float(np.median(v)) > best_val:
+                    best, best_val = l, float(np.median(v))
+            if best is not None:
+                return [Finding("regularization-dominates", "warning", "underfitting", "regularization",
+                                f"The weight penalty is {share:.0%} of the loss, so training shrinks weights instead of fitting the data; "
+                                f"{layer_label(best)} contributes the most.",
+                                Target("layer_arg", layer=best.index, arg="kernel_regularizer"), layer=best.index,
+                                evidence={"regularization_share": round(share, 3)},
+                                fixes=[FixSpec("Use a 1e-4 penalty", new_value="{func}(1e-4)")])]
+    for l in trace.layers:
+        if l.cls in ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "AlphaDropout", "GaussianDropout") and l.rate is not None and l.rate >= 0.7:
+            underfit = progress.poor or (progress.val_gap is not None and progress.val_gap > 0.1)
+            if underfit:
+                return [Finding("dropout-too-high", "warning", "underfitting", "regularization",
+                                f"{layer_label(l)} drops {l.rate:.0%} of its inputs and the model underfits"
+                                + (f" (validation accuracy is {progress.val_gap:.0%} above training accuracy)" if progress.val_gap and progress.val_gap > 0.1 else "") + ".",
+                                Target("layer_arg", layer=l.index, arg="rate", position=0), layer=l.index,
+                                evidence={"dropout_rate": l.rate, "train_accuracy": progress.accuracy, "val_gap": progress.val_gap},
+                                fixes=[FixSpec("Use a dropout rate of 0.2", new_value="0.2")])]
+    return []
+
+
+def detect_batch_size(trace: Trace, progress: Progress | None) -> list[Finding]:
+    fit = trace.fit
+    if fit is None or progress is None or not fit.steps_per_epoch or not (fit.x and fit.x.get("n")):
+        return []
+    n = fit.x["n"]
+    total_steps = fit.steps_per_epoch * max(1, fit.epochs)
+    if fit.steps_per_epoch <= 2 and n >= 200 and total_steps < 100 and (progress.poor or progress.still_improving):
+        return [Finding("too-few-steps", "warning", "slow_convergence", "batch_size",
+                        f"batch_size={fit.batch_size} on {n} samples gives {fit.steps_per_epoch} update(s) per epoch "
+                        f"({total_steps} in all): the model is still far from fitting. Use smaller batches.",
+                        Target("fit_arg", arg="batch_size", position=2), evidence={"batch_size": fit.batch_size, "samples": n, "steps_per_epoch": fit.steps_per_epoch},
+                        fixes=[FixSpec("Use batch_size=32", new_value="32")])]
+    if fit.batch_size == 1 and n >= 500 and (progress.oscillation > 0.3 or progress.poor):
+        return [Finding("batch-size-one", "warning", "noisy_gradient", "batch_size",
+                        f"batch_size=1 on {n} samples: every step follows one sample's gradient, so the loss is noisy and training is slow.",
+                        Target("fit_arg", arg="batch_size", position=2), evidence={"batch_size": 1, "samples": n},
+                        fixes=[FixSpec("Use batch_size=32", new_value="32")])]
+    return []
+
+
+def detect_epochs(trace: Trace, progress: Progress | None) -> list[Finding]:
+    fit = trace.fit
+    if fit is None or progress is None or not trace.fit_end or trace.fit_end.get("reason") != "completed":
+        return []
+    if fit.epochs_requested > 10:
+        return []
+    if not progress.still_improving:
+        return []
+    far = (progress.accuracy is not None and progress.accuracy < 0.85) or (progress.accuracy is None and progress.rel_improvement < 0.9)
+    if not far:
+        return []
+    new = max(20, fit.epochs_requested * 10)
+    return [Finding("too-few-epochs", "warning", "underfitting", "epochs",
+                    f"Training stops after {fit.epochs_requested} epoch(s) while the loss is still falling {progress.final_slope:.0%} per epoch"
+                    + (f" (accuracy {progress.accuracy:.2f})" if progress.accuracy is not None else "") + ".",
+                    Target("fit_arg", arg="epochs", position=3), evidence={"epochs": fit.epochs_requested, "last_epoch_loss_drop": round(progress.final_slope, 3), "accuracy": progress.accuracy},
+                    fixes=[FixSpec(f"Train for {new} epochs", new_value=str(new))])]
+
+
+def detect_not_learning(trace: Trace, progress: Progress | None) -> list[Finding]:
+    """Loss not decreasing / accuracy at chance / oscillating, with the cause found by elimination."""
+    if progress is None or not (progress.stalled or progress.oscillation > 0.5):
+        return []
+    osc = progress.oscillation > 0.5 and not progress.stalled
+    ev = {"initial_loss": round(progress.initial_loss, 4), "final_loss": round(progress.final_loss, 4),
+          "relative_improvement": round(progress.rel_improvement, 4), "accuracy": progress.accuracy, "steps": progress.steps}
+    med = median_log_update_ratio(trace)
+    cls, lr, ratio = lr_info(trace)
+    if osc or (med is not None and med > -1.0):
+        root, target, fixes, extra = eliminate_cause(trace)
+    elif x_scale_problem(trace):
+        root = "data_normalization"
+        target, fixes = data_target_and_fixes("x")
+        extra = x_scale_problem(trace) or {}
+    elif y_scale_problem(trace):
+        root = "data_normalization"
+        target, fixes = data_target_and_fixes("y")
+        extra = y_scale_problem(trace) or {}
+    else:
+        root, target, fixes, extra = eliminate_cause(trace)
+    ev.update(extra)
+    symptom = "loss_oscillating" if osc else "loss_not_decreasing"
+    what = "The loss oscillates instead of decreasing" if osc else (
+        f"The loss does not decrease ({progress.initial_loss:.4g} -> {progress.final_loss:.4g} over {progress.steps} steps)"
+        + (f" and accuracy stays at {progress.accuracy:.2f}" if progress.accuracy is not None else ""))
+    return [Finding("not-learning", "warning", symptom, root, f"{what}; likely cause: {root.replace('_', ' ')}.",
+                    target, layer=target.layer, evidence=ev, fixes=fixes)]

@@ -1,0 +1,91 @@
+"""NaN/Inf: where the first non-finite value is born, and why."""
+
+from __future__ import annotations
+
+from ..findings import Finding, FixSpec, Target
+from ..trace import Trace
+from .common import eliminate_cause, layer_label, loss_family
+
+_ORDER = ("pre", "out", "grad", "w")
+_WHERE = {"pre": "pre-activation", "out": "forward output", "grad": "gradient", "w": "weights"}
+
+
+def first_nonfinite(trace: Trace) -> tuple[int, str, int | None] | None:
+    """(step position, kind, layer index) of the first non-finite value, forward before backward."""
+    for pos, step in enumerate(trace.steps):
+        hits: list[tuple[int, int, str]] = []
+        for key, vals in step.values.items():
+            if "." not in key:
+                continue
+            layer_s, kind = key.split(".", 1)
+            if kind in _ORDER and vals.get("nonfinite", 0.0) > 0:
+                hits.append((_ORDER.index(kind) if kind in ("grad", "w") else 0, int(layer_s[1:]), kind))
+        loss = step.get("loss", "loss")
+        forward = sorted(h for h in hits if h[2] in ("pre", "out"))
+        if forward:
+            _, layer, kind = forward[0]
+            pre_first = [h for h in forward if h[1] == layer and h[2] == "pre"]
+            return pos, ("pre" if pre_first else kind), layer
+        if loss is not None and loss != loss or loss in (float("inf"), float("-inf")):
+            return pos, "loss", None
+        if hits:
+            backward = sorted(hits, key=lambda h: (h[0], -h[1] if h[2] == "grad" else h[1]))
+            _, layer, kind = backward[0]
+            return pos, kind, layer
+    return None
+
+
+def detect_nonfinite(trace: Trace) -> list[Finding]:
+    x = trace.fit.x if trace.fit else None
+    if x and (x.get("nonfinite") or 0) > 0:
+        return [Finding(
+            "nan-in-inputs", "error", "nan_inf", "data_normalization",
+            f"{x['nonfinite']:.1%} of the input values are NaN/Inf before training starts.",
+            Target("fit_data", arg="x", position=0), evidence={"nonfinite_fraction": x["nonfinite"]},
+            fixes=[FixSpec("Replace NaN/Inf inputs by 0", insert_after="{name} = np.nan_to_num({name})")],
+        )]
+    hit = first_nonfinite(trace)
+    if hit is None:
+        return []
+    pos, kind, layer_idx = hit
+    step = trace.steps[pos]
+    where = "the loss" if kind == "loss" else f"the {_WHERE[kind]} of {layer_label(trace.layers[layer_idx])}"
+    observed = {"epoch": step.epoch, "step": step.step, "global_step": step.g, "layer": layer_idx, "where": kind}
+    evidence = {"first_nonfinite": where, "epoch": step.epoch + 1, "step": step.step, "global_step": step.g}
+    head = f"NaN/Inf first appeared in {where} at epoch {step.epoch + 1}, step {step.step}"
+
+    # A value born inside user code: a custom layer's call or a custom loss.
+    if kind in ("pre", "out") and layer_idx is not None:
+        layer = trace.layers[layer_idx]
+        prev_weights_ok = pos == 0 or all(v.get("nonfinite", 0) == 0 for k, v in trace.steps[pos - 1].values.items() if k.endswith(".w"))
+        if layer.custom and layer.call_code and prev_weights_ok:
+            return [Finding("nan-in-custom-code", "error", "nan_inf", "numerical_operation",
+                            f"{head}, while its inputs and weights were finite: an operation in its call() produced it.",
+                            Target("code", layer=layer_idx, code=layer.call_code), layer=layer_idx, evidence=evidence, observed=observed,
+                            fixes=[])]
+    if kind == "loss" and trace.compile is not None:
+        loss = trace.compile.loss
+        if loss_family(trace) == "custom" and loss.get("code"):
+            return [Finding("nan-in-custom-loss", "error", "nan_inf", "numerical_operation",
+                            f"{head}, while the model outputs were finite: an operation in the custom loss '{loss.get('name')}' produced it.",
+                            Target("code", code=loss["code"]), evidence=evidence, observed=observed, fixes=[])]
+    root, target, fixes, extra = eliminate_cause(trace)
+    evidence.update(extra)
+    growth = _grad_growth(trace, pos)
+    if growth:
+        evidence["gradient_norm_growth"] = growth
+    return [Finding("nan-inf", "error", "nan_inf", root, f"{head}; likely cause: {root.replace('_', ' ')}.",
+                    target, layer=target.layer if target.layer is not None else layer_idx, evidence=evidence, observed=observed, fixes=fixes)]
+
+
+def _grad_growth(trace: Trace, upto: int) -> float | None:
+    import numpy as np
+
+    norms = []
+    for step in trace.steps[: upto + 1]:
+        total = [v["norm"] for k, v in step.values.items() if k.endswith(".grad") and np.isfinite(v.get("norm", np.nan))]
+        if total:
+            norms.append(float(np.sqrt(np.sum(np.square(total)))))
+    if len(norms) < 2 or norms[0] <= 0:
+        return None
+    return round(max(norms) / norms[0], 2)

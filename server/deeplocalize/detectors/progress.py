@@ -1,0 +1,103 @@
+"""Is training making progress? Loss and accuracy curves over windows, judged
+against the loss at chance, not against exact float equality."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..trace import Trace
+from .common import loss_family, n_classes
+
+
+@dataclass
+class Progress:
+    """Summary of the learning curve.
+
+    rel_improvement: (initial - final) / initial loss; final_slope: relative loss
+    drop over the last epoch (or last half-epoch window); chance_ratio: final
+    loss / loss at chance for classification.
+    """
+
+    steps: int
+    epochs: int
+    initial_loss: float
+    final_loss: float
+    rel_improvement: float
+    final_slope: float
+    accuracy: float | None
+    chance_accuracy: float | None
+    chance_ratio: float | None
+    oscillation: float
+    val_gap: float | None
+
+    @property
+    def stalled(self) -> bool:
+        if self.steps < 20:
+            return False
+        if self.chance_ratio is not None and self.chance_ratio > 0.9 and (self.accuracy is None or self.chance_accuracy is None or self.accuracy < self.chance_accuracy * 1.5 + 0.05):
+            return True
+        return self.rel_improvement < 0.05
+
+    @property
+    def poor(self) -> bool:
+        """Learning, but far from fitting the training data."""
+        if self.stalled:
+            return True
+        if self.accuracy is not None:
+            return self.accuracy < 0.6
+        return self.rel_improvement < 0.5
+
+    @property
+    def still_improving(self) -> bool:
+        return self.final_slope > 0.04
+
+
+def measure(trace: Trace) -> Progress | None:
+    loss = trace.series("loss", "loss")
+    finite = loss[np.isfinite(loss)]
+    if len(finite) < 3:
+        return None
+    n0 = max(1, min(5, len(finite) // 10))
+    initial = float(np.median(finite[:n0]))
+    epoch_loss = trace.epoch_series("loss")
+    epoch_loss = epoch_loss[np.isfinite(epoch_loss)]
+    if len(epoch_loss) >= 2:
+        final = float(epoch_loss[-1])
+        slope = float((epoch_loss[-2] - epoch_loss[-1]) / max(abs(epoch_loss[-2]), 1e-12))
+    else:
+        tail = finite[len(finite) // 2 :]
+        final = float(np.mean(tail[len(tail) // 2 :])) if len(tail) >= 2 else float(finite[-1])
+        first = float(np.mean(tail[: max(1, len(tail) // 2)]))
+        slope = (first - final) / max(abs(first), 1e-12)
+    rel = (initial - final) / max(abs(initial), 1e-12)
+    acc = None
+    for key in ("accuracy", "acc", "categorical_accuracy", "sparse_categorical_accuracy", "binary_accuracy", "compile_metrics"):
+        series = trace.epoch_series(key)
+        series = series[np.isfinite(series)]
+        if len(series) and np.all((series >= 0) & (series <= 1)):
+            acc = float(series[-1])
+            break
+    family = loss_family(trace)
+    chance_acc = chance_ratio = None
+    c = n_classes(trace)
+    if family in ("categorical", "sparse") and c and c > 1:
+        chance_acc = 1.0 / c
+        chance_ratio = final / math.log(c)
+    elif family == "binary":
+        chance_acc = 0.5
+        chance_ratio = final / math.log(2)
+    osc = 0.0
+    if len(epoch_loss) >= 4:
+        d = np.diff(epoch_loss)
+        signs = np.sign(d)
+        changes = np.sum(signs[1:] * signs[:-1] < 0) / max(1, len(signs) - 1)
+        amp = float(np.median(np.abs(d)) / max(float(np.mean(epoch_loss)), 1e-12))
+        osc = float(changes * min(1.0, amp * 5))
+    gap = None
+    val_acc = trace.epoch_series("val_accuracy")
+    if acc is not None and len(val_acc) and np.isfinite(val_acc[-1]):
+        gap = float(val_acc[-1] - acc)
+    return Progress(len(finite), len(trace.epochs), initial, final, rel, slope, acc, chance_acc, chance_ratio, osc, gap)

@@ -1,0 +1,183 @@
+"""Rules checked as soon as `compile`/`fit` are called and the model is built:
+output activation vs loss vs labels. They fire before any training step."""
+
+from __future__ import annotations
+
+import math
+
+from ..findings import Finding, FixSpec, Target
+from ..trace import Trace
+from .common import ACTIVATION_RANGE, RELU_LIKE, from_logits, layer_label, loss_family
+
+
+def _act_fix(layer_index: int, new: str, why: str) -> tuple[Target, list[FixSpec]]:
+    return Target("layer_arg", layer=layer_index, arg="activation"), [FixSpec(f"Use activation \"{new}\" on the output layer{why}", new_value=f'"{new}"')]
+
+
+def _loss_fix(new: str) -> tuple[Target, list[FixSpec]]:
+    return Target("compile_arg", arg="loss"), [FixSpec(f"Use loss \"{new}\"", new_value=f'"{new}"')]
+
+
+def check_output_and_loss(trace: Trace) -> list[Finding]:
+    out = trace.output_layer
+    family = loss_family(trace)
+    if out is None or trace.compile is None or family in ("unknown",):
+        return []
+    y = trace.fit.y if trace.fit else None
+    act = out.activation or "linear"
+    units = out.units
+    findings: list[Finding] = []
+    ev = {"output_activation": act, "output_units": units, "loss": trace.compile.loss.get("name"), "loss_family": family}
+
+    def add(code: str, severity: str, root: str, message: str, target: Target, fixes: list[FixSpec], symptom: str = "output_range") -> None:
+        findings.append(Finding(code, severity, symptom, root, message, target, layer=out.index if target.layer is not None else None, evidence=dict(ev), fixes=fixes))
+
+    logits = from_logits(trace)
+    if units == 1 and act == "softmax":
+        new = "sigmoid" if family in ("binary", "categorical", "sparse") else "linear"
+        t, f = _act_fix(out.index, new, "")
+        add("softmax-single-unit", "error", "activation",
+            f"softmax over a single unit always outputs 1.0, so the {layer_label(out)} cannot learn; use {new}.", t, f)
+        return findings
+    if family in ("categorical", "sparse"):
+        if units == 1:
+            if family == "categorical":
+                t, f = _loss_fix("binary_crossentropy")
+                add("loss-single-unit-categorical", "error", "loss",
+                    "categorical cross-entropy over a single output unit is always 0: nothing is learned. With one unit use binary_crossentropy.", t, f, "loss_mismatch")
+                return findings
+        if logits:
+            if act in ("softmax", "sigmoid"):
+                t = Target("compile_arg", arg="loss")
+                add("from-logits-on-probabilities", "warning", "loss",
+                    f"The loss expects logits (from_logits=True) but the output layer already applies {act}.", t,
+                    [FixSpec("Set from_logits=False", new_value="False", arg="from_logits")], "loss_mismatch")
+            return findings
+        if act != "softmax" and units and units > 1:
+            t, f = _act_fix(out.index, "softmax", " (cross-entropy needs a probability distribution)")
+            f.append(FixSpec("Keep the activation and compute the loss from logits", new_value="True", arg="from_logits", target=Target("compile_arg", arg="loss")))
+            sev = "error" if act in RELU_LIKE or act == "linear" else "warning"
+            add("output-not-distribution", sev, "activation",
+                f"{family} cross-entropy expects probabilities, but the {layer_label(out)} outputs values in "
+                f"{_fmt_range(act)}: the loss is undefined or misleading.", t, f)
+    elif family == "binary":
+        if logits:
+            if act == "sigmoid":
+                add("from-logits-on-probabilities", "warning", "loss",
+                    "The loss expects logits (from_logits=True) but the output layer already applies sigmoid.",
+                    Target("compile_arg", arg="loss"), [FixSpec("Set from_logits=False", new_value="False", arg="from_logits")], "loss_mismatch")
+            return findings
+        if units and units > 2 and act == "softmax":
+            new = "categorical_crossentropy" if y and y.get("one_hot") else "sparse_categorical_crossentropy"
+            t, f = _loss_fix(new)
+            add("binary-loss-multiclass", "error", "loss",
+                f"binary cross-entropy on a {units}-way softmax treats each class as an independent yes/no; use {new}.", t, f, "loss_mismatch")
+        elif act not in ("sigmoid", "softmax", "hard_sigmoid"):
+            t, f = _act_fix(out.index, "sigmoid", " (binary cross-entropy needs outputs in [0, 1])")
+            add("output-not-probability", "error", "activation",
+                f"binary cross-entropy expects probabilities in [0, 1], but the {layer_label(out)} outputs values in {_fmt_range(act)}.", t, f)
+    elif family == "regression":
+        if y and y.get("one_hot") and act == "softmax":
+            new = "categorical_crossentropy"
+            t, f = _loss_fix(new)
+            add("regression-loss-on-classes", "warning", "loss",
+                f"A regression loss ({trace.compile.loss.get('name')}) on a softmax classifier learns slowly; use {new}.", t, f, "loss_mismatch")
+        elif y and y.get("min") is not None:
+            lo, hi = ACTIVATION_RANGE.get(act, (-math.inf, math.inf))
+            if (y["min"] < lo - 1e-6 or y["max"] > hi + 1e-6) and (y.get("n_unique") or 0) > 2:
+                t, f = _act_fix(out.index, "linear", " (regression targets outside the activation's range)")
+                add("output-range-targets", "error", "activation",
+                    f"Targets span [{y['min']:.3g}, {y['max']:.3g}] but the {layer_label(out)} can only output {_fmt_range(act)}.", t, f)
+    return findings
+
+
+def check_labels(trace: Trace) -> list[Finding]:
+    """Labels vs loss vs output size: the shape and range mismatches that crash or silently mislead."""
+    out = trace.output_layer
+    y = trace.fit.y if trace.fit else None
+    family = loss_family(trace)
+    if out is None or not y or y.get("min") is None:
+        return []
+    findings: list[Finding] = []
+    units = out.units or 0
+    ev = {"label_min": y.get("min"), "label_max": y.get("max"), "label_shape": y.get("shape"), "output_units": units, "loss_family": family}
+    shape = y.get("shape") or []
+    one_dim = len(shape) == 1 or (len(shape) == 2 and shape[-1] == 1)
+    if family == "categorical" and one_dim and y.get("integer_valued") and units > 1:
+        findings.append(Finding(
+            "labels-not-one-hot", "error", "loss_mismatch", "loss",
+            f"categorical_crossentropy needs one-hot labels of width {units}, but the labels are class indices {tuple(shape)}; "
+            "use sparse_categorical_crossentropy (or one-hot encode the labels).",
+            Target("compile_arg", arg="loss"), evidence=ev,
+            fixes=[FixSpec('Use loss "sparse_categorical_crossentropy"', new_value='"sparse_categorical_crossentropy"'),
+                   FixSpec("One-hot encode the labels", insert_after="{name} = keras.utils.to_categorical({name})", target=Target("fit_data", arg="y", position=1))],
+        ))
+    elif family == "sparse" and y.get("one_hot"):
+        findings.append(Finding(
+            "labels-one-hot-sparse", "error", "loss_mismatch", "loss",
+            "sparse_categorical_crossentropy needs class indices, but the labels are one-hot; use categorical_crossentropy.",
+            Target("compile_arg", arg="loss"), evidence=ev,
+            fixes=[FixSpec('Use loss "categorical_crossentropy"', new_value='"categorical_crossentropy"')],
+        ))
+    elif family == "sparse" and one_dim and units > 1 and y["max"] >= units:
+        if y["min"] >= 1 and int(y["max"]) == units:
+            findings.append(Finding(
+                "labels-off-by-one", "error", "label_range", "labels",
+                f"Labels run from {y['min']:.0f} to {y['max']:.0f} but the {units} output units cover classes 0..{units - 1}: shift the labels to start at 0.",
+                Target("fit_data", arg="y", position=1), evidence=ev,
+                fixes=[FixSpec("Shift the labels to start at 0", insert_after="{name} = {name} - {name}.min()")],
+            ))
+        else:
+            n = int(y["max"]) + 1
+            findings.append(Finding(
+                "output-units-too-few", "error", "label_range", "architecture",
+                f"Labels go up to {y['max']:.0f} ({n} classes) but the {layer_label(out)} has only {units} units.",
+                Target("layer_arg", layer=out.index, arg="units", position=0), layer=out.index, evidence=ev,
+                fixes=[FixSpec(f"Use {n} output units", new_value=str(n))],
+            ))
+    elif family == "categorical" and len(shape) >= 2 and shape[-1] != units and units > 1:
+        findings.append(Finding(
+            "output-units-mismatch", "error", "label_range", "architecture",
+            f"Labels are one-hot of width {shape[-1]} but the {layer_label(out)} has {units} units.",
+            Target("layer_arg", layer=out.index, arg="units", position=0), layer=out.index, evidence=ev,
+            fixes=[FixSpec(f"Use {shape[-1]} output units", new_value=str(shape[-1]))],
+        ))
+    elif family == "binary" and (y["min"] < 0 or y["max"] > 1):
+        uniq = y.get("n_unique") or 0
+        if uniq <= 2:
+            findings.append(Finding(
+                "labels-outside-unit-interval", "error", "label_range", "labels",
+                f"binary_crossentropy needs labels in {{0, 1}}, but they are in [{y['min']:.3g}, {y['max']:.3g}].",
+                Target("fit_data", arg="y", position=1), evidence=ev,
+                fixes=[FixSpec("Map the labels to 0/1", insert_after="{name} = ({name} - {name}.min()) / ({name}.max() - {name}.min())")],
+            ))
+        elif y.get("integer_valued") and units == 1:
+            n = int(y["max"]) + 1
+            findings.append(Finding(
+                "binary-loss-multiclass-labels", "error", "label_range", "loss",
+                f"Labels have {uniq} classes but the model is a binary classifier (1 sigmoid unit, binary_crossentropy).",
+                Target("compile_arg", arg="loss"), evidence=ev,
+                fixes=[FixSpec('Use loss "sparse_categorical_crossentropy" (and a softmax output with one unit per class)', new_value='"sparse_categorical_crossentropy"')],
+            ))
+    elif family in ("categorical", "sparse", "binary") and not y.get("integer_valued") and (y.get("n_unique") or 0) > 20 and not y.get("one_hot"):
+        findings.append(Finding(
+            "classification-loss-on-continuous", "error", "loss_mismatch", "loss",
+            f"The targets are continuous ({y.get('n_unique')} distinct values) but the loss is a classification loss; use a regression loss.",
+            Target("compile_arg", arg="loss"), evidence=ev, fixes=[FixSpec('Use loss "mse"', new_value='"mse"')],
+        ))
+    return findings
+
+
+def check_static(trace: Trace) -> list[Finding]:
+    found = check_labels(trace)
+    seen = {(f.root_cause, f.target.kind, f.target.arg) for f in found}
+    for f in check_output_and_loss(trace):
+        if (f.root_cause, f.target.kind, f.target.arg) not in seen:
+            found.append(f)
+    return found
+
+
+def _fmt_range(act: str) -> str:
+    lo, hi = ACTIVATION_RANGE.get(act, (-math.inf, math.inf))
+    f = lambda v: "-inf" if v == -math.inf else ("inf" if v == math.inf else f"{v:g}")  # noqa: E731
+    return f"[{f(lo)}, {f(hi)}]"

@@ -1,0 +1,230 @@
+"""Symptoms inside the network while it trains: exploding/vanishing gradients,
+dead ReLUs, saturated sigmoid/tanh, weights that do not move or move too fast,
+bad initial scale. Each names the layer where the symptom starts."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..findings import Finding, FixSpec, Target
+from ..trace import LayerInfo, Trace
+from .common import (
+    RELU_LIKE, SATURATING, SLOW_BY_DEFAULT, DEFAULT_LR, bad_init_layers, eliminate_cause, init_target_and_fixes,
+    layer_label, lr_info, lr_target_and_fixes, median_log_update_ratio, optimizer_target_and_fixes, window, x_scale_problem,
+    data_target_and_fixes,
+)
+from .numerical import first_nonfinite
+from .progress import Progress
+
+
+def _grad_norm(trace: Trace, layer: LayerInfo) -> np.ndarray:
+    return trace.series(f"L{layer.index}.grad", "norm")
+
+
+def detect_exploding(trace: Trace, progress: Progress | None) -> list[Finding]:
+    layers = trace.trainable_layers
+    if not layers or len(trace.steps) < 5:
+        return []
+    total = np.sqrt(np.nansum(np.square(np.vstack([_grad_norm(trace, l) for l in layers])), axis=0))
+    total = total[np.isfinite(total)]
+    if len(total) < 5:
+        return []
+    base = float(np.median(total[:3]))
+    peak = float(np.max(total))
+    wn = [trace.series(f"L{l.index}.w", "norm") for l in layers]
+    w_growth = max((float(np.nanmax(w) / max(w[0], 1e-12)) for w in wn if len(w) and np.isfinite(w[0])), default=1.0)
+    if not (base > 0 and (peak / base > 1e3 or peak > 1e4 or w_growth > 100)):
+        return []
+    # Layer where it starts: the first layer (input side) whose gradient crosses 100x its start.
+    start = None
+    for l in layers:
+        g = _grad_norm(trace, l)
+        g = g[np.isfinite(g)]
+        if len(g) >= 3 and g[0] > 0 and np.max(g) / g[0] > 100:
+            start = l
+            break
+    start = start or layers[-1]
+    root, target, fixes, ev = eliminate_cause(trace)
+    ev.update({"gradient_norm_growth": round(peak / base, 1), "weight_norm_growth": round(w_growth, 1)})
+    return [Finding("exploding-gradients", "error", "exploding_gradient", root,
+                    f"Gradients explode (norm x{peak / base:.3g}, weights x{w_growth:.3g}) starting at {layer_label(start)}; likely cause: {root.replace('_', ' ')}.",
+                    target, layer=target.layer if target.layer is not None else start.index, evidence=ev, fixes=fixes,
+                    observed={"layer": start.index, "where": "grad"})]
+
+
+def detect_vanishing(trace: Trace, progress: Progress | None) -> list[Finding]:
+    layers = trace.trainable_layers
+    if len(layers) < 3 or len(trace.steps) < 10:
+        return []
+    norms = {l.index: window(_grad_norm(trace, l), 0.5) for l in layers}
+    last = float(np.median(norms[layers[-1].index])) if len(norms[layers[-1].index]) else 0.0
+    first = float(np.median(norms[layers[0].index])) if len(norms[layers[0].index]) else 0.0
+    if last <= 0:
+        return []
+    ratio = first / last
+    absolute = all(float(np.median(v)) < 1e-7 for v in norms.values() if len(v))
+    if not ((ratio < 1e-3 and first < 1e-4) or absolute or (ratio < 1e-4)):
+        return []
+    if progress is not None and not progress.poor:
+        return []
+    # Where it starts: walking from the output, the first layer whose gradient is < 1% of the output layer's.
+    start = layers[0]
+    for l in reversed(layers[:-1]):
+        v = norms[l.index]
+        if len(v) and float(np.median(v)) / last < 1e-2:
+            start = l
+            break
+    saturating = [l for l in layers[:-1] if l.activation in SATURATING]
+    ev = {"first_to_last_gradient_ratio": float(f"{ratio:.3g}"), "first_layer_gradient_norm": float(f"{first:.3g}")}
+    if saturating:
+        deepest = max((l for l in saturating if l.index <= start.index), key=lambda l: l.index, default=saturating[0])
+        return [Finding("vanishing-gradients", "warning", "vanishing_gradient", "activation",
+                        f"Gradients vanish towards the input (first/last layer gradient ratio {ratio:.2g}), starting at {layer_label(start)}: "
+                        f"{len(saturating)} {deepest.activation} layers squash the gradient; use relu.",
+                        Target("layer_arg", layer=deepest.index, arg="activation"), layer=deepest.index, evidence=ev,
+                        fixes=[FixSpec('Use activation "relu"', new_value='"relu"')], observed={"layer": start.index, "where": "grad"})]
+    bad = bad_init_layers(trace)
+    if bad:
+        layer, scale = bad[0]
+        target, fixes = init_target_and_fixes(layer)
+        ev["init_scale"] = round(scale, 4)
+        return [Finding("vanishing-gradients", "warning", "vanishing_gradient", "initialization",
+                        f"Gradients vanish towards the input (ratio {ratio:.2g}); {layer_label(layer)} starts with weights at {scale:.2g}x a variance-preserving scale.",
+                        target, layer=layer.index, evidence=ev, fixes=fixes, observed={"layer": start.index, "where": "grad"})]
+    return [Finding("vanishing-gradients", "warning", "vanishing_gradient", "architecture",
+                    f"Gradients vanish towards the input (ratio {ratio:.2g}), starting at {layer_label(start)}.",
+                    Target("layer", layer=start.index), layer=start.index, evidence=ev, fixes=[], observed={"layer": start.index, "where": "grad"})]
+
+
+def detect_dead_relu(trace: Trace, progress: Progress | None) -> list[Finding]:
+    out = []
+    for l in trace.layers:
+        if l.activation not in RELU_LIKE or l.is_output:
+            continue
+        dead = window(trace.series(f"L{l.index}.out", "dead_units"), 0.3)
+        if len(dead) < 3:
+            continue
+        frac = float(np.median(dead))
+        if frac < 0.7:
+            continue
+        ev = {"dead_unit_fraction": round(frac, 3)}
+        severity = "warning" if (frac >= 0.99 or (progress is not None and progress.poor)) else "information"
+        bad = bad_init_layers(trace)
+        cls, lr, ratio = lr_info(trace)
+        if bad:
+            layer, scale = bad[0]
+            root = "initialization"
+            target, fixes = init_target_and_fixes(layer)
+            ev["init_scale"] = round(scale, 4)
+        elif lr is not None and ratio >= 3:
+            root = "learning_rate"
+            target, fixes = lr_target_and_fixes(trace, "down")
+            ev["learning_rate"] = lr
+        elif x_scale_problem(trace) and l.index == _first_trainable(trace):
+            root = "data_normalization"
+            target, fixes = data_target_and_fixes("x")
+            ev.update(x_scale_problem(trace) or {})
+        else:
+            root = "activation"
+            target, fixes = Target("layer_arg", layer=l.index, arg="activation"), [FixSpec('Use activation "leaky_relu"', new_value='"leaky_relu"')]
+        out.append(Finding("dead-relu", severity, "dead_relu", root,
+                           f"{frac:.0%} of the units of {layer_label(l)} output 0 for every sample (dead ReLUs); likely cause: {root.replace('_', ' ')}.",
+                           target, layer=target.layer if target.layer is not None else l.index, evidence=ev, fixes=fixes,
+                           observed={"layer": l.index, "where": "out"}))
+        break  # the first dead layer starves everything after it
+    return out
+
+
+def _first_trainable(trace: Trace) -> int | None:
+    t = trace.trainable_layers
+    return t[0].index if t else None
+
+
+def detect_saturation(trace: Trace, progress: Progress | None) -> list[Finding]:
+    for l in trace.layers:
+        if l.activation not in SATURATING:
+            continue
+        if l.is_output and (progress is None or not progress.stalled):
+            continue
+        sat = window(trace.series(f"L{l.index}.pre", "sat5"), 0.3)
+        if len(sat) < 3 or float(np.median(sat)) <= 0.5:
+            continue
+        frac = float(np.median(sat))
+        ev = {"saturated_fraction": round(frac, 3), "threshold": "|x| > 5"}
+        severity = "warning" if progress is None or progress.poor else "information"
+        bad = bad_init_layers(trace)
+        cls, lr, ratio = lr_info(trace)
+        if x_scale_problem(trace) and l.index == _first_trainable(trace):
+            root = "data_normalization"
+            target, fixes = data_target_and_fixes("x")
+            ev.update(x_scale_problem(trace) or {})
+        elif bad:
+            layer, scale = bad[0]
+            root = "initialization"
+            target, fixes = init_target_and_fixes(layer)
+            ev["init_scale"] = round(scale, 4)
+        elif lr is not None and ratio >= 3:
+            root = "learning_rate"
+            target, fixes = lr_target_and_fixes(trace, "down")
+        elif x_scale_problem(trace):
+            root = "data_normalization"
+            target, fixes = data_target_and_fixes("x")
+            ev.update(x_scale_problem(trace) or {})
+        else:
+            root = "activation"
+            target, fixes = Target("layer_arg", layer=l.index, arg="activation"), [FixSpec('Use activation "relu"', new_value='"relu"')]
+        return [Finding("saturated-activation", severity, "saturation", root,
+                        f"{frac:.0%} of the inputs of the {l.activation} in {layer_label(l)} are beyond +-5, where its gradient is ~0; likely cause: {root.replace('_', ' ')}.",
+                        target, layer=target.layer if target.layer is not None else l.index, evidence=ev, fixes=fixes,
+                        observed={"layer": l.index, "where": "pre"})]
+    return []
+
+
+def detect_bad_init(trace: Trace, progress: Progress | None) -> list[Finding]:
+    out = []
+    for layer, scale in bad_init_layers(trace):
+        hidden = not layer.is_output
+        symptom = progress is not None and progress.poor
+        if scale < 0.02 and hidden:
+            severity = "warning"
+        elif symptom:
+            severity = "warning"
+        else:
+            severity = "information"
+        target, fixes = init_target_and_fixes(layer)
+        desc = "all-equal (e.g. zeros)" if scale < 1e-6 else ("too small" if scale < 1 else "too large")
+        out.append(Finding("bad-initialization", severity, "weight_scale", "initialization",
+                           f"The kernel of {layer_label(layer)} starts {desc}: std x sqrt(fan_in) = {scale:.3g} (variance-preserving inits give ~1).",
+                           target, layer=layer.index, evidence={"init_scale": round(scale, 5)}, fixes=fixes, observed={"layer": layer.index, "where": "w"}))
+        break
+    return out
+
+
+def detect_update_ratio(trace: Trace, progress: Progress | None) -> list[Finding]:
+    """Weights that barely move (too slow) or jump (too fast) relative to their norm."""
+    if progress is None or len(trace.steps) < 10 or first_nonfinite(trace) is not None:
+        return []
+    med = median_log_update_ratio(trace)
+    if med is None:
+        return []
+    cls, lr, ratio = lr_info(trace)
+    ev = {"median_log10_update_ratio": round(med, 2), "learning_rate": lr, "optimizer": cls}
+    if med < -4.0 and progress.poor:
+        if cls in SLOW_BY_DEFAULT and (lr is None or abs(ratio - 1) < 1e-6):
+            target, fixes = optimizer_target_and_fixes(trace)
+            return [Finding("weights-barely-change", "warning", "slow_updates", "optimizer",
+                            f"Weights change by 10^{med:.1f} of their norm per step (healthy: 10^-4..10^-1): {cls} at its default rate is too slow for this model.",
+                            target, evidence=ev, fixes=fixes)]
+        target, fixes = lr_target_and_fixes(trace, "up")
+        return [Finding("weights-barely-change", "warning", "slow_updates", "learning_rate",
+                        f"Weights change by 10^{med:.1f} of their norm per step (healthy: 10^-4..10^-1): the learning rate {lr:g} is too low.",
+                        target, evidence=ev, fixes=fixes)]
+    if med > -0.7 and (progress.poor or progress.oscillation > 0.3):
+        target, fixes = lr_target_and_fixes(trace, "down")
+        return [Finding("weights-change-too-fast", "warning", "fast_updates", "learning_rate",
+                        f"Weights change by 10^{med:.1f} of their norm per step (healthy: 10^-4..10^-1): the learning rate {lr:g} is too high.",
+                        target, evidence=ev, fixes=fixes)]
+    return []
+
+
+__all__ = ["detect_exploding", "detect_vanishing", "detect_dead_relu", "detect_saturation", "detect_bad_init", "detect_update_ratio", "DEFAULT_LR"]

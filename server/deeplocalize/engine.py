@@ -1,0 +1,160 @@
+"""One analysis of one script: checks that need no training, the probed run,
+the diagnosis, and the anchoring of each finding in the source."""
+
+from __future__ import annotations
+
+import ast
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .detectors import diagnose, is_decisive
+from .findings import Finding, LocatedFinding, Position, SourceRange, Target
+from .locate import Locator, line_range, load_source
+from .runner import EventCallback, OutputCallback, RunOptions, RunResult, WorkerPool, run_script
+from .trace import Trace
+
+KERAS_MODULES = ("keras", "tensorflow", "tf_keras")
+
+
+class EnvironmentProblem(Exception):
+    """The chosen interpreter cannot run the probe (no TensorFlow/Keras, unsupported version)."""
+
+
+@dataclass
+class FileReport:
+    path: str
+    status: str  # ok | crashed | timeout | not_keras | syntax_error
+    duration_s: float
+    findings: list[LocatedFinding] = field(default_factory=list)
+    trace: Trace | None = None
+    run: RunResult | None = None
+    message: str = ""
+
+    def to_json(self) -> dict:
+        return {
+            "path": self.path,
+            "status": self.status,
+            "duration_s": round(self.duration_s, 3),
+            "findings": [f.to_json() for f in self.findings],
+        }
+
+    @property
+    def worst(self) -> str | None:
+        order = ["error", "warning", "information", "hint"]
+        sev = [f.finding.severity for f in self.findings]
+        return min(sev, key=order.index) if sev else None
+
+
+def syntax_error(text: str, path: str) -> SourceRange | None:
+    try:
+        compile(text, path, "exec")
+    except SyntaxError as exc:
+        line = exc.lineno or 1
+        col = exc.offset or 1
+        end_line = exc.end_lineno or line
+        end_col = exc.end_offset if exc.end_offset and (end_line > line or exc.end_offset > col) else col + 1
+        return SourceRange(path, Position(line, col), Position(end_line, end_col))
+    return None
+
+
+def uses_keras(text: str, path: str, depth: int = 0) -> bool:
+    """Whether the script (or a local module it imports) imports Keras/TensorFlow."""
+    try:
+        tree = ast.parse(text)
+    except SyntaxError:
+        return False
+    local: list[str] = []
+    for node in ast.walk(tree):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module]
+        for n in names:
+            if n.split(".")[0] in KERAS_MODULES:
+                return True
+            local.append(n.split(".")[0])
+    if depth < 2:
+        base = Path(path).resolve().parent
+        for mod in dict.fromkeys(local):
+            candidate = base / f"{mod}.py"
+            if candidate.is_file():
+                try:
+                    if uses_keras(candidate.read_text(encoding="utf-8", errors="replace"), str(candidate), depth + 1):
+                        return True
+                except OSError:
+                    continue
+    return False
+
+
+def _info(code: str, message: str, rng: SourceRange, severity: str = "information", evidence: dict | None = None) -> LocatedFinding:
+    return LocatedFinding(Finding(code, severity, code, None, message, Target("frame"), evidence=evidence or {}), rng, [], None)
+
+
+def _missing_keras(run: RunResult) -> bool:
+    return not run.trace.versions and any(
+        ("No module named" in line and any(m in line for m in ("tensorflow", "keras", "numpy"))) or "ImportError" in line
+        for line in run.output
+    )
+
+
+async def analyze(
+    path: str,
+    options: RunOptions,
+    pool: WorkerPool | None = None,
+    on_event: EventCallback | None = None,
+    on_output: OutputCallback | None = None,
+    text: str | None = None,
+) -> FileReport:
+    """Analyze one script. `text` overrides the file's content for the static checks only."""
+    start = time.monotonic()
+    path = os.path.abspath(path)
+    if text is None:
+        try:
+            text = Path(path).read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            raise FileNotFoundError(f"cannot read {path}: {exc.strerror}") from exc
+    bad = syntax_error(text, path)
+    if bad is not None:
+        try:
+            compile(text, path, "exec")
+        except SyntaxError as exc:
+            msg = f"SyntaxError: {exc.msg}"
+        f = Finding("syntax-error", "error", "syntax_error", None, msg, Target("frame"))
+        return FileReport(path, "syntax_error", time.monotonic() - start, [LocatedFinding(f, bad, [], None)])
+    if not uses_keras(text, path):
+        return FileReport(path, "not_keras", time.monotonic() - start, [], message="the script does not import Keras or TensorFlow")
+
+    run = await run_script(path, options, pool=pool, on_event=on_event, on_output=on_output, should_stop=is_decisive)
+    trace = run.trace
+    if _missing_keras(run):
+        tail = "\n".join(run.output[-5:])
+        raise EnvironmentProblem(f"the interpreter {options.python} cannot run the probe (TensorFlow/Keras missing?):\n{tail}")
+
+    findings = [Locator(trace).locate(f) for f in diagnose(trace)]
+    src = load_source(path)
+    status = "ok"
+    if run.status == "crashed" or (run.status == "failed"):
+        status = "crashed"
+    if run.status == "failed":
+        findings.append(_info("training-process-died", run.message or "the training process died", line_range(src, path, 1), "error", {"output": run.output[-5:]}))
+    elif run.status == "timeout":
+        status = "timeout"
+        anchor = findings[0].range if findings else (Locator(trace)._fallback())
+        findings.append(_info("budget-exceeded", f"Training {run.message}; findings are those seen so far.", _first_line(anchor), evidence={"max_seconds": options.max_seconds, "steps_seen": len(trace.steps)}))
+    elif run.status == "memory":
+        status = "crashed"
+        findings.append(_info("memory-exceeded", f"Training {run.message}.", _first_line(Locator(trace)._fallback()), "warning", {"max_memory_mb": options.max_memory_mb}))
+    elif run.status in ("finished",) and trace.fit is None and trace.crash is None:
+        findings.append(_info("no-training", "The script finished without training a Keras model with fit(); nothing to analyze.", line_range(src, path, 1), "hint"))
+    return FileReport(path, status, time.monotonic() - start, findings, trace, run)
+
+
+def _first_line(rng: SourceRange) -> SourceRange:
+    return SourceRange(rng.file, rng.start, Position(rng.start.line, rng.end.column if rng.end.line == rng.start.line else rng.start.column + 1))
+
+
+ProgressCallback = Callable[[str], None]

@@ -1,0 +1,416 @@
+"""From a detector's Target to a source range and text edits.
+
+Runtime call sites say which call created a layer or optimizer (exact through
+loops and helpers); the syntax tree narrows that to the token to change and
+follows names back to the line that defines them (`lr = 5.0` ...
+`SGD(learning_rate=lr)`), including helper-function parameters bound at the
+caller's call site.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import astroid
+from astroid import nodes
+
+from .findings import Finding, Fix, FixSpec, LocatedFinding, Position, SourceRange, Target, TextEdit
+from .trace import Frame, Trace
+
+
+@dataclass
+class Source:
+    path: str
+    text: str
+    lines: list[str]
+    module: nodes.Module | None
+
+
+@lru_cache(maxsize=64)
+def _load(path: str, mtime: float, size: int) -> Source:
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        text = fh.read()
+    try:
+        module = astroid.parse(text, path=path)
+    except Exception:  # noqa: BLE001 - a file astroid cannot parse still gets line ranges
+        module = None
+    return Source(path, text, text.splitlines(), module)
+
+
+def load_source(path: str) -> Source | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return _load(os.path.abspath(path), st.st_mtime, st.st_size)
+
+
+def _col_from_bytes(line_text: str, byte_col: int | None) -> int:
+    """co_positions columns are UTF-8 byte offsets; ranges are in characters."""
+    if byte_col is None:
+        return 0
+    return len(line_text.encode("utf-8")[:byte_col].decode("utf-8", "replace"))
+
+
+def node_range(src: Source, node: nodes.NodeNG) -> SourceRange:
+    return SourceRange(src.path, Position(node.lineno, node.col_offset + 1), Position(node.end_lineno or node.lineno, (node.end_col_offset or node.col_offset) + 1))
+
+
+def line_range(src: Source | None, path: str, line: int) -> SourceRange:
+    text = src.lines[line - 1] if src and 0 < line <= len(src.lines) else ""
+    start = len(text) - len(text.lstrip())
+    return SourceRange(path, Position(line, start + 1), Position(line, max(len(text.rstrip()), start) + 1))
+
+
+def frame_range(frame: Frame) -> SourceRange:
+    src = load_source(frame.file)
+    if src is None or frame.col is None or frame.end_line is None:
+        return line_range(src, frame.file, frame.line)
+    sc = _col_from_bytes(src.lines[frame.line - 1], frame.col) if frame.line <= len(src.lines) else 0
+    ec = _col_from_bytes(src.lines[frame.end_line - 1], frame.end_col) if frame.end_line <= len(src.lines) else sc
+    return SourceRange(frame.file, Position(frame.line, sc + 1), Position(frame.end_line, ec + 1))
+
+
+def call_at(src: Source, frame: Frame) -> nodes.Call | None:
+    """The Call node a runtime frame is executing: same start, and same end when known
+    (`Dense(8)(x)` starts two calls at one column; the constructor is the inner one)."""
+    if src.module is None or not 0 < frame.line <= len(src.lines):
+        return None
+    col = _col_from_bytes(src.lines[frame.line - 1], frame.col) if frame.col is not None else None
+    calls = list(src.module.nodes_of_class(nodes.Call))
+    starts = [c for c in calls if c.lineno == frame.line and (col is None or c.col_offset == col)]
+    if starts and frame.end_col is not None and frame.end_line is not None and frame.end_line <= len(src.lines):
+        end = _col_from_bytes(src.lines[frame.end_line - 1], frame.end_col)
+        exact = [c for c in starts if c.end_lineno == frame.end_line and c.end_col_offset == end]
+        if exact:
+            return exact[0]
+    if starts:
+        return min(starts, key=lambda c: ((c.end_lineno or 0) - c.lineno, (c.end_col_offset or 0) - c.col_offset))
+    spanning = [c for c in calls if c.lineno <= frame.line <= (c.end_lineno or c.lineno)]
+    return min(spanning, key=lambda c: (c.end_lineno or 0) - c.lineno) if spanning else None
+
+
+def _arg_node(call: nodes.Call, name: str | None, position: int | None) -> nodes.NodeNG | None:
+    for kw in call.keywords or []:
+        if kw.arg == name:
+            return kw.value
+    if position is not None and position < len(call.args) and not isinstance(call.args[position], nodes.Starred):
+        return call.args[position]
+    return None
+
+
+def _param_binding(func: nodes.FunctionDef, param: str, caller: nodes.Call) -> nodes.NodeNG | None:
+    """The expression a caller binds to `param` of `func`, or its default."""
+    names = [a.name for a in func.args.args]
+    offset = 1 if names and names[0] in ("self", "cls") and isinstance(caller.func, nodes.Attribute) else 0
+    for kw in caller.keywords or []:
+        if kw.arg == param:
+            return kw.value
+    if param in names:
+        idx = names.index(param) - offset
+        if 0 <= idx < len(caller.args):
+            return caller.args[idx]
+        defaults = func.args.defaults or []
+        di = names.index(param) - (len(names) - len(defaults))
+        if 0 <= di < len(defaults):
+            return defaults[di]
+    return None
+
+
+@dataclass
+class Resolved:
+    """Where a value is written: the node to edit, in which source."""
+
+    src: Source
+    node: nodes.NodeNG
+    via_name: str | None = None
+
+
+def resolve_value(src: Source, node: nodes.NodeNG, chain: list[Frame], depth: int = 0) -> Resolved:
+    """Follow a Name to the literal that defines it: an assignment, or the argument a caller passed."""
+    if not isinstance(node, nodes.Name) or depth > 6:
+        return Resolved(src, node)
+    try:
+        scope, assigns = node.lookup(node.name)
+    except Exception:  # noqa: BLE001
+        return Resolved(src, node)
+    assigns = [a for a in assigns if a.lineno is not None]
+    before = [a for a in assigns if a.lineno <= node.lineno] or assigns
+    if not before:
+        return Resolved(src, node)
+    target = max(before, key=lambda a: a.lineno)
+    parent = target.parent
+    if isinstance(parent, nodes.Arguments):
+        func = parent.parent
+        if chain and isinstance(func, (nodes.FunctionDef, nodes.Lambda)):
+            caller_frame = chain[0]
+            caller_src = load_source(caller_frame.file)
+            call = call_at(caller_src, caller_frame) if caller_src else None
+            if call is not None and isinstance(func, nodes.FunctionDef):
+                bound = _param_binding(func, node.name, call)
+                if bound is not None:
+                    return resolve_value(caller_src if bound.root() is caller_src.module else src, bound, chain[1:], depth + 1)
+        return Resolved(src, node)
+    if isinstance(parent, (nodes.Assign, nodes.AnnAssign)) and isinstance(parent.value, (nodes.Const, nodes.UnaryOp, nodes.BinOp, nodes.Call, nodes.Name)):
+        if isinstance(parent, nodes.Assign) and len(parent.targets) == 1 and isinstance(parent.targets[0], nodes.AssignName):
+            value = parent.value
+            if isinstance(value, nodes.Name):
+                return resolve_value(src, value, chain, depth + 1)
+            return Resolved(src, value, via_name=node.name)
+    return Resolved(src, node)
+
+
+class Locator:
+    """Anchors findings of one trace in the user's source."""
+
+    def __init__(self, trace: Trace) -> None:
+        self.trace = trace
+        self.script = os.path.abspath(trace.script)
+
+    # ------------------------------------------------------------- public
+    def locate(self, finding: Finding) -> LocatedFinding:
+        anchor, arg_site = self._anchor(finding.target)
+        fixes = []
+        for spec in finding.fixes:
+            fix = self._fix(spec, finding.target, arg_site)
+            if fix is not None:
+                fixes.append(fix)
+        layer = None
+        if finding.layer is not None and 0 <= finding.layer < len(self.trace.layers):
+            l = self.trace.layers[finding.layer]
+            layer = {"name": l.name, "index": l.index, "class": l.cls}
+        return LocatedFinding(finding, anchor, fixes, layer)
+
+    # ------------------------------------------------------------ anchors
+    def _fallback(self) -> SourceRange:
+        for info in (self.trace.fit, self.trace.compile):
+            if info is not None and info.site:
+                return frame_range(info.site[0])
+        return SourceRange(self.script, Position(1, 1), Position(1, 1))
+
+    def _site_for(self, target: Target) -> list[Frame]:
+        t = self.trace
+        if target.kind in ("layer_arg", "layer") and target.layer is not None and 0 <= target.layer < len(t.layers):
+            return t.layers[target.layer].site
+        if target.kind == "optimizer_arg":
+            if t.optimizer and t.optimizer.site:
+                return t.optimizer.site
+            return t.compile.site if t.compile else []
+        if target.kind == "compile_arg":
+            return t.compile.site if t.compile else []
+        if target.kind in ("fit_arg", "fit_data"):
+            return t.fit.site if t.fit else []
+        return []
+
+    def _anchor(self, target: Target) -> tuple[SourceRange, Any]:
+        """(range to report, context for fixes)."""
+        if target.kind == "frame":
+            return (frame_range(target.frame) if target.frame else self._fallback()), None
+        if target.kind == "code":
+            return self._code_anchor(target.code or {}), None
+        chain = self._site_for(target)
+        if not chain:
+            return self._fallback(), None
+        frame = chain[0]
+        src = load_source(frame.file)
+        call = call_at(src, frame) if src else None
+        if call is None:
+            return frame_range(frame), None
+        if target.kind == "layer":
+            return node_range(src, call), None
+        if target.kind == "optimizer_arg" and not (self.trace.optimizer and self.trace.optimizer.site):
+            # Optimizer given as a string: the compile call's optimizer= value.
+            value = _arg_node(call, "optimizer", 0)
+            if value is None:
+                return node_range(src, call), None
+            r = resolve_value(src, value, chain[1:])
+            return node_range(r.src, r.node), ("replace_optimizer", r)
+        if target.kind == "optimizer_arg" and target.arg is None:
+            return node_range(src, call), ("replace_call", Resolved(src, call))
+        if target.kind == "fit_data":
+            value = _arg_node(call, target.arg, target.position)
+            if value is None:
+                return node_range(src, call), None
+            return self._data_anchor(src, value, call)
+        value = _arg_node(call, target.arg, target.position)
+        if value is None:
+            return node_range(src, call), ("insert_kwarg", call, src)
+        resolved = resolve_value(src, value, chain[1:])
+        return node_range(resolved.src, resolved.node), ("replace", resolved)
+
+    def _data_anchor(self, src: Source, value: nodes.NodeNG, call: nodes.Call) -> tuple[SourceRange, Any]:
+        """The statement that last assigns the array fed to fit (where preprocessing belongs)."""
+        base = value
+        while isinstance(base, nodes.Subscript):
+            base = base.value
+        if not isinstance(base, nodes.Name):
+            return node_range(src, value), None
+        try:
+            _, assigns = base.lookup(base.name)
+        except Exception:  # noqa: BLE001
+            assigns = []
+        before = [a for a in assigns if a.lineno is not None and a.lineno <= call.lineno]
+        if not before:
+            return node_range(src, value), None
+        target = max(before, key=lambda a: a.lineno)
+        stmt = target.statement()
+        rng = SourceRange(src.path, Position(stmt.lineno, stmt.col_offset + 1), Position(stmt.end_lineno or stmt.lineno, (stmt.end_col_offset or 0) + 1))
+        return rng, ("insert_after", src, stmt, base.name)
+
+    def _code_anchor(self, code: dict[str, Any]) -> SourceRange:
+        """The risky operation inside a custom loss or call(): log, sqrt, division, pow, exp."""
+        path, line = code.get("file"), code.get("line")
+        if not path or not line:
+            return self._fallback()
+        src = load_source(path)
+        if src is None or src.module is None:
+            return line_range(src, path, int(line))
+        func = None
+        for f in src.module.nodes_of_class(nodes.FunctionDef):
+            if f.lineno == line or (f.decorators is not None and f.decorators.lineno == line) or (f.lineno <= line <= f.lineno + len(f.decorators.nodes) if f.decorators else False):
+                func = f
+                break
+        if func is None:
+            return line_range(src, path, int(line))
+        risky = _risky_ops(func)
+        if risky:
+            return node_range(src, risky[0])
+        return SourceRange(path, Position(func.lineno, func.col_offset + 1), Position(func.lineno, len(src.lines[func.lineno - 1]) + 1))
+
+    # --------------------------------------------------------------- fixes
+    def _fix(self, spec: FixSpec, target: Target, ctx: Any) -> Fix | None:
+        if spec.target is not None and spec.target is not target:
+            _, ctx = self._anchor(spec.target)
+            target = spec.target
+        if spec.arg and spec.arg.startswith("rename:"):
+            return self._rename_kwarg(spec, target, spec.arg.split(":", 1)[1])
+        if spec.arg and target.kind == "compile_arg":
+            return self._set_kwarg_of_value(spec, ctx)
+        if ctx is None:
+            return None
+        kind = ctx[0]
+        if kind == "replace" and spec.new_value is not None:
+            r: Resolved = ctx[1]
+            new = spec.new_value
+            if "{func}" in new:
+                if not isinstance(r.node, nodes.Call):
+                    return None
+                new = new.replace("{func}", r.node.func.as_string())
+            new = _match_quotes(_text_of(r.src, r.node), new)
+            return Fix(spec.title, [TextEdit(node_range(r.src, r.node), new)])
+        if kind == "insert_kwarg" and spec.new_value is not None and target.arg and "{func}" not in spec.new_value:
+            call, src = ctx[1], ctx[2]
+            return Fix(spec.title, [_insert_kwarg(src, call, target.arg, spec.new_value)])
+        if kind in ("replace_optimizer", "replace_call") and spec.new_value is not None:
+            r = ctx[1]
+            new = spec.new_value
+            if kind == "replace_optimizer" and target.arg == "learning_rate":
+                cls = self.trace.optimizer.cls if self.trace.optimizer else "Adam"
+                prefix = _keras_prefix(r.src)
+                new = f"{prefix}optimizers.{cls}(learning_rate={spec.new_value})"
+            else:
+                new = _match_quotes(_text_of(r.src, r.node), new)
+            return Fix(spec.title, [TextEdit(node_range(r.src, r.node), new)])
+        if kind == "insert_after" and spec.insert_after:
+            src, stmt, name = ctx[1], ctx[2], ctx[3]
+            indent = " " * stmt.col_offset
+            line = (stmt.end_lineno or stmt.lineno) + 1
+            pos = Position(line, 1)
+            text = indent + spec.insert_after.format(name=name) + "\n"
+            if line > len(src.lines):
+                pos = Position(len(src.lines), len(src.lines[-1]) + 1) if src.lines else Position(1, 1)
+                text = "\n" + text.rstrip("\n")
+            return Fix(spec.title, [TextEdit(SourceRange(src.path, pos, pos), text)])
+        return None
+
+    def _set_kwarg_of_value(self, spec: FixSpec, ctx: Any) -> Fix | None:
+        """Set e.g. from_logits= on a loss given as an object; on a string loss, no edit applies."""
+        if ctx is None or ctx[0] != "replace":
+            return None
+        r: Resolved = ctx[1]
+        if not isinstance(r.node, nodes.Call):
+            return None
+        existing = _arg_node(r.node, spec.arg, None)
+        if existing is not None:
+            return Fix(spec.title, [TextEdit(node_range(r.src, existing), spec.new_value or "")])
+        return Fix(spec.title, [_insert_kwarg(r.src, r.node, spec.arg or "", spec.new_value or "")])
+
+    def _rename_kwarg(self, spec: FixSpec, target: Target, old: str) -> Fix | None:
+        frame = target.frame
+        if frame is None:
+            return None
+        src = load_source(frame.file)
+        if src is None or src.module is None:
+            return None
+        for call in src.module.nodes_of_class(nodes.Call):
+            if not (call.lineno <= frame.line <= (call.end_lineno or call.lineno)):
+                continue
+            for kw in call.keywords or []:
+                if kw.arg == old:
+                    line = src.lines[kw.lineno - 1]
+                    col = line.find(old, kw.col_offset)
+                    if col < 0:
+                        continue
+                    rng = SourceRange(src.path, Position(kw.lineno, col + 1), Position(kw.lineno, col + len(old) + 1))
+                    return Fix(spec.title, [TextEdit(rng, spec.new_value or "")])
+        return None
+
+
+_RISKY = {"log": 0, "log1p": 2, "sqrt": 1, "rsqrt": 1, "reciprocal": 1, "pow": 2, "exp": 3, "divide": 1, "truediv": 1, "div": 1}
+
+
+def _risky_ops(func: nodes.FunctionDef) -> list[nodes.NodeNG]:
+    """Operations that can create NaN/Inf from finite inputs, most likely first."""
+    found: list[tuple[int, int, nodes.NodeNG]] = []
+    for n in func.nodes_of_class((nodes.Call, nodes.BinOp)):
+        if isinstance(n, nodes.Call):
+            name = n.func.attrname if isinstance(n.func, nodes.Attribute) else getattr(n.func, "name", "")
+            if name in _RISKY and name != "log1p":
+                found.append((_RISKY[name], n.lineno, n))
+        elif n.op in ("/", "**", "//"):
+            found.append((1 if n.op == "/" else 2, n.lineno, n))
+    found.sort(key=lambda t: (t[0], t[1]))
+    return [n for _, _, n in found]
+
+
+def _text_of(src: Source, node: nodes.NodeNG) -> str:
+    lines = src.lines[node.lineno - 1 : (node.end_lineno or node.lineno)]
+    if not lines:
+        return ""
+    if len(lines) == 1:
+        return lines[0][node.col_offset : node.end_col_offset]
+    return "\n".join([lines[0][node.col_offset :], *lines[1:-1], lines[-1][: node.end_col_offset]])
+
+
+def _match_quotes(old: str, new: str) -> str:
+    if old[:1] == "'" and new[:1] == '"' and new.endswith('"') and "'" not in new[1:-1]:
+        return "'" + new[1:-1] + "'"
+    return new
+
+
+def _insert_kwarg(src: Source, call: nodes.Call, name: str, value: str) -> TextEdit:
+    end_line = call.end_lineno or call.lineno
+    text = src.lines[end_line - 1]
+    close = (call.end_col_offset or len(text)) - 1  # the ')' of the call
+    before = text[:close].rstrip()
+    has_args = bool(call.args or call.keywords)
+    sep = "" if not has_args or before.endswith(",") else ", "
+    if before.endswith(",") and has_args:
+        sep = " "
+    pos = Position(end_line, close + 1)
+    return TextEdit(SourceRange(src.path, pos, pos), f"{sep}{name}={value}")
+
+
+def _keras_prefix(src: Source) -> str:
+    """How this file spells the keras namespace ('keras.', 'tf.keras.', ...)."""
+    text = src.text
+    if re.search(r"^\s*(import keras\b|from tensorflow import keras\b)", text, re.M):
+        return "keras."
+    m = re.search(r"^\s*import tensorflow as (\w+)", text, re.M)
+    if m:
+        return f"{m.group(1)}.keras."
+    return "keras."

@@ -1,0 +1,55 @@
+"""Private event channel from the probe to the parent.
+
+Events travel as JSON lines on an inherited pipe descriptor, never on stdout, so
+that the user's prints and Keras progress bars stay intact for the user.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+from typing import Any
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no NaN/Inf: encode them as strings the parent decodes back."""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return value
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if hasattr(value, "tolist"):
+        return _clean(value.tolist())
+    return value
+
+
+class Channel:
+    """Writes one JSON object per line; thread-safe and tolerant of a vanished parent."""
+
+    def __init__(self, fd: int | None) -> None:
+        self._file = os.fdopen(fd, "w", buffering=1) if fd is not None else None
+        self._lock = threading.Lock()
+
+    def send(self, kind: str, **payload: Any) -> None:
+        if self._file is None:
+            return
+        line = json.dumps({"type": kind, **_clean(payload)})
+        with self._lock:
+            try:
+                self._file.write(line + "\n")
+            except (BrokenPipeError, OSError, ValueError):
+                self._file = None
+
+    def flush(self) -> None:
+        if self._file is not None:
+            try:
+                self._file.flush()
+            except (BrokenPipeError, OSError, ValueError):
+                self._file = None

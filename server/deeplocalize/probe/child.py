@@ -1,0 +1,112 @@
+"""Entry point of the training child process.
+
+Run by path (``python .../probe/child.py --events-fd N --control-fd M``) in the
+interpreter the user picked. It imports TensorFlow first and reports ``ready``,
+then waits for one job on the control pipe, so a parent can keep a warm worker
+and pay the ~4 s import before the user saves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from typing import Any
+
+_SERVER_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _import_probe() -> Any:
+    sys.path.insert(0, _SERVER_DIR)
+    try:
+        from deeplocalize.probe import hooks, channel, sites  # noqa: F401
+    finally:
+        if sys.path and sys.path[0] == _SERVER_DIR:
+            sys.path.pop(0)
+    return hooks, channel, sites
+
+
+def _crash_event(exc: BaseException, sites: Any) -> dict[str, Any]:
+    frames = []
+    for fs in traceback.extract_tb(exc.__traceback__):
+        if sites.is_user_file(fs.filename):
+            frames.append(
+                {
+                    "file": os.path.abspath(fs.filename),
+                    "line": fs.lineno,
+                    "end_line": getattr(fs, "end_lineno", None) or fs.lineno,
+                    "col": getattr(fs, "colno", None),
+                    "end_col": getattr(fs, "end_colno", None),
+                    "function": fs.name,
+                }
+            )
+    message = str(exc)
+    return {
+        "exc_type": type(exc).__name__,
+        "exc_module": type(exc).__module__,
+        "message": message[:4000],
+        "frames": frames,
+        "traceback": "".join(traceback.format_exception(exc))[-6000:],
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events-fd", type=int, required=True)
+    parser.add_argument("--control-fd", type=int, required=True)
+    opts = parser.parse_args()
+
+    hooks, channel_mod, sites = _import_probe()
+    channel = channel_mod.Channel(opts.events_fd)
+    import keras
+    import tensorflow as tf
+
+    channel.send("ready", keras=keras.__version__, tensorflow=tf.__version__, python=sys.version.split()[0], pid=os.getpid())
+    channel.flush()
+
+    with os.fdopen(opts.control_fd, "r") as control:
+        line = control.readline()
+    if not line:
+        return 0
+    job = json.loads(line)
+    script = os.path.abspath(job["script"])
+    if job.get("seed") is not None:
+        keras.utils.set_random_seed(int(job["seed"]))
+    probe = hooks.Probe(channel, max_epochs=job.get("max_epochs"), fetch_every=int(job.get("fetch_every", 1)))
+    probe.install()
+    channel.send("started", script=script)
+
+    import runpy
+
+    sys.argv = [script, *job.get("argv", [])]
+    sys.path[0] = os.path.dirname(script)
+    os.chdir(job.get("cwd") or os.path.dirname(script))
+    code = 0
+    try:
+        runpy.run_path(script, run_name="__main__")
+        channel.send("end", reason="script_finished")
+    except hooks.AnalysisDone:
+        channel.send("end", reason="fit_done")
+    except SystemExit as exc:
+        channel.send("end", reason="sys_exit", code=exc.code if isinstance(exc.code, int) else str(exc.code))
+    except KeyboardInterrupt:
+        channel.send("end", reason="interrupted")
+        code = 130
+    except BaseException as exc:  # noqa: BLE001 - any user crash becomes a finding
+        channel.send("crash", **_crash_event(exc, sites))
+        code = 1
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001
+                pass
+        channel.flush()
+    # Skip TensorFlow's slow interpreter teardown: everything is reported.
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

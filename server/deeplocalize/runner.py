@@ -1,0 +1,322 @@
+"""Owns the training child process: spawn, budgets, event stream, cancellation.
+
+A `Worker` is spawned ahead of time (TensorFlow imported, waiting for a job on a
+private pipe) so that an analysis does not pay the ~4 s import when it starts.
+Every child runs in its own session, so one `killpg` removes the whole tree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Awaitable, Callable
+
+import psutil
+
+from .trace import Trace, TraceBuilder
+
+CHILD = Path(__file__).resolve().parent / "probe" / "child.py"
+
+EventCallback = Callable[[dict, Trace], None]
+OutputCallback = Callable[[str], None]
+StopPredicate = Callable[[Trace], bool]
+
+
+@dataclass
+class RunOptions:
+    """Budgets and environment of one analysis run; every field is user-settable."""
+
+    python: str = sys.executable
+    max_seconds: float = 60.0
+    max_epochs: int | None = 20
+    max_memory_mb: int | None = 4096
+    env: dict[str, str] = field(default_factory=dict)
+    seed: int | None = 0
+    fetch_every: int = 1
+    output_lines: int = 200
+
+    def key(self) -> tuple:
+        return (self.python, tuple(sorted(self.env.items())))
+
+
+@dataclass
+class RunResult:
+    """How a run ended. `status`: finished | crashed | timeout | memory | cancelled | decisive | failed."""
+
+    status: str
+    trace: Trace
+    duration_s: float
+    returncode: int | None = None
+    output: list[str] = field(default_factory=list)
+    message: str = ""
+
+
+def child_env(options: RunOptions) -> dict[str, str]:
+    """The user's environment plus their overrides; nothing of ours leaks in."""
+    env = dict(os.environ)
+    for key in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP"):
+        if key in env and key not in options.env:
+            env.pop(key)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(options.env)
+    return env
+
+
+def kill_tree(pid: int) -> None:
+    """Kill the child's process group and any descendant that left it."""
+    try:
+        descendants = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        descendants = []
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    for proc in descendants:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+
+
+def tree_rss_mb(pid: int) -> float:
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return total / (1024 * 1024)
+
+
+class Worker:
+    """One child interpreter, started before it has a job."""
+
+    def __init__(self, options: RunOptions) -> None:
+        self.options = options
+        self.proc: asyncio.subprocess.Process | None = None
+        self._events: asyncio.StreamReader | None = None
+        self._control_w: int | None = None
+        self.ready_event: dict | None = None
+        self.started_at = time.monotonic()
+        self.used = False
+
+    async def start(self) -> "Worker":
+        ev_r, ev_w = os.pipe()
+        ct_r, ct_w = os.pipe()
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                self.options.python,
+                "-u",
+                str(CHILD),
+                "--events-fd",
+                str(ev_w),
+                "--control-fd",
+                str(ct_r),
+                pass_fds=(ev_w, ct_r),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+                env=child_env(self.options),
+            )
+        except BaseException:
+            for fd in (ev_r, ev_w, ct_r, ct_w):
+                os.close(fd)
+            raise
+        os.close(ev_w)
+        os.close(ct_r)
+        self._control_w = ct_w
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=2**24)
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(ev_r, "rb", buffering=0))
+        self._events = reader
+        return self
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            kill_tree(self.proc.pid)
+        if self._control_w is not None:
+            try:
+                os.close(self._control_w)
+            except OSError:
+                pass
+            self._control_w = None
+
+    async def run(
+        self,
+        script: str,
+        on_event: EventCallback | None = None,
+        on_output: OutputCallback | None = None,
+        should_stop: StopPredicate | None = None,
+        argv: list[str] | None = None,
+    ) -> RunResult:
+        """Give the worker its job and follow it to the end, enforcing the budgets."""
+        assert self.proc is not None and self._events is not None and not self.used
+        self.used = True
+        opts = self.options
+        builder = TraceBuilder(script)
+        output: collections.deque[str] = collections.deque(maxlen=opts.output_lines)
+        start = time.monotonic()
+        status = {"value": "finished", "message": ""}
+
+        job = {"script": script, "argv": argv or [], "max_epochs": opts.max_epochs, "seed": opts.seed, "fetch_every": opts.fetch_every}
+        try:
+            os.write(self._control_w, (json.dumps(job) + "\n").encode())
+        except OSError:
+            pass
+        finally:
+            if self._control_w is not None:
+                os.close(self._control_w)
+                self._control_w = None
+
+        async def read_events() -> None:
+            assert self._events is not None
+            while True:
+                line = await self._events.readline()
+                if not line:
+                    return
+                try:
+                    event = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                builder.feed(event)
+                if on_event is not None:
+                    on_event(event, builder.trace)
+                if should_stop is not None and event.get("type") in ("step", "epoch", "model") and status["value"] == "finished":
+                    if should_stop(builder.trace):
+                        status["value"] = "decisive"
+                        self.kill()
+                        return
+
+        async def read_output() -> None:
+            assert self.proc is not None and self.proc.stdout is not None
+            pending = b""
+            while True:
+                chunk = await self.proc.stdout.read(65536)
+                if not chunk:
+                    break
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for raw in lines:
+                    text = raw.decode("utf-8", "replace").split("\r")[-1].rstrip()
+                    if text:
+                        output.append(text)
+                        if on_output is not None:
+                            on_output(text)
+                if len(pending) > 1 << 16:
+                    pending = pending[-(1 << 16) :]
+            if pending.strip():
+                output.append(pending.decode("utf-8", "replace").split("\r")[-1].rstrip())
+
+        async def watch_budgets() -> None:
+            assert self.proc is not None
+            while self.proc.returncode is None:
+                await asyncio.sleep(0.25)
+                if time.monotonic() - start > opts.max_seconds:
+                    status["value"], status["message"] = "timeout", f"stopped after the {opts.max_seconds:g} s budget"
+                    self.kill()
+                    return
+                if opts.max_memory_mb and tree_rss_mb(self.proc.pid) > opts.max_memory_mb:
+                    status["value"], status["message"] = "memory", f"stopped: memory above the {opts.max_memory_mb} MB budget"
+                    self.kill()
+                    return
+
+        watcher = asyncio.ensure_future(watch_budgets())
+        try:
+            await asyncio.gather(read_events(), read_output())
+            returncode = await self.proc.wait()
+        except asyncio.CancelledError:
+            self.kill()
+            status["value"], status["message"] = "cancelled", "cancelled"
+            try:
+                await asyncio.shield(self.proc.wait())
+            except BaseException:  # noqa: BLE001
+                pass
+            raise
+        finally:
+            watcher.cancel()
+            self.kill()
+        trace = builder.trace
+        if status["value"] == "finished":
+            if trace.crash is not None:
+                status["value"] = "crashed"
+            elif returncode not in (0, None) and trace.end_reason is None:
+                status["value"] = "failed"
+                status["message"] = f"the training process died (exit code {returncode})" + (
+                    ": killed by a signal, possibly out of memory" if returncode and returncode < 0 else ""
+                )
+        return RunResult(status["value"], trace, time.monotonic() - start, returncode, list(output), status["message"])
+
+
+class WorkerPool:
+    """Keeps at most one warm worker per (interpreter, environment)."""
+
+    def __init__(self) -> None:
+        self._spare: dict[tuple, Worker] = {}
+
+    async def take(self, options: RunOptions) -> Worker:
+        key = options.key()
+        worker = self._spare.pop(key, None)
+        if worker is not None and worker.alive() and not worker.used:
+            worker.options = options
+            return worker
+        if worker is not None:
+            worker.kill()
+        return await Worker(options).start()
+
+    async def prewarm(self, options: RunOptions) -> None:
+        key = options.key()
+        current = self._spare.get(key)
+        if current is not None and current.alive() and not current.used:
+            return
+        try:
+            self._spare[key] = await Worker(options).start()
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        for worker in self._spare.values():
+            worker.kill()
+        self._spare.clear()
+
+    def pids(self) -> list[int]:
+        return [w.pid for w in self._spare.values() if w.pid]
+
+
+async def run_script(
+    script: str,
+    options: RunOptions,
+    pool: WorkerPool | None = None,
+    on_event: EventCallback | None = None,
+    on_output: OutputCallback | None = None,
+    should_stop: StopPredicate | None = None,
+) -> RunResult:
+    worker = await pool.take(options) if pool is not None else await Worker(options).start()
+    try:
+        return await worker.run(script, on_event=on_event, on_output=on_output, should_stop=should_stop)
+    finally:
+        worker.kill()
+
+
+Awaitable  # re-exported for type hints in callers

@@ -1,0 +1,274 @@
+"""The trace: everything the probe observed, as typed values the detectors read.
+
+Detectors depend only on this module, so they can be tested on synthetic traces
+built in Python without TensorFlow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+FIELDS: dict[str, tuple[str, ...]] = {
+    "out": ("mean", "std", "min", "max", "mean_abs", "nonfinite", "nonpos", "dead_units", "sat5"),
+    "pre": ("mean", "std", "min", "max", "mean_abs", "nonfinite", "nonpos", "dead_units", "sat5"),
+    "grad": ("norm", "mean_abs", "max_abs", "nonfinite", "zero"),
+    "w": ("norm", "std", "mean_abs", "nonfinite", "kernel_std", "fan_in"),
+    "upd": ("norm",),
+    "reg": ("value",),
+    "loss": ("loss", "reg"),
+    "y": ("min", "max", "mean", "nonfinite"),
+    "y_pred": ("min", "max", "mean", "std", "nonfinite", "rowsum_mean", "rowsum_std"),
+}
+
+
+@dataclass
+class Frame:
+    """A source position in user code (1-based line, 0-based column)."""
+
+    file: str
+    line: int
+    end_line: int | None = None
+    col: int | None = None
+    end_col: int | None = None
+    function: str = ""
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Frame":
+        return cls(d["file"], int(d["line"]), d.get("end_line"), d.get("col"), d.get("end_col"), d.get("function", ""))
+
+
+@dataclass
+class LayerInfo:
+    index: int
+    name: str
+    cls: str
+    activation: str | None = None
+    units: int | None = None
+    rate: float | None = None
+    output_shape: list | None = None
+    n_params: int = 0
+    kernel_initializer: dict | None = None
+    kernel_regularizer: dict | None = None
+    is_output: bool = False
+    custom: bool = False
+    call_code: dict | None = None
+    site: list[Frame] = field(default_factory=list)
+
+    @property
+    def trainable(self) -> bool:
+        return self.n_params > 0
+
+
+@dataclass
+class OptimizerInfo:
+    cls: str
+    learning_rate: float | None
+    config: dict[str, Any] = field(default_factory=dict)
+    site: list[Frame] = field(default_factory=list)
+
+
+@dataclass
+class CompileInfo:
+    site: list[Frame]
+    loss: dict[str, Any]
+    optimizer: OptimizerInfo | None
+    optimizer_given_as: str = ""
+    metrics: list[str] = field(default_factory=list)
+
+
+@dataclass
+class FitInfo:
+    site: list[Frame]
+    x: dict[str, Any] | None
+    y: dict[str, Any] | None
+    batch_size: int | None
+    batch_size_given: bool
+    epochs_requested: int
+    epochs: int
+    steps_per_epoch: int | None
+    validation: bool
+
+
+@dataclass
+class CrashInfo:
+    exc_type: str
+    message: str
+    frames: list[Frame]
+    traceback: str = ""
+    exc_module: str = ""
+
+
+@dataclass
+class StepRecord:
+    """Statistics of one training step: key ('L3.out', 'loss', ...) -> named values."""
+
+    epoch: int
+    step: int
+    g: int
+    values: dict[str, dict[str, float]]
+
+    def get(self, key: str, name: str) -> float | None:
+        part = self.values.get(key)
+        return None if part is None else part.get(name)
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    logs: dict[str, float]
+    seconds: float = 0.0
+
+
+@dataclass
+class Trace:
+    script: str
+    layers: list[LayerInfo] = field(default_factory=list)
+    compile: CompileInfo | None = None
+    fit: FitInfo | None = None
+    optimizer: OptimizerInfo | None = None
+    steps: list[StepRecord] = field(default_factory=list)
+    epochs: list[EpochRecord] = field(default_factory=list)
+    crash: CrashInfo | None = None
+    fit_end: dict[str, Any] | None = None
+    end_reason: str | None = None
+    model_class: str = ""
+    versions: dict[str, str] = field(default_factory=dict)
+
+    # ------------------------------------------------------------- queries
+    def series(self, key: str, name: str) -> np.ndarray:
+        """One statistic over steps (NaN where a step lacks it)."""
+        return np.array([s.get(key, name) if s.get(key, name) is not None else np.nan for s in self.steps], dtype=float)
+
+    def epoch_series(self, name: str) -> np.ndarray:
+        return np.array([e.logs.get(name, np.nan) for e in self.epochs], dtype=float)
+
+    @property
+    def output_layer(self) -> LayerInfo | None:
+        outs = [l for l in self.layers if l.is_output]
+        return outs[-1] if outs else (self.layers[-1] if self.layers else None)
+
+    @property
+    def trainable_layers(self) -> list[LayerInfo]:
+        return [l for l in self.layers if l.trainable]
+
+    def layer(self, index: int) -> LayerInfo | None:
+        return self.layers[index] if 0 <= index < len(self.layers) else None
+
+
+def _decode(v: Any) -> Any:
+    if isinstance(v, str) and v in ("nan", "inf", "-inf"):
+        return float(v)
+    if isinstance(v, list):
+        return [_decode(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _decode(x) for k, x in v.items()}
+    return v
+
+
+class TraceBuilder:
+    """Folds probe events into a Trace as they arrive (so detectors can run mid-training)."""
+
+    def __init__(self, script: str) -> None:
+        self.trace = Trace(script=script)
+        self._layouts: dict[int, list[tuple[str, int]]] = {}
+        self._fields: dict[str, tuple[str, ...]] = dict(FIELDS)
+
+    def feed(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        event = _decode(event)
+        t = self.trace
+        if kind == "ready":
+            t.versions = {k: str(event.get(k)) for k in ("keras", "tensorflow", "python")}
+        elif kind == "compile":
+            opt = _optimizer(event.get("optimizer"))
+            t.compile = CompileInfo(
+                site=[Frame.from_dict(f) for f in event.get("site", [])],
+                loss=event.get("loss") or {},
+                optimizer=opt,
+                optimizer_given_as=event.get("optimizer_given_as", ""),
+                metrics=event.get("metrics", []),
+            )
+            t.optimizer = t.optimizer or opt
+        elif kind == "fit":
+            t.fit = FitInfo(
+                site=[Frame.from_dict(f) for f in event.get("site", [])],
+                x=event.get("x"),
+                y=event.get("y"),
+                batch_size=event.get("batch_size"),
+                batch_size_given=bool(event.get("batch_size_given")),
+                epochs_requested=int(event.get("epochs_requested") or 1),
+                epochs=int(event.get("epochs") or 1),
+                steps_per_epoch=event.get("steps_per_epoch"),
+                validation=bool(event.get("validation")),
+            )
+        elif kind == "model":
+            t.model_class = event.get("model_class", "")
+            t.layers = [_layer(d) for d in event.get("layers", [])]
+            self._layouts[int(event.get("layout_id", 0))] = [(k, int(n)) for k, n in event.get("layout", [])]
+            for k, names in (event.get("fields") or {}).items():
+                self._fields[k] = tuple(names)
+            opt = _optimizer(event.get("optimizer"))
+            if opt is not None:
+                if opt.learning_rate is None and t.optimizer is not None:
+                    opt.learning_rate = t.optimizer.learning_rate
+                t.optimizer = opt
+        elif kind == "layout":
+            self._layouts[int(event["id"])] = [(k, int(n)) for k, n in event.get("layout", [])]
+        elif kind == "step":
+            t.steps.append(StepRecord(int(event["epoch"]), int(event["step"]), int(event["g"]), self._unpack(event["v"])))
+        elif kind == "epoch":
+            t.epochs.append(EpochRecord(int(event["epoch"]), event.get("logs", {}), float(event.get("seconds", 0.0))))
+        elif kind == "fit_end":
+            t.fit_end = event
+        elif kind == "crash":
+            t.crash = CrashInfo(
+                exc_type=event.get("exc_type", "Exception"),
+                message=event.get("message", ""),
+                frames=[Frame.from_dict(f) for f in event.get("frames", [])],
+                traceback=event.get("traceback", ""),
+                exc_module=event.get("exc_module", ""),
+            )
+        elif kind == "end":
+            t.end_reason = event.get("reason")
+
+    def _unpack(self, flat: list[float]) -> dict[str, dict[str, float]]:
+        values: dict[str, dict[str, float]] = {}
+        if not flat:
+            return values
+        layout = self._layouts.get(int(flat[0]), [])
+        pos = 1
+        for key, n in layout:
+            kind = key.split(".")[-1]
+            names = self._fields.get(kind, tuple(str(i) for i in range(n)))
+            chunk = flat[pos : pos + n]
+            values[key] = {name: float(v) for name, v in zip(names, chunk)}
+            pos += n
+        return values
+
+
+def _optimizer(d: dict[str, Any] | None) -> OptimizerInfo | None:
+    if not d:
+        return None
+    return OptimizerInfo(d.get("class", ""), d.get("learning_rate"), d.get("config") or {}, [Frame.from_dict(f) for f in d.get("site", [])])
+
+
+def _layer(d: dict[str, Any]) -> LayerInfo:
+    return LayerInfo(
+        index=int(d["index"]),
+        name=d.get("name", ""),
+        cls=d.get("class", ""),
+        activation=d.get("activation"),
+        units=d.get("units"),
+        rate=d.get("rate"),
+        output_shape=d.get("output_shape"),
+        n_params=int(d.get("n_params") or 0),
+        kernel_initializer=d.get("kernel_initializer"),
+        kernel_regularizer=d.get("kernel_regularizer"),
+        is_output=bool(d.get("is_output")),
+        custom=bool(d.get("custom")),
+        call_code=d.get("call_code"),
+        site=[Frame.from_dict(f) for f in d.get("site", [])],
+    )
