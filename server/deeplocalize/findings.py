@@ -58,6 +58,9 @@ class Finding:
     evidence: dict[str, Any] = field(default_factory=dict)
     fixes: list[FixSpec] = field(default_factory=list)
     observed: dict[str, Any] | None = None
+    # "weak" when the root cause is a fallback or the symptom is generic; a weak
+    # finding yields to any strong one (it becomes information).
+    confidence: str = "strong"
 
     def __post_init__(self) -> None:
         assert self.severity in SEVERITIES, self.severity

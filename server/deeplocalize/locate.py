@@ -211,7 +211,7 @@ class Locator:
         if target.kind == "frame":
             return (frame_range(target.frame) if target.frame else self._fallback()), None
         if target.kind == "code":
-            return self._code_anchor(target.code or {}), None
+            return self._code_anchor(target.code or {})
         chain = self._site_for(target)
         if not chain:
             return self._fallback(), None
@@ -261,25 +261,25 @@ class Locator:
         rng = SourceRange(src.path, Position(stmt.lineno, stmt.col_offset + 1), Position(stmt.end_lineno or stmt.lineno, (stmt.end_col_offset or 0) + 1))
         return rng, ("insert_after", src, stmt, base.name)
 
-    def _code_anchor(self, code: dict[str, Any]) -> SourceRange:
+    def _code_anchor(self, code: dict[str, Any]) -> tuple[SourceRange, Any]:
         """The risky operation inside a custom loss or call(): log, sqrt, division, pow, exp."""
         path, line = code.get("file"), code.get("line")
         if not path or not line:
-            return self._fallback()
+            return self._fallback(), None
         src = load_source(path)
         if src is None or src.module is None:
-            return line_range(src, path, int(line))
+            return line_range(src, path, int(line)), None
         func = None
         for f in src.module.nodes_of_class(nodes.FunctionDef):
             if f.lineno == line or (f.decorators is not None and f.decorators.lineno == line) or (f.lineno <= line <= f.lineno + len(f.decorators.nodes) if f.decorators else False):
                 func = f
                 break
         if func is None:
-            return line_range(src, path, int(line))
+            return line_range(src, path, int(line)), None
         risky = _risky_ops(func)
         if risky:
-            return node_range(src, risky[0])
-        return SourceRange(path, Position(func.lineno, func.col_offset + 1), Position(func.lineno, len(src.lines[func.lineno - 1]) + 1))
+            return node_range(src, risky[0]), ("guard", src, risky[0])
+        return SourceRange(path, Position(func.lineno, func.col_offset + 1), Position(func.lineno, len(src.lines[func.lineno - 1]) + 1)), None
 
     # --------------------------------------------------------------- fixes
     def _fix(self, spec: FixSpec, target: Target, ctx: Any) -> Fix | None:
@@ -293,6 +293,10 @@ class Locator:
         if ctx is None:
             return None
         kind = ctx[0]
+        if kind == "guard" and spec.new_value == "{guard}":
+            src, node = ctx[1], ctx[2]
+            new = _guarded(src, node)
+            return Fix(spec.title, [TextEdit(node_range(src, node), new)]) if new else None
         if kind == "replace" and spec.new_value is not None:
             r: Resolved = ctx[1]
             new = spec.new_value
@@ -375,6 +379,27 @@ def _risky_ops(func: nodes.FunctionDef) -> list[nodes.NodeNG]:
             found.append((1 if n.op == "/" else 2, n.lineno, n))
     found.sort(key=lambda t: (t[0], t[1]))
     return [n for _, _, n in found]
+
+
+def _guarded(src: Source, node: nodes.NodeNG) -> str | None:
+    """`log(x)` -> `log(maximum(x, 1e-7))` in the same namespace; `a / b` -> `a / (b + 1e-7)`."""
+    if isinstance(node, nodes.BinOp) and node.op == "/":
+        left = _text_of(src, node.left)
+        if isinstance(node.left, (nodes.BinOp, nodes.BoolOp, nodes.Compare, nodes.IfExp, nodes.Lambda)):
+            left = f"({left})"
+        return f"{left} / ({_text_of(src, node.right)} + 1e-7)"
+    if isinstance(node, nodes.Call) and node.args:
+        func = _text_of(src, node.func)
+        prefix = func.rsplit(".", 1)[0] + "." if "." in func else ""
+        if prefix in ("", "math.", "np.", "numpy."):
+            prefix = "np." if prefix in ("np.", "numpy.") else ""
+            if not prefix:
+                return None
+        rest = ", ".join(_text_of(src, a) for a in node.args[1:])
+        floor = "0.0" if func.endswith(("sqrt", "rsqrt")) and not func.endswith("rsqrt") else "1e-7"
+        arg = f"{prefix}maximum({_text_of(src, node.args[0])}, {floor})"
+        return f"{func}({arg}{', ' + rest if rest else ''})"
+    return None
 
 
 def _text_of(src: Source, node: nodes.NodeNG) -> str:

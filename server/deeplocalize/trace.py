@@ -215,6 +215,9 @@ class TraceBuilder:
                 if opt.learning_rate is None and t.optimizer is not None:
                     opt.learning_rate = t.optimizer.learning_rate
                 t.optimizer = opt
+        elif kind == "model_preview":
+            if not t.layers:
+                t.layers = [_layer(d) for d in event.get("layers", [])]
         elif kind == "layout":
             self._layouts[int(event["id"])] = [(k, int(n)) for k, n in event.get("layout", [])]
         elif kind == "step":

@@ -72,12 +72,22 @@ def _merge(findings: list[Finding]) -> list[Finding]:
         else:
             cur.evidence.setdefault("also_observed", []).append(f.symptom)
     out = list(kept.values())
-    # A definite fault explains the generic "not learning" symptom: demote the latter.
-    definite = any(f.severity == "error" for f in out)
-    for f in out:
-        if definite and f.code == "not-learning":
+    # Specific evidence explains generic symptoms and fallback causes: those yield.
+    strong = any(f.confidence == "strong" and f.severity in ("error", "warning") for f in out)
+    weak_warnings = [f for f in out if f.confidence == "weak" and f.severity in ("error", "warning")]
+    for f in weak_warnings:
+        if strong:
+            f.severity = "information"
+    if not strong and len(weak_warnings) > 1:
+        # Among fallbacks, keep the most specific one as the warning.
+        order = {code: i for i, code in enumerate(WEAK_PREFERENCE)}
+        weak_warnings.sort(key=lambda f: order.get(f.code, len(order)))
+        for f in weak_warnings[1:]:
             f.severity = "information"
     return sorted(out, key=lambda f: _RANK[f.severity])
+
+
+WEAK_PREFERENCE = ["exploding-gradients", "too-few-epochs", "weights-barely-change", "saturated-activation", "dead-relu", "vanishing-gradients", "not-learning"]
 
 
 def is_decisive(trace: Trace) -> bool:

@@ -4,6 +4,7 @@ the cause-elimination order that turns a symptom into one root cause."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -204,7 +205,16 @@ def init_target_and_fixes(layer: LayerInfo) -> tuple[Target, list[FixSpec]]:
     return Target("layer_arg", layer=layer.index, arg="kernel_initializer"), [FixSpec(f"Use {init.strip(chr(34))} initialization", new_value=init)]
 
 
-def eliminate_cause(trace: Trace, first_layer: LayerInfo | None = None) -> tuple[str, Target, list[FixSpec], dict[str, Any]]:
+@dataclass
+class Cause:
+    root: str
+    target: Target
+    fixes: list[FixSpec]
+    evidence: dict[str, Any]
+    strong: bool = True
+
+
+def eliminate_cause(trace: Trace) -> Cause:
     """DeepDiagnosis-style elimination for unstable training: first match wins.
 
     Order: weights initialized far from a variance-preserving scale, unscaled
@@ -217,30 +227,34 @@ def eliminate_cause(trace: Trace, first_layer: LayerInfo | None = None) -> tuple
         layer, scale = bad[0]
         evidence["init_scale"] = round(scale, 4)
         target, fixes = init_target_and_fixes(layer)
-        return "initialization", target, fixes, evidence
+        return Cause("initialization", target, fixes, evidence)
     cls, lr, ratio = lr_info(trace)
     if lr is not None and ratio >= 10:
         evidence.update({"learning_rate": lr, "default_learning_rate": DEFAULT_LR.get(cls, 0.001)})
         target, fixes = lr_target_and_fixes(trace, "down")
-        return "learning_rate", target, fixes, evidence
+        return Cause("learning_rate", target, fixes, evidence)
+    if cls in SLOW_BY_DEFAULT and lr is not None and abs(ratio - 1.0) < 1e-6:
+        evidence.update({"optimizer": cls, "learning_rate": lr})
+        target, fixes = optimizer_target_and_fixes(trace)
+        return Cause("optimizer", target, fixes, evidence)
     xs = x_scale_problem(trace)
     if xs:
         evidence.update(xs)
         target, fixes = data_target_and_fixes("x")
-        return "data_normalization", target, fixes, evidence
+        return Cause("data_normalization", target, fixes, evidence)
     ys = y_scale_problem(trace)
     if ys:
         evidence.update(ys)
         target, fixes = data_target_and_fixes("y")
-        return "data_normalization", target, fixes, evidence
+        return Cause("data_normalization", target, fixes, evidence)
     if lr is not None and ratio > 3:
         evidence.update({"learning_rate": lr})
         target, fixes = lr_target_and_fixes(trace, "down")
-        return "learning_rate", target, fixes, evidence
+        return Cause("learning_rate", target, fixes, evidence)
     opt = trace.optimizer
     if opt is not None and (opt.config.get("momentum") or 0) >= 0.95:
         evidence["momentum"] = opt.config.get("momentum")
-        return "optimizer", Target("optimizer_arg", arg="momentum"), [FixSpec("Use momentum 0.9", new_value="0.9")], evidence
+        return Cause("optimizer", Target("optimizer_arg", arg="momentum"), [FixSpec("Use momentum 0.9", new_value="0.9")], evidence)
     target, fixes = lr_target_and_fixes(trace, "down")
     evidence["learning_rate"] = lr
-    return "learning_rate", target, fixes, evidence
+    return Cause("learning_rate", target, fixes, evidence, strong=False)

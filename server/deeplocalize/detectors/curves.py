@@ -7,22 +7,25 @@ import numpy as np
 
 from ..findings import Finding, FixSpec, Target
 from ..trace import Trace
-from .common import eliminate_cause, layer_label, lr_info, median_log_update_ratio, window, x_scale_problem, y_scale_problem, data_target_and_fixes
+from .common import Cause, eliminate_cause, layer_label, lr_info, median_log_update_ratio, window, x_scale_problem, y_scale_problem, data_target_and_fixes
 from .progress import Progress
 
 
 def detect_regularization(trace: Trace, progress: Progress | None) -> list[Finding]:
     if progress is None:
         return []
-    reg = window(trace.series("loss", "reg"), 0.3)
-    loss = window(trace.series("loss", "loss"), 0.3)
-    n = min(len(reg), len(loss))
-    if n >= 3 and progress.poor:
-        share = float(np.median(reg[-n:] / np.maximum(np.abs(loss[-n:]), 1e-12)))
+    # Measured early: a dominant penalty first shrinks the weights, after which
+    # the penalty is small and the data loss sits at chance.
+    reg = trace.series("loss", "reg")
+    loss = trace.series("loss", "loss")
+    n = max(3, len(loss) // 10)
+    if len(loss) >= 3 and progress.poor:
+        share = float(np.nanmedian(reg[:n] / np.maximum(np.abs(loss[:n]), 1e-12)))
         if share > 0.5:
             best, best_val = None, 0.0
             for l in trace.layers:
-                v = window(trace.series(f"L{l.index}.reg", "value"), 0.3)
+                v = trace.series(f"L{l.index}.reg", "value")[:n]
+                v = v[np.isfinite(v)]
                 if len(v) and float(np.median(v)) > best_val:
                     best, best_val = l, float(np.median(v))
             if best is not None:
@@ -71,7 +74,10 @@ def detect_epochs(trace: Trace, progress: Progress | None) -> list[Finding]:
         return []
     if fit.epochs_requested > 10:
         return []
-    if not progress.still_improving:
+    med = median_log_update_ratio(trace)
+    healthy_updates = med is None or -4.0 <= med <= -0.7
+    improving = progress.still_improving or (fit.epochs_requested <= 3 and progress.rel_improvement > 0.02 and healthy_updates)
+    if not improving:
         return []
     far = (progress.accuracy is not None and progress.accuracy < 0.85) or (progress.accuracy is None and progress.rel_improvement < 0.9)
     if not far:
@@ -81,7 +87,7 @@ def detect_epochs(trace: Trace, progress: Progress | None) -> list[Finding]:
                     f"Training stops after {fit.epochs_requested} epoch(s) while the loss is still falling {progress.final_slope:.0%} per epoch"
                     + (f" (accuracy {progress.accuracy:.2f})" if progress.accuracy is not None else "") + ".",
                     Target("fit_arg", arg="epochs", position=3), evidence={"epochs": fit.epochs_requested, "last_epoch_loss_drop": round(progress.final_slope, 3), "accuracy": progress.accuracy},
-                    fixes=[FixSpec(f"Train for {new} epochs", new_value=str(new))])]
+                    fixes=[FixSpec(f"Train for {new} epochs", new_value=str(new))], confidence="weak")]
 
 
 def detect_not_learning(trace: Trace, progress: Progress | None) -> list[Finding]:
@@ -93,22 +99,19 @@ def detect_not_learning(trace: Trace, progress: Progress | None) -> list[Finding
           "relative_improvement": round(progress.rel_improvement, 4), "accuracy": progress.accuracy, "steps": progress.steps}
     med = median_log_update_ratio(trace)
     cls, lr, ratio = lr_info(trace)
-    if osc or (med is not None and med > -1.0):
-        root, target, fixes, extra = eliminate_cause(trace)
-    elif x_scale_problem(trace):
-        root = "data_normalization"
+    if not osc and med is not None and med <= -1.0 and x_scale_problem(trace):
         target, fixes = data_target_and_fixes("x")
-        extra = x_scale_problem(trace) or {}
-    elif y_scale_problem(trace):
-        root = "data_normalization"
+        cause = Cause("data_normalization", target, fixes, x_scale_problem(trace) or {})
+    elif not osc and med is not None and med <= -1.0 and y_scale_problem(trace):
         target, fixes = data_target_and_fixes("y")
-        extra = y_scale_problem(trace) or {}
+        cause = Cause("data_normalization", target, fixes, y_scale_problem(trace) or {})
     else:
-        root, target, fixes, extra = eliminate_cause(trace)
-    ev.update(extra)
+        cause = eliminate_cause(trace)
+    root, target, fixes = cause.root, cause.target, cause.fixes
+    ev.update(cause.evidence)
     symptom = "loss_oscillating" if osc else "loss_not_decreasing"
     what = "The loss oscillates instead of decreasing" if osc else (
         f"The loss does not decrease ({progress.initial_loss:.4g} -> {progress.final_loss:.4g} over {progress.steps} steps)"
         + (f" and accuracy stays at {progress.accuracy:.2f}" if progress.accuracy is not None else ""))
     return [Finding("not-learning", "warning", symptom, root, f"{what}; likely cause: {root.replace('_', ' ')}.",
-                    target, layer=target.layer, evidence=ev, fixes=fixes)]
+                    target, layer=target.layer, evidence=ev, fixes=fixes, confidence="weak")]

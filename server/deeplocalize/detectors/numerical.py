@@ -7,6 +7,8 @@ from ..trace import Trace
 from .common import eliminate_cause, layer_label, loss_family
 
 _ORDER = ("pre", "out", "grad", "w")
+# The locator rewrites the risky operation it finds (log, sqrt, division) with an epsilon guard.
+GUARD = FixSpec("Guard the operation against zero/negative inputs", new_value="{guard}")
 _WHERE = {"pre": "pre-activation", "out": "forward output", "grad": "gradient", "w": "weights"}
 
 
@@ -62,20 +64,21 @@ def detect_nonfinite(trace: Trace) -> list[Finding]:
             return [Finding("nan-in-custom-code", "error", "nan_inf", "numerical_operation",
                             f"{head}, while its inputs and weights were finite: an operation in its call() produced it.",
                             Target("code", layer=layer_idx, code=layer.call_code), layer=layer_idx, evidence=evidence, observed=observed,
-                            fixes=[])]
+                            fixes=[GUARD])]
     if kind == "loss" and trace.compile is not None:
         loss = trace.compile.loss
         if loss_family(trace) == "custom" and loss.get("code"):
             return [Finding("nan-in-custom-loss", "error", "nan_inf", "numerical_operation",
                             f"{head}, while the model outputs were finite: an operation in the custom loss '{loss.get('name')}' produced it.",
-                            Target("code", code=loss["code"]), evidence=evidence, observed=observed, fixes=[])]
-    root, target, fixes, extra = eliminate_cause(trace)
-    evidence.update(extra)
+                            Target("code", code=loss["code"]), evidence=evidence, observed=observed, fixes=[GUARD])]
+    cause = eliminate_cause(trace)
+    evidence.update(cause.evidence)
     growth = _grad_growth(trace, pos)
     if growth:
         evidence["gradient_norm_growth"] = growth
-    return [Finding("nan-inf", "error", "nan_inf", root, f"{head}; likely cause: {root.replace('_', ' ')}.",
-                    target, layer=target.layer if target.layer is not None else layer_idx, evidence=evidence, observed=observed, fixes=fixes)]
+    return [Finding("nan-inf", "error", "nan_inf", cause.root, f"{head}; likely cause: {cause.root.replace('_', ' ')}.",
+                    cause.target, layer=cause.target.layer if cause.target.layer is not None else layer_idx, evidence=evidence,
+                    observed=observed, fixes=cause.fixes)]
 
 
 def _grad_growth(trace: Trace, upto: int) -> float | None:

@@ -37,7 +37,8 @@ class Progress:
     def stalled(self) -> bool:
         if self.steps < 20:
             return False
-        if self.chance_ratio is not None and self.chance_ratio > 0.9 and (self.accuracy is None or self.chance_accuracy is None or self.accuracy < self.chance_accuracy * 1.5 + 0.05):
+        at_chance = self.accuracy is not None and self.chance_accuracy is not None and self.accuracy < self.chance_accuracy + 0.05
+        if at_chance or (self.chance_ratio is not None and self.chance_ratio > 0.9 and self.accuracy is None):
             return True
         return self.rel_improvement < 0.05
 
@@ -47,7 +48,8 @@ class Progress:
         if self.stalled:
             return True
         if self.accuracy is not None:
-            return self.accuracy < 0.6
+            chance = self.chance_accuracy if self.chance_accuracy is not None else 0.5
+            return self.accuracy < chance + 0.5 * (1.0 - chance)
         return self.rel_improvement < 0.5
 
     @property
@@ -87,7 +89,9 @@ def measure(trace: Trace) -> Progress | None:
         chance_acc = 1.0 / c
         chance_ratio = final / math.log(c)
     elif family == "binary":
-        chance_acc = 0.5
+        y = trace.fit.y if trace.fit else None
+        p = y.get("mean") if y and y.get("min", 0) >= 0 and y.get("max", 1) <= 1 and y.get("mean") is not None else 0.5
+        chance_acc = max(p, 1.0 - p)  # the majority-class baseline
         chance_ratio = final / math.log(2)
     osc = 0.0
     if len(epoch_loss) >= 4:

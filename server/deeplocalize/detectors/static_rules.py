@@ -103,6 +103,17 @@ def check_labels(trace: Trace) -> list[Finding]:
     ev = {"label_min": y.get("min"), "label_max": y.get("max"), "label_shape": y.get("shape"), "output_units": units, "loss_family": family}
     shape = y.get("shape") or []
     one_dim = len(shape) == 1 or (len(shape) == 2 and shape[-1] == 1)
+    out_shape = out.output_shape or []
+    expected_rank = (len(shape) + 1 if one_dim else len(shape)) if family == "sparse" else max(len(shape), 2)
+    if out_shape and shape and len(out_shape) > expected_rank:
+        first = next((l for l in trace.layers if l.output_shape and len(l.output_shape) > expected_rank and l.cls in ("Dense", "EinsumDense")), out)
+        findings.append(Finding(
+            "output-rank-mismatch", "error", "shape_mismatch", "architecture",
+            f"The model outputs shape {tuple(out_shape)} but the labels have shape {tuple(shape)}: {layer_label(first)} receives "
+            f"a {len(first.output_shape or out_shape)}-D tensor (missing Flatten or pooling before the Dense layers?).",
+            Target("layer", layer=first.index), layer=first.index, evidence={**ev, "output_shape": out_shape}, fixes=[],
+        ))
+        return findings
     if family == "categorical" and one_dim and y.get("integer_valued") and units > 1:
         findings.append(Finding(
             "labels-not-one-hot", "error", "loss_mismatch", "loss",

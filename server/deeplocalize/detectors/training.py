@@ -44,12 +44,13 @@ def detect_exploding(trace: Trace, progress: Progress | None) -> list[Finding]:
             start = l
             break
     start = start or layers[-1]
-    root, target, fixes, ev = eliminate_cause(trace)
+    cause = eliminate_cause(trace)
+    ev = dict(cause.evidence)
     ev.update({"gradient_norm_growth": round(peak / base, 1), "weight_norm_growth": round(w_growth, 1)})
-    return [Finding("exploding-gradients", "error", "exploding_gradient", root,
-                    f"Gradients explode (norm x{peak / base:.3g}, weights x{w_growth:.3g}) starting at {layer_label(start)}; likely cause: {root.replace('_', ' ')}.",
-                    target, layer=target.layer if target.layer is not None else start.index, evidence=ev, fixes=fixes,
-                    observed={"layer": start.index, "where": "grad"})]
+    return [Finding("exploding-gradients", "error", "exploding_gradient", cause.root,
+                    f"Gradients explode (norm x{peak / base:.3g}, weights x{w_growth:.3g}) starting at {layer_label(start)}; likely cause: {cause.root.replace('_', ' ')}.",
+                    cause.target, layer=cause.target.layer if cause.target.layer is not None else start.index, evidence=ev, fixes=cause.fixes,
+                    observed={"layer": start.index, "where": "grad"}, confidence="strong" if cause.strong else "weak")]
 
 
 def detect_vanishing(trace: Trace, progress: Progress | None) -> list[Finding]:
@@ -93,7 +94,8 @@ def detect_vanishing(trace: Trace, progress: Progress | None) -> list[Finding]:
                         target, layer=layer.index, evidence=ev, fixes=fixes, observed={"layer": start.index, "where": "grad"})]
     return [Finding("vanishing-gradients", "warning", "vanishing_gradient", "architecture",
                     f"Gradients vanish towards the input (ratio {ratio:.2g}), starting at {layer_label(start)}.",
-                    Target("layer", layer=start.index), layer=start.index, evidence=ev, fixes=[], observed={"layer": start.index, "where": "grad"})]
+                    Target("layer", layer=start.index), layer=start.index, evidence=ev, fixes=[], observed={"layer": start.index, "where": "grad"},
+                    confidence="weak")]
 
 
 def detect_dead_relu(trace: Trace, progress: Progress | None) -> list[Finding]:
@@ -130,7 +132,7 @@ def detect_dead_relu(trace: Trace, progress: Progress | None) -> list[Finding]:
         out.append(Finding("dead-relu", severity, "dead_relu", root,
                            f"{frac:.0%} of the units of {layer_label(l)} output 0 for every sample (dead ReLUs); likely cause: {root.replace('_', ' ')}.",
                            target, layer=target.layer if target.layer is not None else l.index, evidence=ev, fixes=fixes,
-                           observed={"layer": l.index, "where": "out"}))
+                           observed={"layer": l.index, "where": "out"}, confidence="weak" if root == "activation" else "strong"))
         break  # the first dead layer starves everything after it
     return out
 
@@ -176,7 +178,7 @@ def detect_saturation(trace: Trace, progress: Progress | None) -> list[Finding]:
         return [Finding("saturated-activation", severity, "saturation", root,
                         f"{frac:.0%} of the inputs of the {l.activation} in {layer_label(l)} are beyond +-5, where its gradient is ~0; likely cause: {root.replace('_', ' ')}.",
                         target, layer=target.layer if target.layer is not None else l.index, evidence=ev, fixes=fixes,
-                        observed={"layer": l.index, "where": "pre"})]
+                        observed={"layer": l.index, "where": "pre"}, confidence="weak" if root == "activation" else "strong")]
     return []
 
 
@@ -184,10 +186,8 @@ def detect_bad_init(trace: Trace, progress: Progress | None) -> list[Finding]:
     out = []
     for layer, scale in bad_init_layers(trace):
         hidden = not layer.is_output
-        symptom = progress is not None and progress.poor
-        if scale < 0.02 and hidden:
-            severity = "warning"
-        elif symptom:
+        symptom = (progress is not None and progress.poor) or _unit_trouble(trace)
+        if (scale < 0.02 and hidden) or symptom:
             severity = "warning"
         else:
             severity = "information"
@@ -200,6 +200,18 @@ def detect_bad_init(trace: Trace, progress: Progress | None) -> list[Finding]:
     return out
 
 
+def _unit_trouble(trace: Trace) -> bool:
+    """Saturated or dead units in any hidden layer over the last window."""
+    for l in trace.layers:
+        if l.is_output:
+            continue
+        sat = window(trace.series(f"L{l.index}.pre", "sat5"), 0.3)
+        dead = window(trace.series(f"L{l.index}.out", "dead_units"), 0.3)
+        if (l.activation in SATURATING and len(sat) and float(np.median(sat)) > 0.5) or (l.activation in RELU_LIKE and len(dead) and float(np.median(dead)) > 0.7):
+            return True
+    return False
+
+
 def detect_update_ratio(trace: Trace, progress: Progress | None) -> list[Finding]:
     """Weights that barely move (too slow) or jump (too fast) relative to their norm."""
     if progress is None or len(trace.steps) < 10 or first_nonfinite(trace) is not None:
@@ -209,16 +221,17 @@ def detect_update_ratio(trace: Trace, progress: Progress | None) -> list[Finding
         return []
     cls, lr, ratio = lr_info(trace)
     ev = {"median_log10_update_ratio": round(med, 2), "learning_rate": lr, "optimizer": cls}
-    if med < -4.0 and progress.poor:
+    if med < -4.0 and progress.poor and ratio < 3:
         if cls in SLOW_BY_DEFAULT and (lr is None or abs(ratio - 1) < 1e-6):
             target, fixes = optimizer_target_and_fixes(trace)
             return [Finding("weights-barely-change", "warning", "slow_updates", "optimizer",
                             f"Weights change by 10^{med:.1f} of their norm per step (healthy: 10^-4..10^-1): {cls} at its default rate is too slow for this model.",
                             target, evidence=ev, fixes=fixes)]
         target, fixes = lr_target_and_fixes(trace, "up")
+        explicit = lr is not None and ratio <= 0.5
         return [Finding("weights-barely-change", "warning", "slow_updates", "learning_rate",
                         f"Weights change by 10^{med:.1f} of their norm per step (healthy: 10^-4..10^-1): the learning rate {lr:g} is too low.",
-                        target, evidence=ev, fixes=fixes)]
+                        target, evidence=ev, fixes=fixes, confidence="strong" if explicit else "weak")]
     if med > -0.7 and (progress.poor or progress.oscillation > 0.3):
         target, fixes = lr_target_and_fixes(trace, "down")
         return [Finding("weights-change-too-fast", "warning", "fast_updates", "learning_rate",

@@ -149,27 +149,31 @@ class Probe:
         wrapped = factory(original)
         wrapped.__name__ = getattr(original, "__name__", name)
         wrapped.__doc__ = getattr(original, "__doc__", None)
-        wrapped.__wrapped__ = original
+        if name != "__init__":
+            # Keras' auto-config compares inspect.signature (which follows
+            # __wrapped__) with getfullargspec (which does not) for classes that
+            # inherit __init__: the two must agree, so __init__ keeps its own.
+            wrapped.__wrapped__ = original
         setattr(owner, name, wrapped)
 
     # --------------------------------------------------------------- creation
     def _wrap_layer_init(self, original: Any) -> Any:
         probe = self
 
-        def __init__(layer: Any, *args: Any, **kwargs: Any) -> None:
-            if id(layer) not in probe.sites:
-                probe.sites[id(layer)] = user_call_chain(skip_self=layer)
-            original(layer, *args, **kwargs)
+        def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+            if id(self) not in probe.sites:
+                probe.sites[id(self)] = user_call_chain(skip_self=self)
+            original(self, *args, **kwargs)
 
         return __init__
 
     def _wrap_optimizer_init(self, original: Any) -> Any:
         probe = self
 
-        def __init__(opt: Any, *args: Any, **kwargs: Any) -> None:
-            if id(opt) not in probe.optimizer_sites:
-                probe.optimizer_sites[id(opt)] = user_call_chain(skip_self=opt)
-            original(opt, *args, **kwargs)
+        def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+            if id(self) not in probe.optimizer_sites:
+                probe.optimizer_sites[id(self)] = user_call_chain(skip_self=self)
+            original(self, *args, **kwargs)
 
         return __init__
 
@@ -276,6 +280,11 @@ class Probe:
             callbacks.append(_EpochReporter(probe))
             kwargs["callbacks"] = callbacks
             probe.active_model = model
+            if getattr(model, "built", False) and not probe.layers:
+                try:
+                    probe.channel.send("model_preview", layers=probe._describe_layers(model, probe._probed_layers(model)))
+                except Exception:  # noqa: BLE001 - a preview is optional
+                    pass
             reason = "completed"
             try:
                 history = original(model, *args, **kwargs)
@@ -369,6 +378,11 @@ class Probe:
             probe.collector = col
             try:
                 logs = step(data)
+            except Exception:
+                if not probe.layers:
+                    probe.layers = probe._probed_layers(model)
+                    probe._send_model(model, probe.layers, [], -1)
+                raise
             finally:
                 probe.collector = None
                 restore()
@@ -434,8 +448,9 @@ class Probe:
             if i in col.grads:
                 add(f"L{i}.grad", S.gradient_stats(col.grads[i]), len(S.GRAD_FIELDS))
                 kernel = getattr(layer, "kernel", None)
-                kernel_t = col.weights_after[i][0] if kernel is not None and col.weights_after.get(i) else None
-                add(f"L{i}.w", S.weight_stats(col.weights_after[i], kernel_t), len(S.WEIGHT_FIELDS))
+                # Weights *before* this step's update, so step 0 shows the initialization.
+                kernel_t = col.weights_before[i][0] if kernel is not None and col.weights_before.get(i) else None
+                add(f"L{i}.w", S.weight_stats(col.weights_before[i], kernel_t), len(S.WEIGHT_FIELDS))
                 add(f"L{i}.upd", S.update_norm(col.weights_before[i], col.weights_after[i]), len(S.UPDATE_FIELDS))
             own_losses = [l for l in (getattr(layer, "_losses", None) or [])]
             try:
@@ -458,6 +473,21 @@ class Probe:
         return packed, layout
 
     def _send_model(self, model: Any, layers: list[Any], layout: list[tuple[str, int]], layout_id: int) -> None:
+        described = self._describe_layers(model, layers)
+        self.channel.send(
+            "model",
+            model_class=type(model).__name__,
+            layers=described,
+            layout=[[k, n] for k, n in layout],
+            layout_id=layout_id,
+            fields={
+                "out": S.ACT_FIELDS, "pre": S.ACT_FIELDS, "grad": S.GRAD_FIELDS, "w": S.WEIGHT_FIELDS,
+                "upd": S.UPDATE_FIELDS, "reg": S.REG_FIELDS, "loss": S.LOSS_FIELDS, "y": S.Y_FIELDS, "y_pred": S.YPRED_FIELDS,
+            },
+            optimizer=self._optimizer_now(model),
+        )
+
+    def _describe_layers(self, model: Any, layers: list[Any]) -> list[dict[str, Any]]:
         out_ids = set()
         try:
             for t in model.outputs or []:
@@ -488,18 +518,7 @@ class Probe:
             )
         if not out_ids and described:
             described[-1]["is_output"] = True
-        self.channel.send(
-            "model",
-            model_class=type(model).__name__,
-            layers=described,
-            layout=[[k, n] for k, n in layout],
-            layout_id=layout_id,
-            fields={
-                "out": S.ACT_FIELDS, "pre": S.ACT_FIELDS, "grad": S.GRAD_FIELDS, "w": S.WEIGHT_FIELDS,
-                "upd": S.UPDATE_FIELDS, "reg": S.REG_FIELDS, "loss": S.LOSS_FIELDS, "y": S.Y_FIELDS, "y_pred": S.YPRED_FIELDS,
-            },
-            optimizer=self._optimizer_now(model),
-        )
+        return described
 
     def _optimizer_now(self, model: Any) -> dict[str, Any] | None:
         # Called while the step is traced: read the learning rate eagerly.

@@ -1,0 +1,82 @@
+"""Scoring the engine against fixtures with known faults.
+
+A buggy fixture is *detected* when some finding is a warning or error,
+*localized* when such a finding's range covers an expected line, and
+*diagnosed* when that same finding also names an expected root cause. A correct
+fixture counts as a false positive when any warning or error is reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .engine import FileReport, analyze
+from .runner import RunOptions, WorkerPool
+
+SERIOUS = ("error", "warning")
+
+
+@dataclass
+class Expectation:
+    path: Path
+    buggy: bool
+    root_causes: list[str]
+    lines: list[int]
+
+
+@dataclass
+class Score:
+    expectation: Expectation
+    report: FileReport
+    detected: bool
+    localized: bool
+    diagnosed: bool
+
+    @property
+    def false_positive(self) -> bool:
+        return not self.expectation.buggy and self.detected
+
+
+@dataclass
+class Summary:
+    scores: list[Score] = field(default_factory=list)
+
+    def rate(self, attr: str) -> tuple[int, int]:
+        buggy = [s for s in self.scores if s.expectation.buggy]
+        return sum(getattr(s, attr) for s in buggy), len(buggy)
+
+    @property
+    def false_positives(self) -> tuple[int, int]:
+        correct = [s for s in self.scores if not s.expectation.buggy]
+        return sum(s.false_positive for s in correct), len(correct)
+
+
+def load_expectations(fixtures_dir: Path) -> list[Expectation]:
+    data = json.loads((fixtures_dir / "expected.json").read_text())
+    return [Expectation(fixtures_dir / f["path"], f["buggy"], f["root_causes"], f["lines"]) for f in data["fixtures"]]
+
+
+def score(exp: Expectation, report: FileReport) -> Score:
+    serious = [f for f in report.findings if f.finding.severity in SERIOUS]
+    covers = lambda f: any(f.range.start.line <= line <= f.range.end.line for line in exp.lines)  # noqa: E731
+    localized = any(covers(f) for f in serious)
+    diagnosed = any(covers(f) and f.finding.root_cause in exp.root_causes for f in serious)
+    return Score(exp, report, bool(serious), localized, diagnosed)
+
+
+async def evaluate(expectations: list[Expectation], options: RunOptions, parallel: int = 2) -> Summary:
+    pool = WorkerPool()
+    sem = asyncio.Semaphore(parallel)
+
+    async def one(exp: Expectation) -> Score:
+        async with sem:
+            return score(exp, await analyze(str(exp.path), options, pool=pool))
+
+    try:
+        scores = await asyncio.gather(*(one(e) for e in expectations))
+    finally:
+        pool.close()
+    return Summary(list(scores))
