@@ -149,7 +149,8 @@ async def analyze(
         status = "crashed"
         findings.append(_info("memory-exceeded", f"Training {run.message}.", _first_line(Locator(trace)._fallback()), "warning", {"max_memory_mb": options.max_memory_mb}))
     elif run.status in ("finished",) and trace.fit is None and trace.crash is None:
-        findings.append(_info("no-training", "The script finished without training a Keras model with fit(); nothing to analyze.", line_range(src, path, 1), "hint"))
+        how = "called sys.exit() before training" if trace.end_reason == "sys_exit" else "finished without training a Keras model with fit()"
+        findings.append(_info("no-training", f"The script {how}; nothing to analyze.", line_range(src, path, 1), "hint"))
     return FileReport(path, status, time.monotonic() - start, findings, trace, run)
 
 

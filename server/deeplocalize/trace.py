@@ -242,8 +242,13 @@ class TraceBuilder:
         if not flat:
             return values
         layout = self._layouts.get(int(flat[0]), [])
-        pos = 1
+        sampled = len(flat) > 1 and flat[1] > 0.5
+        pos = 2
         for key, n in layout:
+            if key == "#sampled":
+                if not sampled:
+                    break
+                continue
             kind = key.split(".")[-1]
             names = self._fields.get(kind, tuple(str(i) for i in range(n)))
             chunk = flat[pos : pos + n]

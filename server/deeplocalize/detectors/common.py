@@ -176,14 +176,21 @@ def median_log_update_ratio(trace: Trace) -> float | None:
 
 
 # ------------------------------------------------------------------ targets & fixes
-def lr_target_and_fixes(trace: Trace, direction: str) -> tuple[Target, list[FixSpec]]:
+def suggested_lr(trace: Trace, direction: str) -> str:
+    """The optimizer's usual rate when far from it, else one decade in the asked direction."""
     cls, lr, _ = lr_info(trace)
-    sane = SANE_LR.get(cls, "0.001")
+    sane = float(SANE_LR.get(cls, "0.001"))
+    if lr is None:
+        return f"{sane:g}"
     if direction == "down":
-        title = f"Lower the learning rate to {sane}"
-    else:
-        title = f"Raise the learning rate to {sane}"
-    return Target("optimizer_arg", arg="learning_rate", position=0), [FixSpec(title, new_value=sane)]
+        return f"{sane:g}" if lr > sane * 3 else f"{lr / 10:g}"
+    return f"{sane:g}" if lr < sane / 3 else f"{lr * 10:g}"
+
+
+def lr_target_and_fixes(trace: Trace, direction: str) -> tuple[Target, list[FixSpec]]:
+    new = suggested_lr(trace, direction)
+    title = f"{'Lower' if direction == 'down' else 'Raise'} the learning rate to {new}"
+    return Target("optimizer_arg", arg="learning_rate", position=0), [FixSpec(title, new_value=new)]
 
 
 def optimizer_target_and_fixes(trace: Trace) -> tuple[Target, list[FixSpec]]:
@@ -255,6 +262,10 @@ def eliminate_cause(trace: Trace) -> Cause:
     if opt is not None and (opt.config.get("momentum") or 0) >= 0.95:
         evidence["momentum"] = opt.config.get("momentum")
         return Cause("optimizer", Target("optimizer_arg", arg="momentum"), [FixSpec("Use momentum 0.9", new_value="0.9")], evidence)
-    target, fixes = lr_target_and_fixes(trace, "down")
+    # Nothing specific: the step size is the usual suspect; its direction follows
+    # how far weights move per step.
+    med = median_log_update_ratio(trace)
+    direction = "down" if med is not None and med > -1.5 else "up"
+    target, fixes = lr_target_and_fixes(trace, direction)
     evidence["learning_rate"] = lr
     return Cause("learning_rate", target, fixes, evidence, strong=False)

@@ -62,7 +62,9 @@ def main() -> int:
     channel = channel_mod.Channel(opts.events_fd)
     import keras
     import tensorflow as tf
+    from deeplocalize.probe import stats
 
+    stats.prebuild()
     channel.send("ready", keras=keras.__version__, tensorflow=tf.__version__, python=sys.version.split()[0], pid=os.getpid())
     channel.flush()
 

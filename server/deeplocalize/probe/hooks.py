@@ -113,6 +113,9 @@ class Probe:
         self.channel = channel
         self.max_epochs = max_epochs
         self.fetch_every = max(1, fetch_every)
+        # Per-layer statistics on every step of the first `sample_first` steps, then every `sample_every`-th.
+        self.sample_every = 4
+        self.sample_first = 20
         self.sites: dict[int, list] = {}
         self.optimizer_sites: dict[int, list] = {}
         self.collector: _Collector | None = None
@@ -126,6 +129,15 @@ class Probe:
         self.global_step = 0
         self.started = time.monotonic()
         self._originals: list[tuple[Any, str, Any]] = []
+
+    def reset(self) -> None:
+        """Forget the last probed fit so the next one is probed too (benchmarks, tests)."""
+        self.fit_count = 0
+        self.active_model = None
+        self.layers = []
+        self.layouts = []
+        self.epoch = self.step = self.global_step = 0
+        self.sample_every, self.sample_first = 4, 20
 
     # ----------------------------------------------------------------- patching
     def install(self) -> None:
@@ -324,6 +336,9 @@ class Probe:
         bs = batch_size if batch_size is not None else (32 if n is not None else None)
         vsplit = kwargs.get("validation_split", 0.0) or 0.0
         steps = math.ceil(n * (1 - vsplit) / bs) if n and bs else kwargs.get("steps_per_epoch")
+        # Short epochs: sample every step so that each epoch still has several samples.
+        if (steps or 0) < 32:
+            self.sample_every = 1
         self.channel.send(
             "fit",
             site=site,
@@ -388,7 +403,8 @@ class Probe:
                 restore()
             # Layers may have been built inside this trace: describe them now.
             layers = probe._probed_layers(model)
-            packed, layout = probe._pack(layers, col)
+            iterations = getattr(getattr(model, "optimizer", None), "iterations", None)
+            packed, layout = probe._pack(layers, col, iterations)
             layout_id = probe._layout_id(layout)
             packed = tf.concat([tf.constant([float(layout_id)]), packed], axis=0)
             if not probe.layers:
@@ -431,46 +447,59 @@ class Probe:
 
         return restore
 
-    def _pack(self, layers: list[Any], col: _Collector) -> tuple[tf.Tensor, list[tuple[str, int]]]:
-        parts: list[tf.Tensor] = []
-        layout: list[tuple[str, int]] = []
+    def _pack(self, layers: list[Any], col: _Collector, iterations: Any = None) -> tuple[tf.Tensor, list[tuple[str, int]]]:
+        """Flatten every statistic of this step into one vector: [sampled flag, always-on part, sampled part].
 
-        def add(key: str, vec: tf.Tensor, n: int) -> None:
-            parts.append(vec)
-            layout.append((key, n))
-
-        reg_total = []
+        The loss is kept for every step; per-layer statistics are computed (inside a
+        tf.cond) only on sampled steps, which keeps the probe's cost low on tiny models.
+        """
+        always: list[tuple[str, int, Callable[[], tf.Tensor]]] = []
+        sampled: list[tuple[str, int, Callable[[], tf.Tensor]]] = []
+        reg_total: list[Callable[[], tf.Tensor]] = []
         for i, layer in enumerate(layers):
             if i in col.outputs:
-                add(f"L{i}.out", S.activation_stats(col.outputs[i]), len(S.ACT_FIELDS))
+                sampled.append((f"L{i}.out", len(S.ACT_FIELDS), lambda t=col.outputs[i]: S.activation_stats(t)))
             if i in col.pre:
-                add(f"L{i}.pre", S.activation_stats(col.pre[i]), len(S.ACT_FIELDS))
+                sampled.append((f"L{i}.pre", len(S.ACT_FIELDS), lambda t=col.pre[i]: S.activation_stats(t)))
             if i in col.grads:
-                add(f"L{i}.grad", S.gradient_stats(col.grads[i]), len(S.GRAD_FIELDS))
+                sampled.append((f"L{i}.grad", len(S.GRAD_FIELDS), lambda g=col.grads[i]: S.gradient_stats(g)))
                 kernel = getattr(layer, "kernel", None)
                 # Weights *before* this step's update, so step 0 shows the initialization.
-                kernel_t = col.weights_before[i][0] if kernel is not None and col.weights_before.get(i) else None
-                add(f"L{i}.w", S.weight_stats(col.weights_before[i], kernel_t), len(S.WEIGHT_FIELDS))
-                add(f"L{i}.upd", S.update_norm(col.weights_before[i], col.weights_after[i]), len(S.UPDATE_FIELDS))
-            own_losses = [l for l in (getattr(layer, "_losses", None) or [])]
+                before = col.weights_before[i]
+                kernel_t = before[0] if kernel is not None and before else None
+                sampled.append((f"L{i}.w", len(S.WEIGHT_FIELDS), lambda w=before, k=kernel_t: S.weight_stats(w, k)))
+                sampled.append((f"L{i}.upd", len(S.UPDATE_FIELDS), lambda b=before, a=col.weights_after[i]: S.update_norm(b, a)))
             try:
-                reg = [l for l in layer.losses] if getattr(layer, "kernel_regularizer", None) is not None or getattr(layer, "bias_regularizer", None) is not None else []
+                has_reg = getattr(layer, "kernel_regularizer", None) is not None or getattr(layer, "bias_regularizer", None) is not None
+                reg = list(layer.losses) if has_reg else []
             except Exception:  # noqa: BLE001
                 reg = []
-            reg = reg or own_losses
             if reg:
                 value = tf.add_n([tf.cast(tf.reshape(r, []), tf.float32) for r in reg])
                 reg_total.append(value)
-                add(f"L{i}.reg", tf.reshape(value, [1]), 1)
+                always.append((f"L{i}.reg", 1, lambda v=value: tf.reshape(v, [1])))
         if col.loss is not None:
-            reg = tf.add_n(reg_total) if reg_total else tf.constant(0.0)
-            add("loss", S.scalar_stats([col.loss, reg]), len(S.LOSS_FIELDS))
+            reg_sum = tf.add_n(reg_total) if reg_total else tf.constant(0.0)
+            always.append(("loss", len(S.LOSS_FIELDS), lambda l=col.loss, r=reg_sum: S.scalar_stats([l, r])))
         if col.y is not None:
-            add("y", S.target_stats(col.y), len(S.Y_FIELDS))
+            sampled.append(("y", len(S.Y_FIELDS), lambda t=col.y: S.target_stats(t)))
         if col.y_pred is not None:
-            add("y_pred", S.prediction_stats(col.y_pred), len(S.YPRED_FIELDS))
-        packed = tf.concat(parts, axis=0) if parts else tf.zeros([0])
-        return packed, layout
+            sampled.append(("y_pred", len(S.YPRED_FIELDS), lambda t=col.y_pred: S.prediction_stats(t)))
+
+        def concat(parts: list[tuple[str, int, Callable[[], tf.Tensor]]]) -> tf.Tensor:
+            return tf.concat([fn() for _, _, fn in parts], axis=0) if parts else tf.zeros([0])
+
+        n_sampled = sum(n for _, n, _ in sampled)
+        if iterations is None or self.sample_every <= 1:
+            flag = tf.constant([1.0])
+            sampled_vec = concat(sampled)
+        else:
+            it = tf.cast(iterations, tf.int64)
+            take = tf.logical_or(it < self.sample_first, tf.equal(it % self.sample_every, 0))
+            flag = tf.reshape(tf.cast(take, tf.float32), [1])
+            sampled_vec = tf.cond(take, lambda: concat(sampled), lambda: tf.zeros([n_sampled]))
+        layout = [(k, n) for k, n, _ in always] + [("#sampled", 0)] + [(k, n) for k, n, _ in sampled]
+        return tf.concat([flag, concat(always), sampled_vec], axis=0), layout
 
     def _send_model(self, model: Any, layers: list[Any], layout: list[tuple[str, int]], layout_id: int) -> None:
         described = self._describe_layers(model, layers)

@@ -20,8 +20,12 @@ Y_FIELDS = ("min", "max", "mean", "nonfinite")
 YPRED_FIELDS = ("min", "max", "mean", "std", "nonfinite", "rowsum_mean", "rowsum_std")
 
 
+_ANY = tf.TensorSpec(shape=None, dtype=tf.float32)
+_VEC = tf.TensorSpec(shape=[None], dtype=tf.float32)
+_BIG = 3.0e38
+
+
 def _finite_parts(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    x = tf.cast(x, tf.float32)
     finite = tf.math.is_finite(x)
     return x, finite, tf.where(finite, x, tf.zeros_like(x))
 
@@ -30,26 +34,36 @@ def _safe_div(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
     return a / tf.maximum(b, 1.0)
 
 
-def activation_stats(x: tf.Tensor) -> tf.Tensor:
+# Each statistic is a tf.function over a shape-agnostic signature: its graph is
+# built once and every layer (and every retrace of the train step) calls it,
+# instead of re-creating dozens of ops per layer per trace.
+@tf.function(input_signature=[_ANY], autograph=False)
+def _activation_stats(x: tf.Tensor) -> tf.Tensor:
     x, finite, xf = _finite_parts(x)
     size = tf.cast(tf.size(x), tf.float32)
-    n_finite = tf.reduce_sum(tf.cast(finite, tf.float32))
-    mean = _safe_div(tf.reduce_sum(xf), n_finite)
-    centered = tf.where(finite, xf - mean, tf.zeros_like(xf))
-    std = tf.sqrt(_safe_div(tf.reduce_sum(tf.square(centered)), n_finite))
-    big = tf.constant(3.0e38)
-    vmin = tf.reduce_min(tf.where(finite, x, big))
-    vmax = tf.reduce_max(tf.where(finite, x, -big))
-    mean_abs = _safe_div(tf.reduce_sum(tf.abs(xf)), n_finite)
-    nonfinite = _safe_div(size - n_finite, size)
-    nonpos = _safe_div(tf.reduce_sum(tf.cast(xf <= 0.0, tf.float32)), size)
-    if x.shape.rank is not None and x.shape.rank >= 2:
-        units = tf.reshape(xf, [-1, tf.shape(xf)[-1]])
-    else:
-        units = tf.reshape(xf, [-1, 1])
-    dead = tf.reduce_mean(tf.cast(tf.reduce_max(units, axis=0) <= 0.0, tf.float32))
-    sat5 = _safe_div(tf.reduce_sum(tf.cast(tf.abs(xf) > 5.0, tf.float32)), size)
-    return tf.stack([mean, std, vmin, vmax, mean_abs, nonfinite, nonpos, dead, sat5])
+    n = tf.reduce_sum(tf.cast(finite, tf.float32))
+    mean = _safe_div(tf.reduce_sum(xf), n)
+    var = _safe_div(tf.reduce_sum(tf.square(xf)), n) - tf.square(mean)
+    ax = tf.abs(xf)
+    units = tf.reshape(xf, [-1, tf.shape(xf)[-1]])
+    return tf.stack([
+        mean,
+        tf.sqrt(tf.maximum(var, 0.0)),
+        tf.reduce_min(tf.where(finite, x, _BIG)),
+        tf.reduce_max(tf.where(finite, x, -_BIG)),
+        _safe_div(tf.reduce_sum(ax), n),
+        _safe_div(size - n, size),
+        _safe_div(tf.reduce_sum(tf.cast(xf <= 0.0, tf.float32)), size),
+        tf.reduce_mean(tf.cast(tf.reduce_max(units, axis=0) <= 0.0, tf.float32)),
+        _safe_div(tf.reduce_sum(tf.cast(ax > 5.0, tf.float32)), size),
+    ])
+
+
+def activation_stats(x: tf.Tensor) -> tf.Tensor:
+    x = tf.cast(x, tf.float32)
+    if x.shape.rank == 0:
+        x = tf.reshape(x, [1])
+    return _activation_stats(x)
 
 
 def _flat_concat(tensors: list) -> tf.Tensor:
@@ -57,79 +71,108 @@ def _flat_concat(tensors: list) -> tf.Tensor:
     return tf.concat(parts, axis=0) if parts else tf.zeros([0])
 
 
-def gradient_stats(grads: list) -> tf.Tensor:
-    g, finite, gf = _finite_parts(_flat_concat(grads))
+@tf.function(input_signature=[_VEC], autograph=False)
+def _gradient_stats(g: tf.Tensor) -> tf.Tensor:
+    g, finite, gf = _finite_parts(g)
     size = tf.cast(tf.size(g), tf.float32)
-    n_finite = tf.reduce_sum(tf.cast(finite, tf.float32))
-    norm = tf.sqrt(tf.reduce_sum(tf.square(gf)))
-    mean_abs = _safe_div(tf.reduce_sum(tf.abs(gf)), n_finite)
-    max_abs = tf.reduce_max(tf.concat([tf.abs(gf), [0.0]], 0))
-    nonfinite = _safe_div(size - n_finite, size)
-    zero = _safe_div(tf.reduce_sum(tf.cast(tf.equal(g, 0.0), tf.float32)), size)
-    return tf.stack([norm, mean_abs, max_abs, nonfinite, zero])
+    n = tf.reduce_sum(tf.cast(finite, tf.float32))
+    ag = tf.abs(gf)
+    return tf.stack([
+        tf.sqrt(tf.reduce_sum(tf.square(gf))),
+        _safe_div(tf.reduce_sum(ag), n),
+        tf.reduce_max(tf.concat([ag, [0.0]], 0)),
+        _safe_div(size - n, size),
+        _safe_div(tf.reduce_sum(tf.cast(tf.equal(g, 0.0), tf.float32)), size),
+    ])
+
+
+def gradient_stats(grads: list) -> tf.Tensor:
+    return _gradient_stats(_flat_concat(grads))
+
+
+@tf.function(input_signature=[_VEC, _VEC, tf.TensorSpec([], tf.float32)], autograph=False)
+def _weight_stats(w: tf.Tensor, k: tf.Tensor, fan_in: tf.Tensor) -> tf.Tensor:
+    w, finite, wf = _finite_parts(w)
+    size = tf.cast(tf.size(w), tf.float32)
+    n = tf.reduce_sum(tf.cast(finite, tf.float32))
+    mean = _safe_div(tf.reduce_sum(wf), n)
+    std = tf.sqrt(tf.maximum(_safe_div(tf.reduce_sum(tf.square(wf)), n) - tf.square(mean), 0.0))
+    kf = tf.where(tf.math.is_finite(k), k, tf.zeros_like(k))
+    kmean = tf.reduce_mean(kf)
+    kstd = tf.sqrt(tf.maximum(tf.reduce_mean(tf.square(kf)) - tf.square(kmean), 0.0))
+    return tf.stack([
+        tf.sqrt(tf.reduce_sum(tf.square(wf))), std, _safe_div(tf.reduce_sum(tf.abs(wf)), n), _safe_div(size - n, size), kstd, fan_in,
+    ])
 
 
 def weight_stats(weights: list, kernel) -> tf.Tensor:
-    w, finite, wf = _finite_parts(_flat_concat(weights))
-    size = tf.cast(tf.size(w), tf.float32)
-    n_finite = tf.reduce_sum(tf.cast(finite, tf.float32))
-    norm = tf.sqrt(tf.reduce_sum(tf.square(wf)))
-    mean = _safe_div(tf.reduce_sum(wf), n_finite)
-    std = tf.sqrt(_safe_div(tf.reduce_sum(tf.square(wf - mean)), n_finite))
-    mean_abs = _safe_div(tf.reduce_sum(tf.abs(wf)), n_finite)
-    nonfinite = _safe_div(size - n_finite, size)
+    flat = _flat_concat(weights)
     if kernel is not None:
-        k, kfinite, kf = _finite_parts(kernel)
-        kmean = tf.reduce_mean(kf)
-        kstd = tf.sqrt(tf.reduce_mean(tf.square(kf - kmean)))
         shape = kernel.shape
         fan_in = float(shape[:-1].num_elements() or 1) if shape.rank and shape.rank >= 2 else 1.0
+        k = tf.reshape(tf.cast(kernel, tf.float32), [-1])
     else:
-        kstd, fan_in = std, 1.0
-    return tf.stack([norm, std, mean_abs, nonfinite, kstd, tf.constant(fan_in)])
+        fan_in, k = 1.0, flat
+    return _weight_stats(flat, k, tf.constant(fan_in))
 
 
 def update_norm(before: list, after: list) -> tf.Tensor:
-    diffs = [tf.cast(a, tf.float32) - tf.cast(b, tf.float32) for a, b in zip(after, before)]
-    d, _, df = _finite_parts(_flat_concat(diffs))
-    return tf.stack([tf.sqrt(tf.reduce_sum(tf.square(df)))])
+    d = _flat_concat([tf.cast(a, tf.float32) - tf.cast(b, tf.float32) for a, b in zip(after, before)])
+    d = tf.where(tf.math.is_finite(d), d, tf.zeros_like(d))
+    return tf.reshape(tf.norm(d), [1])
 
 
 def scalar_stats(values: list) -> tf.Tensor:
     return tf.stack([tf.cast(tf.reshape(v, []), tf.float32) for v in values])
 
 
-def target_stats(y: tf.Tensor) -> tf.Tensor:
+@tf.function(input_signature=[_ANY], autograph=False)
+def _target_stats(y: tf.Tensor) -> tf.Tensor:
     y, finite, yf = _finite_parts(y)
     size = tf.cast(tf.size(y), tf.float32)
-    big = tf.constant(3.0e38)
-    return tf.stack(
-        [
-            tf.reduce_min(tf.where(finite, y, big)),
-            tf.reduce_max(tf.where(finite, y, -big)),
-            tf.reduce_mean(yf),
-            _safe_div(size - tf.reduce_sum(tf.cast(finite, tf.float32)), size),
-        ]
-    )
+    return tf.stack([
+        tf.reduce_min(tf.where(finite, y, _BIG)),
+        tf.reduce_max(tf.where(finite, y, -_BIG)),
+        tf.reduce_mean(yf),
+        _safe_div(size - tf.reduce_sum(tf.cast(finite, tf.float32)), size),
+    ])
+
+
+def target_stats(y: tf.Tensor) -> tf.Tensor:
+    return _target_stats(tf.cast(y, tf.float32))
+
+
+@tf.function(input_signature=[_ANY], autograph=False)
+def _prediction_stats(p: tf.Tensor) -> tf.Tensor:
+    p, finite, pf = _finite_parts(p)
+    size = tf.cast(tf.size(p), tf.float32)
+    rows = tf.reduce_sum(tf.reshape(pf, [tf.shape(pf)[0], -1]), axis=-1)
+    return tf.stack([
+        tf.reduce_min(tf.where(finite, p, _BIG)),
+        tf.reduce_max(tf.where(finite, p, -_BIG)),
+        tf.reduce_mean(pf),
+        tf.math.reduce_std(pf),
+        _safe_div(size - tf.reduce_sum(tf.cast(finite, tf.float32)), size),
+        tf.reduce_mean(rows),
+        tf.math.reduce_std(rows),
+    ])
 
 
 def prediction_stats(p: tf.Tensor) -> tf.Tensor:
-    p, finite, pf = _finite_parts(p)
-    size = tf.cast(tf.size(p), tf.float32)
-    big = tf.constant(3.0e38)
-    if p.shape.rank is not None and p.shape.rank >= 2:
-        rows = tf.reduce_sum(pf, axis=-1)
-    else:
-        rows = pf
-    rmean = tf.reduce_mean(rows)
-    return tf.stack(
-        [
-            tf.reduce_min(tf.where(finite, p, big)),
-            tf.reduce_max(tf.where(finite, p, -big)),
-            tf.reduce_mean(pf),
-            tf.math.reduce_std(pf),
-            _safe_div(size - tf.reduce_sum(tf.cast(finite, tf.float32)), size),
-            rmean,
-            tf.math.reduce_std(rows),
-        ]
-    )
+    p = tf.cast(p, tf.float32)
+    if p.shape.rank == 0:
+        p = tf.reshape(p, [1, 1])
+    elif p.shape.rank == 1:
+        p = tf.reshape(p, [-1, 1])
+    return _prediction_stats(p)
+
+
+def prebuild() -> None:
+    """Trace every statistic once, so a warm worker pays this before the user's job."""
+    for rank in (1, 2, 3, 4):
+        x = tf.zeros([2] * rank)
+        activation_stats(x)
+        target_stats(x)
+        prediction_stats(x)
+    gradient_stats([tf.zeros([2, 2])])
+    weight_stats([tf.zeros([2, 2])], tf.zeros([2, 2]))
