@@ -23,6 +23,7 @@ import psutil
 from .trace import Trace, TraceBuilder
 
 CHILD = Path(__file__).resolve().parent / "probe" / "child.py"
+OUTPUT_MARKER = "--deeplocalize:user-script-starts--"  # same as probe/child.py
 
 EventCallback = Callable[[dict, Trace], None]
 OutputCallback = Callable[[str], None]
@@ -177,6 +178,7 @@ class Worker:
         opts = self.options
         builder = TraceBuilder(script)
         output: collections.deque[str] = collections.deque(maxlen=opts.output_lines)
+        startup: collections.deque[str] = collections.deque(maxlen=opts.output_lines)
         start = time.monotonic()
         status = {"value": "finished", "message": ""}
 
@@ -212,6 +214,8 @@ class Worker:
         async def read_output() -> None:
             assert self.proc is not None and self.proc.stdout is not None
             pending = b""
+            # stdout and stderr share one pipe: each carries the marker once.
+            markers_left = 2
             while True:
                 chunk = await self.proc.stdout.read(65536)
                 if not chunk:
@@ -220,6 +224,12 @@ class Worker:
                 *lines, pending = pending.split(b"\n")
                 for raw in lines:
                     text = raw.decode("utf-8", "replace").split("\r")[-1].rstrip()
+                    if markers_left:
+                        if OUTPUT_MARKER in text:
+                            markers_left -= 1
+                        elif text:
+                            startup.append(text)
+                        continue
                     if text:
                         output.append(text)
                         if on_output is not None:
@@ -258,6 +268,8 @@ class Worker:
             watcher.cancel()
             self.kill()
         trace = builder.trace
+        if not output and startup and not trace.versions:
+            output.extend(startup)  # the worker died before the script: its start-up errors matter
         if status["value"] == "finished":
             if trace.crash is not None:
                 status["value"] = "crashed"

@@ -15,6 +15,7 @@ import sys
 import traceback
 from typing import Any
 
+OUTPUT_MARKER = "--deeplocalize:user-script-starts--"
 _SERVER_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -85,6 +86,11 @@ def main() -> int:
     sys.argv = [script, *job.get("argv", [])]
     sys.path[0] = os.path.dirname(script)
     os.chdir(job.get("cwd") or os.path.dirname(script))
+    # Everything before this marker is the worker's own start-up noise (TensorFlow
+    # logging), not the user's output: the parent drops it.
+    for stream in (sys.stderr, sys.stdout):
+        stream.write(OUTPUT_MARKER + "\n")
+        stream.flush()
     code = 0
     try:
         runpy.run_path(script, run_name="__main__")

@@ -1,0 +1,84 @@
+"""Shared helpers: repository paths and a builder for synthetic traces."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "fixtures"
+sys.path.insert(0, str(ROOT / "server"))
+
+from deeplocalize.trace import (  # noqa: E402
+    FIELDS, CompileInfo, EpochRecord, FitInfo, Frame, LayerInfo, OptimizerInfo, StepRecord, Trace,
+)
+
+
+def act(mean=0.5, std=0.5, vmin=0.0, vmax=2.0, mean_abs=0.5, nonfinite=0.0, nonpos=0.5, dead=0.1, sat5=0.0) -> dict[str, float]:
+    return dict(zip(FIELDS["out"], (mean, std, vmin, vmax, mean_abs, nonfinite, nonpos, dead, sat5)))
+
+
+def grad(norm=0.1, nonfinite=0.0) -> dict[str, float]:
+    return dict(zip(FIELDS["grad"], (norm, norm / 100, norm, nonfinite, 0.0)))
+
+
+def weights(norm=5.0, kernel_std=0.1, fan_in=64.0, nonfinite=0.0) -> dict[str, float]:
+    return dict(zip(FIELDS["w"], (norm, kernel_std, kernel_std, nonfinite, kernel_std, fan_in)))
+
+
+class TraceBuilder:
+    """Builds a Trace step by step, the way the probe would have reported it."""
+
+    def __init__(self, activations: list[str | None], units: list[int] | None = None, loss: str = "sparse_categorical_crossentropy",
+                 optimizer: str = "Adam", lr: float = 0.001, n_classes: int = 10) -> None:
+        units = units or [32] * (len(activations) - 1) + [n_classes]
+        frame = lambda line: Frame("/tmp/model.py", line, line, 4, 40)  # noqa: E731
+        self.layers = [LayerInfo(i, f"dense_{i}", "Dense", a, u, n_params=100, is_output=i == len(activations) - 1, site=[frame(10 + i)])
+                       for i, (a, u) in enumerate(zip(activations, units))]
+        opt = OptimizerInfo(optimizer, lr, {}, [frame(20)])
+        self.trace = Trace("/tmp/model.py", layers=self.layers, optimizer=opt,
+                           compile=CompileInfo([frame(21)], {"kind": "string", "name": loss}, opt),
+                           fit=FitInfo([frame(22)], {"n": 1000, "min": 0.0, "max": 1.0, "std": 0.3, "mean": 0.4, "nonfinite": 0.0},
+                                       {"n": 1000, "min": 0.0, "max": float(n_classes - 1), "integer_valued": True, "n_unique": n_classes, "shape": [1000]},
+                                       32, True, 20, 20, 32, False))
+
+    def step(self, epoch: int, loss: float, acts: list[dict] | None = None, grads: list[float] | None = None,
+             w: list[dict] | None = None, upd_ratio: float = 1e-3, pre: dict[int, dict] | None = None) -> "TraceBuilder":
+        values: dict[str, dict[str, float]] = {"loss": {"loss": loss, "reg": 0.0}}
+        for i, layer in enumerate(self.layers):
+            values[f"L{i}.out"] = (acts[i] if acts else act())
+            wi = (w[i] if w else weights())
+            values[f"L{i}.w"] = wi
+            values[f"L{i}.grad"] = grad(grads[i] if grads else 0.1)
+            values[f"L{i}.upd"] = {"norm": wi["norm"] * upd_ratio}
+        for i, p in (pre or {}).items():
+            values[f"L{i}.pre"] = p
+        g = len(self.trace.steps)
+        self.trace.steps.append(StepRecord(epoch, g, g, values))
+        return self
+
+    def epoch(self, epoch: int, loss: float, accuracy: float | None = None) -> "TraceBuilder":
+        logs: dict[str, Any] = {"loss": loss}
+        if accuracy is not None:
+            logs["accuracy"] = accuracy
+        self.trace.epochs.append(EpochRecord(epoch, logs))
+        return self
+
+    def healthy(self, epochs: int = 10, steps: int = 10) -> "TraceBuilder":
+        """A run whose loss falls from log(10) towards 0.2 and accuracy rises to 0.95."""
+        for e in range(epochs):
+            for s in range(steps):
+                t = (e * steps + s) / (epochs * steps)
+                self.step(e, math.log(10) * (1 - t) + 0.2 * t)
+            self.epoch(e, math.log(10) * (1 - (e + 1) / epochs) + 0.2 * (e + 1) / epochs, 0.3 + 0.65 * (e + 1) / epochs)
+        self.trace.fit_end = {"reason": "capped"}
+        return self
+
+
+@pytest.fixture
+def builder():
+    return TraceBuilder

@@ -1,0 +1,152 @@
+"""Detectors on synthetic traces: no TensorFlow involved."""
+
+from __future__ import annotations
+
+import math
+
+from conftest import TraceBuilder, act, weights
+from deeplocalize.detectors import diagnose, is_decisive
+from deeplocalize.detectors.numerical import first_nonfinite
+
+
+def serious(findings):
+    return [f for f in findings if f.severity in ("error", "warning")]
+
+
+def test_healthy_run_has_no_findings():
+    tb = TraceBuilder(["relu", "relu", "softmax"]).healthy()
+    assert serious(diagnose(tb.trace)) == []
+
+
+def test_nan_is_attributed_to_the_first_layer_whose_output_goes_non_finite():
+    tb = TraceBuilder(["relu", "relu", "softmax"], lr=50.0).healthy(epochs=1)
+    bad = act(nonfinite=1.0)
+    tb.step(1, float("nan"), acts=[act(), bad, bad])
+    pos, kind, layer = first_nonfinite(tb.trace)
+    assert (pos, kind, layer) == (len(tb.trace.steps) - 1, "out", 1)
+    nan = [f for f in diagnose(tb.trace) if f.symptom == "nan_inf"]
+    assert nan and nan[0].severity == "error"
+    assert nan[0].root_cause == "learning_rate"  # 50 is 50000x Adam's default
+    assert nan[0].target.kind == "optimizer_arg" and nan[0].target.arg == "learning_rate"
+    assert is_decisive(tb.trace)
+
+
+def test_nan_born_in_a_custom_loss_points_at_its_code():
+    tb = TraceBuilder(["relu", None], units=[16, 1], loss="msle")
+    tb.trace.compile.loss = {"kind": "function", "name": "my_loss", "code": {"file": "/tmp/model.py", "line": 5, "function": "my_loss"}}
+    tb.step(0, float("nan"))
+    f = [x for x in diagnose(tb.trace) if x.symptom == "nan_inf"][0]
+    assert f.root_cause == "numerical_operation"
+    assert f.target.kind == "code" and f.target.code["line"] == 5
+
+
+def test_initial_weight_scale_decides_between_initialization_and_learning_rate():
+    zeros = [weights(kernel_std=0.0), weights(kernel_std=0.0), weights()]
+    tb = TraceBuilder(["relu", "relu", "softmax"])
+    for e in range(10):
+        for s in range(10):
+            tb.step(e, math.log(10), w=zeros, acts=[act(dead=1.0, nonpos=1.0)] * 2 + [act()], grads=[0.0, 0.0, 0.1])
+        tb.epoch(e, math.log(10), 0.1)
+    f = serious(diagnose(tb.trace))
+    assert f and f[0].root_cause == "initialization"
+    assert f[0].target.kind == "layer_arg" and f[0].target.arg == "kernel_initializer" and f[0].target.layer == 0
+
+
+def test_vanishing_gradients_through_sigmoid_stack_blame_activation():
+    acts = ["sigmoid"] * 6 + ["softmax"]
+    tb = TraceBuilder(acts)
+    grads = [1e-9, 1e-8, 1e-7, 1e-6, 1e-4, 1e-3, 1e-1]
+    for e in range(10):
+        for s in range(10):
+            tb.step(e, math.log(10) - 0.001 * e, grads=grads)
+        tb.epoch(e, math.log(10) - 0.001 * e, 0.11)
+    f = [x for x in diagnose(tb.trace) if x.symptom == "vanishing_gradient"]
+    assert f and f[0].root_cause == "activation" and f[0].target.arg == "activation"
+
+
+def test_dead_relu_needs_a_sustained_majority_of_dead_units():
+    mostly_alive = TraceBuilder(["relu", "relu", "softmax"])
+    for e in range(5):
+        for s in range(10):
+            mostly_alive.step(e, 2.0 - 0.3 * e, acts=[act(dead=0.5), act(dead=0.5), act()])
+        mostly_alive.epoch(e, 2.0 - 0.3 * e, 0.2 + 0.15 * e)
+    assert not [f for f in diagnose(mostly_alive.trace) if f.symptom == "dead_relu"]
+
+    dead = TraceBuilder(["relu", "relu", "softmax"], lr=0.05)
+    for e in range(5):
+        for s in range(10):
+            dead.step(e, math.log(10), acts=[act(dead=1.0, nonpos=1.0), act(dead=1.0), act()])
+        dead.epoch(e, math.log(10), 0.1)
+    found = [f for f in diagnose(dead.trace) if f.symptom == "dead_relu"]
+    assert found and found[0].severity == "warning" and found[0].root_cause == "learning_rate"
+
+
+def test_update_ratio_tiny_with_explicit_low_rate_is_a_learning_rate_fault():
+    tb = TraceBuilder(["relu", "softmax"], optimizer="SGD", lr=1e-6)
+    for e in range(10):
+        for s in range(10):
+            tb.step(e, math.log(10), upd_ratio=1e-8)
+        tb.epoch(e, math.log(10), 0.1)
+    f = serious(diagnose(tb.trace))
+    assert f[0].code == "weights-barely-change" and f[0].root_cause == "learning_rate"
+    assert f[0].fixes[0].new_value == "0.01"
+
+
+def test_slow_optimizer_at_default_rate_is_an_optimizer_fault():
+    tb = TraceBuilder(["relu", "softmax"], optimizer="Adadelta", lr=0.001)
+    for e in range(10):
+        for s in range(10):
+            tb.step(e, math.log(10), upd_ratio=1e-7)
+        tb.epoch(e, math.log(10), 0.1)
+    f = serious(diagnose(tb.trace))
+    assert f[0].root_cause == "optimizer"
+
+
+def test_static_rules_output_activation_vs_loss():
+    relu_out = TraceBuilder(["relu", "relu"])
+    f = diagnose(relu_out.trace)
+    assert f[0].code == "output-not-distribution" and f[0].root_cause == "activation" and f[0].target.layer == 1
+    assert f[0].fixes[0].new_value == '"softmax"'
+
+    single = TraceBuilder(["relu", "softmax"], units=[8, 1], loss="binary_crossentropy", n_classes=2)
+    assert diagnose(single.trace)[0].code == "softmax-single-unit"
+
+    binary_on_multiclass = TraceBuilder(["relu", "softmax"], units=[8, 3], loss="binary_crossentropy", n_classes=3)
+    assert diagnose(binary_on_multiclass.trace)[0].root_cause == "loss"
+
+
+def test_label_rules_tell_off_by_one_labels_from_too_few_units():
+    off = TraceBuilder(["relu", "softmax"])
+    off.trace.fit.y.update({"min": 1.0, "max": 10.0})
+    f = diagnose(off.trace)[0]
+    assert f.root_cause == "labels" and f.target.kind == "fit_data"
+
+    few = TraceBuilder(["relu", "softmax"], units=[32, 5])
+    f = diagnose(few.trace)[0]
+    assert f.root_cause == "architecture" and f.target.arg == "units" and f.fixes[0].new_value == "10"
+
+
+def test_not_learning_is_a_weak_finding_that_yields_to_specific_evidence():
+    tb = TraceBuilder(["relu", "relu"])  # relu output + CE: a definite static error
+    for e in range(5):
+        for s in range(10):
+            tb.step(e, 5.0)
+        tb.epoch(e, 5.0, 0.1)
+    f = diagnose(tb.trace)
+    assert f[0].severity == "error"
+    assert all(x.severity == "information" for x in f if x.code == "not-learning")
+
+
+def test_too_few_epochs_only_when_the_run_ended_by_itself_while_improving():
+    def run(reason):
+        tb = TraceBuilder(["relu", "softmax"])
+        tb.trace.fit.epochs_requested = tb.trace.fit.epochs = 2
+        for e, (l, a) in enumerate([(2.0, 0.3), (1.5, 0.5)]):
+            for s in range(20):
+                tb.step(e, l - 0.01 * s)
+            tb.epoch(e, l, a)
+        tb.trace.fit_end = {"reason": reason}
+        return [f for f in diagnose(tb.trace) if f.code == "too-few-epochs"]
+
+    assert run("completed") and run("completed")[0].target.arg == "epochs"
+    assert not run("capped")

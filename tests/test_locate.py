@@ -1,0 +1,152 @@
+"""The source mapper on source text: runtime call sites -> exact tokens -> edits."""
+
+from __future__ import annotations
+
+import ast
+import textwrap
+from pathlib import Path
+
+from deeplocalize.edits import apply_fix
+from deeplocalize.findings import Finding, FixSpec, Target
+from deeplocalize.locate import Locator
+from deeplocalize.trace import CompileInfo, FitInfo, Frame, LayerInfo, OptimizerInfo, Trace
+
+
+def call_frame(path: Path, source: str, needle: str, occurrence: int = 0) -> Frame:
+    """The frame the probe would record for the call whose text starts with `needle`."""
+    calls = [n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Call) and ast.get_source_segment(source, n).startswith(needle)]
+    calls.sort(key=lambda n: (n.lineno, n.col_offset, -(n.end_col_offset or 0)))
+    c = calls[occurrence]
+    return Frame(str(path), c.lineno, c.end_lineno, c.col_offset, c.end_col_offset, "<module>")
+
+
+def write(tmp_path: Path, source: str) -> tuple[Path, str]:
+    source = textwrap.dedent(source).lstrip()
+    path = tmp_path / "train.py"
+    path.write_text(source)
+    return path, source
+
+
+def finding(target: Target, *fixes: FixSpec, root: str = "activation") -> Finding:
+    return Finding("x", "error", "s", root, "m", target, fixes=list(fixes))
+
+
+def test_layer_keyword_token_and_replacement(tmp_path):
+    path, src = write(tmp_path, '''
+        import keras
+        model = keras.Sequential([
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(10, activation='relu'),
+        ])
+    ''')
+    layers = [LayerInfo(0, "d0", "Dense", site=[call_frame(path, src, "keras.layers.Dense(64")]),
+              LayerInfo(1, "d1", "Dense", site=[call_frame(path, src, "keras.layers.Dense(10")])]
+    lf = Locator(Trace(str(path), layers=layers)).locate(
+        finding(Target("layer_arg", layer=1, arg="activation"), FixSpec("softmax", new_value='"softmax"')))
+    assert (lf.range.start.line, lf.range.start.column, lf.range.end.column) == (4, 39, 45)
+    fixed = apply_fix(src, lf.fixes[0])
+    assert "keras.layers.Dense(10, activation='softmax')" in fixed  # keeps the file's quote style
+    assert 'Dense(64, activation="relu")' in fixed
+
+
+def test_missing_keyword_is_inserted(tmp_path):
+    path, src = write(tmp_path, '''
+        import keras
+        out = keras.layers.Dense(1)
+    ''')
+    layers = [LayerInfo(0, "d0", "Dense", site=[call_frame(path, src, "keras.layers.Dense")])]
+    lf = Locator(Trace(str(path), layers=layers)).locate(
+        finding(Target("layer_arg", layer=0, arg="activation"), FixSpec("sigmoid", new_value='"sigmoid"')))
+    assert lf.range.start.line == 2
+    assert apply_fix(src, lf.fixes[0]).splitlines()[1] == 'out = keras.layers.Dense(1, activation="sigmoid")'
+
+
+def test_value_passed_by_name_points_at_its_definition(tmp_path):
+    path, src = write(tmp_path, '''
+        import keras
+        lr = 5.0
+        opt = keras.optimizers.SGD(learning_rate=lr)
+    ''')
+    opt = OptimizerInfo("SGD", 5.0, {}, [call_frame(path, src, "keras.optimizers.SGD")])
+    lf = Locator(Trace(str(path), optimizer=opt)).locate(
+        finding(Target("optimizer_arg", arg="learning_rate", position=0), FixSpec("lower", new_value="0.01"), root="learning_rate"))
+    assert (lf.range.start.line, lf.range.start.column) == (2, 6)
+    assert apply_fix(src, lf.fixes[0]).splitlines()[1] == "lr = 0.01"
+
+
+def test_helper_parameter_is_followed_to_the_callers_argument(tmp_path):
+    path, src = write(tmp_path, '''
+        from keras.layers import Dense
+
+        def block(units, act):
+            return Dense(units, activation=act)
+
+        hidden = block(32, "sigmoid")
+    ''')
+    inner = call_frame(path, src, "Dense(units")
+    outer = call_frame(path, src, "block(32")
+    layers = [LayerInfo(0, "d0", "Dense", site=[inner, outer])]
+    lf = Locator(Trace(str(path), layers=layers)).locate(
+        finding(Target("layer_arg", layer=0, arg="activation"), FixSpec("relu", new_value='"relu"')))
+    assert lf.range.start.line == 6
+    assert apply_fix(src, lf.fixes[0]).splitlines()[5] == 'hidden = block(32, "relu")'
+
+
+def test_optimizer_given_as_string_is_replaced_by_an_object_with_the_rate(tmp_path):
+    path, src = write(tmp_path, '''
+        import tensorflow as tf
+        model.compile(optimizer="sgd", loss="mse")
+    ''')
+    compile_site = [call_frame(path, src, "model.compile")]
+    t = Trace(str(path), optimizer=OptimizerInfo("SGD", 0.01, {}, []), compile=CompileInfo(compile_site, {"kind": "string", "name": "mse"}, None))
+    lf = Locator(t).locate(finding(Target("optimizer_arg", arg="learning_rate"), FixSpec("lower", new_value="0.001"), root="learning_rate"))
+    assert apply_fix(src, lf.fixes[0]).splitlines()[1] == 'model.compile(optimizer=tf.keras.optimizers.SGD(learning_rate=0.001), loss="mse")'
+
+
+def test_preprocessing_line_is_inserted_after_the_array_fed_to_fit(tmp_path):
+    path, src = write(tmp_path, '''
+        from sklearn.datasets import load_wine
+        X, y = load_wine(return_X_y=True)
+        model.fit(X, y, epochs=3)
+    ''')
+    fit = FitInfo([call_frame(path, src, "model.fit")], None, None, 32, False, 3, 3, 5, False)
+    lf = Locator(Trace(str(path), fit=fit)).locate(
+        finding(Target("fit_data", arg="x", position=0), FixSpec("scale", insert_after="{name} = {name} / {name}.max()"), root="data_normalization"))
+    assert lf.range.start.line == 2
+    assert apply_fix(src, lf.fixes[0]).splitlines()[2] == "X = X / X.max()"
+
+
+def test_custom_code_is_anchored_on_the_risky_operation_and_guarded(tmp_path):
+    path, src = write(tmp_path, '''
+        import tensorflow as tf
+
+        def my_loss(y_true, y_pred):
+            diff = y_true - y_pred
+            return tf.reduce_mean(tf.math.log(y_pred) * diff)
+    ''')
+    code = {"file": str(path), "line": 3, "function": "my_loss"}
+    lf = Locator(Trace(str(path))).locate(finding(Target("code", code=code), FixSpec("guard", new_value="{guard}"), root="numerical_operation"))
+    assert lf.range.start.line == 5 and src.splitlines()[4][lf.range.start.column - 1:].startswith("tf.math.log(y_pred)")
+    assert "tf.math.log(tf.math.maximum(y_pred, 1e-7))" in apply_fix(src, lf.fixes[0])
+
+
+def test_functional_call_maps_to_the_constructor_not_the_application(tmp_path):
+    path, src = write(tmp_path, '''
+        import keras
+        x = keras.layers.Dense(8, activation="relu")(inp)
+    ''')
+    frame = call_frame(path, src, 'keras.layers.Dense(8, activation="relu")', occurrence=1)  # the inner call
+    layers = [LayerInfo(0, "d0", "Dense", site=[frame])]
+    lf = Locator(Trace(str(path), layers=layers)).locate(finding(Target("layer_arg", layer=0, arg="units", position=0), FixSpec("units", new_value="16")))
+    assert apply_fix(src, lf.fixes[0]).splitlines()[1] == 'x = keras.layers.Dense(16, activation="relu")(inp)'
+
+
+def test_keras2_keyword_is_renamed_in_place(tmp_path):
+    path, src = write(tmp_path, '''
+        import keras
+        opt = keras.optimizers.SGD(lr=0.01)
+    ''')
+    frame = Frame(str(path), 2, 2, 6, 35)
+    lf = Locator(Trace(str(path))).locate(Finding("keras3-incompatible", "error", "crash", None, "m", Target("frame", frame=frame),
+                                                  fixes=[FixSpec("rename", new_value="learning_rate", arg="rename:lr")]))
+    assert apply_fix(src, lf.fixes[0]).splitlines()[1] == "opt = keras.optimizers.SGD(learning_rate=0.01)"

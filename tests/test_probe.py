@@ -1,0 +1,133 @@
+"""The probe inside a real training process (slow)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from deeplocalize.runner import RunOptions, Worker, WorkerPool, run_script
+
+pytestmark = pytest.mark.slow
+
+SCRIPT = '''
+import sys
+import numpy as np
+{imports}
+keras.utils.set_random_seed(0)
+rng = np.random.default_rng(0)
+X = rng.normal(size=(256, 6)).astype("float32")
+y = (X[:, 0] + X[:, 1] > 0).astype("int64")
+{model}
+model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+print("before fit")
+sys.stderr.write("to stderr\\n")
+hist = model.fit(X, y, epochs=3, batch_size=32, verbose=0)
+print("user output", repr(hist.history["loss"][-1]))
+'''
+
+STYLES = {
+    "sequential": ("import keras", "model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation='relu'), keras.layers.Dense(2, activation='softmax')])"),
+    "tf.keras": ("import tensorflow as tf\nkeras = tf.keras", "model = tf.keras.Sequential([tf.keras.layers.Dense(8, activation='relu'), tf.keras.layers.Dense(2, activation='softmax')])"),
+    "functional": ("from tensorflow import keras", "i = keras.Input((6,))\nh = keras.layers.Dense(8, activation='relu')(i)\nmodel = keras.Model(i, keras.layers.Dense(2, activation='softmax')(h))"),
+    "subclassed": ("import keras\nfrom keras.layers import Dense", textwrap.dedent('''
+        class Net(keras.Model):
+            def __init__(self):
+                super().__init__()
+                self.a = Dense(8, activation='relu')
+                self.b = Dense(2, activation='softmax')
+            def call(self, x):
+                return self.b(self.a(x))
+        model = Net()''')),
+}
+
+
+@pytest.mark.parametrize("style", list(STYLES))
+def test_probe_sees_every_layer_without_changing_training(tmp_path, style):
+    imports, model = STYLES[style]
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT.format(imports=imports, model=model))
+    plain = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    plain_loss = float(plain.stdout.split("user output")[1])
+
+    result = asyncio.run(run_script(str(script), RunOptions(max_epochs=None, seed=None)))
+    trace = result.trace
+    assert [l.cls for l in trace.layers] == ["Dense", "Dense"]
+    assert [l.activation for l in trace.layers] == ["relu", "softmax"]
+    lines = script.read_text().splitlines()
+    for layer in trace.layers:  # each layer maps to the line that constructs it
+        assert "Dense(" in lines[layer.site[0].line - 1]
+    assert len(trace.epochs) == 3 and len(trace.steps) == 3 * 8
+    probed_loss = trace.epochs[-1].logs["loss"]
+    assert probed_loss == pytest.approx(plain_loss, rel=1e-5)  # same training, same result
+    # per-step statistics are real numbers for every layer on sampled steps
+    first = trace.steps[0].values
+    assert {"L0.out", "L0.pre", "L0.grad", "L0.w", "L0.upd", "L1.out", "loss"} <= set(first)
+    assert first["L0.w"]["fan_in"] == 6 and 0 < first["L0.grad"]["norm"] < 100
+    # the user's stdout/stderr arrive as output, events stay on the private channel
+    assert "before fit" in result.output and "to stderr" in result.output
+    assert not any(line.startswith("{") for line in result.output)
+
+
+def test_recorded_gradient_norm_matches_a_gradient_tape(tmp_path):
+    script = tmp_path / "tape.py"
+    script.write_text(textwrap.dedent('''
+        import numpy as np, tensorflow as tf, keras
+        keras.utils.set_random_seed(1)
+        X = np.random.default_rng(1).normal(size=(32, 4)).astype("float32")
+        y = (X[:, 0] > 0).astype("float32")
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="tanh"), keras.layers.Dense(1, activation="sigmoid")])
+        model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1), loss="binary_crossentropy")
+        with tf.GradientTape() as tape:
+            loss = keras.losses.binary_crossentropy(y[:, None], model(X)).numpy().mean() * 0 + tf.reduce_mean(keras.losses.binary_crossentropy(y[:, None], model(X)))
+        grads = tape.gradient(loss, model.trainable_weights)
+        print("TAPE", float(np.sqrt(sum(float(tf.reduce_sum(g * g)) for g in grads[:2]))))
+        model.fit(X, y, epochs=1, batch_size=32, verbose=0, shuffle=False)
+    '''))
+    result = asyncio.run(run_script(str(script), RunOptions(seed=None)))
+    tape_norm = float(next(l for l in result.output if l.startswith("TAPE")).split()[1])
+    assert result.trace.steps[0].values["L0.grad"]["norm"] == pytest.approx(tape_norm, rel=1e-4)
+
+
+def test_cancelling_a_run_kills_its_process():
+    import psutil
+
+    async def go():
+        worker = await Worker(RunOptions(max_seconds=60)).start()
+        task = asyncio.ensure_future(worker.run(str(__import__("conftest").FIXTURES / "robustness/infinite_loop.py")))
+        await asyncio.sleep(6)
+        pid = worker.pid
+        assert psutil.pid_exists(pid)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return pid
+
+    pid = asyncio.run(go())
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_warm_worker_skips_the_tensorflow_import(tmp_path):
+    script = tmp_path / "quick.py"
+    script.write_text("import keras\nprint('hi')\n")
+
+    async def go():
+        pool = WorkerPool()
+        await pool.prewarm(RunOptions())
+        await asyncio.sleep(8)  # let it import TensorFlow
+        t = asyncio.get_running_loop().time()
+        result = await run_script(str(script), RunOptions(), pool=pool)
+        elapsed = asyncio.get_running_loop().time() - t
+        cold_t = asyncio.get_running_loop().time()
+        await run_script(str(script), RunOptions())
+        cold = asyncio.get_running_loop().time() - cold_t
+        pool.close()
+        return result, elapsed, cold
+
+    result, warm, cold = asyncio.run(go())
+    assert result.output == ["hi"]
+    assert warm < cold / 2  # ratio, not an absolute time
