@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Awaitable, Callable
+from typing import Callable
 
 import psutil
 
@@ -103,6 +103,15 @@ def tree_rss_mb(pid: int) -> float:
     return total / (1024 * 1024)
 
 
+LIVE: "set[Worker]" = set()
+
+
+def kill_all() -> None:
+    """Last resort on exit paths: no child may outlive the server or CLI."""
+    for worker in list(LIVE):
+        worker.kill()
+
+
 class Worker:
     """One child interpreter, started before it has a job."""
 
@@ -141,6 +150,7 @@ class Worker:
         os.close(ev_w)
         os.close(ct_r)
         self._control_w = ct_w
+        LIVE.add(self)
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(limit=2**24)
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(ev_r, "rb", buffering=0))
@@ -155,6 +165,7 @@ class Worker:
         return self.proc is not None and self.proc.returncode is None
 
     def kill(self) -> None:
+        LIVE.discard(self)
         if self.proc is not None and self.proc.returncode is None:
             kill_tree(self.proc.pid)
         if self._control_w is not None:
@@ -330,5 +341,3 @@ async def run_script(
     finally:
         worker.kill()
 
-
-Awaitable  # re-exported for type hints in callers

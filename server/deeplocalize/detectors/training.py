@@ -48,7 +48,8 @@ def detect_exploding(trace: Trace, progress: Progress | None) -> list[Finding]:
     ev = dict(cause.evidence)
     ev.update({"gradient_norm_growth": round(peak / base, 1), "weight_norm_growth": round(w_growth, 1)})
     return [Finding("exploding-gradients", "error", "exploding_gradient", cause.root,
-                    f"Gradients explode (norm x{peak / base:.3g}, weights x{w_growth:.3g}) starting at {layer_label(start)}; likely cause: {cause.root.replace('_', ' ')}.",
+                    (f"Gradients explode (norm x{peak / base:.3g}, weights x{w_growth:.3g})" if peak / base > 100 else f"Training diverges: weights grow x{w_growth:.3g} (gradient norm x{peak / base:.3g})")
+                    + f" starting at {layer_label(start)}; likely cause: {cause.root.replace('_', ' ')}.",
                     cause.target, layer=cause.target.layer if cause.target.layer is not None else start.index, evidence=ev, fixes=cause.fixes,
                     observed={"layer": start.index, "where": "grad"}, confidence="strong" if cause.strong else "weak")]
 

@@ -1,0 +1,1 @@
+"""Language-server front end: LSP conversions, hover text, and the pygls server."""

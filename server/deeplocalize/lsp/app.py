@@ -1,0 +1,495 @@
+"""The DeepLocalize language server (pygls 2).
+
+Handlers only start or stop background work: each document has at most one run
+(an asyncio task owning one training process tree); a new run cancels the old
+one; a run whose content hash matches the last finished run reuses its results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lsprotocol import types as lsp
+from pygls.lsp.server import LanguageServer
+from pygls.uris import to_fs_path
+
+from .. import __version__
+from ..engine import EnvironmentProblem, FileReport, analyze, syntax_error, uses_keras
+from ..runner import WorkerPool, kill_all
+from ..trace import Trace
+from .convert import code_actions, overlaps, to_diagnostic, uri_of
+from .hover import layer_markdown, layers_at
+from .settings import Settings
+
+COMMAND_ANALYZE = "deeplocalize.analyze"
+COMMAND_CANCEL = "deeplocalize.cancel"
+MAX_LOG_LINES_PER_RUN = 400
+
+
+@dataclass
+class DocState:
+    uri: str
+    path: str
+    task: asyncio.Task | None = None
+    pending: asyncio.TimerHandle | None = None
+    report: FileReport | None = None
+    report_key: str | None = None
+    report_run: str = ""
+    published: set[str] = field(default_factory=set)
+    diagnostics: dict[str, list[lsp.Diagnostic]] = field(default_factory=dict)
+    running_since: float | None = None
+    last_outcome: str = ""
+    open: bool = True
+
+
+class DeepLocalizeServer(LanguageServer):
+    def __init__(self) -> None:
+        super().__init__("deeplocalize", __version__, text_document_sync_kind=lsp.TextDocumentSyncKind.Full)
+        self.docs: dict[str, DocState] = {}
+        self.pool = WorkerPool()
+        self.gate = asyncio.Semaphore(1)  # one training at a time on a 2-core machine
+        self.init_options: dict[str, Any] = {}
+        self.settings_cache: Settings = Settings()
+        self.shutting_down = False
+
+    # ------------------------------------------------------------------ util
+    def log(self, message: str, kind: lsp.MessageType = lsp.MessageType.Info) -> None:
+        if self.shutting_down:
+            return
+        try:
+            self.window_log_message(lsp.LogMessageParams(type=kind, message=message))
+        except Exception:  # noqa: BLE001 - a vanished client must not kill a run
+            pass
+
+    def trusted(self) -> bool:
+        return self.init_options.get("workspaceTrusted", True) is not False
+
+    async def settings(self, uri: str) -> Settings:
+        fallback = self.init_options.get("interpreter") or None
+        caps = self.client_capabilities
+        if caps and caps.workspace and caps.workspace.configuration:
+            try:
+                result = await asyncio.wait_for(asyncio.shield(self.workspace_configuration_async(
+                    lsp.ConfigurationParams(items=[lsp.ConfigurationItem(scope_uri=uri, section="deeplocalize")]))), 5)
+                self.settings_cache = Settings.from_json(result[0] if result else None, fallback)
+            except Exception as exc:  # noqa: BLE001
+                self.log(f"deeplocalize: could not read settings ({type(exc).__name__}); using the last known ones", lsp.MessageType.Warning)
+        else:
+            self.settings_cache = Settings.from_json(self.init_options.get("settings"), fallback)
+        return self.settings_cache
+
+    def doc(self, uri: str) -> DocState:
+        state = self.docs.get(uri)
+        if state is None:
+            state = self.docs[uri] = DocState(uri, to_fs_path(uri) or uri)
+        return state
+
+    def is_python(self, uri: str) -> bool:
+        return uri.endswith(".py") or uri.endswith(".pyw")
+
+    # ------------------------------------------------------------------ runs
+    def schedule(self, uri: str, reason: str, delay: float | None = None) -> None:
+        """Debounced start; a pending or running analysis of this document is replaced."""
+        state = self.doc(uri)
+        if state.pending is not None:
+            state.pending.cancel()
+        loop = asyncio.get_running_loop()
+        wait = (self.settings_cache.debounce_ms / 1000) if delay is None else delay
+        state.pending = loop.call_later(wait, lambda: self.start(uri, reason))
+
+    def start(self, uri: str, reason: str) -> None:
+        state = self.doc(uri)
+        state.pending = None
+        previous = state.task
+        if previous is not None and not previous.done():
+            previous.cancel()
+        state.task = asyncio.ensure_future(self._run(state, reason, previous))
+
+    def cancel(self, uri: str) -> bool:
+        state = self.docs.get(uri)
+        if state is None:
+            return False
+        cancelled = False
+        if state.pending is not None:
+            state.pending.cancel()
+            state.pending = None
+            cancelled = True
+        if state.task is not None and not state.task.done():
+            state.task.cancel()
+            cancelled = True
+        return cancelled
+
+    async def _run(self, state: DocState, reason: str, previous: asyncio.Task | None) -> None:
+        if previous is not None:
+            try:
+                await previous  # its process tree is gone before a new one starts
+            except BaseException:  # noqa: BLE001
+                pass
+        if not self.trusted():
+            self.log("deeplocalize: the workspace is not trusted, so no user code is run. Trust the workspace to analyze training scripts.", lsp.MessageType.Warning)
+            return
+        settings = await self.settings(state.uri)
+        path = state.path
+        try:
+            text = Path(path).read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            self.log(f"deeplocalize: cannot read {path}: {exc.strerror}", lsp.MessageType.Error)
+            return
+        if syntax_error(text, path) is None and not uses_keras(text, path):
+            self.log(f"deeplocalize: {os.path.basename(path)} does not use Keras/TensorFlow; nothing to run")
+            self.publish(state, None, "")
+            return
+        key = hashlib.sha256((text + repr(settings.key())).encode()).hexdigest()
+        if state.report is not None and state.report_key == key:
+            self.log(f"deeplocalize: {os.path.basename(path)} unchanged since the last run; reusing its results")
+            self.publish(state, state.report, state.report_run)
+            return
+        name = os.path.basename(path)
+        token = f"deeplocalize/{uuid.uuid4()}"
+        progress = _Progress(self, token, name)
+        run_id = token
+        task = asyncio.current_task()
+        await progress.begin(task)
+        output = _OutputLog(self, name)
+        try:
+            async with self.gate:
+                state.running_since = time.monotonic()
+                self.refresh_lenses()
+                self.log(f"deeplocalize: analyzing {name} ({reason}) with {settings.run_options().python}, budget {settings.max_seconds:g} s / {settings.max_epochs or 'all'} epochs")
+                report = await analyze(path, settings.run_options(), pool=self.pool, on_event=progress.on_event, on_output=output.line, text=text)
+        except asyncio.CancelledError:
+            output.flush()
+            self.log(f"deeplocalize: run of {name} cancelled; its training process was stopped")
+            progress.end("Cancelled")
+            raise
+        except EnvironmentProblem as exc:
+            output.flush()
+            self.log(f"deeplocalize: {exc}", lsp.MessageType.Error)
+            self.show(f"DeepLocalize cannot train with {settings.run_options().python}: TensorFlow/Keras not importable. Pick another interpreter or install tensorflow in it.", lsp.MessageType.Error)
+            progress.end("Interpreter problem")
+            return
+        except Exception as exc:  # noqa: BLE001 - the server must survive anything a run does
+            output.flush()
+            self.log(f"deeplocalize: internal error while analyzing {name}: {type(exc).__name__}: {exc}", lsp.MessageType.Error)
+            progress.end("Internal error")
+            return
+        finally:
+            state.running_since = None
+            if self.settings_cache.warm_worker and not self.shutting_down:
+                asyncio.ensure_future(self.pool.prewarm(settings.run_options()))
+        output.flush()
+        state.report, state.report_key, state.report_run = report, key, run_id
+        serious = [f for f in report.findings if f.finding.severity in ("error", "warning")]
+        state.last_outcome = (f"{len(serious)} fault{'s' if len(serious) != 1 else ''}" if serious else "no faults") + f", {report.duration_s:.1f} s"
+        self.publish(state, report, run_id)
+        for lf in report.findings:
+            f = lf.finding
+            self.log(f"deeplocalize: {os.path.basename(lf.range.file)}:{lf.range.start.line}: {f.severity} {f.code} [{f.root_cause}] {f.message}")
+        self.log(f"deeplocalize: {name}: {report.status}, {state.last_outcome}")
+        progress.end(state.last_outcome)
+        self.refresh_lenses()
+
+    # ------------------------------------------------------------ publishing
+    def publish(self, state: DocState, report: FileReport | None, run_id: str) -> None:
+        by_uri: dict[str, list[lsp.Diagnostic]] = {}
+        if report is not None:
+            for lf in report.findings:
+                by_uri.setdefault(uri_of(lf.range.file), []).append(to_diagnostic(lf, report.trace, run_id))
+        by_uri.setdefault(state.uri, [])
+        for uri in state.published - set(by_uri):
+            by_uri[uri] = []
+        state.diagnostics = by_uri
+        state.published = {u for u, d in by_uri.items() if d}
+        for uri, diags in by_uri.items():
+            self.text_document_publish_diagnostics(lsp.PublishDiagnosticsParams(uri=uri, diagnostics=diags))
+
+    def clear(self, state: DocState) -> None:
+        for uri in state.published | {state.uri}:
+            self.text_document_publish_diagnostics(lsp.PublishDiagnosticsParams(uri=uri, diagnostics=[]))
+        state.published = set()
+        state.diagnostics = {}
+
+    def show(self, message: str, kind: lsp.MessageType) -> None:
+        try:
+            self.window_show_message(lsp.ShowMessageParams(type=kind, message=message))
+        except Exception:  # noqa: BLE001
+            pass
+
+    def refresh_lenses(self) -> None:
+        caps = self.client_capabilities
+        if caps and caps.workspace and caps.workspace.code_lens and caps.workspace.code_lens.refresh_support:
+            try:
+                self.workspace_code_lens_refresh(None)
+            except Exception:  # noqa: BLE001
+                pass
+
+    # ------------------------------------------------------------- shutdown
+    async def close(self) -> None:
+        """Cancel every run and wait for its process tree to be gone."""
+        self.shutting_down = True
+        tasks = []
+        for state in self.docs.values():
+            if state.pending is not None:
+                state.pending.cancel()
+            if state.task is not None and not state.task.done():
+                state.task.cancel()
+                tasks.append(state.task)
+        if tasks:
+            await asyncio.wait(tasks, timeout=10)
+        self.pool.close()
+        kill_all()
+
+
+class _Progress:
+    """A cancellable work-done progress for one run; client cancel cancels the run."""
+
+    def __init__(self, server: DeepLocalizeServer, token: str, name: str) -> None:
+        self.server, self.token, self.name = server, token, name
+        self.active = False
+        self.last_report = 0.0
+        self.epochs = 0
+        self.steps = 0
+
+    async def begin(self, task: asyncio.Task | None) -> None:
+        caps = self.server.client_capabilities
+        if not (caps and caps.window and caps.window.work_done_progress):
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self.server.work_done_progress.create_async(self.token)), 5)
+        except Exception:  # noqa: BLE001 - no progress UI, the run still happens
+            return
+        self.active = True
+        fut = self.server.work_done_progress.tokens.get(self.token)
+        if fut is not None and task is not None:
+            fut.add_done_callback(lambda f: task.cancel() if f.cancelled() and not task.done() else None)
+        self.server.work_done_progress.begin(self.token, lsp.WorkDoneProgressBegin(
+            title=f"Training {self.name}", cancellable=True, message="starting", percentage=0))
+
+    def on_event(self, event: dict, trace: Trace) -> None:
+        kind = event.get("type")
+        if kind == "ready":
+            self.server.log(f"deeplocalize: training {self.name} in process {event.get('pid')} (Keras {event.get('keras')}, TensorFlow {event.get('tensorflow')})")
+        if not self.active:
+            return
+        if kind == "fit" and trace.fit:
+            self.epochs, self.steps = trace.fit.epochs, trace.fit.steps_per_epoch or 0
+        if kind not in ("fit", "epoch_begin", "step", "epoch", "model"):
+            return
+        now = time.monotonic()
+        if kind == "step" and now - self.last_report < 0.25:
+            return
+        self.last_report = now
+        epoch = int(event.get("epoch", trace.steps[-1].epoch if trace.steps else 0))
+        step = int(event.get("step", 0)) + (1 if kind == "step" else 0)
+        msg = f"epoch {epoch + 1}/{self.epochs or '?'}" + (f", step {step}/{self.steps}" if self.steps else "")
+        pct = None
+        if self.epochs:
+            done = epoch + (min(step / self.steps, 1.0) if self.steps else 0.0)
+            pct = int(min(99, 100 * done / self.epochs))
+        try:
+            self.server.work_done_progress.report(self.token, lsp.WorkDoneProgressReport(message=f"Training {self.name} — {msg}", percentage=pct))
+        except Exception:  # noqa: BLE001
+            pass
+
+    def end(self, message: str) -> None:
+        if not self.active:
+            return
+        self.active = False
+        try:
+            self.server.work_done_progress.end(self.token, lsp.WorkDoneProgressEnd(message=message))
+        except Exception:  # noqa: BLE001
+            pass
+        self.server.work_done_progress.tokens.pop(self.token, None)
+
+
+class _OutputLog:
+    """The script's own output, batched into log messages and capped per run."""
+
+    def __init__(self, server: DeepLocalizeServer, name: str) -> None:
+        self.server, self.name = server, name
+        self.buffer: list[str] = []
+        self.count = 0
+        self.last_flush = time.monotonic()
+
+    def line(self, text: str) -> None:
+        self.count += 1
+        if self.count <= MAX_LOG_LINES_PER_RUN:
+            self.buffer.append(text)
+        if time.monotonic() - self.last_flush > 0.5:
+            self.flush()
+
+    def flush(self) -> None:
+        self.last_flush = time.monotonic()
+        if self.buffer:
+            self.server.log("\n".join(f"[{self.name}] {l}" for l in self.buffer))
+            self.buffer = []
+        if self.count > MAX_LOG_LINES_PER_RUN:
+            self.server.log(f"[{self.name}] ... {self.count - MAX_LOG_LINES_PER_RUN} more output lines not shown")
+            self.count = MAX_LOG_LINES_PER_RUN
+
+
+server = DeepLocalizeServer()
+
+
+@server.feature(lsp.INITIALIZE)
+def on_initialize(ls: DeepLocalizeServer, params: lsp.InitializeParams) -> None:
+    ls.init_options = params.initialization_options if isinstance(params.initialization_options, dict) else {}
+
+
+@server.feature(lsp.INITIALIZED)
+async def on_initialized(ls: DeepLocalizeServer, params: lsp.InitializedParams) -> None:
+    settings = await ls.settings("")
+    ls.log(f"deeplocalize {__version__}: server on Python {sys.version.split()[0]}; training interpreter {settings.run_options().python}"
+           + ("" if ls.trusted() else " (workspace not trusted: no user code will run)"))
+    if settings.warm_worker and ls.trusted():
+        asyncio.ensure_future(ls.pool.prewarm(settings.run_options()))
+
+
+@server.feature(lsp.WORKSPACE_DID_CHANGE_CONFIGURATION)
+async def on_config(ls: DeepLocalizeServer, params: lsp.DidChangeConfigurationParams) -> None:
+    await ls.settings("")  # takes effect at the next run
+    ls.log("deeplocalize: settings changed; they apply from the next run")
+
+
+@server.feature(lsp.TEXT_DOCUMENT_DID_OPEN)
+async def on_open(ls: DeepLocalizeServer, params: lsp.DidOpenTextDocumentParams) -> None:
+    uri = params.text_document.uri
+    if not ls.is_python(uri):
+        return
+    ls.doc(uri).open = True
+    settings = await ls.settings(uri)
+    if settings.run == "onOpenAndSave":
+        ls.schedule(uri, "opened")
+
+
+@server.feature(lsp.TEXT_DOCUMENT_DID_SAVE)
+async def on_save(ls: DeepLocalizeServer, params: lsp.DidSaveTextDocumentParams) -> None:
+    uri = params.text_document.uri
+    if not ls.is_python(uri):
+        return
+    settings = await ls.settings(uri)
+    if settings.run in ("onSave", "onOpenAndSave"):
+        ls.schedule(uri, "saved")
+
+
+@server.feature(lsp.TEXT_DOCUMENT_DID_CLOSE)
+def on_close(ls: DeepLocalizeServer, params: lsp.DidCloseTextDocumentParams) -> None:
+    state = ls.docs.get(params.text_document.uri)
+    if state is None:
+        return
+    ls.cancel(state.uri)
+    ls.clear(state)
+    ls.docs.pop(state.uri, None)
+
+
+@server.command(COMMAND_ANALYZE)
+def cmd_analyze(ls: DeepLocalizeServer, *args: Any) -> bool:
+    uri = _uri_arg(args)
+    if uri is None:
+        return False
+    ls.schedule(uri, "requested", delay=0)
+    return True
+
+
+@server.command(COMMAND_CANCEL)
+def cmd_cancel(ls: DeepLocalizeServer, *args: Any) -> bool:
+    uri = _uri_arg(args)
+    return ls.cancel(uri) if uri else False
+
+
+def _uri_arg(args: tuple) -> str | None:
+    if not args:
+        return None
+    a = args[0]
+    if isinstance(a, dict):
+        a = a.get("uri") or a.get("external")
+    return a if isinstance(a, str) else None
+
+
+@server.feature(lsp.TEXT_DOCUMENT_CODE_ACTION, lsp.CodeActionOptions(code_action_kinds=[lsp.CodeActionKind.QuickFix]))
+def on_code_action(ls: DeepLocalizeServer, params: lsp.CodeActionParams) -> list[lsp.CodeAction]:
+    uri = params.text_document.uri
+    versions: dict[str, int | None] = {}
+    for u in ls.workspace.text_documents:
+        versions[u] = ls.workspace.get_text_document(u).version
+    ours = [d for d in params.context.diagnostics if d.source == "deeplocalize" and isinstance(d.data, dict)]
+    if not ours:  # clients that do not echo diagnostics back: use the published ones
+        for state in ls.docs.values():
+            ours += [d for d in state.diagnostics.get(uri, []) if overlaps(d.range, params.range)]
+    if not _saved_matches(ls, uri):
+        return []  # the buffer has changed since the analysis: its edits would land in the wrong place
+    actions: list[lsp.CodeAction] = []
+    for d in ours:
+        actions += code_actions(d, versions)
+    return actions
+
+
+def _saved_matches(ls: DeepLocalizeServer, uri: str) -> bool:
+    try:
+        doc = ls.workspace.get_text_document(uri)
+        return Path(doc.path).read_text(encoding="utf-8", errors="replace") == doc.source
+    except OSError:
+        return False
+
+
+@server.feature(lsp.TEXT_DOCUMENT_HOVER)
+def on_hover(ls: DeepLocalizeServer, params: lsp.HoverParams) -> lsp.Hover | None:
+    path = to_fs_path(params.text_document.uri)
+    line = params.position.line + 1
+    for state in ls.docs.values():
+        trace = state.report.trace if state.report else None
+        if trace is None or not trace.layers:
+            continue
+        layers = layers_at(trace, path, line)
+        if layers:
+            return lsp.Hover(contents=lsp.MarkupContent(kind=lsp.MarkupKind.Markdown, value="\n\n---\n\n".join(layer_markdown(trace, l) for l in layers[:3])))
+    return None
+
+
+_FIT_RE = re.compile(r"\.fit\s*\(")
+
+
+@server.feature(lsp.TEXT_DOCUMENT_CODE_LENS)
+def on_code_lens(ls: DeepLocalizeServer, params: lsp.CodeLensParams) -> list[lsp.CodeLens]:
+    uri = params.text_document.uri
+    state = ls.docs.get(uri)
+    line = None
+    if state and state.report and state.report.trace and state.report.trace.fit and state.report.trace.fit.site:
+        line = state.report.trace.fit.site[-1].line - 1
+    if line is None:
+        text = ls.workspace.get_text_document(uri).source
+        for i, l in enumerate(text.splitlines()):
+            if _FIT_RE.search(l) and not l.lstrip().startswith("#"):
+                line = i
+                break
+    if line is None:
+        return []
+    rng = lsp.Range(start=lsp.Position(line=line, character=0), end=lsp.Position(line=line, character=0))
+    running = state is not None and (state.running_since is not None or (state.task is not None and not state.task.done()))
+    if running:
+        lenses = [lsp.CodeLens(range=rng, command=lsp.Command(title="$(sync~spin) DeepLocalize: training… (cancel)", command=COMMAND_CANCEL, arguments=[uri]))]
+    else:
+        lenses = [lsp.CodeLens(range=rng, command=lsp.Command(title="▶ DeepLocalize: analyze", command=COMMAND_ANALYZE, arguments=[uri]))]
+    if state and state.last_outcome:
+        lenses.append(lsp.CodeLens(range=rng, command=lsp.Command(title=f"last run: {state.last_outcome}", command=COMMAND_ANALYZE, arguments=[uri])))
+    return lenses
+
+
+@server.feature(lsp.SHUTDOWN)
+async def on_shutdown(ls: DeepLocalizeServer, *args: Any) -> None:
+    await ls.close()
+
+
+@server.feature(lsp.EXIT)
+def on_exit(ls: DeepLocalizeServer, *args: Any) -> None:
+    ls.shutting_down = True
+    kill_all()

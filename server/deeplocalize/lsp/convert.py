@@ -1,0 +1,115 @@
+"""Findings -> LSP diagnostics and quick-fix code actions (pure functions)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lsprotocol import types as lsp
+from pygls.uris import from_fs_path
+
+from ..findings import LocatedFinding, SourceRange
+from ..trace import Trace
+
+SOURCE = "deeplocalize"
+DOCS = Path(__file__).resolve().parents[3] / "docs" / "diagnostics.md"
+SEVERITY = {
+    "error": lsp.DiagnosticSeverity.Error,
+    "warning": lsp.DiagnosticSeverity.Warning,
+    "information": lsp.DiagnosticSeverity.Information,
+    "hint": lsp.DiagnosticSeverity.Hint,
+}
+
+
+def to_range(r: SourceRange) -> lsp.Range:
+    return lsp.Range(
+        start=lsp.Position(line=max(r.start.line - 1, 0), character=max(r.start.column - 1, 0)),
+        end=lsp.Position(line=max(r.end.line - 1, 0), character=max(r.end.column - 1, 0)),
+    )
+
+
+def docs_href(code: str) -> str:
+    return f"{from_fs_path(str(DOCS))}#{code}"
+
+
+def uri_of(path: str) -> str:
+    return from_fs_path(path) or path
+
+
+def _related(lf: LocatedFinding, trace: Trace | None) -> list[lsp.DiagnosticRelatedInformation]:
+    """Where the symptom was observed: the layer (and step) where it first showed."""
+    obs = lf.finding.observed
+    if not obs or trace is None or obs.get("layer") is None:
+        return []
+    layer = trace.layer(int(obs["layer"]))
+    if layer is None or not layer.site:
+        return []
+    site = layer.site[0]
+    where = {"out": "forward output", "pre": "pre-activation", "grad": "gradient", "w": "weights", "loss": "loss"}.get(obs.get("where", ""), "values")
+    when = f" at epoch {obs['epoch'] + 1}, step {obs['step']}" if "epoch" in obs else ""
+    loc = lsp.Location(
+        uri=uri_of(site.file),
+        range=lsp.Range(start=lsp.Position(line=site.line - 1, character=0), end=lsp.Position(line=(site.end_line or site.line) - 1, character=1000)),
+    )
+    return [lsp.DiagnosticRelatedInformation(location=loc, message=f"observed in the {where} of layer '{layer.name}' ({layer.cls}){when}")]
+
+
+def fixes_data(lf: LocatedFinding) -> list[dict[str, Any]]:
+    return [
+        {"title": fix.title, "edits": [{"uri": uri_of(e.range.file), "range": _range_json(to_range(e.range)), "newText": e.new_text} for e in fix.edits]}
+        for fix in lf.fixes
+    ]
+
+
+def _range_json(r: lsp.Range) -> dict[str, Any]:
+    return {"start": {"line": r.start.line, "character": r.start.character}, "end": {"line": r.end.line, "character": r.end.character}}
+
+
+def to_diagnostic(lf: LocatedFinding, trace: Trace | None, run_id: str) -> lsp.Diagnostic:
+    f = lf.finding
+    cause = f" (root cause: {f.root_cause.replace('_', ' ')})" if f.root_cause else ""
+    return lsp.Diagnostic(
+        range=to_range(lf.range),
+        severity=SEVERITY[f.severity],
+        code=f.code,
+        code_description=lsp.CodeDescription(href=docs_href(f.code)),
+        source=SOURCE,
+        message=f"{f.message}{cause}",
+        related_information=_related(lf, trace) or None,
+        data={"fixes": fixes_data(lf), "root_cause": f.root_cause, "symptom": f.symptom, "run": run_id, "evidence": _jsonable(f.evidence)},
+    )
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, float) and v != v:
+        return "nan"
+    return v
+
+
+def code_actions(diag: lsp.Diagnostic, versions: dict[str, int | None]) -> list[lsp.CodeAction]:
+    """One quick fix per fix carried in the diagnostic's data; the first is preferred."""
+    data = diag.data if isinstance(diag.data, dict) else {}
+    actions = []
+    for i, fix in enumerate(data.get("fixes") or []):
+        by_uri: dict[str, list[lsp.TextEdit]] = {}
+        for e in fix.get("edits", []):
+            r = e["range"]
+            by_uri.setdefault(e["uri"], []).append(lsp.TextEdit(
+                range=lsp.Range(start=lsp.Position(**r["start"]), end=lsp.Position(**r["end"])), new_text=e["newText"]))
+        changes = [
+            lsp.TextDocumentEdit(text_document=lsp.OptionalVersionedTextDocumentIdentifier(uri=uri, version=versions.get(uri)), edits=edits)
+            for uri, edits in by_uri.items()
+        ]
+        actions.append(lsp.CodeAction(
+            title=f"DeepLocalize: {fix['title']}", kind=lsp.CodeActionKind.QuickFix, diagnostics=[diag],
+            edit=lsp.WorkspaceEdit(document_changes=changes), is_preferred=i == 0,
+        ))
+    return actions
+
+
+def overlaps(a: lsp.Range, b: lsp.Range) -> bool:
+    return (a.start.line, a.start.character) <= (b.end.line, b.end.character) and (b.start.line, b.start.character) <= (a.end.line, a.end.character)

@@ -1,0 +1,265 @@
+"""The language server end to end: pytest-lsp drives the real server over stdio,
+which trains real Keras models on the fixtures (slow)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import pytest_lsp
+from lsprotocol import types as lsp
+from pygls.uris import from_fs_path
+from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
+
+from conftest import FIXTURES, ROOT
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+SERVER = [sys.executable, "-m", "deeplocalize.server"]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT / "server")}
+DATA = Path(__file__).parent / "data"
+
+
+@pytest_lsp.fixture(config=ClientServerConfig(server_command=SERVER, server_env=ENV))
+async def client(lsp_client: LanguageClient):
+    @lsp_client.feature(lsp.WORKSPACE_CODE_LENS_REFRESH)
+    def _refresh(params: None) -> None:  # VS Code re-requests lenses; the test asks explicitly
+        return None
+
+    lsp_client.set_configuration({"run": "onSave", "maxSeconds": 90, "maxEpochs": 20, "debounceMs": 200, "warmWorker": False}, section="deeplocalize")
+    await lsp_client.initialize_session(lsp.InitializeParams(
+        capabilities=client_capabilities("visual-studio-code"), initialization_options={"interpreter": sys.executable}))
+    yield
+    await lsp_client.shutdown_session()
+
+
+# ----------------------------------------------------------------------------- helpers
+async def until(predicate, timeout: float = 150.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def logs(client: LanguageClient) -> list[str]:
+    return [m.message for m in client.log_messages]
+
+
+def finished(client: LanguageClient, name: str, count: int = 1) -> bool:
+    return sum(bool(re.match(rf"deeplocalize: {re.escape(name)}: (ok|crashed|timeout|not_keras|syntax_error), ", m)) for m in logs(client)) >= count
+
+
+def training_pids(client: LanguageClient) -> list[int]:
+    return [int(m) for m in re.findall(r"in process (\d+)", "\n".join(logs(client)))]
+
+
+def child_processes(client: LanguageClient) -> list[psutil.Process]:
+    try:
+        kids = psutil.Process(client._server.pid).children(recursive=True)
+    except psutil.Error:
+        return []
+    out = []
+    for p in kids:
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE and "child.py" in " ".join(p.cmdline()):
+                out.append(p)
+        except psutil.Error:
+            pass
+    return out
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return True
+
+
+def open_copy(client: LanguageClient, tmp_path: Path, source: Path) -> tuple[str, Path]:
+    path = tmp_path / source.name
+    shutil.copy(source, path)
+    uri = from_fs_path(str(path))
+    client.text_document_did_open(lsp.DidOpenTextDocumentParams(
+        text_document=lsp.TextDocumentItem(uri=uri, language_id="python", version=1, text=path.read_text())))
+    return uri, path
+
+
+def save(client: LanguageClient, uri: str) -> None:
+    client.text_document_did_save(lsp.DidSaveTextDocumentParams(text_document=lsp.TextDocumentIdentifier(uri=uri)))
+
+
+def apply(text: str, edits: list[lsp.TextEdit]) -> str:
+    lines = text.splitlines(keepends=True)
+    offset = lambda p: sum(len(l) for l in lines[: p.line]) + p.character  # noqa: E731
+    for e in sorted(edits, key=lambda e: (e.range.start.line, e.range.start.character), reverse=True):
+        text = text[: offset(e.range.start)] + e.new_text + text[offset(e.range.end):]
+    return text
+
+
+# ------------------------------------------------------------------------------ tests
+async def test_nan_fixture_diagnostic_quick_fix_progress_hover_and_lens(client: LanguageClient, tmp_path):
+    uri, path = open_copy(client, tmp_path, FIXTURES / "buggy/b10_lr_var_adam.py")
+    save(client, uri)
+    await until(lambda: finished(client, path.name), what="the run to finish")
+
+    diags = client.diagnostics[uri]
+    top = diags[0]
+    assert top.range.start.line == 6  # `lr = 10.0` (0-based)
+    assert top.severity == lsp.DiagnosticSeverity.Error and top.source == "deeplocalize"
+    assert top.code in ("exploding-gradients", "nan-inf") and "learning rate" in top.message
+    assert top.code_description.href.endswith(f"docs/diagnostics.md#{top.code}")
+    assert Path(top.code_description.href.split("file://")[1].split("#")[0]).is_file()
+    assert top.data["root_cause"] == "learning_rate" and top.data["fixes"]
+
+    # progress: begin, reports with percentages, end with the outcome
+    (token, reports), = list(client.progress_reports.items())
+    assert isinstance(reports[0], lsp.WorkDoneProgressBegin) and reports[0].cancellable
+    assert any(isinstance(r, lsp.WorkDoneProgressReport) and "epoch" in (r.message or "") for r in reports)
+    await until(lambda: isinstance(client.progress_reports[token][-1], lsp.WorkDoneProgressEnd), 10, "progress end")
+    assert "fault" in client.progress_reports[token][-1].message
+
+    # the preferred quick fix rewrites the defining line
+    actions = await client.text_document_code_action_async(lsp.CodeActionParams(
+        text_document=lsp.TextDocumentIdentifier(uri=uri), range=top.range, context=lsp.CodeActionContext(diagnostics=[top])))
+    preferred = [a for a in actions if a.is_preferred]
+    assert len(preferred) == 1 and preferred[0].kind == lsp.CodeActionKind.QuickFix
+    (change,) = preferred[0].edit.document_changes
+    assert change.text_document.uri == uri and change.text_document.version == 1
+    fixed = apply(path.read_text(), change.edits)
+    assert fixed.splitlines()[6] == "lr = 0.001  # FAULT"
+
+    # hover on a layer line shows that layer's recorded statistics
+    hover = await client.text_document_hover_async(lsp.HoverParams(text_document=lsp.TextDocumentIdentifier(uri=uri), position=lsp.Position(line=10, character=10)))
+    assert "dense" in hover.contents.value and "gradient norm" in hover.contents.value
+
+    # code lens above fit(): run and last outcome
+    lenses = await client.text_document_code_lens_async(lsp.CodeLensParams(text_document=lsp.TextDocumentIdentifier(uri=uri)))
+    assert {l.range.start.line for l in lenses} == {16}  # model.fit(...)
+    assert any("fault" in l.command.title for l in lenses) and any(l.command.command == "deeplocalize.analyze" for l in lenses)
+
+    # the script's own output and the server's decisions reach the log
+    assert any("analyzing b10_lr_var_adam.py" in m for m in logs(client))
+
+    # the same content again: results are reused, nothing trains
+    n_pids = len(training_pids(client))
+    save(client, uri)
+    await until(lambda: any("reusing its results" in m for m in logs(client)), 30, "reuse")
+    assert len(training_pids(client)) == n_pids
+
+
+async def test_fix_then_rerun_clears_the_diagnostic(client: LanguageClient, tmp_path):
+    uri, path = open_copy(client, tmp_path, FIXTURES / "buggy/b01_relu_output_ce.py")
+    save(client, uri)
+    await until(lambda: finished(client, path.name), what="first run")
+    top = client.diagnostics[uri][0]
+    assert (top.code, top.range.start.line) == ("output-not-distribution", 11)
+    actions = await client.text_document_code_action_async(lsp.CodeActionParams(
+        text_document=lsp.TextDocumentIdentifier(uri=uri), range=top.range, context=lsp.CodeActionContext(diagnostics=[top])))
+    fix = next(a for a in actions if a.is_preferred)
+    new = apply(path.read_text(), fix.edit.document_changes[0].edits)
+    assert 'keras.layers.Dense(10, activation="softmax"),  # FAULT' in new
+    path.write_text(new)
+    client.text_document_did_change(lsp.DidChangeTextDocumentParams(
+        text_document=lsp.VersionedTextDocumentIdentifier(uri=uri, version=2), content_changes=[lsp.TextDocumentContentChangeWholeDocument(text=new)]))
+    save(client, uri)
+    await until(lambda: finished(client, path.name, 2), what="second run")
+    assert [d for d in client.diagnostics[uri] if d.severity <= lsp.DiagnosticSeverity.Warning] == []
+
+
+async def test_cancel_by_command_and_by_progress_kills_the_training_process(client: LanguageClient, tmp_path):
+    client.set_configuration({"run": "manual", "maxSeconds": 120, "maxEpochs": 0, "warmWorker": False}, section="deeplocalize")
+    uri, path = open_copy(client, tmp_path, DATA / "long_training.py")
+    for attempt, how in enumerate(("command", "progress")):
+        await client.workspace_execute_command_async(lsp.ExecuteCommandParams(command="deeplocalize.analyze", arguments=[uri]))
+        pid = (await until(lambda: training_pids(client)[attempt:] or None, 60, "training process"))[0]
+        await until(lambda: any(isinstance(r, lsp.WorkDoneProgressReport) for t, rs in client.progress_reports.items() for r in rs[1:] if t not in getattr(client, "_seen", set())), 60, "training progress")
+        assert psutil.pid_exists(pid)
+        if how == "command":
+            assert await client.workspace_execute_command_async(lsp.ExecuteCommandParams(command="deeplocalize.cancel", arguments=[uri])) is True
+        else:
+            token = next(t for t in client.progress_reports if t not in getattr(client, "_seen", set()))
+            client.window_work_done_progress_cancel(lsp.WorkDoneProgressCancelParams(token=token))
+        await until(lambda: gone(pid), 20, f"process {pid} to be killed ({how})")
+        await until(lambda: sum("cancelled; its training process was stopped" in m for m in logs(client)) == attempt + 1, 20, "cancel log")
+        client._seen = set(client.progress_reports)
+        assert child_processes(client) == []
+
+
+async def test_rapid_saves_keep_at_most_one_training_process(client: LanguageClient, tmp_path):
+    client.set_configuration({"run": "onSave", "maxSeconds": 120, "maxEpochs": 0, "debounceMs": 50, "warmWorker": False}, section="deeplocalize")
+    uri, path = open_copy(client, tmp_path, DATA / "long_training.py")
+    peak = 0
+    for i in range(8):
+        path.write_text(path.read_text() + f"\n# edit {i}\n")
+        save(client, uri)
+        for _ in range(10):
+            peak = max(peak, len(child_processes(client)))
+            await asyncio.sleep(0.15)
+    await until(lambda: child_processes(client), 60, "the last run to train")
+    for _ in range(30):
+        peak = max(peak, len(child_processes(client)))
+        await asyncio.sleep(0.1)
+    assert peak == 1
+    await client.workspace_execute_command_async(lsp.ExecuteCommandParams(command="deeplocalize.cancel", arguments=[uri]))
+    await until(lambda: not child_processes(client), 20, "cancel")
+
+
+async def test_server_answers_while_training(client: LanguageClient, tmp_path):
+    client.set_configuration({"run": "manual", "maxSeconds": 120, "maxEpochs": 0, "warmWorker": False}, section="deeplocalize")
+    uri, path = open_copy(client, tmp_path, DATA / "long_training.py")
+    await client.workspace_execute_command_async(lsp.ExecuteCommandParams(command="deeplocalize.analyze", arguments=[uri]))
+    pid = (await until(lambda: training_pids(client) or None, 60, "training"))[0]
+    doc = lsp.TextDocumentIdentifier(uri=uri)
+    for _ in range(5):
+        await client.text_document_hover_async(lsp.HoverParams(text_document=doc, position=lsp.Position(line=6, character=5)))
+        await client.text_document_code_action_async(lsp.CodeActionParams(text_document=doc, range=lsp.Range(start=lsp.Position(line=0, character=0), end=lsp.Position(line=0, character=1)), context=lsp.CodeActionContext(diagnostics=[])))
+        lenses = await client.text_document_code_lens_async(lsp.CodeLensParams(text_document=doc))
+        assert "cancel" in lenses[0].command.title and lenses[0].command.command == "deeplocalize.cancel"
+    assert psutil.pid_exists(pid) and not gone(pid)  # answered while the run was still training
+    await client.workspace_execute_command_async(lsp.ExecuteCommandParams(command="deeplocalize.cancel", arguments=[uri]))
+    await until(lambda: gone(pid), 20, "cancel")
+
+
+@pytest.mark.parametrize(
+    "source, check",
+    [
+        (FIXTURES / "robustness/crash_before_fit.py", lambda d: d[0].severity == lsp.DiagnosticSeverity.Error and d[0].range.start.line == 5 and "ZeroDivisionError" in d[0].message),
+        (FIXTURES / "robustness/syntax_error.py", lambda d: d[0].code == "syntax-error" and d[0].range.start.line == 4),
+        (FIXTURES / "robustness/infinite_loop.py", lambda d: len(d) == 1 and d[0].code == "budget-exceeded" and d[0].severity == lsp.DiagnosticSeverity.Information),
+        (FIXTURES / "robustness/sys_exit.py", lambda d: len(d) == 1 and d[0].code == "no-training"),
+        (FIXTURES / "robustness/prints_megabytes.py", lambda d: True),
+        (FIXTURES / "buggy/b06_categorical_int_labels.py", lambda d: d[0].severity == lsp.DiagnosticSeverity.Error and d[0].data["root_cause"] == "loss"),
+    ],
+    ids=["crash", "syntax-error", "timeout", "sys-exit", "megabytes", "label-crash"],
+)
+async def test_bad_scripts_are_reported_and_the_server_stays_up(client: LanguageClient, tmp_path, source, check):
+    client.set_configuration({"run": "onSave", "maxSeconds": 8, "maxEpochs": 5, "debounceMs": 50, "warmWorker": False}, section="deeplocalize")
+    uri, path = open_copy(client, tmp_path, source)
+    save(client, uri)
+    await until(lambda: finished(client, path.name), 90, "the run")
+    assert check(client.diagnostics[uri]), client.diagnostics[uri]
+    if source.name == "prints_megabytes.py":
+        out = [m for m in logs(client) if m.startswith(f"[{path.name}]")]
+        assert out and any("more output lines not shown" in m for m in out)
+    # still answering
+    await client.text_document_hover_async(lsp.HoverParams(text_document=lsp.TextDocumentIdentifier(uri=uri), position=lsp.Position(line=0, character=0)))
+    assert child_processes(client) == []
+
+
+async def test_non_keras_script_is_not_run(client: LanguageClient, tmp_path):
+    uri, path = open_copy(client, tmp_path, FIXTURES / "robustness/not_keras.py")
+    save(client, uri)
+    await until(lambda: any("does not use Keras" in m for m in logs(client)), 30, "skip log")
+    assert not training_pids(client)
+
+
