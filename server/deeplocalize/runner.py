@@ -59,12 +59,23 @@ class RunResult:
     message: str = ""
 
 
+USER_PYTHONPATH = "DEEPLOCALIZE_USER_PYTHONPATH"
+
+
 def child_env(options: RunOptions) -> dict[str, str]:
-    """The user's environment plus their overrides; nothing of ours leaks in."""
+    """The user's environment plus their overrides; nothing of ours leaks in.
+
+    An editor extension that puts its bundled package on the server's PYTHONPATH
+    passes the user's own PYTHONPATH in DEEPLOCALIZE_USER_PYTHONPATH: the training
+    process gets that one back, never the extension's.
+    """
     env = dict(os.environ)
-    for key in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP"):
-        if key in env and key not in options.env:
-            env.pop(key)
+    if USER_PYTHONPATH in env:
+        user = env.pop(USER_PYTHONPATH)
+        if user:
+            env["PYTHONPATH"] = user
+        else:
+            env.pop("PYTHONPATH", None)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env["PYTHONUNBUFFERED"] = "1"
     env.update(options.env)

@@ -70,6 +70,15 @@ class DeepLocalizeServer(LanguageServer):
         except Exception:  # noqa: BLE001 - a vanished client must not kill a run
             pass
 
+    def status(self, state: DocState, phase: str, outcome: str = "") -> None:
+        """Custom notification for clients that show run state (the VS Code status bar)."""
+        if self.shutting_down:
+            return
+        try:
+            self.protocol.notify("deeplocalize/runStatus", {"uri": state.uri, "phase": phase, "outcome": outcome, "file": os.path.basename(state.path)})
+        except Exception:  # noqa: BLE001
+            pass
+
     def trusted(self) -> bool:
         return self.init_options.get("workspaceTrusted", True) is not False
 
@@ -163,6 +172,7 @@ class DeepLocalizeServer(LanguageServer):
         try:
             async with self.gate:
                 state.running_since = time.monotonic()
+                self.status(state, "running")
                 self.refresh_lenses()
                 self.log(f"deeplocalize: analyzing {name} ({reason}) with {settings.run_options().python}, budget {settings.max_seconds:g} s / {settings.max_epochs or 'all'} epochs")
                 report = await analyze(path, settings.run_options(), pool=self.pool, on_event=progress.on_event, on_output=output.line, text=text)
@@ -170,17 +180,20 @@ class DeepLocalizeServer(LanguageServer):
             output.flush()
             self.log(f"deeplocalize: run of {name} cancelled; its training process was stopped")
             progress.end("Cancelled")
+            self.status(state, "cancelled")
             raise
         except EnvironmentProblem as exc:
             output.flush()
             self.log(f"deeplocalize: {exc}", lsp.MessageType.Error)
             self.show(f"DeepLocalize cannot train with {settings.run_options().python}: TensorFlow/Keras not importable. Pick another interpreter or install tensorflow in it.", lsp.MessageType.Error)
             progress.end("Interpreter problem")
+            self.status(state, "failed", "interpreter problem")
             return
         except Exception as exc:  # noqa: BLE001 - the server must survive anything a run does
             output.flush()
             self.log(f"deeplocalize: internal error while analyzing {name}: {type(exc).__name__}: {exc}", lsp.MessageType.Error)
             progress.end("Internal error")
+            self.status(state, "failed", "internal error")
             return
         finally:
             state.running_since = None
@@ -196,6 +209,7 @@ class DeepLocalizeServer(LanguageServer):
             self.log(f"deeplocalize: {os.path.basename(lf.range.file)}:{lf.range.start.line}: {f.severity} {f.code} [{f.root_cause}] {f.message}")
         self.log(f"deeplocalize: {name}: {report.status}, {state.last_outcome}")
         progress.end(state.last_outcome)
+        self.status(state, "done", state.last_outcome)
         self.refresh_lenses()
 
     # ------------------------------------------------------------ publishing

