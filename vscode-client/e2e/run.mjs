@@ -77,6 +77,48 @@ function packageCompanion(dir) {
   return out;
 }
 
+async function stopCodeServer(cs) {
+  try { process.kill(-cs.pid, "SIGTERM"); } catch {}
+  await sleep(1500);
+  try { process.kill(-cs.pid, "SIGKILL"); } catch {}
+}
+
+// Workspace trust on, folder not trusted: the extension must say why it is off, and run nothing.
+async function untrustedWorkspace(base, csArgs, env) {
+  const ws = path.join(base, "untrusted");
+  fs.mkdirSync(ws);
+  fs.copyFileSync(path.join(ROOT, "fixtures/buggy", BUGGY), path.join(ws, BUGGY));
+  const settingsFile = path.join(base, "user-data", "User", "settings.json");
+  const settings = JSON.parse(fs.readFileSync(settingsFile, "utf8"));
+  fs.writeFileSync(settingsFile, JSON.stringify({ ...settings, "security.workspace.trust.enabled": true, "security.workspace.trust.startupPrompt": "never" }));
+  const port = await freePort();
+  const cs = spawn(NODE24, [CODE_SERVER, ...csArgs, "--auth", "none", "--bind-addr", `127.0.0.1:${port}`, "--disable-telemetry", "--disable-update-check", ws],
+    { env, stdio: "ignore", detached: true });
+  let browser;
+  try {
+    await until(async () => (await fetch(`http://127.0.0.1:${port}/healthz`)).ok, 60000, "code-server (trust on) to listen");
+    browser = await chromium.launch({ executablePath: "/usr/bin/chromium", args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+      "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"] });
+    const page = await browser.newPage({ viewport: { width: 1500, height: 950 } });
+    await page.goto(`http://127.0.0.1:${port}/?folder=${encodeURIComponent(ws)}`);
+    await page.locator(".monaco-workbench").waitFor({ timeout: 90000 });
+    await page.locator(".explorer-viewlet .monaco-list-row", { hasText: BUGGY }).first().click({ timeout: 60000 });
+    const note = page.locator(".notifications-toasts, .notification-toast-container", { hasText: "untrusted workspace" }).first();
+    await note.waitFor({ state: "visible", timeout: 60000 });
+    check("in an untrusted workspace the extension says why it is off", /Trust the workspace/.test(await note.innerText()), await note.innerText());
+    const bar = page.locator(".statusbar-item", { hasText: "DeepLocalize" }).first();
+    check("the status bar shows DeepLocalize is off", /off/.test(await bar.innerText()), await bar.innerText());
+    await sleep(8000);
+    check("no user code runs in an untrusted workspace", trainingProcesses(cs.pid).length === 0 && (await page.locator(".monaco-editor .squiggly-error").count()) === 0);
+    const file = path.join(ART, "untrusted.png");
+    await page.screenshot({ path: file });
+    results.screenshots.push(path.relative(ROOT, file));
+  } finally {
+    if (browser) await browser.close().catch(() => {});
+    await stopCodeServer(cs);
+  }
+}
+
 async function main() {
   for (const [what, p] of [["Node 24", NODE24], ["code-server", CODE_SERVER], ["the packaged extension", VSIX], ["chromium", "/usr/bin/chromium"]]) {
     if (!fs.existsSync(p)) throw new Error(`${what} is missing at ${p}: run scripts/install-editor.sh and npm run package`);
@@ -198,6 +240,9 @@ async function main() {
     // 6. cancel a long run from the command palette; its process tree is gone
     await page.locator(".explorer-viewlet .monaco-list-row", { hasText: LONG }).first().click();
     await until(async () => /training long_training\.py/.test(await bar.innerText()), 120000, "the status bar to show the run");
+    const runningLens = page.locator(".monaco-editor .codelens-decoration", { hasText: "training" }).first();
+    await runningLens.waitFor({ state: "visible", timeout: 30000 });
+    check("while training, the code lens above fit() offers cancel", /cancel/.test(await runningLens.innerText()));
     const csPid = cs.pid;
     const running = await until(() => { const t = trainingProcesses(csPid); return t.length ? t : null; }, 60000, "a training process");
     check("a long run is training", running.length === 1, JSON.stringify(running));
@@ -208,13 +253,18 @@ async function main() {
     await until(() => trainingProcesses(csPid).length === 0, 20000, "the training process to be killed");
     await until(async () => /cancelled/.test(await bar.innerText()), 20000, "the status bar to show the cancel");
     check("cancel stops a long run (no training process left)", trainingProcesses(csPid).length === 0);
+    const lens = page.locator(".contentWidgets .codelens-decoration, .monaco-editor .codelens-decoration").first();
+    await until(async () => /analyze/.test(await lens.innerText()), 15000, "the code lens to offer a new run");
+    check("after the cancel the code lens offers a new run", true);
     await shot("cancelled");
   } finally {
     if (browser) await browser.close().catch(() => {});
-    try { process.kill(-cs.pid, "SIGTERM"); } catch {}
-    await sleep(1500);
-    try { process.kill(-cs.pid, "SIGKILL"); } catch {}
+    await stopCodeServer(cs);
     fs.writeFileSync(path.join(ART, "code-server.log"), csLog);
+  }
+  try {
+    await untrustedWorkspace(base, csArgs, env);
+  } finally {
     fs.writeFileSync(path.join(ART, "result.json"), JSON.stringify(results, null, 2));
     fs.rmSync(base, { recursive: true, force: true });
   }

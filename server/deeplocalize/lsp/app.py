@@ -197,6 +197,8 @@ class DeepLocalizeServer(LanguageServer):
             return
         finally:
             state.running_since = None
+            if not self.shutting_down:
+                self.refresh_lenses()  # also after a cancel or a failure: the lens must stop saying "training"
             if self.settings_cache.warm_worker and not self.shutting_down:
                 asyncio.ensure_future(self.pool.prewarm(settings.run_options()))
         output.flush()
