@@ -119,6 +119,41 @@ async function untrustedWorkspace(base, csArgs, env) {
   }
 }
 
+// An interpreter without the Python side: one clear notification with actions that help.
+async function interpreterWithoutDeps(base, csArgs, env) {
+  const venv = path.join(base, "bare-venv");
+  execFileSync(PYTHON, ["-m", "venv", "--without-pip", venv]);
+  const ws = path.join(base, "bare");
+  fs.mkdirSync(path.join(ws, ".vscode"), { recursive: true });
+  fs.copyFileSync(path.join(ROOT, "fixtures/buggy", BUGGY), path.join(ws, BUGGY));
+  fs.writeFileSync(path.join(ws, ".vscode", "settings.json"), JSON.stringify({ "deeplocalize.interpreter": path.join(venv, "bin", "python") }));
+  const port = await freePort();
+  const cs = spawn(NODE24, [CODE_SERVER, ...csArgs, "--auth", "none", "--bind-addr", `127.0.0.1:${port}`, "--disable-telemetry", "--disable-update-check",
+    "--disable-workspace-trust", ws], { env, stdio: "ignore", detached: true });
+  let browser;
+  try {
+    await until(async () => (await fetch(`http://127.0.0.1:${port}/healthz`)).ok, 60000, "code-server (bare interpreter) to listen");
+    browser = await chromium.launch({ executablePath: "/usr/bin/chromium", args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+      "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"] });
+    const page = await browser.newPage({ viewport: { width: 1500, height: 950 } });
+    await page.goto(`http://127.0.0.1:${port}/?folder=${encodeURIComponent(ws)}`);
+    await page.locator(".monaco-workbench").waitFor({ timeout: 90000 });
+    await page.locator(".explorer-viewlet .monaco-list-row", { hasText: BUGGY }).first().click({ timeout: 60000 });
+    const note = page.locator(".notification-toast-container", { hasText: "lacks" }).first();
+    await note.waitFor({ state: "visible", timeout: 60000 });
+    const text = await note.innerText();
+    check("an interpreter without the Python side gets one clear notification", /bare-venv/.test(text) && /tensorflow/.test(text) && /pygls/.test(text), text);
+    check("the notification offers to pick an interpreter and to copy the install command", /Set Interpreter/.test(text) && /Copy Install Command/.test(text), text);
+    check("only one such notification", (await page.locator(".notification-toast-container", { hasText: "DeepLocalize" }).count()) === 1);
+    const file = path.join(ART, "missing-interpreter-deps.png");
+    await page.screenshot({ path: file });
+    results.screenshots.push(path.relative(ROOT, file));
+  } finally {
+    if (browser) await browser.close().catch(() => {});
+    await stopCodeServer(cs);
+  }
+}
+
 async function main() {
   for (const [what, p] of [["Node 24", NODE24], ["code-server", CODE_SERVER], ["the packaged extension", VSIX], ["chromium", "/usr/bin/chromium"]]) {
     if (!fs.existsSync(p)) throw new Error(`${what} is missing at ${p}: run scripts/install-editor.sh and npm run package`);
@@ -264,6 +299,7 @@ async function main() {
   }
   try {
     await untrustedWorkspace(base, csArgs, env);
+    await interpreterWithoutDeps(base, csArgs, env);
   } finally {
     fs.writeFileSync(path.join(ART, "result.json"), JSON.stringify(results, null, 2));
     fs.rmSync(base, { recursive: true, force: true });
