@@ -150,3 +150,20 @@ def test_too_few_epochs_only_when_the_run_ended_by_itself_while_improving():
 
     assert run("completed") and run("completed")[0].target.arg == "epochs"
     assert not run("capped")
+
+
+def test_early_stop_rule_inspects_each_step_once(monkeypatch):
+    """The rule runs on every streamed event; rescanning the trace made the server unresponsive."""
+    import deeplocalize.detectors as det
+
+    calls = []
+    real = det.step_has_nonfinite
+    monkeypatch.setattr(det, "step_has_nonfinite", lambda s: calls.append(s.g) or real(s))
+    tb = TraceBuilder(["relu", "softmax"])
+    rule = det.DecisiveRule()
+    for i in range(300):
+        tb.step(0, 2.0)
+        assert rule(tb.trace) is False
+    assert sorted(calls) == list(range(300))
+    tb.step(0, float("nan"))
+    assert rule(tb.trace) is True

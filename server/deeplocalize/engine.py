@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .detectors import diagnose, is_decisive
+from .detectors import DecisiveRule, diagnose
 from .findings import Finding, LocatedFinding, Position, SourceRange, Target
 from .locate import Locator, line_range, load_source
 from .runner import EventCallback, OutputCallback, RunOptions, RunResult, WorkerPool, run_script
@@ -128,7 +128,7 @@ async def analyze(
     if not uses_keras(text, path):
         return FileReport(path, "not_keras", time.monotonic() - start, [], message="the script does not import Keras or TensorFlow")
 
-    run = await run_script(path, options, pool=pool, on_event=on_event, on_output=on_output, should_stop=is_decisive)
+    run = await run_script(path, options, pool=pool, on_event=on_event, on_output=on_output, should_stop=DecisiveRule())
     trace = run.trace
     if _missing_keras(run):
         tail = "\n".join(run.output[-5:])

@@ -12,7 +12,7 @@ from ..findings import Finding
 from ..trace import Trace
 from .crash import detect_crash
 from .curves import detect_batch_size, detect_epochs, detect_not_learning, detect_regularization
-from .numerical import detect_nonfinite, first_nonfinite
+from .numerical import detect_nonfinite, first_nonfinite, step_has_nonfinite
 from .progress import Progress, measure
 from .static_rules import check_static
 from .training import detect_bad_init, detect_dead_relu, detect_exploding, detect_saturation, detect_update_ratio, detect_vanishing
@@ -90,13 +90,33 @@ def _merge(findings: list[Finding]) -> list[Finding]:
 WEAK_PREFERENCE = ["exploding-gradients", "too-few-epochs", "weights-barely-change", "saturated-activation", "dead-relu", "vanishing-gradients", "not-learning"]
 
 
+class DecisiveRule:
+    """Stop training early: a NaN has appeared, or a static error is certain and one epoch has been seen.
+
+    Called on every probe event while the run streams in, so it is incremental:
+    each step is inspected once and the static rules are evaluated once.
+    """
+
+    def __init__(self) -> None:
+        self._seen = 0
+        self._nonfinite = False
+        self._static_error: bool | None = None
+
+    def __call__(self, trace: Trace) -> bool:
+        for step in trace.steps[self._seen:]:
+            if not self._nonfinite and step_has_nonfinite(step):
+                self._nonfinite = True
+        self._seen = len(trace.steps)
+        if self._nonfinite and len(trace.steps) >= 2:
+            return True
+        if trace.epochs and self._static_error is None:
+            self._static_error = any(f.severity == "error" for f in check_static(trace))
+        return bool(self._static_error)
+
+
 def is_decisive(trace: Trace) -> bool:
-    """Stop training early: a NaN has appeared, or a static error is certain and one epoch has been seen."""
-    if len(trace.steps) >= 2 and first_nonfinite(trace) is not None:
-        return True
-    if trace.epochs and any(f.severity == "error" for f in check_static(trace)):
-        return True
-    return False
+    """One-shot form of DecisiveRule, for a finished trace."""
+    return DecisiveRule()(trace)
 
 
-__all__ = ["diagnose", "is_decisive", "measure", "Progress"]
+__all__ = ["diagnose", "is_decisive", "DecisiveRule", "measure", "Progress"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from ..findings import Finding, FixSpec, Target
 from ..trace import Trace
 from .common import eliminate_cause, layer_label, loss_family
@@ -10,6 +12,13 @@ _ORDER = ("pre", "out", "grad", "w")
 # The locator rewrites the risky operation it finds (log, sqrt, division) with an epsilon guard.
 GUARD = FixSpec("Guard the operation against zero/negative inputs", new_value="{guard}")
 _WHERE = {"pre": "pre-activation", "out": "forward output", "grad": "gradient", "w": "weights"}
+
+
+def step_has_nonfinite(step) -> bool:
+    loss = step.get("loss", "loss")
+    if loss is not None and not math.isfinite(loss):
+        return True
+    return any(v.get("nonfinite", 0.0) > 0 for k, v in step.values.items() if "." in k and k.rsplit(".", 1)[1] in _ORDER)
 
 
 def first_nonfinite(trace: Trace) -> tuple[int, str, int | None] | None:
