@@ -7,7 +7,6 @@ import subprocess
 import sys
 import textwrap
 
-import numpy as np
 import pytest
 
 from deeplocalize.runner import RunOptions, Worker, WorkerPool, run_script

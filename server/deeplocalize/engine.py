@@ -8,7 +8,6 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from .detectors import DecisiveRule, diagnose
 from .findings import Finding, LocatedFinding, Position, SourceRange, Target
@@ -157,5 +156,3 @@ async def analyze(
 def _first_line(rng: SourceRange) -> SourceRange:
     return SourceRange(rng.file, rng.start, Position(rng.start.line, rng.end.column if rng.end.line == rng.start.line else rng.start.column + 1))
 
-
-ProgressCallback = Callable[[str], None]

@@ -271,7 +271,8 @@ class Locator:
             return line_range(src, path, int(line)), None
         func = None
         for f in src.module.nodes_of_class(nodes.FunctionDef):
-            if f.lineno == line or (f.decorators is not None and f.decorators.lineno == line) or (f.lineno <= line <= f.lineno + len(f.decorators.nodes) if f.decorators else False):
+            # co_firstlineno of a decorated function is its first decorator's line
+            if f.lineno == line or (f.decorators is not None and f.decorators.nodes[0].lineno == line):
                 func = f
                 break
         if func is None:

@@ -77,6 +77,40 @@ function packageCompanion(dir) {
   return out;
 }
 
+const CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+  "--no-first-run", "--disable-dev-shm-usage"];
+
+/** Starts code-server on `folder` and opens it in headless Chromium; `close()` stops both. */
+async function openEditor(folder, csArgs, env, { trust = false } = {}) {
+  const port = await freePort();
+  const cs = spawn(NODE24, [CODE_SERVER, ...csArgs, "--auth", "none", "--bind-addr", `127.0.0.1:${port}`, "--disable-telemetry",
+    "--disable-update-check", ...(trust ? [] : ["--disable-workspace-trust"]), folder], { env, stdio: ["ignore", "pipe", "pipe"], detached: true });
+  const editor = { cs, log: "", browser: null, page: null };
+  cs.stdout.on("data", (d) => (editor.log += d));
+  cs.stderr.on("data", (d) => (editor.log += d));
+  editor.close = async () => {
+    if (editor.browser) await editor.browser.close().catch(() => {});
+    await stopCodeServer(cs);
+  };
+  try {
+    await until(async () => (await fetch(`http://127.0.0.1:${port}/healthz`)).ok, 60000, "code-server to listen");
+    editor.browser = await chromium.launch({ executablePath: "/usr/bin/chromium", args: CHROMIUM_ARGS });
+    editor.page = await editor.browser.newPage({ viewport: { width: 1500, height: 950 } });
+    await editor.page.goto(`http://127.0.0.1:${port}/?folder=${encodeURIComponent(folder)}`);
+    await editor.page.locator(".monaco-workbench").waitFor({ timeout: 90000 });
+  } catch (err) {
+    await editor.close();
+    throw err;
+  }
+  return editor;
+}
+
+async function screenshot(page, name) {
+  const file = path.join(ART, `${name}.png`);
+  await page.screenshot({ path: file });
+  results.screenshots.push(path.relative(ROOT, file));
+}
+
 async function stopCodeServer(cs) {
   try { process.kill(-cs.pid, "SIGTERM"); } catch {}
   await sleep(1500);
@@ -91,17 +125,9 @@ async function untrustedWorkspace(base, csArgs, env) {
   const settingsFile = path.join(base, "user-data", "User", "settings.json");
   const settings = JSON.parse(fs.readFileSync(settingsFile, "utf8"));
   fs.writeFileSync(settingsFile, JSON.stringify({ ...settings, "security.workspace.trust.enabled": true, "security.workspace.trust.startupPrompt": "never" }));
-  const port = await freePort();
-  const cs = spawn(NODE24, [CODE_SERVER, ...csArgs, "--auth", "none", "--bind-addr", `127.0.0.1:${port}`, "--disable-telemetry", "--disable-update-check", ws],
-    { env, stdio: "ignore", detached: true });
-  let browser;
+  const editor = await openEditor(ws, csArgs, env, { trust: true });
+  const { page, cs } = editor;
   try {
-    await until(async () => (await fetch(`http://127.0.0.1:${port}/healthz`)).ok, 60000, "code-server (trust on) to listen");
-    browser = await chromium.launch({ executablePath: "/usr/bin/chromium", args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-      "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"] });
-    const page = await browser.newPage({ viewport: { width: 1500, height: 950 } });
-    await page.goto(`http://127.0.0.1:${port}/?folder=${encodeURIComponent(ws)}`);
-    await page.locator(".monaco-workbench").waitFor({ timeout: 90000 });
     await page.locator(".explorer-viewlet .monaco-list-row", { hasText: BUGGY }).first().click({ timeout: 60000 });
     const note = page.locator(".notifications-toasts, .notification-toast-container", { hasText: "untrusted workspace" }).first();
     await note.waitFor({ state: "visible", timeout: 60000 });
@@ -110,12 +136,9 @@ async function untrustedWorkspace(base, csArgs, env) {
     check("the status bar shows DeepLocalize is off", /off/.test(await bar.innerText()), await bar.innerText());
     await sleep(8000);
     check("no user code runs in an untrusted workspace", trainingProcesses(cs.pid).length === 0 && (await page.locator(".monaco-editor .squiggly-error").count()) === 0);
-    const file = path.join(ART, "untrusted.png");
-    await page.screenshot({ path: file });
-    results.screenshots.push(path.relative(ROOT, file));
+    await screenshot(page, "untrusted");
   } finally {
-    if (browser) await browser.close().catch(() => {});
-    await stopCodeServer(cs);
+    await editor.close();
   }
 }
 
@@ -127,17 +150,9 @@ async function interpreterWithoutDeps(base, csArgs, env) {
   fs.mkdirSync(path.join(ws, ".vscode"), { recursive: true });
   fs.copyFileSync(path.join(ROOT, "fixtures/buggy", BUGGY), path.join(ws, BUGGY));
   fs.writeFileSync(path.join(ws, ".vscode", "settings.json"), JSON.stringify({ "deeplocalize.interpreter": path.join(venv, "bin", "python") }));
-  const port = await freePort();
-  const cs = spawn(NODE24, [CODE_SERVER, ...csArgs, "--auth", "none", "--bind-addr", `127.0.0.1:${port}`, "--disable-telemetry", "--disable-update-check",
-    "--disable-workspace-trust", ws], { env, stdio: "ignore", detached: true });
-  let browser;
+  const editor = await openEditor(ws, csArgs, env);
+  const { page } = editor;
   try {
-    await until(async () => (await fetch(`http://127.0.0.1:${port}/healthz`)).ok, 60000, "code-server (bare interpreter) to listen");
-    browser = await chromium.launch({ executablePath: "/usr/bin/chromium", args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-      "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"] });
-    const page = await browser.newPage({ viewport: { width: 1500, height: 950 } });
-    await page.goto(`http://127.0.0.1:${port}/?folder=${encodeURIComponent(ws)}`);
-    await page.locator(".monaco-workbench").waitFor({ timeout: 90000 });
     await page.locator(".explorer-viewlet .monaco-list-row", { hasText: BUGGY }).first().click({ timeout: 60000 });
     const note = page.locator(".notification-toast-container", { hasText: "lacks" }).first();
     await note.waitFor({ state: "visible", timeout: 60000 });
@@ -145,12 +160,9 @@ async function interpreterWithoutDeps(base, csArgs, env) {
     check("an interpreter without the Python side gets one clear notification", /bare-venv/.test(text) && /tensorflow/.test(text) && /pygls/.test(text), text);
     check("the notification offers to pick an interpreter and to copy the install command", /Set Interpreter/.test(text) && /Copy Install Command/.test(text), text);
     check("only one such notification", (await page.locator(".notification-toast-container", { hasText: "DeepLocalize" }).count()) === 1);
-    const file = path.join(ART, "missing-interpreter-deps.png");
-    await page.screenshot({ path: file });
-    results.screenshots.push(path.relative(ROOT, file));
+    await screenshot(page, "missing-interpreter-deps");
   } finally {
-    if (browser) await browser.close().catch(() => {});
-    await stopCodeServer(cs);
+    await editor.close();
   }
 }
 
@@ -200,30 +212,11 @@ async function main() {
   const installed = execFileSync(NODE24, [CODE_SERVER, ...csArgs, "--list-extensions"], { env, encoding: "utf8" });
   check("the .vsix installs into code-server", installed.includes("deeplocalize.deeplocalize"), installed);
 
-  const port = await freePort();
-  const cs = spawn(NODE24, [CODE_SERVER, ...csArgs, "--auth", "none", "--bind-addr", `127.0.0.1:${port}`, "--disable-telemetry",
-    "--disable-update-check", "--disable-workspace-trust", "--disable-getting-started-override", ws],
-    { env, stdio: ["ignore", "pipe", "pipe"], detached: true });
-  let csLog = "";
-  cs.stdout.on("data", (d) => (csLog += d));
-  cs.stderr.on("data", (d) => (csLog += d));
-  let browser;
+  const editor = await openEditor(ws, csArgs, env);
+  const { page, cs } = editor;
   try {
-    await until(async () => (await fetch(`http://127.0.0.1:${port}/healthz`)).ok, 60000, "code-server to listen");
-    browser = await chromium.launch({
-      executablePath: "/usr/bin/chromium",
-      args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--no-first-run", "--disable-dev-shm-usage"],
-    });
-    const page = await browser.newPage({ viewport: { width: 1500, height: 950 } });
-    await page.goto(`http://127.0.0.1:${port}/?folder=${encodeURIComponent(ws)}`);
-    await page.locator(".monaco-workbench").waitFor({ timeout: 90000 });
     check("the workbench renders", true);
-    const shot = async (name) => {
-      const file = path.join(ART, `${name}.png`);
-      await page.screenshot({ path: file });
-      results.screenshots.push(path.relative(ROOT, file));
-    };
+    const shot = (name) => screenshot(page, name);
     const readReport = () => (fs.existsSync(report) ? JSON.parse(fs.readFileSync(report, "utf8")) : null);
     const docReport = (name) => readReport()?.docs.find((d) => d.path.endsWith(name));
 
@@ -293,9 +286,8 @@ async function main() {
     check("after the cancel the code lens offers a new run", true);
     await shot("cancelled");
   } finally {
-    if (browser) await browser.close().catch(() => {});
-    await stopCodeServer(cs);
-    fs.writeFileSync(path.join(ART, "code-server.log"), csLog);
+    await editor.close();
+    fs.writeFileSync(path.join(ART, "code-server.log"), editor.log);
   }
   try {
     await untrustedWorkspace(base, csArgs, env);

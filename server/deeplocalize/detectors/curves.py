@@ -7,7 +7,7 @@ import numpy as np
 
 from ..findings import Finding, FixSpec, Target
 from ..trace import Trace
-from .common import Cause, eliminate_cause, layer_label, lr_info, median_log_update_ratio, window, x_scale_problem, y_scale_problem, data_target_and_fixes
+from .common import Cause, eliminate_cause, layer_label, lr_info, median_log_update_ratio, x_scale_problem, y_scale_problem, data_target_and_fixes
 from .progress import Progress
 
 

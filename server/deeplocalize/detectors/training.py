@@ -9,7 +9,7 @@ import numpy as np
 from ..findings import Finding, FixSpec, Target
 from ..trace import LayerInfo, Trace
 from .common import (
-    RELU_LIKE, SATURATING, SLOW_BY_DEFAULT, DEFAULT_LR, bad_init_layers, eliminate_cause, init_target_and_fixes,
+    RELU_LIKE, SATURATING, SLOW_BY_DEFAULT, DEFAULT_LR, Cause, bad_init_layers, eliminate_cause, init_target_and_fixes,
     layer_label, lr_info, lr_target_and_fixes, median_log_update_ratio, optimizer_target_and_fixes, window, x_scale_problem,
     data_target_and_fixes,
 )
@@ -112,30 +112,42 @@ def detect_dead_relu(trace: Trace, progress: Progress | None) -> list[Finding]:
             continue
         ev = {"dead_unit_fraction": round(frac, 3)}
         severity = "warning" if (frac >= 0.99 or (progress is not None and progress.poor)) else "information"
-        bad = bad_init_layers(trace)
-        cls, lr, ratio = lr_info(trace)
-        if bad:
-            layer, scale = bad[0]
-            root = "initialization"
-            target, fixes = init_target_and_fixes(layer)
-            ev["init_scale"] = round(scale, 4)
-        elif lr is not None and ratio >= 3:
-            root = "learning_rate"
-            target, fixes = lr_target_and_fixes(trace, "down")
-            ev["learning_rate"] = lr
-        elif x_scale_problem(trace) and l.index == _first_trainable(trace):
-            root = "data_normalization"
-            target, fixes = data_target_and_fixes("x")
-            ev.update(x_scale_problem(trace) or {})
-        else:
-            root = "activation"
-            target, fixes = Target("layer_arg", layer=l.index, arg="activation"), [FixSpec('Use activation "leaky_relu"', new_value='"leaky_relu"')]
+        cause = _unit_cause(trace, l, FixSpec('Use activation "leaky_relu"', new_value='"leaky_relu"'), data_first=False)
+        root, target, fixes = cause.root, cause.target, cause.fixes
+        ev.update(cause.evidence)
         out.append(Finding("dead-relu", severity, "dead_relu", root,
                            f"{frac:.0%} of the units of {layer_label(l)} output 0 for every sample (dead ReLUs); likely cause: {root.replace('_', ' ')}.",
                            target, layer=target.layer if target.layer is not None else l.index, evidence=ev, fixes=fixes,
-                           observed={"layer": l.index, "where": "out"}, confidence="weak" if root == "activation" else "strong"))
+                           observed={"layer": l.index, "where": "out"}, confidence="strong" if cause.strong else "weak"))
         break  # the first dead layer starves everything after it
     return out
+
+
+def _unit_cause(trace: Trace, layer: LayerInfo, fallback: FixSpec, data_first: bool) -> Cause:
+    """Why a layer's units are dead or saturated; first match wins.
+
+    Unscaled inputs explain the first layer's saturation before anything else
+    (data_first); then a bad initial weight scale, then a learning rate well
+    above the optimizer's default, then unscaled inputs, else the activation.
+    """
+    xs = x_scale_problem(trace)
+    first = layer.index == _first_trainable(trace)
+    if data_first and xs and first:
+        target, fixes = data_target_and_fixes("x")
+        return Cause("data_normalization", target, fixes, dict(xs))
+    bad = bad_init_layers(trace)
+    if bad:
+        bad_layer, scale = bad[0]
+        target, fixes = init_target_and_fixes(bad_layer)
+        return Cause("initialization", target, fixes, {"init_scale": round(scale, 4)})
+    cls, lr, ratio = lr_info(trace)
+    if lr is not None and ratio >= 3:
+        target, fixes = lr_target_and_fixes(trace, "down")
+        return Cause("learning_rate", target, fixes, {"learning_rate": lr})
+    if xs and (first or data_first):
+        target, fixes = data_target_and_fixes("x")
+        return Cause("data_normalization", target, fixes, dict(xs))
+    return Cause("activation", Target("layer_arg", layer=layer.index, arg="activation"), [fallback], {}, strong=False)
 
 
 def _first_trainable(trace: Trace) -> int | None:
@@ -155,31 +167,13 @@ def detect_saturation(trace: Trace, progress: Progress | None) -> list[Finding]:
         frac = float(np.median(sat))
         ev = {"saturated_fraction": round(frac, 3), "threshold": "|x| > 5"}
         severity = "warning" if progress is None or progress.poor else "information"
-        bad = bad_init_layers(trace)
-        cls, lr, ratio = lr_info(trace)
-        if x_scale_problem(trace) and l.index == _first_trainable(trace):
-            root = "data_normalization"
-            target, fixes = data_target_and_fixes("x")
-            ev.update(x_scale_problem(trace) or {})
-        elif bad:
-            layer, scale = bad[0]
-            root = "initialization"
-            target, fixes = init_target_and_fixes(layer)
-            ev["init_scale"] = round(scale, 4)
-        elif lr is not None and ratio >= 3:
-            root = "learning_rate"
-            target, fixes = lr_target_and_fixes(trace, "down")
-        elif x_scale_problem(trace):
-            root = "data_normalization"
-            target, fixes = data_target_and_fixes("x")
-            ev.update(x_scale_problem(trace) or {})
-        else:
-            root = "activation"
-            target, fixes = Target("layer_arg", layer=l.index, arg="activation"), [FixSpec('Use activation "relu"', new_value='"relu"')]
+        cause = _unit_cause(trace, l, FixSpec('Use activation "relu"', new_value='"relu"'), data_first=True)
+        root, target, fixes = cause.root, cause.target, cause.fixes
+        ev.update(cause.evidence)
         return [Finding("saturated-activation", severity, "saturation", root,
                         f"{frac:.0%} of the inputs of the {l.activation} in {layer_label(l)} are beyond +-5, where its gradient is ~0; likely cause: {root.replace('_', ' ')}.",
                         target, layer=target.layer if target.layer is not None else l.index, evidence=ev, fixes=fixes,
-                        observed={"layer": l.index, "where": "pre"}, confidence="weak" if root == "activation" else "strong")]
+                        observed={"layer": l.index, "where": "pre"}, confidence="strong" if cause.strong else "weak")]
     return []
 
 
