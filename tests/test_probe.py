@@ -130,3 +130,26 @@ def test_warm_worker_skips_the_tensorflow_import(tmp_path):
     result, warm, cold = asyncio.run(go())
     assert result.output == ["hi"]
     assert warm < cold / 2  # ratio, not an absolute time
+
+
+def test_recurrent_and_wrapper_layers_train_unchanged_under_the_probe(tmp_path):
+    """RNN layers expose `activation` as a read-only property; Bidirectional owns no variables itself."""
+    script = tmp_path / "rnn.py"
+    script.write_text(textwrap.dedent('''
+        import numpy as np, keras
+        keras.utils.set_random_seed(0)
+        rng = np.random.default_rng(0)
+        X = rng.integers(0, 50, size=(128, 12)); y = (X.mean(axis=1) > 25).astype("int64")
+        model = keras.Sequential([keras.Input((12,)), keras.layers.Embedding(50, 8),
+                                  keras.layers.Bidirectional(keras.layers.LSTM(8, return_sequences=True)),
+                                  keras.layers.GRU(4), keras.layers.Dense(2, activation="softmax")])
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+        hist = model.fit(X, y, epochs=2, batch_size=32, verbose=0)
+        print("user output", repr(hist.history["loss"][-1]))
+    '''))
+    plain = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    result = asyncio.run(run_script(str(script), RunOptions(max_epochs=None, seed=None)))
+    assert result.status == "finished" and result.trace.crash is None and not result.trace.probe_errors
+    assert result.trace.epochs[-1].logs["loss"] == pytest.approx(float(plain.stdout.split("user output")[1]), rel=1e-5)
+    owners = {l.cls for l in result.trace.trainable_layers}
+    assert "Bidirectional" not in owners and "Embedding" in owners

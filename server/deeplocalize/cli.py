@@ -56,6 +56,7 @@ def _options(args: argparse.Namespace) -> RunOptions:
         max_memory_mb=args.max_memory_mb or None,
         env=env,
         seed=None if args.seed < 0 else args.seed,
+        cwd=os.getcwd(),  # like `python train.py`: relative data paths resolve from where the user runs it
     )
 
 

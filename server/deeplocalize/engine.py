@@ -147,7 +147,10 @@ async def analyze(
     elif run.status == "memory":
         status = "crashed"
         findings.append(_info("memory-exceeded", f"Training {run.message}.", _first_line(Locator(trace)._fallback()), "warning", {"max_memory_mb": options.max_memory_mb}))
-    elif run.status in ("finished",) and trace.fit is None and trace.crash is None:
+    if trace.probe_errors:
+        findings.append(_info("probe-degraded", "Per-layer statistics could not be recorded for this model, so only the loss and the "
+                              f"configuration were checked ({trace.probe_errors[0]}).", _first_line(Locator(trace)._fallback()), "hint"))
+    if run.status in ("finished",) and trace.fit is None and trace.crash is None:
         how = "called sys.exit() before training" if trace.end_reason == "sys_exit" else "finished without training a Keras model with fit()"
         findings.append(_info("no-training", f"The script {how}; nothing to analyze.", line_range(src, path, 1), "hint"))
     return FileReport(path, status, time.monotonic() - start, findings, trace, run)

@@ -42,6 +42,7 @@ class RunOptions:
     seed: int | None = 0
     fetch_every: int = 1
     output_lines: int = 200
+    cwd: str | None = None  # working directory of the script (None: the script's folder)
 
     def key(self) -> tuple:
         return (self.python, tuple(sorted(self.env.items())))
@@ -204,7 +205,7 @@ class Worker:
         start = time.monotonic()
         status = {"value": "finished", "message": ""}
 
-        job = {"script": script, "argv": argv or [], "max_epochs": opts.max_epochs, "seed": opts.seed, "fetch_every": opts.fetch_every}
+        job = {"script": script, "argv": argv or [], "max_epochs": opts.max_epochs, "seed": opts.seed, "fetch_every": opts.fetch_every, "cwd": opts.cwd}
         try:
             os.write(self._control_w, (json.dumps(job) + "\n").encode())
         except OSError:

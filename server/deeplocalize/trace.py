@@ -134,6 +134,8 @@ class Trace:
     crash: CrashInfo | None = None
     fit_end: dict[str, Any] | None = None
     end_reason: str | None = None
+    probe_errors: list[str] = field(default_factory=list)
+    initial_kernels: dict[int, tuple[float, float]] = field(default_factory=dict)
     model_class: str = ""
     versions: dict[str, str] = field(default_factory=dict)
 
@@ -152,7 +154,14 @@ class Trace:
 
     @property
     def trainable_layers(self) -> list[LayerInfo]:
-        return [l for l in self.layers if l.trainable]
+        """Layers that own weights the optimizer updated (a wrapper such as
+        Bidirectional has parameters, but its inner layers own them)."""
+        keys: set[str] = set()
+        for step in self.steps[:25]:
+            keys.update(step.values)
+        if not keys:
+            return [l for l in self.layers if l.trainable]
+        return [l for l in self.layers if f"L{l.index}.w" in keys]
 
     def layer(self, index: int) -> LayerInfo | None:
         return self.layers[index] if 0 <= index < len(self.layers) else None
@@ -234,6 +243,10 @@ class TraceBuilder:
                 traceback=event.get("traceback", ""),
                 exc_module=event.get("exc_module", ""),
             )
+        elif kind == "initial_weights":
+            t.initial_kernels = {int(k): (float(v[0]), float(v[1])) for k, v in (event.get("kernels") or {}).items()}
+        elif kind == "probe_error":
+            t.probe_errors.append(f"{event.get('where')}: {event.get('message')}")
         elif kind == "end":
             t.end_reason = event.get("reason")
 

@@ -111,10 +111,18 @@ def n_classes(trace: Trace) -> int | None:
     return out.units if out else None
 
 
+INDEX_INPUT_LAYERS = {"Embedding", "IntegerLookup", "StringLookup", "CategoryEncoding", "Hashing", "TextVectorization"}
+
+
 def x_scale_problem(trace: Trace) -> dict[str, Any] | None:
-    """Evidence that inputs are not scaled: large magnitudes or very different feature scales."""
+    """Evidence that inputs are not scaled: large magnitudes or very different feature scales.
+
+    Inputs consumed as indices (an Embedding or lookup first) are ids, not features.
+    """
     x = trace.fit.x if trace.fit else None
     if not x or x.get("max") is None:
+        return None
+    if trace.layers and trace.layers[0].cls in INDEX_INPUT_LAYERS:
         return None
     absmax = max(abs(x.get("max", 0.0)), abs(x.get("min", 0.0)))
     spread = None
@@ -138,8 +146,13 @@ def y_scale_problem(trace: Trace) -> dict[str, Any] | None:
 
 
 def init_scale(trace: Trace, layer: LayerInfo) -> float | None:
-    """Kernel std x sqrt(fan_in) at the first step: ~1 for Glorot/He, 0 for zeros."""
-    if not trace.steps or layer.cls == "Embedding":
+    """Kernel std x sqrt(fan_in) before training: ~1 for Glorot/He, 0 for zeros."""
+    if layer.cls == "Embedding":
+        return None
+    if layer.index in trace.initial_kernels:
+        kstd, fan_in = trace.initial_kernels[layer.index]
+        return float(kstd * math.sqrt(fan_in)) if fan_in > 1 else None
+    if not trace.steps:
         return None
     kstd = trace.steps[0].get(f"L{layer.index}.w", "kernel_std")
     fan_in = trace.steps[0].get(f"L{layer.index}.w", "fan_in")

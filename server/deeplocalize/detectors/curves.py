@@ -76,15 +76,18 @@ def detect_epochs(trace: Trace, progress: Progress | None) -> list[Finding]:
         return []
     med = median_log_update_ratio(trace)
     healthy_updates = med is None or -4.0 <= med <= -0.7
-    improving = progress.still_improving or (fit.epochs_requested <= 3 and progress.rel_improvement > 0.02 and healthy_updates)
+    improving = progress.still_improving or (
+        fit.epochs_requested <= 3 and progress.rel_improvement >= 0.05 and progress.final_slope > 0 and healthy_updates)
     if not improving:
         return []
     far = (progress.accuracy is not None and progress.accuracy < 0.85) or (progress.accuracy is None and progress.rel_improvement < 0.9)
     if not far:
         return []
     new = max(20, fit.epochs_requested * 10)
+    trend = (f"still falling {progress.final_slope:.0%} per epoch" if progress.still_improving
+             else f"still falling (down {progress.rel_improvement:.0%} so far)")
     return [Finding("too-few-epochs", "warning", "underfitting", "epochs",
-                    f"Training stops after {fit.epochs_requested} epoch(s) while the loss is still falling {progress.final_slope:.0%} per epoch"
+                    f"Training stops after {fit.epochs_requested} epoch(s) while the loss is {trend}"
                     + (f" (accuracy {progress.accuracy:.2f})" if progress.accuracy is not None else "") + ".",
                     Target("fit_arg", arg="epochs", position=3), evidence={"epochs": fit.epochs_requested, "last_epoch_loss_drop": round(progress.final_slope, 3), "accuracy": progress.accuracy},
                     fixes=[FixSpec(f"Train for {new} epochs", new_value=str(new))], confidence="weak")]

@@ -102,6 +102,15 @@ class DeepLocalizeServer(LanguageServer):
             state = self.docs[uri] = DocState(uri, to_fs_path(uri) or uri)
         return state
 
+    def workspace_folder_of(self, path: str) -> str | None:
+        """Scripts run from their workspace folder (as a terminal in the editor would); else their own folder."""
+        best = None
+        for folder in self.workspace.folders.values():
+            root = to_fs_path(folder.uri)
+            if root and os.path.abspath(path).startswith(os.path.abspath(root) + os.sep) and (best is None or len(root) > len(best)):
+                best = root
+        return best
+
     def is_python(self, uri: str) -> bool:
         return uri.endswith(".py") or uri.endswith(".pyw")
 
@@ -175,7 +184,9 @@ class DeepLocalizeServer(LanguageServer):
                 self.status(state, "running")
                 self.refresh_lenses()
                 self.log(f"deeplocalize: analyzing {name} ({reason}) with {settings.run_options().python}, budget {settings.max_seconds:g} s / {settings.max_epochs or 'all'} epochs")
-                report = await analyze(path, settings.run_options(), pool=self.pool, on_event=progress.on_event, on_output=output.line, text=text)
+                options = settings.run_options()
+                options.cwd = self.workspace_folder_of(path)
+                report = await analyze(path, options, pool=self.pool, on_event=progress.on_event, on_output=output.line, text=text)
         except asyncio.CancelledError:
             output.flush()
             self.log(f"deeplocalize: run of {name} cancelled; its training process was stopped")

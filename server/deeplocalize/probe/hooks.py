@@ -294,7 +294,9 @@ class Probe:
             probe.active_model = model
             if getattr(model, "built", False) and not probe.layers:
                 try:
-                    probe.channel.send("model_preview", layers=probe._describe_layers(model, probe._probed_layers(model)))
+                    layers = probe._probed_layers(model)
+                    probe.channel.send("model_preview", layers=probe._describe_layers(model, layers))
+                    probe.channel.send("initial_weights", kernels=_initial_kernels(layers))
                 except Exception:  # noqa: BLE001 - a preview is optional
                     pass
             reason = "completed"
@@ -404,7 +406,14 @@ class Probe:
             # Layers may have been built inside this trace: describe them now.
             layers = probe._probed_layers(model)
             iterations = getattr(getattr(model, "optimizer", None), "iterations", None)
-            packed, layout = probe._pack(layers, col, iterations)
+            try:
+                packed, layout = probe._pack(layers, col, iterations)
+            except Exception as exc:  # noqa: BLE001 - the probe must never break the user's training
+                probe.channel.send("probe_error", where="statistics", message=f"{type(exc).__name__}: {exc}"[:500])
+                if not probe.layers:
+                    probe.layers = layers
+                    probe._send_model(model, layers, [], -1)
+                return logs
             layout_id = probe._layout_id(layout)
             packed = tf.concat([tf.constant([float(layout_id)]), packed], axis=0)
             if not probe.layers:
@@ -429,6 +438,9 @@ class Probe:
         """Record pre-activations of fused activations (Dense(..., activation=...))."""
         saved: list[tuple[Any, Any]] = []
         for i, layer in enumerate(layers):
+            # RNN layers expose `activation` as a read-only property of their cell: leave them alone.
+            if isinstance(getattr(type(layer), "activation", None), property):
+                continue
             fn = getattr(layer, "activation", None)
             if not callable(fn) or activation_name(fn) in (None, "linear"):
                 continue
@@ -438,8 +450,11 @@ class Probe:
                     col.pre[_i] = x
                 return _fn(x, *a, **k)
 
+            try:
+                object.__setattr__(layer, "activation", recording)
+            except (AttributeError, TypeError):
+                continue
             saved.append((layer, fn))
-            object.__setattr__(layer, "activation", recording)
 
         def restore() -> None:
             for layer, fn in saved:
@@ -569,8 +584,10 @@ class Probe:
                         values = None
                     if values is not None:
                         probe.channel.send("step", epoch=probe.epoch, step=probe.step, g=probe.global_step, v=values.tolist())
-                probe.step += 1
-                probe.global_step += 1
+                # One call runs steps_per_execution steps; statistics are those of the last.
+                spe = max(1, int(getattr(probe.active_model, "steps_per_execution", 1) or 1))
+                probe.step += spe
+                probe.global_step += spe
             return logs
 
         return train_function
@@ -597,6 +614,19 @@ class _EpochReporter(keras.callbacks.Callback):
                 continue
         self.probe.channel.send("epoch", epoch=epoch, logs=clean, seconds=time.monotonic() - self.probe.started)
         self.probe.channel.flush()
+
+
+def _initial_kernels(layers: list[Any]) -> dict[str, list[float]]:
+    """Kernel std and fan-in of each layer before any update (read eagerly at fit start)."""
+    out: dict[str, list[float]] = {}
+    for i, layer in enumerate(layers):
+        kernel = getattr(layer, "kernel", None)
+        shape = getattr(kernel, "shape", None)
+        if kernel is None or shape is None or len(shape) < 2:
+            continue
+        k = np.asarray(keras.ops.convert_to_numpy(kernel), dtype=np.float64)
+        out[str(i)] = [float(k.std()), float(np.prod(shape[:-1]))]
+    return out
 
 
 def _code_location(fn: Any) -> dict[str, Any] | None:
