@@ -167,3 +167,10 @@ def test_early_stop_rule_inspects_each_step_once(monkeypatch):
     assert sorted(calls) == list(range(300))
     tb.step(0, float("nan"))
     assert rule(tb.trace) is True
+
+
+def test_builtin_loss_given_as_a_function_is_recognized():
+    tb = TraceBuilder(["relu", "relu"], loss="categorical_crossentropy")
+    tb.trace.compile.loss = {"kind": "function", "name": "categorical_crossentropy", "code": None}
+    tb.trace.fit.y.update({"one_hot": True, "shape": [1000, 10], "integer_valued": True})
+    assert diagnose(tb.trace)[0].code == "output-not-distribution"

@@ -44,21 +44,23 @@ SANE_LR = {"SGD": "0.01"}
 
 
 def loss_family(trace: Trace) -> str:
-    """categorical | sparse | binary | regression | hinge | custom | unknown"""
+    """categorical | sparse | binary | regression | hinge | custom | unknown
+
+    A built-in loss may be given as a string, an object or a function
+    (`keras.losses.categorical_crossentropy`); only code in the user's files is custom.
+    """
     if trace.compile is None:
         return "unknown"
     loss = trace.compile.loss
     kind = loss.get("kind")
     name = str(loss.get("name", "")).lower()
-    if kind in ("string", "object"):
-        for family, names in (("categorical", CE_CATEGORICAL), ("sparse", CE_SPARSE), ("binary", CE_BINARY), ("regression", REGRESSION), ("hinge", HINGE)):
-            if name in names:
-                return family
-        if kind == "object" and loss.get("code"):
+    if kind in ("string", "object", "function"):
+        if not loss.get("code"):
+            for family, names in (("categorical", CE_CATEGORICAL), ("sparse", CE_SPARSE), ("binary", CE_BINARY), ("regression", REGRESSION), ("hinge", HINGE)):
+                if name in names:
+                    return family
+        if kind in ("object", "function") and loss.get("code"):
             return "custom"
-        return "unknown"
-    if kind == "function":
-        return "custom" if loss.get("code") else "unknown"
     return "unknown"
 
 
