@@ -92,7 +92,7 @@ def _short(v: Any) -> str:
 
 async def _check(args: argparse.Namespace) -> int:
     options = _options(args)
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True, highlight=False)
     out = Console(highlight=False, soft_wrap=True)
     pool = WorkerPool()
     reports: list[FileReport] = []

@@ -93,11 +93,10 @@ def _info(code: str, message: str, rng: SourceRange, severity: str = "informatio
     return LocatedFinding(Finding(code, severity, code, None, message, Target("frame"), evidence=evidence or {}), rng, [], None)
 
 
-def _missing_keras(run: RunResult) -> bool:
-    return not run.trace.versions and any(
-        ("No module named" in line and any(m in line for m in ("tensorflow", "keras", "numpy"))) or "ImportError" in line
-        for line in run.output
-    )
+def _worker_failed_to_start(run: RunResult) -> bool:
+    """The worker reports `ready` after importing Keras and before the user's script starts:
+    dying before that is the interpreter's problem, not the script's."""
+    return not run.trace.versions and run.status in ("failed", "finished", "crashed")
 
 
 async def analyze(
@@ -129,9 +128,11 @@ async def analyze(
 
     run = await run_script(path, options, pool=pool, on_event=on_event, on_output=on_output, should_stop=DecisiveRule())
     trace = run.trace
-    if _missing_keras(run):
+    if trace.unsupported:
+        raise EnvironmentProblem(f"the interpreter {options.python} cannot run the probe: {trace.unsupported}")
+    if _worker_failed_to_start(run):
         tail = "\n".join(run.output[-5:])
-        raise EnvironmentProblem(f"the interpreter {options.python} cannot run the probe (TensorFlow/Keras missing?):\n{tail}")
+        raise EnvironmentProblem(f"the interpreter {options.python} cannot run the probe (cannot import TensorFlow/Keras):\n{tail}")
 
     findings = [Locator(trace).locate(f) for f in diagnose(trace)]
     src = load_source(path)

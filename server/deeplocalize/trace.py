@@ -136,6 +136,7 @@ class Trace:
     end_reason: str | None = None
     probe_errors: list[str] = field(default_factory=list)
     initial_kernels: dict[int, tuple[float, float]] = field(default_factory=dict)
+    unsupported: str | None = None
     model_class: str = ""
     versions: dict[str, str] = field(default_factory=dict)
 
@@ -243,6 +244,8 @@ class TraceBuilder:
                 traceback=event.get("traceback", ""),
                 exc_module=event.get("exc_module", ""),
             )
+        elif kind == "unsupported":
+            t.unsupported = str(event.get("message", "unsupported Keras"))
         elif kind == "initial_weights":
             t.initial_kernels = {int(k): (float(v[0]), float(v[1])) for k, v in (event.get("kernels") or {}).items()}
         elif kind == "probe_error":

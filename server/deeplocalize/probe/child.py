@@ -19,6 +19,19 @@ OUTPUT_MARKER = "--deeplocalize:user-script-starts--"
 _SERVER_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+# The patched internals (Trainer._compute_loss, TensorFlowTrainer.make_train_function,
+# BaseOptimizer.apply) have these signatures from Keras 3.3 on; tested on 3.15.
+SUPPORTED_KERAS = ((3, 3), (4, 0))
+
+
+def _keras_supported(version: str) -> bool:
+    try:
+        major, minor = (int(p) for p in version.split(".")[:2])
+    except ValueError:
+        return False
+    return SUPPORTED_KERAS[0] <= (major, minor) < SUPPORTED_KERAS[1]
+
+
 def _import_probe() -> Any:
     sys.path.insert(0, _SERVER_DIR)
     try:
@@ -58,11 +71,22 @@ def main() -> int:
     parser.add_argument("--events-fd", type=int, required=True)
     parser.add_argument("--control-fd", type=int, required=True)
     opts = parser.parse_args()
+    sys.path.insert(0, _SERVER_DIR)  # our package, by path; removed again before the user's script runs
 
-    hooks, channel_mod, sites = _import_probe()
+    from deeplocalize.probe import channel as channel_mod  # stdlib only
+
     channel = channel_mod.Channel(opts.events_fd)
     import keras
+
+    if keras.backend.backend() != "tensorflow" or not _keras_supported(keras.__version__):
+        channel.send("unsupported", keras=keras.__version__, backend=keras.backend.backend(),
+                     message=f"Keras {keras.__version__} with the {keras.backend.backend()} backend is not supported: "
+                             "DeepLocalize needs Keras 3.3 or newer (3.x) on TensorFlow")
+        channel.flush()
+        os._exit(3)
     import tensorflow as tf
+
+    hooks, _, sites = _import_probe()
     from deeplocalize.probe import stats
 
     stats.prebuild()
@@ -82,6 +106,9 @@ def main() -> int:
     channel.send("started", script=script)
 
     import runpy
+
+    if _SERVER_DIR in sys.path:
+        sys.path.remove(_SERVER_DIR)
 
     sys.argv = [script, *job.get("argv", [])]
     sys.path[0] = os.path.dirname(script)

@@ -9,7 +9,6 @@ callbacks and the progress bar see the logs).
 from __future__ import annotations
 
 import math
-import threading
 import time
 from typing import Any, Callable
 
@@ -25,7 +24,6 @@ from . import stats as S
 from .channel import Channel
 from .sites import user_call_chain
 
-SUPPORTED_KERAS = ((3, 3), (3, 99))
 _STATS_KEY = "__deeplocalize_stats__"
 
 
@@ -45,7 +43,6 @@ class _Collector:
         self.grads: dict[int, list] = {}
         self.weights_before: dict[int, list] = {}
         self.weights_after: dict[int, list] = {}
-        self.kernels: dict[int, Any] = {}
         self.loss: tf.Tensor | None = None
         self.y: tf.Tensor | None = None
         self.y_pred: tf.Tensor | None = None
@@ -119,7 +116,6 @@ class Probe:
         self.sites: dict[int, list] = {}
         self.optimizer_sites: dict[int, list] = {}
         self.collector: _Collector | None = None
-        self.local = threading.local()
         self.fit_count = 0
         self.active_model: Any = None
         self.layers: list[Any] = []
