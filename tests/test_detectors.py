@@ -174,3 +174,27 @@ def test_builtin_loss_given_as_a_function_is_recognized():
     tb.trace.compile.loss = {"kind": "function", "name": "categorical_crossentropy", "code": None}
     tb.trace.fit.y.update({"one_hot": True, "shape": [1000, 10], "integer_valued": True})
     assert diagnose(tb.trace)[0].code == "output-not-distribution"
+
+
+def _poor_run(tb: TraceBuilder) -> TraceBuilder:
+    for e in range(6):
+        for s in range(10):
+            tb.step(e, 2.0 - 0.05 * e)
+        tb.epoch(e, 2.0 - 0.05 * e, 0.3)
+    return tb
+
+
+def test_smells_are_warnings_only_when_training_is_poor():
+    linear = _poor_run(TraceBuilder([None, None, "softmax"]))
+    f = [x for x in diagnose(linear.trace) if x.code == "no-nonlinearity"]
+    assert f and f[0].severity == "warning" and f[0].target.layer == 0
+    good = TraceBuilder([None, None, "softmax"]).healthy()
+    assert not [x for x in diagnose(good.trace) if x.code == "no-nonlinearity"]
+
+    raw = _poor_run(TraceBuilder(["relu", "softmax"]))
+    raw.trace.fit.x.update({"max": 255.0, "min": 0.0})
+    f = [x for x in diagnose(raw.trace) if x.root_cause == "data_normalization"]
+    assert f and f[0].severity == "warning" and f[0].target.kind == "fit_data"
+    raw_good = TraceBuilder(["relu", "softmax"]).healthy()
+    raw_good.trace.fit.x.update({"max": 255.0, "min": 0.0})
+    assert all(x.severity == "information" for x in diagnose(raw_good.trace))

@@ -14,6 +14,7 @@ from .crash import detect_crash
 from .curves import detect_batch_size, detect_epochs, detect_not_learning, detect_regularization
 from .numerical import detect_nonfinite, first_nonfinite, step_has_nonfinite
 from .progress import Progress, measure
+from .smells import detect_activation_smells, detect_unscaled_data
 from .static_rules import check_static
 from .training import detect_bad_init, detect_dead_relu, detect_exploding, detect_saturation, detect_update_ratio, detect_vanishing
 
@@ -27,10 +28,12 @@ RUNTIME_DETECTORS: list[RuntimeDetector] = [
     detect_saturation,
     detect_dead_relu,
     detect_bad_init,
+    detect_activation_smells,
     detect_regularization,
     detect_batch_size,
     detect_update_ratio,
     detect_epochs,
+    detect_unscaled_data,
     detect_not_learning,
 ]
 

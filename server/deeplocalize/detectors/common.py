@@ -114,6 +114,18 @@ def n_classes(trace: Trace) -> int | None:
 
 
 INDEX_INPUT_LAYERS = {"Embedding", "IntegerLookup", "StringLookup", "CategoryEncoding", "Hashing", "TextVectorization"}
+SCALING_LAYERS = {"Rescaling", "Normalization", "BatchNormalization", "LayerNormalization", "Discretization"}
+WEIGHTED_LAYERS = {"Dense", "Conv1D", "Conv2D", "Conv3D", "SeparableConv2D", "DepthwiseConv2D", "Conv2DTranspose", "EinsumDense", "LSTM", "GRU", "SimpleRNN"}
+
+
+def scaled_inside_model(trace: Trace) -> bool:
+    """A Rescaling/Normalization layer before the first weighted layer scales the inputs in the model."""
+    for layer in trace.layers:
+        if layer.cls in SCALING_LAYERS:
+            return True
+        if layer.cls in WEIGHTED_LAYERS:
+            return False
+    return False
 
 
 def x_scale_problem(trace: Trace) -> dict[str, Any] | None:
@@ -124,7 +136,7 @@ def x_scale_problem(trace: Trace) -> dict[str, Any] | None:
     x = trace.fit.x if trace.fit else None
     if not x or x.get("max") is None:
         return None
-    if trace.layers and trace.layers[0].cls in INDEX_INPUT_LAYERS:
+    if trace.layers and (trace.layers[0].cls in INDEX_INPUT_LAYERS or scaled_inside_model(trace)):
         return None
     absmax = max(abs(x.get("max", 0.0)), abs(x.get("min", 0.0)))
     spread = None

@@ -1,0 +1,65 @@
+"""Configuration smells that become faults when the learning curve confirms them.
+
+Each smell alone is common in working code (raw pixel values with Adam, a linear
+hidden layer); it is a warning only when training is also poor, so a correct
+program that happens to carry the smell stays quiet (information at most).
+"""
+
+from __future__ import annotations
+
+from ..findings import Finding, FixSpec, Target
+from ..trace import Trace
+from .common import data_target_and_fixes, layer_label, x_scale_problem, y_scale_problem
+from .progress import Progress
+
+_DENSE_LIKE = {"Dense", "Conv1D", "Conv2D", "Conv3D", "EinsumDense"}
+
+
+def detect_unscaled_data(trace: Trace, progress: Progress | None) -> list[Finding]:
+    if progress is None:
+        return []
+    out = []
+    severity = "warning" if progress.poor else "information"
+    xs = x_scale_problem(trace)
+    x = trace.fit.x if trace.fit else None
+    # Integer values up to 255 and beyond, fed raw: pixels or counts that were never divided.
+    raw = bool(xs and x and x.get("integer_valued") and xs["input_abs_max"] >= 100)
+    if xs:
+        if raw:
+            severity = "warning"
+            xs = {**xs, "integer_valued": True}
+        target, fixes = data_target_and_fixes("x")
+        out.append(Finding("unscaled-inputs", severity, "input_range", "data_normalization",
+                           f"Inputs are not scaled (max |x| = {xs['input_abs_max']:g}"
+                           + (f", feature scales differ {xs['feature_scale_spread']:g}x" if xs.get("feature_scale_spread") else "")
+                           + ")" + (" and the model fits the training data poorly." if progress.poor else
+                                    "; integer values fed raw (e.g. pixels never divided by 255)." if raw else "."),
+                           target, evidence=xs, fixes=fixes))
+    ys = y_scale_problem(trace)
+    if ys and progress.rel_improvement < 0.9:
+        target, fixes = data_target_and_fixes("y")
+        out.append(Finding("unscaled-targets", severity, "target_range", "data_normalization",
+                           f"Regression targets are large (max |y| = {ys['target_abs_max']:g}); the loss and gradients scale with them.",
+                           target, evidence=ys, fixes=fixes))
+    return out
+
+
+def detect_activation_smells(trace: Trace, progress: Progress | None) -> list[Finding]:
+    if progress is None or not progress.poor:
+        return []
+    hidden = [l for l in trace.layers if not l.is_output and l.cls in _DENSE_LIKE]
+    for l in hidden:
+        if l.activation == "softmax":
+            return [Finding("softmax-in-hidden-layer", "warning", "activation_misuse", "activation",
+                            f"{layer_label(l)} is a hidden layer with softmax: it squashes its units to sum to 1, starving the layers after it.",
+                            Target("layer_arg", layer=l.index, arg="activation"), layer=l.index,
+                            fixes=[FixSpec('Use activation "relu"', new_value='"relu"')])]
+    has_nonlinearity = any(l.activation not in (None, "linear") for l in hidden) or any(
+        l.cls in ("Activation", "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax") for l in trace.layers if not l.is_output)
+    if hidden and not has_nonlinearity and len(hidden) >= 1:
+        first = hidden[0]
+        return [Finding("no-nonlinearity", "warning", "underfitting", "activation",
+                        f"None of the {len(hidden)} hidden layer(s) has an activation, so the whole network is linear and cannot fit this data.",
+                        Target("layer_arg", layer=first.index, arg="activation"), layer=first.index,
+                        fixes=[FixSpec('Use activation "relu"', new_value='"relu"')], confidence="weak")]
+    return []
