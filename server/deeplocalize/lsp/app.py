@@ -172,9 +172,10 @@ class DeepLocalizeServer(LanguageServer):
             self.publish(state, state.report, state.report_run)
             return
         name = os.path.basename(path)
-        token = f"deeplocalize/{uuid.uuid4()}"
-        progress = _Progress(self, token, name)
-        run_id = token
+        options = settings.run_options()
+        options.cwd = self.workspace_folder_of(path)
+        run_id = f"deeplocalize/{uuid.uuid4()}"  # also the progress token
+        progress = _Progress(self, run_id, name)
         task = asyncio.current_task()
         await progress.begin(task)
         output = _OutputLog(self, name)
@@ -183,9 +184,7 @@ class DeepLocalizeServer(LanguageServer):
                 state.running_since = time.monotonic()
                 self.status(state, "running")
                 self.refresh_lenses()
-                self.log(f"deeplocalize: analyzing {name} ({reason}) with {settings.run_options().python}, budget {settings.max_seconds:g} s / {settings.max_epochs or 'all'} epochs")
-                options = settings.run_options()
-                options.cwd = self.workspace_folder_of(path)
+                self.log(f"deeplocalize: analyzing {name} ({reason}) with {options.python}, budget {settings.max_seconds:g} s / {settings.max_epochs or 'all'} epochs")
                 report = await analyze(path, options, pool=self.pool, on_event=progress.on_event, on_output=output.line, text=text)
         except asyncio.CancelledError:
             output.flush()
@@ -196,7 +195,7 @@ class DeepLocalizeServer(LanguageServer):
         except EnvironmentProblem as exc:
             output.flush()
             self.log(f"deeplocalize: {exc}", lsp.MessageType.Error)
-            self.show(f"DeepLocalize cannot train with {settings.run_options().python}: TensorFlow/Keras not importable. Pick another interpreter or install tensorflow in it.", lsp.MessageType.Error)
+            self.show(f"DeepLocalize cannot train with {options.python}: TensorFlow/Keras not importable. Pick another interpreter or install tensorflow in it.", lsp.MessageType.Error)
             progress.end("Interpreter problem")
             self.status(state, "failed", "interpreter problem")
             return
@@ -211,7 +210,7 @@ class DeepLocalizeServer(LanguageServer):
             if not self.shutting_down:
                 self.refresh_lenses()  # also after a cancel or a failure: the lens must stop saying "training"
             if self.settings_cache.warm_worker and not self.shutting_down:
-                asyncio.ensure_future(self.pool.prewarm(settings.run_options()))
+                asyncio.ensure_future(self.pool.prewarm(options))
         output.flush()
         state.report, state.report_key, state.report_run = report, key, run_id
         serious = [f for f in report.findings if f.finding.severity in ("error", "warning")]

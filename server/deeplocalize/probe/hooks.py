@@ -137,9 +137,9 @@ class Probe:
 
     # ----------------------------------------------------------------- patching
     def install(self) -> None:
-        self._patch(Layer, "__init__", self._wrap_layer_init)
+        self._patch(Layer, "__init__", self._recording_init(self.sites))
         self._patch(Layer, "__call__", self._wrap_layer_call)
-        self._patch(BaseOptimizer, "__init__", self._wrap_optimizer_init)
+        self._patch(BaseOptimizer, "__init__", self._recording_init(self.optimizer_sites))
         self._patch(BaseOptimizer, "apply", self._wrap_optimizer_apply)
         self._patch(Trainer, "_compute_loss", self._wrap_compute_loss)
         self._patch(Trainer, "compile", self._wrap_compile)
@@ -165,25 +165,20 @@ class Probe:
         setattr(owner, name, wrapped)
 
     # --------------------------------------------------------------- creation
-    def _wrap_layer_init(self, original: Any) -> Any:
-        probe = self
+    @staticmethod
+    def _recording_init(sites: dict[int, list]) -> Callable[[Any], Any]:
+        """An __init__ wrapper that records, once per object, the user code that constructed it."""
 
-        def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-            if id(self) not in probe.sites:
-                probe.sites[id(self)] = user_call_chain(skip_self=self)
-            original(self, *args, **kwargs)
+        def factory(original: Any) -> Any:
+            # The first parameter must be named `self`: Keras' auto-config inspects it.
+            def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+                if id(self) not in sites:
+                    sites[id(self)] = user_call_chain(skip_self=self)
+                original(self, *args, **kwargs)
 
-        return __init__
+            return __init__
 
-    def _wrap_optimizer_init(self, original: Any) -> Any:
-        probe = self
-
-        def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-            if id(self) not in probe.optimizer_sites:
-                probe.optimizer_sites[id(self)] = user_call_chain(skip_self=self)
-            original(self, *args, **kwargs)
-
-        return __init__
+        return factory
 
     # ----------------------------------------------------------------- tracing
     def _wrap_layer_call(self, original: Any) -> Any:
