@@ -198,3 +198,11 @@ def test_smells_are_warnings_only_when_training_is_poor():
     raw_good = TraceBuilder(["relu", "softmax"]).healthy()
     raw_good.trace.fit.x.update({"max": 255.0, "min": 0.0})
     assert all(x.severity == "information" for x in diagnose(raw_good.trace))
+
+
+def test_binary_loss_on_two_units_with_index_labels_is_a_loss_fault():
+    tb = TraceBuilder(["relu", "softmax"], units=[16, 2], loss="binary_crossentropy", n_classes=2)
+    f = diagnose(tb.trace)[0]
+    assert f.code == "binary-loss-label-shape" and f.root_cause == "loss"
+    tb.trace.fit.y.update({"one_hot": True, "shape": [1000, 2]})
+    assert [x for x in diagnose(tb.trace) if x.severity == "error"] == []  # one-hot labels: a valid setup

@@ -153,6 +153,14 @@ def check_labels(trace: Trace) -> list[Finding]:
             Target("layer_arg", layer=out.index, arg="units", position=0), layer=out.index, evidence=ev,
             fixes=[FixSpec(f"Use {shape[-1]} output units", new_value=str(shape[-1]))],
         ))
+    elif family == "binary" and one_dim and units >= 2 and not y.get("one_hot"):
+        findings.append(Finding(
+            "binary-loss-label-shape", "error", "loss_mismatch", "loss",
+            f"binary_crossentropy compares each output unit with a label, but the {layer_label(out)} has {units} units "
+            f"and the labels are one class index per sample {tuple(shape)}; use sparse_categorical_crossentropy.",
+            Target("compile_arg", arg="loss"), evidence=ev,
+            fixes=[FixSpec('Use loss "sparse_categorical_crossentropy"', new_value='"sparse_categorical_crossentropy"')],
+        ))
     elif family == "binary" and (y["min"] < 0 or y["max"] > 1):
         uniq = y.get("n_unique") or 0
         if uniq <= 2:

@@ -387,6 +387,7 @@ class Probe:
             try:
                 logs = step(data)
             except Exception:
+                restore()  # describe the layers as the user built them, not with our wrappers
                 if not probe.layers:
                     probe.layers = probe._probed_layers(model)
                     probe._send_model(model, probe.layers, [], -1)
