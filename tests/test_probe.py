@@ -153,3 +153,18 @@ def test_recurrent_and_wrapper_layers_train_unchanged_under_the_probe(tmp_path):
     assert result.trace.epochs[-1].logs["loss"] == pytest.approx(float(plain.stdout.split("user output")[1]), rel=1e-5)
     owners = {l.cls for l in result.trace.trainable_layers}
     assert "Bidirectional" not in owners and "Embedding" in owners
+
+
+def test_progress_bars_reach_the_user_as_clean_final_lines(tmp_path):
+    script = tmp_path / "bar.py"
+    script.write_text(textwrap.dedent('''
+        import numpy as np, keras
+        X = np.random.rand(640, 3).astype("float32"); y = X.sum(axis=1)
+        m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, activation="relu"), keras.layers.Dense(1)])
+        m.compile(optimizer="adam", loss="mse")
+        m.fit(X, y, epochs=2, verbose=1)
+    '''))
+    out = asyncio.run(run_script(str(script), RunOptions())).output
+    assert [l for l in out if l.startswith("Epoch")] == ["Epoch 1/2", "Epoch 2/2"]
+    bars = [l for l in out if l.startswith("20/20")]
+    assert len(bars) == 2 and all("\x1b" not in l and "loss:" in l for l in bars)

@@ -11,6 +11,7 @@ import asyncio
 import collections
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -23,6 +24,7 @@ import psutil
 from .trace import Trace, TraceBuilder
 
 CHILD = Path(__file__).resolve().parent / "probe" / "child.py"
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # colors and cursor moves of progress bars
 OUTPUT_MARKER = "--deeplocalize:user-script-starts--"  # same as probe/child.py
 
 EventCallback = Callable[[dict, Trace], None]
@@ -246,7 +248,8 @@ class Worker:
                 pending += chunk
                 *lines, pending = pending.split(b"\n")
                 for raw in lines:
-                    text = raw.decode("utf-8", "replace").split("\r")[-1].rstrip()
+                    # A progress bar redraws with \r: keep its final state, without terminal escapes.
+                    text = ANSI.sub("", raw.decode("utf-8", "replace").split("\r")[-1]).rstrip()
                     if markers_left:
                         if OUTPUT_MARKER in text:
                             markers_left -= 1
