@@ -134,7 +134,8 @@ async def analyze(
         tail = "\n".join(run.output[-5:])
         raise EnvironmentProblem(f"the interpreter {options.python} cannot run the probe (cannot import TensorFlow/Keras):\n{tail}")
 
-    findings = [Locator(trace).locate(f) for f in diagnose(trace)]
+    locator = Locator(trace)
+    findings = [locator.locate(f) for f in diagnose(trace)]
     src = load_source(path)
     status = "ok"
     if run.status == "crashed" or (run.status == "failed"):
@@ -143,14 +144,14 @@ async def analyze(
         findings.append(_info("training-process-died", run.message or "the training process died", line_range(src, path, 1), "error", {"output": run.output[-5:]}))
     elif run.status == "timeout":
         status = "timeout"
-        anchor = findings[0].range if findings else (Locator(trace)._fallback())
+        anchor = findings[0].range if findings else locator._fallback()
         findings.append(_info("budget-exceeded", f"Training {run.message}; findings are those seen so far.", _first_line(anchor), evidence={"max_seconds": options.max_seconds, "steps_seen": len(trace.steps)}))
     elif run.status == "memory":
         status = "crashed"
-        findings.append(_info("memory-exceeded", f"Training {run.message}.", _first_line(Locator(trace)._fallback()), "warning", {"max_memory_mb": options.max_memory_mb}))
+        findings.append(_info("memory-exceeded", f"Training {run.message}.", _first_line(locator._fallback()), "warning", {"max_memory_mb": options.max_memory_mb}))
     if trace.probe_errors:
         findings.append(_info("probe-degraded", "Per-layer statistics could not be recorded for this model, so only the loss and the "
-                              f"configuration were checked ({trace.probe_errors[0]}).", _first_line(Locator(trace)._fallback()), "hint"))
+                              f"configuration were checked ({trace.probe_errors[0]}).", _first_line(locator._fallback()), "hint"))
     if run.status in ("finished",) and trace.fit is None and trace.crash is None:
         how = "called sys.exit() before training" if trace.end_reason == "sys_exit" else "finished without training a Keras model with fit()"
         findings.append(_info("no-training", f"The script {how}; nothing to analyze.", line_range(src, path, 1), "hint"))

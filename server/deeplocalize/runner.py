@@ -21,11 +21,11 @@ from typing import Callable
 
 import psutil
 
+from .probe.child import OUTPUT_MARKER  # stdlib-only module: safe to import here
 from .trace import Trace, TraceBuilder
 
 CHILD = Path(__file__).resolve().parent / "probe" / "child.py"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # colors and cursor moves of progress bars
-OUTPUT_MARKER = "--deeplocalize:user-script-starts--"  # same as probe/child.py
 
 EventCallback = Callable[[dict, Trace], None]
 OutputCallback = Callable[[str], None]

@@ -102,12 +102,13 @@ def detect_not_learning(trace: Trace, progress: Progress | None) -> list[Finding
           "relative_improvement": round(progress.rel_improvement, 4), "accuracy": progress.accuracy, "steps": progress.steps}
     med = median_log_update_ratio(trace)
     cls, lr, ratio = lr_info(trace)
-    if not osc and med is not None and med <= -1.0 and x_scale_problem(trace):
+    slow = not osc and med is not None and med <= -1.0
+    if slow and (xs := x_scale_problem(trace)):
         target, fixes = data_target_and_fixes("x")
-        cause = Cause("data_normalization", target, fixes, x_scale_problem(trace) or {})
-    elif not osc and med is not None and med <= -1.0 and y_scale_problem(trace):
+        cause = Cause("data_normalization", target, fixes, xs)
+    elif slow and (ys := y_scale_problem(trace)):
         target, fixes = data_target_and_fixes("y")
-        cause = Cause("data_normalization", target, fixes, y_scale_problem(trace) or {})
+        cause = Cause("data_normalization", target, fixes, ys)
     else:
         cause = eliminate_cause(trace)
     root, target, fixes = cause.root, cause.target, cause.fixes

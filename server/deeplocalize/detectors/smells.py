@@ -56,7 +56,7 @@ def detect_activation_smells(trace: Trace, progress: Progress | None) -> list[Fi
                             fixes=[FixSpec('Use activation "relu"', new_value='"relu"')])]
     has_nonlinearity = any(l.activation not in (None, "linear") for l in hidden) or any(
         l.cls in ("Activation", "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax") for l in trace.layers if not l.is_output)
-    if hidden and not has_nonlinearity and len(hidden) >= 1:
+    if hidden and not has_nonlinearity:
         first = hidden[0]
         return [Finding("no-nonlinearity", "warning", "underfitting", "activation",
                         f"None of the {len(hidden)} hidden layer(s) has an activation, so the whole network is linear and cannot fit this data.",

@@ -187,23 +187,16 @@ class DeepLocalizeServer(LanguageServer):
                 self.log(f"deeplocalize: analyzing {name} ({reason}) with {options.python}, budget {settings.max_seconds:g} s / {settings.max_epochs or 'all'} epochs")
                 report = await analyze(path, options, pool=self.pool, on_event=progress.on_event, on_output=output.line, text=text)
         except asyncio.CancelledError:
-            output.flush()
-            self.log(f"deeplocalize: run of {name} cancelled; its training process was stopped")
-            progress.end("Cancelled")
-            self.status(state, "cancelled")
+            self._unfinished(state, progress, output, "cancelled", "Cancelled",
+                             f"deeplocalize: run of {name} cancelled; its training process was stopped", lsp.MessageType.Info)
             raise
         except EnvironmentProblem as exc:
-            output.flush()
-            self.log(f"deeplocalize: {exc}", lsp.MessageType.Error)
+            self._unfinished(state, progress, output, "failed", "interpreter problem", f"deeplocalize: {exc}", lsp.MessageType.Error)
             self.show(f"DeepLocalize cannot train with {options.python}: TensorFlow/Keras not importable. Pick another interpreter or install tensorflow in it.", lsp.MessageType.Error)
-            progress.end("Interpreter problem")
-            self.status(state, "failed", "interpreter problem")
             return
         except Exception as exc:  # noqa: BLE001 - the server must survive anything a run does
-            output.flush()
-            self.log(f"deeplocalize: internal error while analyzing {name}: {type(exc).__name__}: {exc}", lsp.MessageType.Error)
-            progress.end("Internal error")
-            self.status(state, "failed", "internal error")
+            self._unfinished(state, progress, output, "failed", "internal error",
+                             f"deeplocalize: internal error while analyzing {name}: {type(exc).__name__}: {exc}", lsp.MessageType.Error)
             return
         finally:
             state.running_since = None
@@ -223,6 +216,14 @@ class DeepLocalizeServer(LanguageServer):
         progress.end(state.last_outcome)
         self.status(state, "done", state.last_outcome)
         self.refresh_lenses()
+
+    def _unfinished(self, state: DocState, progress: "_Progress", output: "_OutputLog", phase: str, outcome: str,
+                    message: str, kind: lsp.MessageType) -> None:
+        """A run that ended without a report: say why everywhere the user looks."""
+        output.flush()
+        self.log(message, kind)
+        progress.end(outcome[:1].upper() + outcome[1:])
+        self.status(state, phase, "" if phase == "cancelled" else outcome)
 
     # ------------------------------------------------------------ publishing
     def publish(self, state: DocState, report: FileReport | None, run_id: str) -> None:

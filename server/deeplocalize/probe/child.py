@@ -32,16 +32,6 @@ def _keras_supported(version: str) -> bool:
     return SUPPORTED_KERAS[0] <= (major, minor) < SUPPORTED_KERAS[1]
 
 
-def _import_probe() -> Any:
-    sys.path.insert(0, _SERVER_DIR)
-    try:
-        from deeplocalize.probe import hooks, channel, sites  # noqa: F401
-    finally:
-        if sys.path and sys.path[0] == _SERVER_DIR:
-            sys.path.pop(0)
-    return hooks, channel, sites
-
-
 def _crash_event(exc: BaseException, sites: Any) -> dict[str, Any]:
     frames = []
     for fs in traceback.extract_tb(exc.__traceback__):
@@ -86,8 +76,7 @@ def main() -> int:
         os._exit(3)
     import tensorflow as tf
 
-    hooks, _, sites = _import_probe()
-    from deeplocalize.probe import stats
+    from deeplocalize.probe import hooks, sites, stats
 
     stats.prebuild()
     channel.send("ready", keras=keras.__version__, tensorflow=tf.__version__, python=sys.version.split()[0], pid=os.getpid())

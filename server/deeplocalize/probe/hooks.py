@@ -110,29 +110,21 @@ class Probe:
         self.channel = channel
         self.max_epochs = max_epochs
         self.fetch_every = max(1, fetch_every)
-        # Per-layer statistics on every step of the first `sample_first` steps, then every `sample_every`-th.
-        self.sample_every = 4
-        self.sample_first = 20
         self.sites: dict[int, list] = {}
         self.optimizer_sites: dict[int, list] = {}
         self.collector: _Collector | None = None
-        self.fit_count = 0
-        self.active_model: Any = None
-        self.layers: list[Any] = []
-        self.layouts: list[list[tuple[str, int]]] = []
-        self.epoch = 0
-        self.step = 0
-        self.global_step = 0
+        self.reset()
         self.started = time.monotonic()
         self._originals: list[tuple[Any, str, Any]] = []
 
     def reset(self) -> None:
-        """Forget the last probed fit so the next one is probed too (benchmarks, tests)."""
+        """Per-fit state; also lets the next fit be probed again (benchmarks, tests)."""
         self.fit_count = 0
-        self.active_model = None
-        self.layers = []
-        self.layouts = []
+        self.active_model: Any = None
+        self.layers: list[Any] = []
+        self.layouts: list[list[tuple[str, int]]] = []
         self.epoch = self.step = self.global_step = 0
+        # Per-layer statistics on every step of the first `sample_first` steps, then every `sample_every`-th.
         self.sample_every, self.sample_first = 4, 20
 
     # ----------------------------------------------------------------- patching
@@ -388,9 +380,7 @@ class Probe:
                 logs = step(data)
             except Exception:
                 restore()  # describe the layers as the user built them, not with our wrappers
-                if not probe.layers:
-                    probe.layers = probe._probed_layers(model)
-                    probe._send_model(model, probe.layers, [], -1)
+                probe._announce(model, probe._probed_layers(model))
                 raise
             finally:
                 probe.collector = None
@@ -402,16 +392,11 @@ class Probe:
                 packed, layout = probe._pack(layers, col, iterations)
             except Exception as exc:  # noqa: BLE001 - the probe must never break the user's training
                 probe.channel.send("probe_error", where="statistics", message=f"{type(exc).__name__}: {exc}"[:500])
-                if not probe.layers:
-                    probe.layers = layers
-                    probe._send_model(model, layers, [], -1)
+                probe._announce(model, layers)
                 return logs
             layout_id = probe._layout_id(layout)
             packed = tf.concat([tf.constant([float(layout_id)]), packed], axis=0)
-            if not probe.layers:
-                probe.layers = layers
-                probe._send_model(model, layers, layout, layout_id)
-            else:
+            if not probe._announce(model, layers, layout, layout_id):
                 probe.channel.send("layout", id=layout_id, layout=[[k, n] for k, n in layout])
             if not isinstance(logs, dict):
                 return logs
@@ -420,6 +405,14 @@ class Probe:
             return out
 
         return probed_step
+
+    def _announce(self, model: Any, layers: list[Any], layout: list[tuple[str, int]] | None = None, layout_id: int = -1) -> bool:
+        """Describe the model once per fit (on the first trace); False if already described."""
+        if self.layers:
+            return False
+        self.layers = layers
+        self._send_model(model, layers, layout or [], layout_id)
+        return True
 
     def _layout_id(self, layout: list[tuple[str, int]]) -> int:
         if layout not in self.layouts:
