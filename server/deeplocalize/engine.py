@@ -135,7 +135,7 @@ async def analyze(
         raise EnvironmentProblem(f"the interpreter {options.python} cannot run the probe (cannot import TensorFlow/Keras):\n{tail}")
 
     locator = Locator(trace)
-    findings = [locator.locate(f) for f in diagnose(trace)]
+    findings = diagnose_fits(run.traces or [trace])
     src = load_source(path)
     status = "ok"
     if run.status == "crashed" or (run.status == "failed"):
@@ -152,10 +152,28 @@ async def analyze(
     if trace.probe_errors:
         findings.append(_info("probe-degraded", "Per-layer statistics could not be recorded for this model, so only the loss and the "
                               f"configuration were checked ({trace.probe_errors[0]}).", _first_line(locator._fallback()), "hint"))
-    if run.status in ("finished",) and trace.fit is None and trace.crash is None:
+    if run.status in ("finished",) and not any(t.fit for t in run.traces or [trace]) and trace.crash is None:
         how = "called sys.exit() before training" if trace.end_reason == "sys_exit" else "finished without training a Keras model with fit()"
         findings.append(_info("no-training", f"The script {how}; nothing to analyze.", line_range(src, path, 1), "hint"))
     return FileReport(path, status, time.monotonic() - start, findings, trace, run)
+
+
+def diagnose_fits(traces: list[Trace]) -> list[LocatedFinding]:
+    """Each fit diagnosed with its own compile and located with its own call sites;
+    a fault seen in several fits (the same code at the same place) is reported once."""
+    kept: dict[tuple, LocatedFinding] = {}
+    order = ["error", "warning", "information", "hint"]
+    for t in traces:
+        if t.fit is None and t.crash is None and t is not traces[0]:
+            continue
+        locator = Locator(t)
+        for f in diagnose(t):
+            located = locator.locate(f)
+            key = (f.code, located.range.start.line, located.range.start.column)
+            cur = kept.get(key)
+            if cur is None or order.index(f.severity) < order.index(cur.finding.severity):
+                kept[key] = located
+    return sorted(kept.values(), key=lambda f: order.index(f.finding.severity))
 
 
 def _first_line(rng: SourceRange) -> SourceRange:

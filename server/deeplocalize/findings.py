@@ -44,6 +44,9 @@ class FixSpec:
     insert_after: str | None = None
     arg: str | None = None
     target: Target | None = None
+    # Edits applied together with this one, as a single fix (the same setting on
+    # several layers, an activation and the loss that goes with it).
+    also: list["FixSpec"] = field(default_factory=list)
 
 
 @dataclass

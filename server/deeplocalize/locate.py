@@ -177,8 +177,13 @@ class Locator:
         fixes = []
         for spec in finding.fixes:
             fix = self._fix(spec, finding.target, arg_site)
+            if fix is not None and spec.also:
+                fix = self._with_companions(fix, spec.also, finding.target)
             if fix is not None:
                 fixes.append(fix)
+            if arg_site and arg_site[0] == "replace_default" and arg_site[4] and spec.new_value:
+                _, _, call, src, param = arg_site
+                fixes.append(Fix(spec.title + " (at this call)", [_insert_kwarg(src, call, param, spec.new_value)]))
         layer = None
         if finding.layer is not None and 0 <= finding.layer < len(self.trace.layers):
             l = self.trace.layers[finding.layer]
@@ -221,7 +226,7 @@ class Locator:
         if call is None:
             return frame_range(frame), None
         if target.kind == "layer":
-            return node_range(src, call), None
+            return node_range(src, call), ("replace_call", Resolved(src, call))
         if target.kind == "optimizer_arg" and not (self.trace.optimizer and self.trace.optimizer.site):
             # Optimizer given as a string: the compile call's optimizer= value.
             value = _arg_node(call, "optimizer", 0)
@@ -237,10 +242,41 @@ class Locator:
                 return node_range(src, call), None
             return self._data_anchor(src, value, call)
         value = _arg_node(call, target.arg, target.position)
+        if value is None and target.kind == "layer_arg" and target.arg:
+            default = self._custom_default(target)
+            if default is not None:
+                return node_range(default[0].src, default[0].node), ("replace_default", default[0], call, src, default[1])
         if value is None:
             return node_range(src, call), ("insert_kwarg", call, src)
         resolved = resolve_value(src, value, chain[1:])
         return node_range(resolved.src, resolved.node), ("replace", resolved)
+
+    def _custom_default(self, target: Target) -> tuple[Resolved, str | None] | None:
+        """A custom layer's setting that the call site leaves to a default: the default in
+        its `__init__` (with the parameter's name), else the literal given to `add_weight` in `build`."""
+        layer = self.trace.layer(target.layer) if target.layer is not None else None
+        code = layer.init_code if layer is not None else None
+        if not code or not target.arg:
+            return None
+        want = target.arg
+        stem = "init" if want.endswith("initializer") else want
+        init = _function_at(code.get("init"))
+        if init is not None:
+            src, func = init
+            names = [a.name for a in func.args.args]
+            defaults = func.args.defaults or []
+            with_default = dict(zip(names[len(names) - len(defaults):], defaults))
+            for name in sorted(with_default, key=lambda n: (n != want, stem not in n)):
+                if (name == want or stem in name) and isinstance(with_default[name], nodes.Const) and isinstance(with_default[name].value, str):
+                    return Resolved(src, with_default[name]), name
+        build = _function_at(code.get("build"))
+        if build is not None:
+            src, func = build
+            for call in _named_calls(func, ["add_weight"]):
+                value = _arg_node(call, "initializer", None)
+                if isinstance(value, nodes.Const) and isinstance(value.value, str):
+                    return Resolved(src, value), None
+        return None
 
     def _data_anchor(self, src: Source, value: nodes.NodeNG, call: nodes.Call) -> tuple[SourceRange, Any]:
         """The statement that last assigns the array fed to fit (where preprocessing belongs)."""
@@ -276,6 +312,14 @@ class Locator:
                 func = f
                 break
         if func is None:
+            lam = [n for n in src.module.nodes_of_class(nodes.Lambda) if n.lineno == line]
+            if not lam:
+                return line_range(src, path, int(line)), None
+            func = lam[0]
+        if code.get("ops"):
+            named = _named_calls(func, code["ops"])
+            if named:
+                return node_range(src, named[-1]), None
             return line_range(src, path, int(line)), None
         risky = _risky_ops(func)
         if risky:
@@ -283,6 +327,21 @@ class Locator:
         return SourceRange(path, Position(func.lineno, func.col_offset + 1), Position(func.lineno, len(src.lines[func.lineno - 1]) + 1)), None
 
     # --------------------------------------------------------------- fixes
+    def _with_companions(self, fix: Fix, also: list[FixSpec], target: Target) -> Fix | None:
+        """One fix made of several edits; an edit that cannot be placed voids the whole fix
+        (half of a combined change leaves the script as broken as before)."""
+        edits = list(fix.edits)
+        for spec in also:
+            t = spec.target or target
+            _, ctx = self._anchor(t)
+            part = self._fix(FixSpec(fix.title, new_value=spec.new_value, insert_after=spec.insert_after, arg=spec.arg), t, ctx)
+            if part is None:
+                return None
+            for e in part.edits:
+                if not any(_overlaps(e.range, x.range) for x in edits):
+                    edits.append(e)
+        return Fix(fix.title, edits)
+
     def _fix(self, spec: FixSpec, target: Target, ctx: Any) -> Fix | None:
         if spec.target is not None and spec.target is not target:
             _, ctx = self._anchor(spec.target)
@@ -298,6 +357,10 @@ class Locator:
             src, node = ctx[1], ctx[2]
             new = _guarded(src, node)
             return Fix(spec.title, [TextEdit(node_range(src, node), new)]) if new else None
+        if kind == "replace_default" and spec.new_value is not None:
+            # The class default (fixes every instance); the call-site argument comes as a second fix.
+            r = ctx[1]
+            return Fix(spec.title + " (the layer's default)", [TextEdit(node_range(r.src, r.node), _match_quotes(_text_of(r.src, r.node), spec.new_value))])
         if kind == "replace" and spec.new_value is not None:
             r: Resolved = ctx[1]
             new = spec.new_value
@@ -317,6 +380,11 @@ class Locator:
                 cls = self.trace.optimizer.cls if self.trace.optimizer else "Adam"
                 prefix = _keras_prefix(r.src)
                 new = f"{prefix}optimizers.{cls}(learning_rate={spec.new_value})"
+            elif "{module}" in new:
+                if not isinstance(r.node, nodes.Call):
+                    return None
+                func = _text_of(r.src, r.node.func)
+                new = new.replace("{module}", func.rsplit(".", 1)[0] + "." if "." in func else _keras_prefix(r.src) + "layers.")
             else:
                 new = _match_quotes(_text_of(r.src, r.node), new)
             return Fix(spec.title, [TextEdit(node_range(r.src, r.node), new)])
@@ -363,6 +431,36 @@ class Locator:
                     rng = SourceRange(src.path, Position(kw.lineno, col + 1), Position(kw.lineno, col + len(old) + 1))
                     return Fix(spec.title, [TextEdit(rng, spec.new_value or "")])
         return None
+
+
+def _overlaps(a: SourceRange, b: SourceRange) -> bool:
+    if a.file != b.file:
+        return False
+    a0, a1 = (a.start.line, a.start.column), (a.end.line, a.end.column)
+    b0, b1 = (b.start.line, b.start.column), (b.end.line, b.end.column)
+    return (a0 < b1 and b0 < a1) or (a0 == b0 and a1 == b1)
+
+
+def _function_at(code: dict[str, Any] | None) -> tuple[Source, nodes.FunctionDef] | None:
+    if not code or not code.get("file"):
+        return None
+    src = load_source(code["file"])
+    if src is None or src.module is None:
+        return None
+    for f in src.module.nodes_of_class(nodes.FunctionDef):
+        if f.lineno == code.get("line") or (f.decorators is not None and f.decorators.nodes[0].lineno == code.get("line")):
+            return src, f
+    return None
+
+
+def _call_name(call: nodes.Call) -> str:
+    return call.func.attrname if isinstance(call.func, nodes.Attribute) else getattr(call.func, "name", "")
+
+
+def _named_calls(func: nodes.NodeNG, names: list[str]) -> list[nodes.Call]:
+    """Calls of functions with these names inside `func`, in source order (`tf.nn.softmax(x)`)."""
+    found = [c for c in func.nodes_of_class(nodes.Call) if _call_name(c) in names]
+    return sorted(found, key=lambda c: (c.lineno, c.col_offset))
 
 
 _RISKY = {"log": 0, "log1p": 2, "sqrt": 1, "rsqrt": 1, "reciprocal": 1, "pow": 2, "exp": 3, "divide": 1, "truediv": 1, "div": 1}

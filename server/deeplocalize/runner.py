@@ -45,6 +45,7 @@ class RunOptions:
     fetch_every: int = 1
     output_lines: int = 200
     cwd: str | None = None  # working directory of the script (None: the script's folder)
+    max_fits: int = 4  # fit calls analyzed (fine-tuning, a second model); the script stops after the last
 
     def key(self) -> tuple:
         return (self.python, tuple(sorted(self.env.items())))
@@ -52,7 +53,11 @@ class RunOptions:
 
 @dataclass
 class RunResult:
-    """How a run ended. `status`: finished | crashed | timeout | memory | cancelled | decisive | failed."""
+    """How a run ended. `status`: finished | crashed | timeout | memory | cancelled | decisive | failed.
+
+    `trace` is the last fit's (where a crash or the end of the script is recorded);
+    `traces` holds one per analyzed fit, in order.
+    """
 
     status: str
     trace: Trace
@@ -60,6 +65,7 @@ class RunResult:
     returncode: int | None = None
     output: list[str] = field(default_factory=list)
     message: str = ""
+    traces: list[Trace] = field(default_factory=list)
 
 
 USER_PYTHONPATH = "DEEPLOCALIZE_USER_PYTHONPATH"
@@ -207,7 +213,7 @@ class Worker:
         start = time.monotonic()
         status = {"value": "finished", "message": ""}
 
-        job = {"script": script, "argv": argv or [], "max_epochs": opts.max_epochs, "seed": opts.seed, "fetch_every": opts.fetch_every, "cwd": opts.cwd}
+        job = {"script": script, "argv": argv or [], "max_epochs": opts.max_epochs, "seed": opts.seed, "fetch_every": opts.fetch_every, "cwd": opts.cwd, "max_fits": opts.max_fits}
         try:
             os.write(self._control_w, (json.dumps(job) + "\n").encode())
         except OSError:
@@ -304,7 +310,7 @@ class Worker:
                 status["message"] = f"the training process died (exit code {returncode})" + (
                     ": killed by a signal, possibly out of memory" if returncode and returncode < 0 else ""
                 )
-        return RunResult(status["value"], trace, time.monotonic() - start, returncode, list(output), status["message"])
+        return RunResult(status["value"], trace, time.monotonic() - start, returncode, list(output), status["message"], list(builder.traces))
 
 
 class WorkerPool:

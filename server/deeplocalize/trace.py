@@ -55,6 +55,8 @@ class LayerInfo:
     is_output: bool = False
     custom: bool = False
     call_code: dict | None = None
+    init_code: dict | None = None
+    inputs: list[int] = field(default_factory=list)
     site: list[Frame] = field(default_factory=list)
 
     @property
@@ -139,6 +141,14 @@ class Trace:
     unsupported: str | None = None
     model_class: str = ""
     versions: dict[str, str] = field(default_factory=dict)
+    model_call_code: dict | None = None
+    # Several fits in one script: which model this fit trains, whether it was
+    # trained by an earlier fit (so its "initial" weights are trained ones), and
+    # whether a later fit goes on training it (so this fit's length is not final).
+    model_id: int | None = None
+    continues: bool = False
+    continued_later: bool = False
+    fit_index: int = 0
 
     # ------------------------------------------------------------- queries
     def series(self, key: str, name: str) -> np.ndarray:
@@ -179,17 +189,35 @@ def _decode(v: Any) -> Any:
 
 
 class TraceBuilder:
-    """Folds probe events into a Trace as they arrive (so detectors can run mid-training)."""
+    """Folds probe events into Traces as they arrive (so detectors can run mid-training).
+
+    Each `fit` gets its own Trace (`traces`); `trace` is the current one. A fit
+    that follows another inherits the model description and, unless the script
+    compiled again in between, the compile settings.
+    """
 
     def __init__(self, script: str) -> None:
         self.trace = Trace(script=script)
+        self.traces: list[Trace] = [self.trace]
         self._layouts: dict[int, list[tuple[str, int]]] = {}
         self._fields: dict[str, tuple[str, ...]] = dict(FIELDS)
+
+    def _next_segment(self, keep_compile: bool) -> Trace:
+        prev = self.trace
+        t = Trace(script=prev.script, layers=prev.layers, versions=prev.versions, model_class=prev.model_class,
+                  model_call_code=prev.model_call_code, fit_index=prev.fit_index + 1, probe_errors=list(prev.probe_errors))
+        if keep_compile:
+            t.compile, t.optimizer = prev.compile, prev.optimizer
+        self.trace = t
+        self.traces.append(t)
+        return t
 
     def feed(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
         event = _decode(event)
         t = self.trace
+        if kind in ("compile", "fit") and t.fit is not None:
+            t = self._next_segment(keep_compile=kind == "fit")
         if kind == "ready":
             t.versions = {k: str(event.get(k)) for k in ("keras", "tensorflow", "python")}
         elif kind == "compile":
@@ -214,8 +242,14 @@ class TraceBuilder:
                 steps_per_epoch=event.get("steps_per_epoch"),
                 validation=bool(event.get("validation")),
             )
+            t.model_id = event.get("model_id")
+            t.continues = bool(event.get("continues"))
+            for earlier in self.traces[:-1]:
+                if t.model_id is not None and earlier.model_id == t.model_id:
+                    earlier.continued_later = True
         elif kind == "model":
             t.model_class = event.get("model_class", "")
+            t.model_call_code = event.get("model_call_code")
             t.layers = [_layer(d) for d in event.get("layers", [])]
             self._layouts[int(event.get("layout_id", 0))] = [(k, int(n)) for k, n in event.get("layout", [])]
             for k, names in (event.get("fields") or {}).items():
@@ -226,7 +260,7 @@ class TraceBuilder:
                     opt.learning_rate = t.optimizer.learning_rate
                 t.optimizer = opt
         elif kind == "model_preview":
-            if not t.layers:
+            if not t.layers or t.fit_index > 0:
                 t.layers = [_layer(d) for d in event.get("layers", [])]
         elif kind == "layout":
             self._layouts[int(event["id"])] = [(k, int(n)) for k, n in event.get("layout", [])]
@@ -294,5 +328,7 @@ def _layer(d: dict[str, Any]) -> LayerInfo:
         is_output=bool(d.get("is_output")),
         custom=bool(d.get("custom")),
         call_code=d.get("call_code"),
+        init_code=d.get("init_code"),
+        inputs=[int(i) for i in d.get("inputs") or []],
         site=[Frame.from_dict(f) for f in d.get("site", [])],
     )

@@ -11,7 +11,7 @@ from typing import Callable
 from ..findings import Finding
 from ..trace import Trace
 from .crash import detect_crash
-from .curves import detect_batch_size, detect_epochs, detect_not_learning, detect_regularization
+from .curves import detect_batch_size, detect_epochs, detect_not_learning, detect_regularization, detect_unrelated_labels
 from .numerical import detect_nonfinite, first_nonfinite, step_has_nonfinite
 from .progress import Progress, measure
 from .smells import detect_activation_smells, detect_unscaled_data
@@ -33,6 +33,7 @@ RUNTIME_DETECTORS: list[RuntimeDetector] = [
     detect_batch_size,
     detect_update_ratio,
     detect_epochs,
+    detect_unrelated_labels,
     detect_unscaled_data,
     detect_not_learning,
 ]
@@ -42,15 +43,24 @@ _RANK = {"error": 0, "warning": 1, "information": 2, "hint": 3}
 
 def diagnose(trace: Trace) -> list[Finding]:
     static = check_static(trace)
-    if trace.crash is not None:
-        return _merge(detect_crash(trace, static) + static)
     findings = list(static)
+    if trace.crash is not None:
+        findings = detect_crash(trace, static) + static
+        if trace.fit_end is None:  # crashed before or while training: nothing to measure
+            return _merge(findings)
     findings += detect_nonfinite(trace)
     progress = measure(trace)
     if first_nonfinite(trace) is None:
         for detector in RUNTIME_DETECTORS:
             findings += detector(trace, progress)
+        # Configurations that train, only worse: a warning once training confirms it.
+        for f in findings:
+            if f.code in CONFIRMED_BY_TRAINING and progress is not None and not progress.poor:
+                f.severity = "information"
     return _merge(findings)
+
+
+CONFIRMED_BY_TRAINING = {"regression-loss-on-classes"}
 
 
 def _key(f: Finding) -> tuple:
@@ -101,11 +111,18 @@ class DecisiveRule:
     """
 
     def __init__(self) -> None:
+        self._trace: Trace | None = None
+
+    def _start(self, trace: Trace) -> None:
+        """A new fit (its own Trace) starts with a fresh verdict."""
+        self._trace = trace
         self._seen = 0
         self._nonfinite = False
         self._static_error: bool | None = None
 
     def __call__(self, trace: Trace) -> bool:
+        if trace is not self._trace:
+            self._start(trace)
         for step in trace.steps[self._seen:]:
             if not self._nonfinite and step_has_nonfinite(step):
                 self._nonfinite = True

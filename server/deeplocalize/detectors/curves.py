@@ -52,8 +52,11 @@ def detect_batch_size(trace: Trace, progress: Progress | None) -> list[Finding]:
     fit = trace.fit
     if fit is None or progress is None or not fit.steps_per_epoch or not (fit.x and fit.x.get("n")):
         return []
+    if trace.continued_later:  # a later fit goes on training this model
+        return []
     n = fit.x["n"]
-    total_steps = fit.steps_per_epoch * max(1, fit.epochs)
+    # What the script asked for, not what the analysis' epoch cap let run.
+    total_steps = fit.steps_per_epoch * max(1, fit.epochs_requested)
     if fit.steps_per_epoch <= 2 and n >= 200 and total_steps < 100 and (progress.poor or progress.still_improving):
         return [Finding("too-few-steps", "warning", "slow_convergence", "batch_size",
                         f"batch_size={fit.batch_size} on {n} samples gives {fit.steps_per_epoch} update(s) per epoch "
@@ -72,7 +75,7 @@ def detect_epochs(trace: Trace, progress: Progress | None) -> list[Finding]:
     fit = trace.fit
     if fit is None or progress is None or not trace.fit_end or trace.fit_end.get("reason") != "completed":
         return []
-    if fit.epochs_requested > 10:
+    if fit.epochs_requested > 10 or trace.continued_later:
         return []
     med = median_log_update_ratio(trace)
     healthy_updates = med is None or -4.0 <= med <= -0.7
@@ -119,3 +122,38 @@ def detect_not_learning(trace: Trace, progress: Progress | None) -> list[Finding
         + (f" and accuracy stays at {progress.accuracy:.2f}" if progress.accuracy is not None else ""))
     return [Finding("not-learning", "warning", symptom, root, f"{what}; likely cause: {root.replace('_', ' ')}.",
                     target, layer=target.layer, evidence=ev, fixes=fixes, confidence="weak")]
+
+
+_VAL_ACCURACY = ("val_accuracy", "val_acc", "val_sparse_categorical_accuracy", "val_categorical_accuracy", "val_binary_accuracy")
+_ACCURACY = ("accuracy", "acc", "sparse_categorical_accuracy", "categorical_accuracy", "binary_accuracy")
+
+
+def _first_series(trace: Trace, names: tuple[str, ...]) -> np.ndarray:
+    for name in names:
+        s = trace.epoch_series(name)
+        s = s[np.isfinite(s)]
+        if len(s):
+            return s
+    return np.array([])
+
+
+def detect_unrelated_labels(trace: Trace, progress: Progress | None) -> list[Finding]:
+    """Training accuracy climbs while validation accuracy stays at chance for the whole run:
+    the model memorizes labels that do not follow from the inputs (shuffled or misaligned labels)."""
+    if progress is None or progress.chance_accuracy is None:
+        return []
+    acc, val = _first_series(trace, _ACCURACY), _first_series(trace, _VAL_ACCURACY)
+    if len(acc) < 3 or len(val) < 3:
+        return []
+    chance = progress.chance_accuracy
+    memorizes = acc[-1] - acc[0] >= 0.15 and acc[-1] >= chance + 0.25 * (1 - chance)
+    at_chance = float(np.max(val)) < chance + 0.15 and val[-1] <= val[0] + 0.05
+    if not (memorizes and at_chance):
+        return []
+    return [Finding("labels-unrelated-to-inputs", "warning", "no_generalization", "labels",
+                    f"Training accuracy rises from {acc[0]:.2f} to {acc[-1]:.2f} but validation accuracy stays at chance "
+                    f"({float(np.max(val)):.2f} at best, chance {chance:.2f}): the labels do not follow from the inputs "
+                    "(shuffled or misaligned with the samples?).",
+                    Target("fit_data", arg="y", position=1),
+                    evidence={"train_accuracy_first": round(float(acc[0]), 3), "train_accuracy_last": round(float(acc[-1]), 3),
+                              "val_accuracy_best": round(float(np.max(val)), 3), "chance_accuracy": round(chance, 3)}, fixes=[])]

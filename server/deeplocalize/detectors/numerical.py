@@ -65,22 +65,23 @@ def detect_nonfinite(trace: Trace) -> list[Finding]:
     evidence = {"first_nonfinite": where, "epoch": step.epoch + 1, "step": step.step, "global_step": step.g}
     head = f"NaN/Inf first appeared in {where} at epoch {step.epoch + 1}, step {step.step}"
 
-    # A value born inside user code: a custom layer's call or a custom loss.
-    if kind in ("pre", "out") and layer_idx is not None:
-        layer = trace.layers[layer_idx]
-        prev_weights_ok = pos == 0 or all(v.get("nonfinite", 0) == 0 for k, v in trace.steps[pos - 1].values.items() if k.endswith(".w"))
-        if layer.custom and layer.call_code and prev_weights_ok:
-            return [Finding("nan-in-custom-code", "error", "nan_inf", "numerical_operation",
-                            f"{head}, while its inputs and weights were finite: an operation in its call() produced it.",
-                            Target("code", layer=layer_idx, code=layer.call_code), layer=layer_idx, evidence=evidence, observed=observed,
-                            fixes=[GUARD])]
+    # A value born inside user code: a custom layer's call(), a Lambda, the model's call().
+    culprit = _risky_code(trace, pos, kind, layer_idx)
+    if culprit is not None:
+        where_code, code, idx = culprit
+        return [Finding("nan-in-custom-code", "error", "nan_inf", "numerical_operation",
+                        f"{head}: an operation in {where_code} ({', '.join(code.get('risky') or ['its computation'])}) produced it"
+                        + (" while its inputs and weights were finite." if kind in ("pre", "out") and idx == layer_idx else
+                           ", and the non-finite values spread from there."),
+                        Target("code", layer=idx, code=code), layer=idx, evidence=evidence, observed=observed,
+                        fixes=[GUARD])]
     if kind == "loss" and trace.compile is not None:
         loss = trace.compile.loss
         if loss_family(trace) == "custom" and loss.get("code"):
             return [Finding("nan-in-custom-loss", "error", "nan_inf", "numerical_operation",
                             f"{head}, while the model outputs were finite: an operation in the custom loss '{loss.get('name')}' produced it.",
                             Target("code", code=loss["code"]), evidence=evidence, observed=observed, fixes=[GUARD])]
-    cause = eliminate_cause(trace)
+    cause = eliminate_cause(trace, nan=True)
     evidence.update(cause.evidence)
     growth = _grad_growth(trace, pos)
     if growth:
@@ -88,6 +89,35 @@ def detect_nonfinite(trace: Trace) -> list[Finding]:
     return [Finding("nan-inf", "error", "nan_inf", cause.root, f"{head}; likely cause: {cause.root.replace('_', ' ')}.",
                     cause.target, layer=cause.target.layer if cause.target.layer is not None else layer_idx, evidence=evidence,
                     observed=observed, fixes=cause.fixes)]
+
+
+def _risky_code(trace: Trace, pos: int, kind: str, layer_idx: int | None) -> tuple[str, dict, int | None] | None:
+    """User code with an operation that can create NaN/Inf from finite values (log, sqrt,
+    division, pow, exp), when the non-finite values start there or downstream of it and
+    training did not diverge first (a diverging run is the learning rate's, not the op's)."""
+    from .common import lr_info
+
+    candidates: list[tuple[int, str, dict]] = []
+    for layer in trace.layers:
+        if layer.call_code and layer.call_code.get("risky") and (layer.custom or layer.cls == "Lambda"):
+            candidates.append((layer.index, f"{layer_label(layer)}'s {'function' if layer.cls == 'Lambda' else 'call()'}", layer.call_code))
+    if trace.model_call_code and trace.model_call_code.get("risky"):
+        candidates.append((-1, "the model's call()", trace.model_call_code))
+    if not candidates:
+        return None
+    if kind in ("pre", "out") and layer_idx is not None:
+        here = [c for c in candidates if c[0] == layer_idx]
+        prev_weights_ok = pos == 0 or all(v.get("nonfinite", 0) == 0 for k, v in trace.steps[pos - 1].values.items() if k.endswith(".w"))
+        if here and prev_weights_ok:
+            return here[0][1], here[0][2], layer_idx
+    _, _, ratio = lr_info(trace)
+    growth = _grad_growth(trace, pos) or 1.0
+    if ratio >= 10 or growth >= 10:
+        return None
+    # The op at or before the first layer that shows the values, else any.
+    before = [c for c in candidates if layer_idx is None or c[0] <= layer_idx]
+    idx, label, code = max(before, key=lambda c: c[0]) if before else candidates[0]
+    return label, code, (idx if idx >= 0 else None)
 
 
 def _grad_growth(trace: Trace, upto: int) -> float | None:

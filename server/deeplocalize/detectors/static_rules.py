@@ -7,11 +7,22 @@ import math
 
 from ..findings import Finding, FixSpec, Target
 from ..trace import Trace
-from .common import ACTIVATION_RANGE, RELU_LIKE, from_logits, layer_label, loss_family
+from .common import ACTIVATION_RANGE, RELU_LIKE, Head, activation_fix, activation_target, from_logits, layer_label, loss_family, output_head
 
 
-def _act_fix(layer_index: int, new: str, why: str) -> tuple[Target, list[FixSpec]]:
-    return Target("layer_arg", layer=layer_index, arg="activation"), [FixSpec(f"Use activation \"{new}\" on the output layer{why}", new_value=f'"{new}"')]
+def _act_fix(trace: Trace, head: Head, new: str, why: str) -> tuple[Target, list[FixSpec]]:
+    fix = activation_fix(trace, head, new, f"Use activation \"{new}\" on the output layer{why}")
+    return activation_target(trace, head), [fix] if fix else []
+
+
+def _where(head: Head) -> str:
+    if head.where == "call":
+        return f"the model's call() (applied to {layer_label(head.units_layer)})"
+    if head.where == "lambda":
+        return f"the Lambda {layer_label(head.act_layer)} after {layer_label(head.units_layer)}"
+    if head.act_layer is not head.units_layer:
+        return f"{layer_label(head.act_layer)} after {layer_label(head.units_layer)}"
+    return f"the {layer_label(head.units_layer)}"
 
 
 def _loss_fix(new: str) -> tuple[Target, list[FixSpec]]:
@@ -19,15 +30,18 @@ def _loss_fix(new: str) -> tuple[Target, list[FixSpec]]:
 
 
 def check_output_and_loss(trace: Trace) -> list[Finding]:
-    out = trace.output_layer
+    head = output_head(trace)
     family = loss_family(trace)
-    if out is None or trace.compile is None or family in ("unknown",):
+    if head is None or trace.compile is None or family in ("unknown",):
         return []
+    out = head.act_layer
     y = trace.fit.y if trace.fit else None
-    act = out.activation or "linear"
-    units = out.units
+    act = head.activation
+    units = head.units
     findings: list[Finding] = []
     ev = {"output_activation": act, "output_units": units, "loss": trace.compile.loss.get("name"), "loss_family": family}
+    if head.where != "layer":
+        ev["activation_applied_in"] = head.where
 
     def add(code: str, severity: str, root: str, message: str, target: Target, fixes: list[FixSpec], symptom: str = "output_range") -> None:
         findings.append(Finding(code, severity, symptom, root, message, target, layer=out.index if target.layer is not None else None, evidence=dict(ev), fixes=fixes))
@@ -35,9 +49,19 @@ def check_output_and_loss(trace: Trace) -> list[Finding]:
     logits = from_logits(trace)
     if units == 1 and act == "softmax":
         new = "sigmoid" if family in ("binary", "categorical", "sparse") else "linear"
-        t, f = _act_fix(out.index, new, "")
+        t, f = _act_fix(trace, head, new, "")
         add("softmax-single-unit", "error", "activation",
-            f"softmax over a single unit always outputs 1.0, so the {layer_label(out)} cannot learn; use {new}.", t, f)
+            f"softmax over a single unit always outputs 1.0, so {_where(head)} cannot learn; use {new}.", t, f)
+        return findings
+    if family in ("categorical", "binary") and act == "softmax" and y and y.get("multi_hot") and (units or 0) > 1:
+        t = activation_target(trace, head)
+        fix = activation_fix(trace, head, "sigmoid", 'Use a sigmoid output and loss "binary_crossentropy" (several labels per sample)')
+        if fix is not None:
+            fix.also = [FixSpec("", new_value='"binary_crossentropy"', target=Target("compile_arg", arg="loss"))] if family == "categorical" else []
+        add("multi-label-softmax", "error", "activation",
+            f"Samples carry several labels at once (up to {y.get('max_labels_per_row', '?'):g} per row), but {_where(head)} is a softmax, "
+            "which makes the classes compete for one share of probability; a multi-label output needs sigmoid units and binary cross-entropy.",
+            t, [fix] if fix else [])
         return findings
     if family in ("categorical", "sparse"):
         if units == 1:
@@ -54,11 +78,12 @@ def check_output_and_loss(trace: Trace) -> list[Finding]:
                     [FixSpec("Set from_logits=False", new_value="False", arg="from_logits")], "loss_mismatch")
             return findings
         if act != "softmax" and units and units > 1:
-            t, f = _act_fix(out.index, "softmax", " (cross-entropy needs a probability distribution)")
-            f.append(FixSpec("Keep the activation and compute the loss from logits", new_value="True", arg="from_logits", target=Target("compile_arg", arg="loss")))
+            t, f = _act_fix(trace, head, "softmax", " (cross-entropy needs a probability distribution)")
+            if head.where == "layer" and head.act_layer is head.units_layer:
+                f.append(FixSpec("Keep the activation and compute the loss from logits", new_value="True", arg="from_logits", target=Target("compile_arg", arg="loss")))
             sev = "error" if act in RELU_LIKE or act == "linear" else "warning"
             add("output-not-distribution", sev, "activation",
-                f"{family} cross-entropy expects probabilities, but the {layer_label(out)} outputs values in "
+                f"{family} cross-entropy expects probabilities, but {_where(head)} outputs values in "
                 f"{_fmt_range(act)}: the loss is undefined or misleading.", t, f)
     elif family == "binary":
         if logits:
@@ -73,37 +98,41 @@ def check_output_and_loss(trace: Trace) -> list[Finding]:
             add("binary-loss-multiclass", "error", "loss",
                 f"binary cross-entropy on a {units}-way softmax treats each class as an independent yes/no; use {new}.", t, f, "loss_mismatch")
         elif act not in ("sigmoid", "softmax", "hard_sigmoid"):
-            t, f = _act_fix(out.index, "sigmoid", " (binary cross-entropy needs outputs in [0, 1])")
+            t, f = _act_fix(trace, head, "sigmoid", " (binary cross-entropy needs outputs in [0, 1])")
             add("output-not-probability", "error", "activation",
-                f"binary cross-entropy expects probabilities in [0, 1], but the {layer_label(out)} outputs values in {_fmt_range(act)}.", t, f)
+                f"binary cross-entropy expects probabilities in [0, 1], but {_where(head)} outputs values in {_fmt_range(act)}.", t, f)
     elif family == "regression":
-        if y and y.get("one_hot") and act == "softmax":
-            new = "categorical_crossentropy"
+        class_index = bool(y and y.get("integer_valued") and (units or 0) > 1 and len(y.get("shape") or []) == 1)
+        if y and (y.get("one_hot") or class_index) and act == "softmax":
+            new = "categorical_crossentropy" if y.get("one_hot") else "sparse_categorical_crossentropy"
             t, f = _loss_fix(new)
+            # Trains, but slowly: a warning only once training confirms it (see diagnose()).
             add("regression-loss-on-classes", "warning", "loss",
-                f"A regression loss ({trace.compile.loss.get('name')}) on a softmax classifier learns slowly; use {new}.", t, f, "loss_mismatch")
+                f"A regression loss ({trace.compile.loss.get('name')}) on a {units}-way softmax classifier gives vanishing gradients "
+                f"once a class is wrong with confidence; use {new}.", t, f, "loss_mismatch")
         elif y and y.get("min") is not None:
             lo, hi = ACTIVATION_RANGE.get(act, (-math.inf, math.inf))
             if (y["min"] < lo - 1e-6 or y["max"] > hi + 1e-6) and (y.get("n_unique") or 0) > 2:
-                t, f = _act_fix(out.index, "linear", " (regression targets outside the activation's range)")
+                t, f = _act_fix(trace, head, "linear", " (regression targets outside the activation's range)")
                 add("output-range-targets", "error", "activation",
-                    f"Targets span [{y['min']:.3g}, {y['max']:.3g}] but the {layer_label(out)} can only output {_fmt_range(act)}.", t, f)
+                    f"Targets span [{y['min']:.3g}, {y['max']:.3g}] but {_where(head)} can only output {_fmt_range(act)}.", t, f)
     return findings
 
 
 def check_labels(trace: Trace) -> list[Finding]:
     """Labels vs loss vs output size: the shape and range mismatches that crash or silently mislead."""
-    out = trace.output_layer
+    head = output_head(trace)
     y = trace.fit.y if trace.fit else None
     family = loss_family(trace)
-    if out is None or not y or y.get("min") is None:
+    if head is None or not y or y.get("min") is None:
         return []
+    out = head.units_layer
     findings: list[Finding] = []
     units = out.units or 0
     ev = {"label_min": y.get("min"), "label_max": y.get("max"), "label_shape": y.get("shape"), "output_units": units, "loss_family": family}
     shape = y.get("shape") or []
     one_dim = len(shape) == 1 or (len(shape) == 2 and shape[-1] == 1)
-    out_shape = out.output_shape or []
+    out_shape = (trace.output_layer.output_shape if trace.output_layer else None) or out.output_shape or []
     expected_rank = (len(shape) + 1 if one_dim else len(shape)) if family == "sparse" else max(len(shape), 2)
     if out_shape and shape and len(out_shape) > expected_rank:
         first = next((l for l in trace.layers if l.output_shape and len(l.output_shape) > expected_rank and l.cls in ("Dense", "EinsumDense")), out)
@@ -129,6 +158,13 @@ def check_labels(trace: Trace) -> list[Finding]:
             "sparse_categorical_crossentropy needs class indices, but the labels are one-hot; use categorical_crossentropy.",
             Target("compile_arg", arg="loss"), evidence=ev,
             fixes=[FixSpec('Use loss "categorical_crossentropy"', new_value='"categorical_crossentropy"')],
+        ))
+    elif family == "sparse" and one_dim and units > 1 and not y.get("integer_valued") and 0 < (y.get("n_unique") or 0) <= 2 * units:
+        findings.append(Finding(
+            "labels-not-class-indices", "error", "label_range", "labels",
+            f"sparse_categorical_crossentropy needs integer class indices 0..{units - 1}, but the labels are fractions in "
+            f"[{y['min']:.3g}, {y['max']:.3g}] (scaled like the inputs?): they are truncated to other classes.",
+            Target("fit_data", arg="y", position=1), evidence=ev, fixes=[],
         ))
     elif family == "sparse" and one_dim and units > 1 and y["max"] >= units:
         if y["min"] >= 1 and int(y["max"]) == units:

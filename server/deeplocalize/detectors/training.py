@@ -80,11 +80,13 @@ def detect_vanishing(trace: Trace, progress: Progress | None) -> list[Finding]:
     ev = {"first_to_last_gradient_ratio": float(f"{ratio:.3g}"), "first_layer_gradient_norm": float(f"{first:.3g}")}
     if saturating:
         deepest = max((l for l in saturating if l.index <= start.index), key=lambda l: l.index, default=saturating[0])
+        also = [FixSpec("", new_value='"relu"', target=Target("layer_arg", layer=l.index, arg="activation")) for l in saturating if l is not deepest]
+        title = 'Use activation "relu"' + (f" on all {len(saturating)} {deepest.activation} layers" if also else "")
         return [Finding("vanishing-gradients", "warning", "vanishing_gradient", "activation",
                         f"Gradients vanish towards the input (first/last layer gradient ratio {ratio:.2g}), starting at {layer_label(start)}: "
                         f"{len(saturating)} {deepest.activation} layers squash the gradient; use relu.",
                         Target("layer_arg", layer=deepest.index, arg="activation"), layer=deepest.index, evidence=ev,
-                        fixes=[FixSpec('Use activation "relu"', new_value='"relu"')], observed={"layer": start.index, "where": "grad"})]
+                        fixes=[FixSpec(title, new_value='"relu"', also=also)], observed={"layer": start.index, "where": "grad"})]
     bad = bad_init_layers(trace)
     if bad:
         layer, scale = bad[0]
@@ -179,17 +181,21 @@ def detect_saturation(trace: Trace, progress: Progress | None) -> list[Finding]:
 
 def detect_bad_init(trace: Trace, progress: Progress | None) -> list[Finding]:
     out = []
-    for layer, scale in bad_init_layers(trace):
+    if trace.continues:  # weights trained by an earlier fit are not an initialization
+        return out
+    bad = bad_init_layers(trace)
+    for layer, scale in bad:
         hidden = not layer.is_output
         symptom = (progress is not None and progress.poor) or _unit_trouble(trace)
         if (scale < 0.02 and hidden) or symptom:
             severity = "warning"
         else:
             severity = "information"
-        target, fixes = init_target_and_fixes(layer)
+        target, fixes = init_target_and_fixes(layer, [l for l, _ in bad])
         desc = "all-equal (e.g. zeros)" if scale < 1e-6 else ("too small" if scale < 1 else "too large")
+        others = f" ({len(bad) - 1} more layer(s) start the same way; the fix changes all of them)" if len(bad) > 1 else ""
         out.append(Finding("bad-initialization", severity, "weight_scale", "initialization",
-                           f"The kernel of {layer_label(layer)} starts {desc}: std x sqrt(fan_in) = {scale:.3g} (variance-preserving inits give ~1).",
+                           f"The kernel of {layer_label(layer)} starts {desc}: std x sqrt(fan_in) = {scale:.3g} (variance-preserving inits give ~1){others}.",
                            target, layer=layer.index, evidence={"init_scale": round(scale, 5)}, fixes=fixes, observed={"layer": layer.index, "where": "w"}))
         break
     return out

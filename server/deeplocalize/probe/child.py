@@ -90,7 +90,7 @@ def main() -> int:
     script = os.path.abspath(job["script"])
     if job.get("seed") is not None:
         keras.utils.set_random_seed(int(job["seed"]))
-    probe = hooks.Probe(channel, max_epochs=job.get("max_epochs"), fetch_every=int(job.get("fetch_every", 1)))
+    probe = hooks.Probe(channel, max_epochs=job.get("max_epochs"), fetch_every=int(job.get("fetch_every", 1)), max_fits=int(job.get("max_fits", 1)))
     probe.install()
     channel.send("started", script=script)
 

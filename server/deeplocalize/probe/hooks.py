@@ -74,6 +74,45 @@ def activation_name(fn: Any) -> str | None:
     return str(name).lower()
 
 
+# Layers that are nothing but an activation: the activation they apply, so the
+# detectors see `Dense(10)` + `Softmax()` as the softmax output it is.
+_ACTIVATION_LAYERS = {"Softmax": "softmax", "ReLU": "relu", "LeakyReLU": "leaky_relu", "ELU": "elu", "PReLU": "prelu"}
+
+
+def layer_activation(layer: Any) -> str | None:
+    cls = type(layer).__name__
+    if cls == "ReLU" and getattr(layer, "negative_slope", 0):
+        return "leaky_relu"
+    if cls == "ReLU" and getattr(layer, "max_value", None) == 6:
+        return "relu6"
+    if cls in _ACTIVATION_LAYERS:
+        return _ACTIVATION_LAYERS[cls]
+    return activation_name(getattr(layer, "activation", None))
+
+
+def _inbound(layer: Any, index_of: dict[int, int]) -> list[int]:
+    """Indices of the layers feeding this one in a functional/Sequential graph."""
+    found: list[int] = []
+    try:
+        for node in getattr(layer, "_inbound_nodes", []) or []:
+            for parent in getattr(node, "parent_nodes", []) or []:
+                op = getattr(parent, "operation", None)
+                if op is not None and id(op) in index_of and index_of[id(op)] not in found:
+                    found.append(index_of[id(op)])
+    except Exception:  # noqa: BLE001 - graph introspection is best effort
+        return []
+    return found
+
+
+def _user_code_of(layer: Any) -> dict[str, Any] | None:
+    """User code that computes this layer's output: a custom call() or a Lambda's function."""
+    if type(layer).__name__ == "Lambda":
+        return _code_location(getattr(layer, "function", None))
+    if type(layer).__module__.split(".")[0] in ("keras", "tensorflow", "tf_keras"):
+        return None
+    return _code_location(type(layer).call)
+
+
 def _describe_initializer(init: Any) -> dict[str, Any] | None:
     if init is None:
         return None
@@ -106,9 +145,12 @@ def _shape_of(layer: Any) -> list | None:
 class Probe:
     """Owns the patches, the per-run state and the event channel."""
 
-    def __init__(self, channel: Channel, max_epochs: int | None, fetch_every: int = 1) -> None:
+    def __init__(self, channel: Channel, max_epochs: int | None, fetch_every: int = 1, max_fits: int = 1) -> None:
         self.channel = channel
         self.max_epochs = max_epochs
+        self.max_fits = max(1, max_fits)
+        self.trained_models: set[int] = set()
+        self.layouts: list[list[tuple[str, int]]] = []
         self.fetch_every = max(1, fetch_every)
         self.sites: dict[int, list] = {}
         self.optimizer_sites: dict[int, list] = {}
@@ -118,11 +160,15 @@ class Probe:
         self._originals: list[tuple[Any, str, Any]] = []
 
     def reset(self) -> None:
-        """Per-fit state; also lets the next fit be probed again (benchmarks, tests)."""
+        """Lets the next fit be probed as if it were the first (benchmarks, tests)."""
         self.fit_count = 0
+        self.in_fit = False
+        self.begin_fit()
+
+    def begin_fit(self) -> None:
+        """Per-fit state. Layouts are kept: a model fitted again reuses its traced step."""
         self.active_model: Any = None
         self.layers: list[Any] = []
-        self.layouts: list[list[tuple[str, int]]] = []
         self.epoch = self.step = self.global_step = 0
         # Per-layer statistics on every step of the first `sample_first` steps, then every `sample_every`-th.
         self.sample_every, self.sample_first = 4, 20
@@ -266,11 +312,14 @@ class Probe:
 
         def fit(model: Any, *args: Any, **kwargs: Any) -> Any:
             site = user_call_chain()
-            if probe.fit_count > 0 or not site:
+            if probe.in_fit or not site or probe.fit_count >= probe.max_fits:
                 return original(model, *args, **kwargs)
+            probe.begin_fit()
             probe.fit_count += 1
+            continues = id(model) in probe.trained_models
+            probe.trained_models.add(id(model))
             args, kwargs, requested, effective = probe._cap_epochs(args, kwargs)
-            probe._send_fit(model, site, args, kwargs, requested, effective)
+            probe._send_fit(model, site, args, kwargs, requested, effective, continues)
             callbacks = list(kwargs.get("callbacks") or [])
             callbacks.append(_EpochReporter(probe))
             kwargs["callbacks"] = callbacks
@@ -279,21 +328,26 @@ class Probe:
                 try:
                     layers = probe._probed_layers(model)
                     probe.channel.send("model_preview", layers=probe._describe_layers(model, layers))
-                    probe.channel.send("initial_weights", kernels=_initial_kernels(layers))
+                    if not continues:
+                        probe.channel.send("initial_weights", kernels=_initial_kernels(layers))
                 except Exception:  # noqa: BLE001 - a preview is optional
                     pass
             reason = "completed"
+            probe.in_fit = True
             try:
                 history = original(model, *args, **kwargs)
             finally:
+                probe.in_fit = False
                 if model.stop_training and probe.epoch + 1 < effective:
                     reason = "stopped"
             if effective < requested and reason == "completed":
                 reason = "capped"
             probe.channel.send("fit_end", reason=reason, epochs_run=probe.epoch + 1, seconds=time.monotonic() - probe.started)
             probe.channel.flush()
-            raise AnalysisDone()
-            return history  # pragma: no cover
+            if probe.fit_count >= probe.max_fits:
+                raise AnalysisDone()
+            # Later fits (fine-tuning, a second model) are analyzed too: the script goes on.
+            return history
 
         return fit
 
@@ -312,7 +366,7 @@ class Probe:
             args[3] = effective
         return tuple(args), kwargs, requested, effective
 
-    def _send_fit(self, model: Any, site: list, args: tuple, kwargs: dict, requested: int, effective: int) -> None:
+    def _send_fit(self, model: Any, site: list, args: tuple, kwargs: dict, requested: int, effective: int, continues: bool = False) -> None:
         x = kwargs.get("x", args[0] if args else None)
         y = kwargs.get("y", args[1] if len(args) > 1 else None)
         batch_size = kwargs.get("batch_size", args[2] if len(args) > 2 else None)
@@ -336,6 +390,8 @@ class Probe:
             steps_per_epoch=steps,
             validation=bool(kwargs.get("validation_data") is not None or vsplit),
             x_kind=type(x).__name__,
+            model_id=id(model),
+            continues=continues,
         )
 
     def _wrap_make_train_function(self, original: Any) -> Any:
@@ -466,7 +522,10 @@ class Probe:
                 kernel = getattr(layer, "kernel", None)
                 # Weights *before* this step's update, so step 0 shows the initialization.
                 before = col.weights_before[i]
-                kernel_t = before[0] if kernel is not None and before else None
+                if kernel is not None and before:
+                    kernel_t = before[0]
+                else:  # a custom layer's own weight matrix (add_weight), if it has one
+                    kernel_t = next((b for b in before if len(b.shape) >= 2), None)
                 sampled.append((f"L{i}.w", len(S.WEIGHT_FIELDS), lambda w=before, k=kernel_t: S.weight_stats(w, k)))
                 sampled.append((f"L{i}.upd", len(S.UPDATE_FIELDS), lambda b=before, a=col.weights_after[i]: S.update_norm(b, a)))
             try:
@@ -506,6 +565,7 @@ class Probe:
         self.channel.send(
             "model",
             model_class=type(model).__name__,
+            model_call_code=_code_location(type(model).call),
             layers=described,
             layout=[[k, n] for k, n in layout],
             layout_id=layout_id,
@@ -526,13 +586,14 @@ class Probe:
         except Exception:  # noqa: BLE001 - subclassed models have no symbolic outputs
             pass
         described = []
+        index_of = {id(layer): i for i, layer in enumerate(layers)}
         for i, layer in enumerate(layers):
             described.append(
                 {
                     "index": i,
                     "name": layer.name,
                     "class": type(layer).__name__,
-                    "activation": activation_name(getattr(layer, "activation", None)),
+                    "activation": layer_activation(layer),
                     "units": getattr(layer, "units", None) or getattr(layer, "filters", None),
                     "rate": getattr(layer, "rate", None) if isinstance(getattr(layer, "rate", None), (int, float)) else None,
                     "output_shape": _shape_of(layer),
@@ -541,7 +602,9 @@ class Probe:
                     "kernel_regularizer": _describe_regularizer(getattr(layer, "kernel_regularizer", None)),
                     "is_output": id(layer) in out_ids,
                     "custom": type(layer).__module__.split(".")[0] not in ("keras", "tensorflow", "tf_keras"),
-                    "call_code": _code_location(type(layer).call) if type(layer).__module__.split(".")[0] not in ("keras", "tensorflow") else None,
+                    "call_code": _user_code_of(layer),
+                    "init_code": _custom_init_code(layer),
+                    "inputs": _inbound(layer, index_of),
                     "site": self.sites.get(id(layer), []),
                 }
             )
@@ -606,12 +669,35 @@ def _initial_kernels(layers: list[Any]) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {}
     for i, layer in enumerate(layers):
         kernel = getattr(layer, "kernel", None)
+        if kernel is None and type(layer).__module__.split(".")[0] not in ("keras", "tensorflow", "tf_keras"):
+            kernel = next((w for w in layer.trainable_weights if len(w.shape) >= 2), None)
         shape = getattr(kernel, "shape", None)
         if kernel is None or shape is None or len(shape) < 2:
             continue
         k = np.asarray(keras.ops.convert_to_numpy(kernel), dtype=np.float64)
         out[str(i)] = [float(k.std()), float(np.prod(shape[:-1]))]
     return out
+
+
+# Operations that can turn finite inputs into NaN/Inf, as they appear in bytecode.
+_RISKY_NAMES = {"log", "sqrt", "rsqrt", "reciprocal", "pow", "power", "exp", "divide", "truediv", "div", "div_no_nan"}
+_RISKY_BINOPS = {"/", "**", "//", "/=", "**="}
+
+
+def _risky_ops(code: Any) -> list[str]:
+    """Names of risky operations used by a code object (and the lambdas/comprehensions inside it)."""
+    import dis
+
+    found: set[str] = set()
+    stack = [code]
+    while stack:
+        c = stack.pop()
+        found.update(n for n in c.co_names if n in _RISKY_NAMES)
+        for ins in dis.get_instructions(c):
+            if ins.opname in ("BINARY_OP", "BINARY_TRUE_DIVIDE", "BINARY_POWER", "INPLACE_TRUE_DIVIDE") and (ins.argrepr in _RISKY_BINOPS or ins.opname != "BINARY_OP"):
+                found.add(ins.argrepr or ins.opname)
+        stack.extend(k for k in c.co_consts if hasattr(k, "co_code"))
+    return sorted(found)
 
 
 def _code_location(fn: Any) -> dict[str, Any] | None:
@@ -624,7 +710,22 @@ def _code_location(fn: Any) -> dict[str, Any] | None:
         return None
     import os
 
-    return {"file": os.path.abspath(code.co_filename), "line": code.co_firstlineno, "function": code.co_name}
+    try:
+        risky = _risky_ops(code)
+    except Exception:  # noqa: BLE001 - bytecode inspection is best effort
+        risky = []
+    return {"file": os.path.abspath(code.co_filename), "line": code.co_firstlineno, "function": code.co_name, "risky": risky}
+
+
+def _custom_init_code(layer: Any) -> dict[str, Any] | None:
+    """Where a custom layer sets its defaults (`__init__`) and creates its weights (`build`)."""
+    if type(layer).__module__.split(".")[0] in ("keras", "tensorflow", "tf_keras"):
+        return None
+    init = _code_location(type(layer).__init__)
+    build = _code_location(getattr(type(layer), "build", None))
+    if init is None and build is None:
+        return None
+    return {"init": init, "build": build, "class": type(layer).__name__}
 
 
 def describe_loss(loss: Any) -> dict[str, Any]:
@@ -705,7 +806,11 @@ def describe_array(value: Any, labels: bool = False) -> dict[str, Any] | None:
         info["n_features"] = int(flat.shape[1])
         if labels:
             rows = flat.sum(axis=1)
-            info["one_hot"] = bool(np.all((flat == 0) | (flat == 1)) and np.allclose(rows, 1.0))
+            binary = bool(np.all((flat == 0) | (flat == 1)))
+            info["one_hot"] = bool(binary and np.allclose(rows, 1.0))
+            # Several 1s in some rows: multi-label targets, not one class per sample.
+            info["multi_hot"] = bool(binary and flat.shape[1] > 1 and rows.max() > 1 and not info["one_hot"])
+            info["max_labels_per_row"] = float(rows.max())
     if labels:
         uniq = np.unique(af[: min(len(af), 100000)])
         info["n_unique"] = int(min(len(uniq), 100000))
