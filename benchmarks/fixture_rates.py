@@ -1,13 +1,18 @@
-"""Detection / localization / diagnosis rates and false positives on fixtures/.
+"""Detection / localization / diagnosis rates and false positives, on the bundled
+fixtures and, apart, on the corpus of real programs (fixtures/real/), with the time
+of each analysis against the script's plain run (--plain).
 
-    python benchmarks/fixture_rates.py [--parallel 2] [--only b0]
+    python benchmarks/fixture_rates.py [--set fixtures|real|all] [--parallel 2] [--only b0] [--plain]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import statistics
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,13 +27,36 @@ def main() -> int:
     ap.add_argument("--parallel", type=int, default=2)
     ap.add_argument("--only", default="", help="substring filter on fixture paths")
     ap.add_argument("--verbose", "-v", action="store_true")
+    ap.add_argument("--set", choices=("fixtures", "real", "all"), default="all")
+    ap.add_argument("--plain", action="store_true", help="also time a plain `python script.py` run of each (ratio)")
     args = ap.parse_args()
-    exps = [e for e in load_expectations(ROOT / "fixtures") if args.only in str(e.path)]
+    sets = {"fixtures": [ROOT / "fixtures"], "real": [ROOT / "fixtures" / "real"], "all": [ROOT / "fixtures", ROOT / "fixtures" / "real"]}[args.set]
+    for folder in sets:
+        exps = [e for e in load_expectations(folder) if args.only in str(e.path)]
+        if exps:
+            print(f"== {folder.relative_to(ROOT)} ({len(exps)} programs)")
+            report(exps, args)
+    return 0
+
+
+def plain_seconds(path: Path) -> float:
+    start = time.monotonic()
+    subprocess.run([sys.executable, str(path)], cwd=path.parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+    return time.monotonic() - start
+
+
+def report(exps: list, args: argparse.Namespace) -> None:
     summary = asyncio.run(evaluate(exps, RunOptions(), parallel=args.parallel))
+    ratios: list[float] = []
     for s in summary.scores:
         e = s.expectation
         mark = ("OK " if s.diagnosed else ("LOC" if s.localized else ("DET" if s.detected else "MISS"))) if e.buggy else ("FP " if s.false_positive else "ok ")
-        print(f"{mark} {e.path.parent.name}/{e.path.name:32s} {s.report.status:9s} {s.report.duration_s:5.1f}s  expect {','.join(e.root_causes) or '-'} @ {e.lines}")
+        ratio = ""
+        if args.plain:
+            plain = plain_seconds(e.path)
+            ratios.append(s.report.duration_s / plain)
+            ratio = f" plain {plain:5.1f}s x{s.report.duration_s / plain:4.2f}"
+        print(f"{mark} {e.path.parent.name}/{e.path.name:32s} {s.report.status:9s} {s.report.duration_s:5.1f}s{ratio}  expect {','.join(e.root_causes) or '-'} @ {e.lines}")
         if args.verbose or (e.buggy and not s.diagnosed) or s.false_positive:
             for f in s.report.findings:
                 x = f.finding
@@ -38,7 +66,12 @@ def main() -> int:
         print(f"{name:10s} {n}/{d} = {n / max(d, 1):.0%}")
     fp, nc = summary.false_positives
     print(f"false positives {fp}/{nc}")
-    return 0
+    classes = sorted({s.expectation.mistake_class.split(":")[0] for s in summary.scores if s.expectation.buggy and s.expectation.mistake_class})
+    for c in classes:
+        members = [s for s in summary.scores if s.expectation.buggy and s.expectation.mistake_class.split(":")[0] == c]
+        print(f"  class {c:34s} diagnosed {sum(s.diagnosed for s in members)}/{len(members)}")
+    if ratios:
+        print(f"analysis / plain run: median x{statistics.median(ratios):.2f}, max x{max(ratios):.2f}")
 
 
 if __name__ == "__main__":

@@ -206,3 +206,101 @@ def test_binary_loss_on_two_units_with_index_labels_is_a_loss_fault():
     assert f.code == "binary-loss-label-shape" and f.root_cause == "loss"
     tb.trace.fit.y.update({"one_hot": True, "shape": [1000, 2]})
     assert [x for x in diagnose(tb.trace) if x.severity == "error"] == []  # one-hot labels: a valid setup
+
+
+# ------------------------------------------------------- activations from the layer graph
+def _with_activation_layer(cls: str, activation: str, loss: str = "sparse_categorical_crossentropy") -> TraceBuilder:
+    """Dense(10) (linear) followed by a layer that only applies an activation."""
+    from deeplocalize.trace import Frame, LayerInfo
+
+    tb = TraceBuilder(["relu", None], loss=loss)
+    tb.layers[-1].is_output = False
+    tb.layers.append(LayerInfo(2, "act", cls, activation, None, is_output=True, site=[Frame("/tmp/model.py", 12, 12, 4, 30)]))
+    return tb
+
+
+def test_output_activation_set_by_a_separate_layer_is_checked_and_located_there():
+    tb = _with_activation_layer("ReLU", "relu").healthy()
+    f = [x for x in diagnose(tb.trace) if x.code == "output-not-distribution"]
+    assert f and f[0].severity == "error" and f[0].root_cause == "activation"
+    assert f[0].target.kind == "layer" and f[0].target.layer == 2  # the ReLU() call is replaced
+    assert "Activation(" in f[0].fixes[0].new_value
+    ok = _with_activation_layer("Activation", "softmax").healthy()
+    assert serious(diagnose(ok.trace)) == []
+
+
+def test_softmax_applied_in_call_is_inferred_from_the_predictions():
+    tb = TraceBuilder(["relu", None]).healthy()
+    for s in tb.trace.steps:
+        s.values["y_pred"] = {"min": 0.01, "max": 0.6, "mean": 0.1, "std": 0.1, "nonfinite": 0.0, "rowsum_mean": 1.0, "rowsum_std": 1e-7}
+    tb.trace.model_call_code = {"file": "/tmp/model.py", "line": 30, "function": "call", "risky": []}
+    assert serious(diagnose(tb.trace)) == []  # a linear Dense, but call() applies softmax
+    for s in tb.trace.steps:
+        s.values["y_pred"].update(rowsum_mean=3.2, rowsum_std=0.5)  # relu-like outputs in call()
+        s.values["y_pred"]["max"] = 2.5
+    f = [x for x in diagnose(tb.trace) if x.code == "output-not-distribution"]
+    assert f and f[0].target.kind == "code" and f[0].target.code["ops"] == ["relu", "relu6"]
+
+
+def test_multi_label_targets_on_softmax_get_one_fix_changing_activation_and_loss():
+    tb = TraceBuilder(["relu", "softmax"], units=[16, 3], loss="categorical_crossentropy").healthy()
+    tb.trace.fit.y = {"n": 1000, "min": 0.0, "max": 1.0, "integer_valued": True, "n_unique": 2, "shape": [1000, 3],
+                      "one_hot": False, "multi_hot": True, "max_labels_per_row": 3.0}
+    f = [x for x in diagnose(tb.trace) if x.code == "multi-label-softmax"][0]
+    assert f.root_cause == "activation" and f.fixes[0].new_value == '"sigmoid"'
+    assert [a.new_value for a in f.fixes[0].also] == ['"binary_crossentropy"']
+
+
+def test_sparse_labels_that_are_fractions_are_a_labels_fault():
+    tb = TraceBuilder(["relu", "softmax"]).healthy()
+    tb.trace.fit.y = {"n": 1000, "min": 0.0, "max": 9 / 255, "integer_valued": False, "n_unique": 10, "shape": [1000]}
+    f = [x for x in diagnose(tb.trace) if x.code == "labels-not-class-indices"][0]
+    assert f.severity == "error" and f.root_cause == "labels" and f.target.kind == "fit_data"
+
+
+def test_training_accuracy_up_with_validation_at_chance_blames_the_labels():
+    tb = TraceBuilder(["relu", "softmax"]).healthy()
+    for i, e in enumerate(tb.trace.epochs):
+        e.logs["val_accuracy"] = 0.09 + 0.01 * (i % 2)
+    f = [x for x in diagnose(tb.trace) if x.code == "labels-unrelated-to-inputs"]
+    assert f and f[0].severity == "warning" and f[0].root_cause == "labels"
+    for i, e in enumerate(tb.trace.epochs):
+        e.logs["val_accuracy"] = 0.3 + 0.06 * i  # generalizes: no finding
+    assert not [x for x in diagnose(tb.trace) if x.code == "labels-unrelated-to-inputs"]
+
+
+def test_a_fit_continued_by_a_later_fit_is_not_too_short():
+    tb = TraceBuilder(["relu", "softmax"])
+    tb.trace.fit.epochs_requested = tb.trace.fit.epochs = 2
+    for e in range(2):
+        for s in range(10):
+            tb.step(e, 2.3 - 0.5 * e - 0.04 * s)
+        tb.epoch(e, 2.0 - 0.6 * e, 0.3 + 0.2 * e)
+    tb.trace.fit_end = {"reason": "completed"}
+    assert [x for x in diagnose(tb.trace) if x.code == "too-few-epochs"]
+    tb.trace.continued_later = True
+    assert not [x for x in diagnose(tb.trace) if x.code == "too-few-epochs"]
+
+
+def test_repeated_bad_initialization_is_fixed_on_every_layer_at_once():
+    tb = TraceBuilder(["relu", "relu", "relu", "softmax"])
+    tb.trace.initial_kernels = {0: (0.0, 64.0), 1: (0.0, 32.0), 2: (0.0, 32.0)}
+    tb.healthy()
+    f = [x for x in diagnose(tb.trace) if x.root_cause == "initialization"][0]
+    assert f.target.layer == 0 and sorted(a.target.layer for a in f.fixes[0].also) == [1, 2]
+
+
+def test_nan_downstream_of_a_risky_lambda_points_at_the_lambda_never_at_a_higher_rate():
+    from deeplocalize.trace import LayerInfo
+
+    tb = TraceBuilder(["relu", None, "sigmoid"], units=[16, None, 1], loss="binary_crossentropy", n_classes=2)
+    tb.layers[1] = LayerInfo(1, "lambda", "Lambda", None, None, call_code={"file": "/tmp/model.py", "line": 11, "function": "<lambda>", "risky": ["log"]})
+    tb.trace.layers = tb.layers
+    tb.step(0, 0.7)
+    bad = act(nonfinite=1.0)
+    tb.step(0, float("nan"), acts=[act(), act(), bad])
+    f = [x for x in diagnose(tb.trace) if x.symptom == "nan_inf"][0]
+    assert f.code == "nan-in-custom-code" and f.root_cause == "numerical_operation" and f.target.code["line"] == 11
+    for x in diagnose(tb.trace):
+        for fix in x.fixes:
+            assert not fix.title.startswith("Raise")

@@ -9,9 +9,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .detectors import DecisiveRule, diagnose
+from .detectors import DecisiveRule, diagnose, measure
 from .findings import Finding, LocatedFinding, Position, SourceRange, Target
-from .locate import Locator, line_range, load_source
+from .locate import Locator, frame_range, line_range, load_source
 from .runner import EventCallback, OutputCallback, RunOptions, RunResult, WorkerPool, run_script
 from .trace import Trace
 
@@ -149,13 +149,23 @@ async def analyze(
     elif run.status == "memory":
         status = "crashed"
         findings.append(_info("memory-exceeded", f"Training {run.message}.", _first_line(locator._fallback()), "warning", {"max_memory_mb": options.max_memory_mb}))
+    # Capped while the loss was still falling: no verdict on the epochs after the cap.
+    capped = [t for t in (run.traces or [trace]) if t.fit_end and t.fit_end.get("reason") == "capped" and t.fit is not None
+              and (p := measure(t)) is not None and p.still_improving]
+    if capped and not any(f.finding.severity in ("error", "warning") for f in findings):
+        fit = capped[0].fit
+        findings.append(_info("analysis-capped", f"The analysis trained {fit.epochs} of the {fit.epochs_requested} epochs this fit asks for "
+                              "(the epoch cap, --max-epochs / deeplocalize.maxEpochs); no fault showed in that time, and nothing is said "
+                              "about the epochs after it.", _first_line(frame_range(fit.site[0]) if fit.site else locator._fallback()),
+                              evidence={"epochs_analyzed": fit.epochs, "epochs_requested": fit.epochs_requested}))
     if trace.probe_errors:
         findings.append(_info("probe-degraded", "Per-layer statistics could not be recorded for this model, so only the loss and the "
                               f"configuration were checked ({trace.probe_errors[0]}).", _first_line(locator._fallback()), "hint"))
     if run.status in ("finished",) and not any(t.fit for t in run.traces or [trace]) and trace.crash is None:
         how = "called sys.exit() before training" if trace.end_reason == "sys_exit" else "finished without training a Keras model with fit()"
         findings.append(_info("no-training", f"The script {how}; nothing to analyze.", line_range(src, path, 1), "hint"))
-    return FileReport(path, status, time.monotonic() - start, findings, trace, run)
+    # Hover and the code lens follow the first fit; every fit's findings are in `findings`.
+    return FileReport(path, status, time.monotonic() - start, findings, (run.traces or [trace])[0], run)
 
 
 def diagnose_fits(traces: list[Trace]) -> list[LocatedFinding]:

@@ -25,6 +25,7 @@ class Expectation:
     buggy: bool
     root_causes: list[str]
     lines: list[int]
+    mistake_class: str = ""
 
 
 @dataclass
@@ -56,7 +57,7 @@ class Summary:
 
 def load_expectations(fixtures_dir: Path) -> list[Expectation]:
     data = json.loads((fixtures_dir / "expected.json").read_text())
-    return [Expectation(fixtures_dir / f["path"], f["buggy"], f["root_causes"], f["lines"]) for f in data["fixtures"]]
+    return [Expectation(fixtures_dir / f["path"], f["buggy"], f["root_causes"], f["lines"], f.get("mistake_class", "")) for f in data["fixtures"]]
 
 
 def score(exp: Expectation, report: FileReport) -> Score:

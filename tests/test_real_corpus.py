@@ -1,0 +1,63 @@
+"""The engine on the corpus of real programs (fixtures/real/): public tutorials, book
+notebooks and the faulty programs of the DeepFD / AUTOTRAINER benchmarks, rewritten
+only for Keras 3 and offline data. Real TensorFlow training (slow)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from conftest import FIXTURES
+from deeplocalize.edits import apply_fix
+from deeplocalize.evaluation import Summary, evaluate, load_expectations
+from deeplocalize.runner import RunOptions
+
+pytestmark = pytest.mark.slow
+REAL = FIXTURES / "real"
+EXPECTATIONS = load_expectations(REAL)
+
+
+@pytest.fixture(scope="module")
+def summary() -> Summary:
+    return asyncio.run(evaluate(EXPECTATIONS, RunOptions(), parallel=2))
+
+
+def _describe(s) -> str:
+    found = "; ".join(f"{f.finding.severity} {f.finding.code}[{f.finding.root_cause}]@{f.range.start.line}" for f in s.report.findings)
+    return f"{s.expectation.path.name} expects {s.expectation.root_causes}@{s.expectation.lines}: {found or 'nothing'}"
+
+
+def test_corpus_is_real_and_large_enough():
+    buggy = [e for e in EXPECTATIONS if e.buggy]
+    healthy = [e for e in EXPECTATIONS if not e.buggy]
+    assert len(buggy) >= 25 and len(healthy) >= 15
+    for e in EXPECTATIONS:
+        head = e.path.read_text()[:1500].lower()
+        assert "origin" in head or "source" in head or "adapted from" in head, f"{e.path.name} does not name its origin"
+        if e.buggy:
+            assert e.lines and e.root_causes, e.path.name
+
+
+def test_no_warning_or_error_on_any_healthy_real_program(summary):
+    false_alarms = [_describe(s) for s in summary.scores if s.false_positive]
+    assert not false_alarms, false_alarms
+
+
+def test_at_least_90_percent_of_real_bugs_on_an_expected_line_with_an_expected_cause(summary):
+    diagnosed, total = summary.rate("diagnosed")
+    missed = [_describe(s) for s in summary.scores if s.expectation.buggy and not s.diagnosed]
+    assert diagnosed / total >= 0.9, missed
+
+
+def test_every_real_bug_is_detected(summary):
+    missed = [_describe(s) for s in summary.scores if s.expectation.buggy and not s.detected]
+    assert not missed, missed
+
+
+def test_fixes_offered_on_real_programs_are_valid_python(summary):
+    for s in summary.scores:
+        text = s.expectation.path.read_text()
+        for lf in s.report.findings:
+            for fix in lf.fixes:
+                compile(apply_fix(text, fix), str(s.expectation.path), "exec")
