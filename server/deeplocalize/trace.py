@@ -57,6 +57,7 @@ class LayerInfo:
     call_code: dict | None = None
     init_code: dict | None = None
     inputs: list[int] = field(default_factory=list)
+    inner: int | None = None  # the layer a TimeDistributed wrapper applies
     site: list[Frame] = field(default_factory=list)
 
     @property
@@ -137,7 +138,7 @@ class Trace:
     fit_end: dict[str, Any] | None = None
     end_reason: str | None = None
     probe_errors: list[str] = field(default_factory=list)
-    initial_kernels: dict[int, tuple[float, float]] = field(default_factory=dict)
+    initial_kernels: dict[int, tuple[float, ...]] = field(default_factory=dict)  # std, fan_in[, mean]
     unsupported: str | None = None
     model_class: str = ""
     versions: dict[str, str] = field(default_factory=dict)
@@ -281,7 +282,7 @@ class TraceBuilder:
         elif kind == "unsupported":
             t.unsupported = str(event.get("message", "unsupported Keras"))
         elif kind == "initial_weights":
-            t.initial_kernels = {int(k): (float(v[0]), float(v[1])) for k, v in (event.get("kernels") or {}).items()}
+            t.initial_kernels = {int(k): tuple(float(x) for x in v) for k, v in (event.get("kernels") or {}).items()}
         elif kind == "probe_error":
             t.probe_errors.append(f"{event.get('where')}: {event.get('message')}")
         elif kind == "end":
@@ -330,5 +331,6 @@ def _layer(d: dict[str, Any]) -> LayerInfo:
         call_code=d.get("call_code"),
         init_code=d.get("init_code"),
         inputs=[int(i) for i in d.get("inputs") or []],
+        inner=d.get("inner"),
         site=[Frame.from_dict(f) for f in d.get("site", [])],
     )

@@ -164,7 +164,7 @@ def init_scale(trace: Trace, layer: LayerInfo) -> float | None:
     if layer.cls == "Embedding":
         return None
     if layer.index in trace.initial_kernels:
-        kstd, fan_in = trace.initial_kernels[layer.index]
+        kstd, fan_in = trace.initial_kernels[layer.index][:2]
         return float(kstd * math.sqrt(fan_in)) if fan_in > 1 else None
     if not trace.steps:
         return None
@@ -175,13 +175,27 @@ def init_scale(trace: Trace, layer: LayerInfo) -> float | None:
     return float(kstd * math.sqrt(fan_in))
 
 
+def init_offset(trace: Trace, layer: LayerInfo) -> float | None:
+    """|kernel mean| / kernel std before training: ~0 for every standard initializer;
+    above 1 the weights are mostly of one sign (e.g. RandomUniform(0, 1)), so the units
+    of a layer compute nearly the same function and saturate together."""
+    k = trace.initial_kernels.get(layer.index)
+    if not k or len(k) < 3 or layer.cls == "Embedding" or k[1] <= 1:
+        return None
+    kstd, fan_in, mean = k[:3]
+    if kstd <= 0 or abs(mean) * math.sqrt(fan_in) < 0.3:
+        return None
+    return abs(mean) / kstd
+
+
 def bad_init_layers(trace: Trace) -> list[tuple[LayerInfo, float]]:
     out: list[tuple[LayerInfo, float]] = []
     if trace.continues:
         return out
     for layer in trace.trainable_layers:
         scale = init_scale(trace, layer)
-        if scale is not None and (scale < 0.02 or scale > 6.0):
+        offset = init_offset(trace, layer)
+        if scale is not None and (scale < 0.02 or scale > 6.0 or (offset is not None and offset > 1.0)):
             out.append((layer, scale))
     return out
 
@@ -397,6 +411,9 @@ def output_head(trace: Trace) -> Head | None:
     for _ in range(6):
         if cur is None:
             break
+        if cur.cls == "TimeDistributed" and cur.inner is not None:
+            cur = trace.layer(cur.inner)
+            continue
         if cur.cls in ACTIVATION_ONLY:
             act_layer = act_layer or cur
         elif cur.cls == "Lambda":

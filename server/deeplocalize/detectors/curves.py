@@ -79,17 +79,23 @@ def detect_epochs(trace: Trace, progress: Progress | None) -> list[Finding]:
         return []
     med = median_log_update_ratio(trace)
     healthy_updates = med is None or -4.0 <= med <= -0.7
-    improving = progress.still_improving or (
+    losses = trace.epoch_series("loss")
+    losses = losses[np.isfinite(losses)]
+    steady = len(losses) >= 4 and bool(np.all(np.diff(losses[-4:]) < 0)) and progress.final_slope > 0.01
+    improving = progress.still_improving or (progress.poor and steady and healthy_updates) or (
         fit.epochs_requested <= 3 and progress.rel_improvement >= 0.05 and progress.final_slope > 0 and healthy_updates)
     if not improving:
         return []
     far = (progress.accuracy is not None and progress.accuracy < 0.85) or (progress.accuracy is None and progress.rel_improvement < 0.9)
     if not far:
         return []
+    # Stopping early while still improving is a fault only if the model is still poor;
+    # a model that already fits reasonably well is a choice (information).
+    severity = "warning" if progress.poor or fit.epochs_requested <= 3 else "information"
     new = max(20, fit.epochs_requested * 10)
     trend = (f"still falling {progress.final_slope:.0%} per epoch" if progress.still_improving
              else f"still falling (down {progress.rel_improvement:.0%} so far)")
-    return [Finding("too-few-epochs", "warning", "underfitting", "epochs",
+    return [Finding("too-few-epochs", severity, "underfitting", "epochs",
                     f"Training stops after {fit.epochs_requested} epoch(s) while the loss is {trend}"
                     + (f" (accuracy {progress.accuracy:.2f})" if progress.accuracy is not None else "") + ".",
                     Target("fit_arg", arg="epochs", position=3), evidence={"epochs": fit.epochs_requested, "last_epoch_loss_drop": round(progress.final_slope, 3), "accuracy": progress.accuracy},
@@ -117,9 +123,14 @@ def detect_not_learning(trace: Trace, progress: Progress | None) -> list[Finding
     root, target, fixes = cause.root, cause.target, cause.fixes
     ev.update(cause.evidence)
     symptom = "loss_oscillating" if osc else "loss_not_decreasing"
-    what = "The loss oscillates instead of decreasing" if osc else (
-        f"The loss does not decrease ({progress.initial_loss:.4g} -> {progress.final_loss:.4g} over {progress.steps} steps)"
-        + (f" and accuracy stays at {progress.accuracy:.2f}" if progress.accuracy is not None else ""))
+    if osc:
+        what = "The loss oscillates instead of decreasing"
+    elif progress.rel_improvement < 0.05:
+        what = (f"The loss does not decrease ({progress.initial_loss:.4g} -> {progress.final_loss:.4g} over {progress.steps} steps)"
+                + (f" and accuracy stays at {progress.accuracy:.2f}" if progress.accuracy is not None else ""))
+    else:
+        what = (f"The model stays at chance level (loss {progress.initial_loss:.4g} -> {progress.final_loss:.4g} over {progress.steps} steps"
+                + (f", accuracy {progress.accuracy:.2f} vs {progress.chance_accuracy:.2f} by always guessing the majority" if progress.accuracy is not None and progress.chance_accuracy is not None else "") + ")")
     return [Finding("not-learning", "warning", symptom, root, f"{what}; likely cause: {root.replace('_', ' ')}.",
                     target, layer=target.layer, evidence=ev, fixes=fixes, confidence="weak")]
 

@@ -38,7 +38,10 @@ class Progress:
         if self.steps < 20:
             return False
         at_chance = self.accuracy is not None and self.chance_accuracy is not None and self.accuracy < self.chance_accuracy + 0.05
-        if at_chance or (self.chance_ratio is not None and self.chance_ratio > 0.9 and self.accuracy is None):
+        # Accuracy at the majority rate while the loss falls a lot is a model still
+        # learning (class weights, imbalanced data), not a stalled one.
+        near_chance_loss = self.chance_ratio is not None and 0.9 < self.chance_ratio < 1.1
+        if (at_chance or (self.chance_ratio is not None and self.chance_ratio > 0.9 and self.accuracy is None)) and (self.rel_improvement < 0.25 or near_chance_loss):
             return True
         return self.rel_improvement < 0.05
 
@@ -92,7 +95,8 @@ def measure(trace: Trace) -> Progress | None:
         y = trace.fit.y if trace.fit else None
         p = y.get("mean") if y and y.get("min", 0) >= 0 and y.get("max", 1) <= 1 and y.get("mean") is not None else 0.5
         chance_acc = max(p, 1.0 - p)  # the majority-class baseline
-        chance_ratio = final / math.log(2)
+        q = min(max(p, 0.01), 0.99)
+        chance_ratio = final / (-(q * math.log(q) + (1 - q) * math.log(1 - q)))  # loss of always predicting the base rate
     osc = 0.0
     if len(epoch_loss) >= 4:
         d = np.diff(epoch_loss)

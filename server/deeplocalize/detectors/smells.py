@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ..findings import Finding, FixSpec, Target
 from ..trace import Trace
-from .common import data_target_and_fixes, layer_label, x_scale_problem, y_scale_problem
+from .common import data_target_and_fixes, effective_activation, layer_label, output_head, x_scale_problem, y_scale_problem
 from .progress import Progress
 
 _DENSE_LIKE = {"Dense", "Conv1D", "Conv2D", "Conv3D", "EinsumDense"}
@@ -47,13 +47,19 @@ def detect_unscaled_data(trace: Trace, progress: Progress | None) -> list[Findin
 def detect_activation_smells(trace: Trace, progress: Progress | None) -> list[Finding]:
     if progress is None or not progress.poor:
         return []
-    hidden = [l for l in trace.layers if not l.is_output and l.cls in _DENSE_LIKE]
+    head = output_head(trace)
+    hidden = [l for l in trace.layers if not l.is_output and l.cls in _DENSE_LIKE and (head is None or l is not head.units_layer)]
     for l in hidden:
-        if l.activation == "softmax":
+        act, setter = effective_activation(trace, l)
+        if act == "softmax":
+            head_like = head is not None and setter is head.act_layer
+            if head_like:
+                continue
+            arg = Target("layer_arg", layer=setter.index, arg="activation", position=0 if setter.cls == "Activation" else None)
             return [Finding("softmax-in-hidden-layer", "warning", "activation_misuse", "activation",
-                            f"{layer_label(l)} is a hidden layer with softmax: it squashes its units to sum to 1, starving the layers after it.",
-                            Target("layer_arg", layer=l.index, arg="activation"), layer=l.index,
-                            fixes=[FixSpec('Use activation "relu"', new_value='"relu"')])]
+                            f"{layer_label(setter)} applies softmax to a hidden layer: it squashes its units to sum to 1, starving the layers after it.",
+                            arg if setter.cls in ("Dense", "Activation") or setter is l else Target("layer", layer=setter.index), layer=setter.index,
+                            fixes=[FixSpec('Use activation "relu"', new_value='"relu"')] if setter.cls in ("Dense", "Activation") or setter is l else [])]
     has_nonlinearity = any(l.activation not in (None, "linear") for l in hidden) or any(
         l.cls in ("Activation", "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax") for l in trace.layers if not l.is_output)
     if hidden and not has_nonlinearity:

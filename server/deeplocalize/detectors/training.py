@@ -9,7 +9,7 @@ import numpy as np
 from ..findings import Finding, FixSpec, Target
 from ..trace import LayerInfo, Trace
 from .common import (
-    RELU_LIKE, SATURATING, SLOW_BY_DEFAULT, DEFAULT_LR, Cause, bad_init_layers, eliminate_cause, init_target_and_fixes,
+    RELU_LIKE, SATURATING, SLOW_BY_DEFAULT, DEFAULT_LR, Cause, bad_init_layers, eliminate_cause, init_offset, init_target_and_fixes,
     layer_label, lr_info, lr_target_and_fixes, median_log_update_ratio, optimizer_target_and_fixes, window, x_scale_problem,
     data_target_and_fixes,
 )
@@ -33,7 +33,11 @@ def detect_exploding(trace: Trace, progress: Progress | None) -> list[Finding]:
     peak = float(np.max(total))
     wn = [trace.series(f"L{l.index}.w", "norm") for l in layers]
     w_growth = max((float(np.nanmax(w) / max(w[0], 1e-12)) for w in wn if len(w) and np.isfinite(w[0])), default=1.0)
-    if not (base > 0 and (peak / base > 1e3 or peak > 1e4 or w_growth > 100)):
+    # Ratios, not magnitudes: large targets give large but steady gradients.
+    if not (base > 0 and (peak / base > 1e3 or (peak > 1e4 and peak / base > 100) or w_growth > 100)):
+        return []
+    # Weights that grew while the loss fell a lot are learning, unless they grew without bound.
+    if progress is not None and progress.rel_improvement > 0.5 and w_growth < 1e3 and peak / base < 1e4:
         return []
     # Layer where it starts: the first layer (input side) whose gradient crosses 100x its start.
     start = None
@@ -187,12 +191,18 @@ def detect_bad_init(trace: Trace, progress: Progress | None) -> list[Finding]:
     for layer, scale in bad:
         hidden = not layer.is_output
         symptom = (progress is not None and progress.poor) or _unit_trouble(trace)
-        if (scale < 0.02 and hidden) or symptom:
+        if ((scale < 0.02 or (init_offset(trace, layer) or 0) > 1.0) and hidden) or symptom:
             severity = "warning"
         else:
             severity = "information"
         target, fixes = init_target_and_fixes(layer, [l for l, _ in bad])
-        desc = "all-equal (e.g. zeros)" if scale < 1e-6 else ("too small" if scale < 1 else "too large")
+        offset = init_offset(trace, layer)
+        if scale < 1e-6:
+            desc = "all-equal (e.g. zeros)"
+        elif offset is not None and offset > 1.0 and 0.02 <= scale <= 6.0:
+            desc = f"uncentered (weights mostly of one sign: |mean| = {offset:.2g}x their std)"
+        else:
+            desc = "too small" if scale < 1 else "too large"
         others = f" ({len(bad) - 1} more layer(s) start the same way; the fix changes all of them)" if len(bad) > 1 else ""
         out.append(Finding("bad-initialization", severity, "weight_scale", "initialization",
                            f"The kernel of {layer_label(layer)} starts {desc}: std x sqrt(fan_in) = {scale:.3g} (variance-preserving inits give ~1){others}.",
@@ -238,7 +248,28 @@ def detect_update_ratio(trace: Trace, progress: Progress | None) -> list[Finding
         return [Finding("weights-change-too-fast", "warning", "fast_updates", "learning_rate",
                         f"Weights change by 10^{med:.1f} of their norm per step (healthy: 10^-4..10^-1): the learning rate {lr:g} is too high.",
                         target, evidence=ev, fixes=fixes)]
+    if lr is not None and ratio >= 10 and progress.poor and not progress.stalled:
+        # Far above the optimizer's usual rate and fitting poorly: steps overshoot the minimum
+        # (the loss bounces instead of settling), even where weights do not blow up.
+        target, fixes = lr_target_and_fixes(trace, "down")
+        swing = _val_swing(trace)
+        ev.update({"default_learning_rate": DEFAULT_LR.get(cls, 0.001), "train_accuracy": progress.accuracy, "validation_accuracy_swing": swing})
+        return [Finding("learning-rate-too-high", "warning", "fast_updates", "learning_rate",
+                        f"The learning rate {lr:g} is {ratio:.0f}x {cls}'s usual {DEFAULT_LR.get(cls, 0.001):g} and the model fits poorly"
+                        + (f" (training accuracy {progress.accuracy:.2f}" if progress.accuracy is not None else " (")
+                        + (f", validation accuracy jumps by {swing:.2f} between epochs)" if swing else ")") + ": steps overshoot the minimum.",
+                        target, evidence=ev, fixes=fixes)]
     return []
+
+
+def _val_swing(trace: Trace) -> float | None:
+    """Median epoch-to-epoch change of validation accuracy over the second half of the run."""
+    for name in ("val_accuracy", "val_acc", "val_categorical_accuracy", "val_sparse_categorical_accuracy", "val_binary_accuracy"):
+        v = trace.epoch_series(name)
+        v = v[np.isfinite(v)]
+        if len(v) >= 4:
+            return round(float(np.median(np.abs(np.diff(v[len(v) // 2 - 1:])))), 3)
+    return None
 
 
 __all__ = ["detect_exploding", "detect_vanishing", "detect_dead_relu", "detect_saturation", "detect_bad_init", "detect_update_ratio", "DEFAULT_LR"]

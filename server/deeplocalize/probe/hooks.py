@@ -605,6 +605,7 @@ class Probe:
                     "call_code": _user_code_of(layer),
                     "init_code": _custom_init_code(layer),
                     "inputs": _inbound(layer, index_of),
+                    "inner": index_of.get(id(getattr(layer, "layer", None))) if type(layer).__name__ == "TimeDistributed" else None,
                     "site": self.sites.get(id(layer), []),
                 }
             )
@@ -665,7 +666,7 @@ class _EpochReporter(keras.callbacks.Callback):
 
 
 def _initial_kernels(layers: list[Any]) -> dict[str, list[float]]:
-    """Kernel std and fan-in of each layer before any update (read eagerly at fit start)."""
+    """Kernel std, fan-in and mean of each layer before any update (read eagerly at fit start)."""
     out: dict[str, list[float]] = {}
     for i, layer in enumerate(layers):
         kernel = getattr(layer, "kernel", None)
@@ -675,7 +676,7 @@ def _initial_kernels(layers: list[Any]) -> dict[str, list[float]]:
         if kernel is None or shape is None or len(shape) < 2:
             continue
         k = np.asarray(keras.ops.convert_to_numpy(kernel), dtype=np.float64)
-        out[str(i)] = [float(k.std()), float(np.prod(shape[:-1]))]
+        out[str(i)] = [float(k.std()), float(np.prod(shape[:-1])), float(k.mean())]
     return out
 
 
