@@ -280,6 +280,16 @@ class Locator:
 
     def _data_anchor(self, src: Source, value: nodes.NodeNG, call: nodes.Call) -> tuple[SourceRange, Any]:
         """The statement that last assigns the array fed to fit (where preprocessing belongs)."""
+        if isinstance(value, nodes.Subscript) and isinstance(value.slice, nodes.Const) and isinstance(value.value, nodes.Name):
+            # `fit(data["x"], ...)`: the item assignment that stores the array, even inside the helper that builds the dict.
+            key = value.slice.value
+            stores = [a for a in src.module.nodes_of_class(nodes.Assign) if len(a.targets) == 1 and isinstance(a.targets[0], nodes.Subscript)
+                      and isinstance(a.targets[0].slice, nodes.Const) and a.targets[0].slice.value == key]
+            if stores:
+                stmt = max(stores, key=lambda a: a.lineno)
+                name = _text_of(src, stmt.targets[0])
+                rng = SourceRange(src.path, Position(stmt.lineno, stmt.col_offset + 1), Position(stmt.end_lineno or stmt.lineno, (stmt.end_col_offset or 0) + 1))
+                return rng, ("insert_after", src, stmt, name)
         base = value
         while isinstance(base, nodes.Subscript):
             base = base.value

@@ -150,6 +150,7 @@ class Trace:
     continues: bool = False
     continued_later: bool = False
     fit_index: int = 0
+    weight_ids: set[int] = field(default_factory=set)
 
     # ------------------------------------------------------------- queries
     def series(self, key: str, name: str) -> np.ndarray:
@@ -245,8 +246,9 @@ class TraceBuilder:
             )
             t.model_id = event.get("model_id")
             t.continues = bool(event.get("continues"))
+            t.weight_ids = set(event.get("weight_ids") or [])
             for earlier in self.traces[:-1]:
-                if t.model_id is not None and earlier.model_id == t.model_id:
+                if (t.model_id is not None and earlier.model_id == t.model_id) or (earlier.weight_ids & t.weight_ids):
                     earlier.continued_later = True
         elif kind == "model":
             t.model_class = event.get("model_class", "")

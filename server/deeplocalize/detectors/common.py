@@ -269,6 +269,20 @@ class Cause:
     strong: bool = True
 
 
+def classification_with_regression_loss(trace: Trace) -> Cause | None:
+    """A classifier (softmax/sigmoid output, class labels) trained with MSE/MAE: the loss, not the step size."""
+    head = output_head(trace)
+    y = trace.fit.y if trace.fit else None
+    if head is None or not y or loss_family(trace) != "regression" or head.activation not in ("softmax", "sigmoid"):
+        return None
+    if not (y.get("one_hot") or (y.get("integer_valued") and (y.get("n_unique") or 0) <= max(head.units or 2, 2))):
+        return None
+    new = "binary_crossentropy" if head.activation == "sigmoid" and (head.units or 1) == 1 else (
+        "categorical_crossentropy" if y.get("one_hot") else "sparse_categorical_crossentropy")
+    return Cause("loss", Target("compile_arg", arg="loss"), [FixSpec(f'Use loss "{new}"', new_value=f'"{new}"')],
+                 {"loss": trace.compile.loss.get("name") if trace.compile else None, "output_activation": head.activation})
+
+
 def eliminate_cause(trace: Trace, nan: bool = False) -> Cause:
     """DeepDiagnosis-style elimination for unstable training: first match wins.
 
@@ -306,6 +320,9 @@ def eliminate_cause(trace: Trace, nan: bool = False) -> Cause:
         evidence.update({"learning_rate": lr})
         target, fixes = lr_target_and_fixes(trace, "down")
         return Cause("learning_rate", target, fixes, evidence)
+    loss_cause = classification_with_regression_loss(trace)
+    if loss_cause is not None and not nan:
+        return loss_cause
     opt = trace.optimizer
     if opt is not None and (opt.config.get("momentum") or 0) >= 0.95:
         evidence["momentum"] = opt.config.get("momentum")

@@ -81,7 +81,9 @@ def check_output_and_loss(trace: Trace) -> list[Finding]:
             t, f = _act_fix(trace, head, "softmax", " (cross-entropy needs a probability distribution)")
             if head.where == "layer" and head.act_layer is head.units_layer:
                 f.append(FixSpec("Keep the activation and compute the loss from logits", new_value="True", arg="from_logits", target=Target("compile_arg", arg="loss")))
-            sev = "error" if act in RELU_LIKE or act == "linear" else "warning"
+            # Keras renormalizes non-negative outputs to sum to 1 before the log, so sigmoid
+            # units still train (just unusually); negative or all-zero outputs do not.
+            sev = "error" if act in RELU_LIKE or act == "linear" else ("information" if act in ("sigmoid", "hard_sigmoid", "softplus", "exponential") else "warning")
             add("output-not-distribution", sev, "activation",
                 f"{family} cross-entropy expects probabilities, but {_where(head)} outputs values in "
                 f"{_fmt_range(act)}: the loss is undefined or misleading.", t, f)
@@ -110,6 +112,11 @@ def check_output_and_loss(trace: Trace) -> list[Finding]:
             add("regression-loss-on-classes", "warning", "loss",
                 f"A regression loss ({trace.compile.loss.get('name')}) on a {units}-way softmax classifier gives vanishing gradients "
                 f"once a class is wrong with confidence; use {new}.", t, f, "loss_mismatch")
+        elif y and act == "sigmoid" and units == 1 and y.get("integer_valued") and y.get("n_unique") == 2 and y.get("min") == 0 and y.get("max") == 1:
+            t, f = _loss_fix("binary_crossentropy")
+            add("regression-loss-on-classes", "warning", "loss",
+                f"A regression loss ({trace.compile.loss.get('name')}) on a sigmoid binary classifier: its gradient vanishes where the "
+                "sigmoid saturates on a wrong answer; use binary_crossentropy.", t, f, "loss_mismatch")
         elif y and y.get("min") is not None:
             lo, hi = ACTIVATION_RANGE.get(act, (-math.inf, math.inf))
             if (y["min"] < lo - 1e-6 or y["max"] > hi + 1e-6) and (y.get("n_unique") or 0) > 2:

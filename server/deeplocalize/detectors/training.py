@@ -37,7 +37,7 @@ def detect_exploding(trace: Trace, progress: Progress | None) -> list[Finding]:
     if not (base > 0 and (peak / base > 1e3 or (peak > 1e4 and peak / base > 100) or w_growth > 100)):
         return []
     # Weights that grew while the loss fell a lot are learning, unless they grew without bound.
-    if progress is not None and progress.rel_improvement > 0.5 and w_growth < 1e3 and peak / base < 1e4:
+    if progress is not None and not progress.poor and progress.rel_improvement > 0.5 and w_growth < 1e3 and peak / base < 1e4:
         return []
     # Layer where it starts: the first layer (input side) whose gradient crosses 100x its start.
     start = None

@@ -392,6 +392,7 @@ class Probe:
             x_kind=type(x).__name__,
             model_id=id(model),
             continues=continues,
+            weight_ids=_weight_ids(model),
         )
 
     def _wrap_make_train_function(self, original: Any) -> Any:
@@ -663,6 +664,15 @@ class _EpochReporter(keras.callbacks.Callback):
                 continue
         self.probe.channel.send("epoch", epoch=epoch, logs=clean, seconds=time.monotonic() - self.probe.started)
         self.probe.channel.flush()
+
+
+def _weight_ids(model: Any) -> list[int]:
+    """Identities of the model's weights: a later fit of another model that shares them
+    (a pretrained base reused in a new model) continues this fit's training."""
+    try:
+        return [id(v) for v in model.weights] if getattr(model, "built", False) else []
+    except Exception:  # noqa: BLE001
+        return []
 
 
 def _initial_kernels(layers: list[Any]) -> dict[str, list[float]]:
