@@ -283,6 +283,47 @@ def classification_with_regression_loss(trace: Trace) -> Cause | None:
                  {"loss": trace.compile.loss.get("name") if trace.compile else None, "output_activation": head.activation})
 
 
+RECURRENT = {"LSTM", "GRU", "SimpleRNN", "LSTMCell", "GRUCell", "SimpleRNNCell", "Bidirectional", "RNN", "ConvLSTM2D"}
+
+
+def saturating_stack(trace: Trace) -> list[tuple[LayerInfo, LayerInfo]]:
+    """Hidden weighted layers whose effective activation saturates (sigmoid/tanh), with the
+    layer that sets it. Recurrent layers are left out: tanh is their design, not a mistake."""
+    head = output_head(trace)
+    out: list[tuple[LayerInfo, LayerInfo]] = []
+    for layer in trace.trainable_layers:
+        if layer.cls in RECURRENT or (head is not None and layer is head.units_layer) or layer.is_output:
+            continue
+        act, setter = effective_activation(trace, layer)
+        if act in SATURATING:
+            out.append((layer, setter))
+    return out
+
+
+def activation_arg_target(setter: LayerInfo) -> Target:
+    return Target("layer_arg", layer=setter.index, arg="activation", position=0 if setter.cls == "Activation" else None)
+
+
+def saturating_cause(trace: Trace) -> Cause | None:
+    """Two or more saturating hidden layers and a gradient that shrinks 100x towards the input."""
+    stack = saturating_stack(trace)
+    layers = trace.trainable_layers
+    if len(stack) < 2 or len(layers) < 3:
+        return None
+    first = window(trace.series(f"L{layers[0].index}.grad", "norm"), 0.5)
+    last = window(trace.series(f"L{layers[-1].index}.grad", "norm"), 0.5)
+    if not len(first) or not len(last) or float(np.median(last)) <= 0:
+        return None
+    ratio = float(np.median(first)) / float(np.median(last))
+    if ratio >= 1e-2:
+        return None
+    setters = [st for _, st in stack]
+    also = [FixSpec("", new_value='"relu"', target=activation_arg_target(st)) for st in setters[1:]]
+    return Cause("activation", activation_arg_target(setters[0]),
+                 [FixSpec(f'Use activation "relu" on all {len(setters)} {setters[0].activation} layers', new_value='"relu"', also=also)],
+                 {"saturating_layers": len(setters), "first_to_last_gradient_ratio": float(f"{ratio:.3g}")})
+
+
 def eliminate_cause(trace: Trace, nan: bool = False) -> Cause:
     """DeepDiagnosis-style elimination for unstable training: first match wins.
 
@@ -323,6 +364,9 @@ def eliminate_cause(trace: Trace, nan: bool = False) -> Cause:
     loss_cause = classification_with_regression_loss(trace)
     if loss_cause is not None and not nan:
         return loss_cause
+    sat = saturating_cause(trace) if not nan else None
+    if sat is not None:
+        return sat
     opt = trace.optimizer
     if opt is not None and (opt.config.get("momentum") or 0) >= 0.95:
         evidence["momentum"] = opt.config.get("momentum")

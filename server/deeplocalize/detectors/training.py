@@ -9,7 +9,7 @@ import numpy as np
 from ..findings import Finding, FixSpec, Target
 from ..trace import LayerInfo, Trace
 from .common import (
-    RELU_LIKE, SATURATING, SLOW_BY_DEFAULT, DEFAULT_LR, Cause, bad_init_layers, eliminate_cause, init_offset, init_target_and_fixes,
+    RELU_LIKE, SATURATING, SLOW_BY_DEFAULT, DEFAULT_LR, Cause, activation_arg_target, bad_init_layers, saturating_stack, eliminate_cause, init_offset, init_target_and_fixes,
     layer_label, lr_info, lr_target_and_fixes, median_log_update_ratio, optimizer_target_and_fixes, window, x_scale_problem,
     data_target_and_fixes,
 )
@@ -80,16 +80,17 @@ def detect_vanishing(trace: Trace, progress: Progress | None) -> list[Finding]:
         if len(v) and float(np.median(v)) / last < 1e-2:
             start = l
             break
-    saturating = [l for l in layers[:-1] if l.activation in SATURATING]
+    stack = saturating_stack(trace)
     ev = {"first_to_last_gradient_ratio": float(f"{ratio:.3g}"), "first_layer_gradient_norm": float(f"{first:.3g}")}
-    if saturating:
-        deepest = max((l for l in saturating if l.index <= start.index), key=lambda l: l.index, default=saturating[0])
-        also = [FixSpec("", new_value='"relu"', target=Target("layer_arg", layer=l.index, arg="activation")) for l in saturating if l is not deepest]
-        title = 'Use activation "relu"' + (f" on all {len(saturating)} {deepest.activation} layers" if also else "")
+    if stack:
+        setters = [st for _, st in stack]
+        deepest = max((st for l, st in stack if l.index <= start.index), key=lambda st: st.index, default=setters[0])
+        also = [FixSpec("", new_value='"relu"', target=activation_arg_target(st)) for st in setters if st is not deepest]
+        title = 'Use activation "relu"' + (f" on all {len(setters)} {deepest.activation} layers" if also else "")
         return [Finding("vanishing-gradients", "warning", "vanishing_gradient", "activation",
                         f"Gradients vanish towards the input (first/last layer gradient ratio {ratio:.2g}), starting at {layer_label(start)}: "
-                        f"{len(saturating)} {deepest.activation} layers squash the gradient; use relu.",
-                        Target("layer_arg", layer=deepest.index, arg="activation"), layer=deepest.index, evidence=ev,
+                        f"{len(setters)} {deepest.activation} layers squash the gradient; use relu.",
+                        activation_arg_target(deepest), layer=deepest.index, evidence=ev,
                         fixes=[FixSpec(title, new_value='"relu"', also=also)], observed={"layer": start.index, "where": "grad"})]
     bad = bad_init_layers(trace)
     if bad:
