@@ -303,9 +303,25 @@ class Locator:
         if not before:
             return node_range(src, value), None
         target = max(before, key=lambda a: a.lineno)
+        name = base.name
+        # Through train/validation splits (`y_tr = y[1000:]`, `a, b = y[i], y[j]`) back to the
+        # statement that gave the array its values: where a wrong value or the scaling belongs.
+        for _ in range(6):
+            origin = _row_selection_of(target)
+            if origin is None:
+                break
+            try:
+                _, earlier = origin.lookup(origin.name)
+            except Exception:  # noqa: BLE001
+                break
+            stmt_line = target.statement().lineno
+            prior = [a for a in earlier if a.lineno is not None and a.lineno < stmt_line]
+            if not prior:
+                break
+            target, name = max(prior, key=lambda a: a.lineno), origin.name
         stmt = target.statement()
         rng = SourceRange(src.path, Position(stmt.lineno, stmt.col_offset + 1), Position(stmt.end_lineno or stmt.lineno, (stmt.end_col_offset or 0) + 1))
-        return rng, ("insert_after", src, stmt, base.name)
+        return rng, ("insert_after", src, stmt, name)
 
     def _code_anchor(self, code: dict[str, Any]) -> tuple[SourceRange, Any]:
         """The risky operation inside a custom loss or call(): log, sqrt, division, pow, exp."""
@@ -441,6 +457,33 @@ class Locator:
                     rng = SourceRange(src.path, Position(kw.lineno, col + 1), Position(kw.lineno, col + len(old) + 1))
                     return Fix(spec.title, [TextEdit(rng, spec.new_value or "")])
         return None
+
+
+_SAME_VALUES = {"reshape", "astype", "copy", "flatten", "ravel", "squeeze"}
+
+
+def _row_selection_of(target: nodes.NodeNG) -> nodes.Name | None:
+    """The array a name was cut from when its assignment only selects rows of another
+    (`y[1000:]`, `y[idx]`, `y.reshape(-1, 1)`): values unchanged, so their origin is elsewhere.
+    Column picks (`data[:, 0]`) and computations create the values: None."""
+    stmt = target.parent.parent if isinstance(target.parent, nodes.Tuple) else target.parent
+    if not isinstance(stmt, nodes.Assign) or len(stmt.targets) != 1:
+        return None
+    lhs, value = stmt.targets[0], stmt.value
+    if isinstance(lhs, nodes.Tuple) and isinstance(value, nodes.Tuple) and len(lhs.elts) == len(value.elts):
+        for elt, val in zip(lhs.elts, value.elts):
+            if elt is target:
+                value = val
+                break
+        else:
+            return None
+    elif lhs is not target:
+        return None
+    while isinstance(value, nodes.Call) and isinstance(value.func, nodes.Attribute) and value.func.attrname in _SAME_VALUES:
+        value = value.func.expr
+    if isinstance(value, nodes.Subscript) and isinstance(value.value, nodes.Name) and not isinstance(value.slice, nodes.Tuple):
+        return value.value
+    return None
 
 
 def _overlaps(a: SourceRange, b: SourceRange) -> bool:
