@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from ..findings import Finding, FixSpec, Target
 from ..trace import Trace
-from .common import data_target_and_fixes, effective_activation, layer_label, output_head, x_scale_problem, y_scale_problem
+from .common import data_target_and_fixes, layer_label, x_scale_problem, y_scale_problem
+from .heads import effective_activation, output_head
 from .progress import Progress
 
 _DENSE_LIKE = {"Dense", "Conv1D", "Conv2D", "Conv3D", "EinsumDense"}

@@ -7,7 +7,8 @@ import math
 
 from ..findings import Finding, FixSpec, Target
 from ..trace import Trace
-from .common import ACTIVATION_RANGE, RELU_LIKE, Head, activation_fix, activation_target, from_logits, layer_label, loss_family, output_head
+from .common import ACTIVATION_RANGE, RELU_LIKE, from_logits, layer_label, loss_family
+from .heads import Head, activation_fix, activation_target, output_head
 
 
 def _act_fix(trace: Trace, head: Head, new: str, why: str) -> tuple[Target, list[FixSpec]]:
