@@ -304,3 +304,22 @@ def test_nan_downstream_of_a_risky_lambda_points_at_the_lambda_never_at_a_higher
     for x in diagnose(tb.trace):
         for fix in x.fixes:
             assert not fix.title.startswith("Raise")
+
+
+def test_diverging_weights_are_never_answered_by_a_larger_learning_rate():
+    tb = TraceBuilder(["relu", "relu", "softmax"])
+    for i in range(30):  # weights grow 300x while the per-step updates look small
+        tb.step(i // 10, 2.3, w=[weights(norm=5.0 * (1 + 10 * i)) for _ in range(3)], upd_ratio=1e-6)
+    for e in range(3):
+        tb.epoch(e, 2.3, 0.1)
+    f = [x for x in diagnose(tb.trace) if x.code == "exploding-gradients"][0]
+    assert f.fixes and all(not fix.title.startswith("Raise") for fix in f.fixes)
+
+
+def test_binary_labels_out_of_range_seen_only_in_the_batches_of_a_dataset():
+    tb = TraceBuilder(["relu", "sigmoid"], units=[16, 1], loss="binary_crossentropy", n_classes=2).healthy()
+    tb.trace.fit.y = None  # a tf.data pipeline: labels are only seen in-graph
+    for s in tb.trace.steps[:5]:
+        s.values["y"] = {"min": 1.0, "max": 2.0, "mean": 1.5, "nonfinite": 0.0}
+    f = [x for x in diagnose(tb.trace) if x.code == "labels-outside-unit-interval"]
+    assert f and f[0].severity == "error" and f[0].root_cause == "labels"

@@ -325,7 +325,7 @@ def saturating_cause(trace: Trace) -> Cause | None:
                  {"saturating_layers": len(setters), "first_to_last_gradient_ratio": float(f"{ratio:.3g}")})
 
 
-def eliminate_cause(trace: Trace, nan: bool = False) -> Cause:
+def eliminate_cause(trace: Trace, diverging: bool = False) -> Cause:
     """DeepDiagnosis-style elimination for unstable training: first match wins.
 
     Order: weights initialized far from a variance-preserving scale (or uncentered),
@@ -365,9 +365,9 @@ def eliminate_cause(trace: Trace, nan: bool = False) -> Cause:
         target, fixes = lr_target_and_fixes(trace, "down")
         return Cause("learning_rate", target, fixes, evidence)
     loss_cause = classification_with_regression_loss(trace)
-    if loss_cause is not None and not nan:
+    if loss_cause is not None and not diverging:
         return loss_cause
-    sat = saturating_cause(trace) if not nan else None
+    sat = saturating_cause(trace) if not diverging else None
     if sat is not None:
         return sat
     opt = trace.optimizer
@@ -377,8 +377,8 @@ def eliminate_cause(trace: Trace, nan: bool = False) -> Cause:
     # Nothing specific: the step size is the usual suspect; its direction follows
     # how far weights move per step.
     med = median_log_update_ratio(trace)
-    # Non-finite values are never answered by a larger step.
-    direction = "down" if nan or (med is not None and med > -1.5) else "up"
+    # Non-finite or diverging values are never answered by a larger step.
+    direction = "down" if diverging or (med is not None and med > -1.5) else "up"
     target, fixes = lr_target_and_fixes(trace, direction)
     evidence["learning_rate"] = lr
     return Cause("learning_rate", target, fixes, evidence, strong=False)

@@ -104,7 +104,9 @@ def detect_epochs(trace: Trace, progress: Progress | None) -> list[Finding]:
 
 def detect_not_learning(trace: Trace, progress: Progress | None) -> list[Finding]:
     """Loss not decreasing / accuracy at chance / oscillating, with the cause found by elimination."""
-    if progress is None or not (progress.stalled or progress.oscillation > 0.5):
+    # An oscillating loss is a fault only while the model fits poorly: near zero, relative
+    # wiggles of a falling loss are large and harmless.
+    if progress is None or not (progress.stalled or (progress.oscillation > 0.5 and progress.poor)):
         return []
     osc = progress.oscillation > 0.5 and not progress.stalled
     ev = {"initial_loss": round(progress.initial_loss, 4), "final_loss": round(progress.final_loss, 4),

@@ -81,7 +81,7 @@ def detect_nonfinite(trace: Trace) -> list[Finding]:
             return [Finding("nan-in-custom-loss", "error", "nan_inf", "numerical_operation",
                             f"{head}, while the model outputs were finite: an operation in the custom loss '{loss.get('name')}' produced it.",
                             Target("code", code=loss["code"]), evidence=evidence, observed=observed, fixes=[GUARD])]
-    cause = eliminate_cause(trace, nan=True)
+    cause = eliminate_cause(trace, diverging=True)
     evidence.update(cause.evidence)
     growth = _grad_growth(trace, pos)
     if growth:

@@ -132,6 +132,8 @@ def check_labels(trace: Trace) -> list[Finding]:
     head = output_head(trace)
     y = trace.fit.y if trace.fit else None
     family = loss_family(trace)
+    if head is not None and (not y or y.get("min") is None):
+        return _check_observed_labels(trace, family)
     if head is None or not y or y.get("min") is None:
         return []
     out = head.units_layer
@@ -229,6 +231,22 @@ def check_labels(trace: Trace) -> list[Finding]:
             Target("compile_arg", arg="loss"), evidence=ev, fixes=[FixSpec('Use loss "mse"', new_value='"mse"')],
         ))
     return findings
+
+
+def _check_observed_labels(trace: Trace, family: str) -> list[Finding]:
+    """Labels that come from a dataset or generator: only their range, as the first batches showed it."""
+    rows = [st.values["y"] for st in trace.steps[:5] if "y" in st.values and not st.values["y"].get("nonfinite")]
+    if not rows or family != "binary":
+        return []
+    lo, hi = min(r.get("min", 0.0) for r in rows), max(r.get("max", 0.0) for r in rows)
+    if lo >= 0.0 and hi <= 1.0:
+        return []
+    return [Finding(
+        "labels-outside-unit-interval", "error", "label_range", "labels",
+        f"binary_crossentropy needs labels in {{0, 1}}, but the batches fed to fit carry labels in [{lo:.3g}, {hi:.3g}] "
+        "(the loss goes negative or explodes).",
+        Target("fit_data", arg="y", position=1), evidence={"label_min": lo, "label_max": hi, "seen_in": "first batches"}, fixes=[],
+    )]
 
 
 def check_static(trace: Trace) -> list[Finding]:

@@ -48,7 +48,7 @@ def detect_exploding(trace: Trace, progress: Progress | None) -> list[Finding]:
             start = l
             break
     start = start or layers[-1]
-    cause = eliminate_cause(trace)
+    cause = eliminate_cause(trace, diverging=True)
     ev = dict(cause.evidence)
     ev.update({"gradient_norm_growth": round(peak / base, 1), "weight_norm_growth": round(w_growth, 1)})
     return [Finding("exploding-gradients", "error", "exploding_gradient", cause.root,
