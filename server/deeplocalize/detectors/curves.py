@@ -137,11 +137,11 @@ def detect_not_learning(trace: Trace, progress: Progress | None) -> list[Finding
                     target, layer=target.layer, evidence=ev, fixes=fixes, confidence="weak")]
 
 
-_VAL_ACCURACY = ("val_accuracy", "val_acc", "val_sparse_categorical_accuracy", "val_categorical_accuracy", "val_binary_accuracy")
+VAL_ACCURACY = ("val_accuracy", "val_acc", "val_sparse_categorical_accuracy", "val_categorical_accuracy", "val_binary_accuracy")
 _ACCURACY = ("accuracy", "acc", "sparse_categorical_accuracy", "categorical_accuracy", "binary_accuracy")
 
 
-def _first_series(trace: Trace, names: tuple[str, ...]) -> np.ndarray:
+def first_series(trace: Trace, names: tuple[str, ...]) -> np.ndarray:
     for name in names:
         s = trace.epoch_series(name)
         s = s[np.isfinite(s)]
@@ -155,7 +155,7 @@ def detect_unrelated_labels(trace: Trace, progress: Progress | None) -> list[Fin
     the model memorizes labels that do not follow from the inputs (shuffled or misaligned labels)."""
     if progress is None or progress.chance_accuracy is None:
         return []
-    acc, val = _first_series(trace, _ACCURACY), _first_series(trace, _VAL_ACCURACY)
+    acc, val = first_series(trace, _ACCURACY), first_series(trace, VAL_ACCURACY)
     if len(acc) < 3 or len(val) < 3:
         return []
     chance = progress.chance_accuracy

@@ -265,11 +265,11 @@ def detect_update_ratio(trace: Trace, progress: Progress | None) -> list[Finding
 
 def _val_swing(trace: Trace) -> float | None:
     """Median epoch-to-epoch change of validation accuracy over the second half of the run."""
-    for name in ("val_accuracy", "val_acc", "val_categorical_accuracy", "val_sparse_categorical_accuracy", "val_binary_accuracy"):
-        v = trace.epoch_series(name)
-        v = v[np.isfinite(v)]
-        if len(v) >= 4:
-            return round(float(np.median(np.abs(np.diff(v[len(v) // 2 - 1:])))), 3)
+    from .curves import VAL_ACCURACY, first_series
+
+    v = first_series(trace, VAL_ACCURACY)
+    if len(v) >= 4:
+        return round(float(np.median(np.abs(np.diff(v[len(v) // 2 - 1:])))), 3)
     return None
 
 
