@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .detectors import DecisiveRule, diagnose, measure
-from .findings import Finding, LocatedFinding, Position, SourceRange, Target
+from .findings import SEVERITIES, Finding, LocatedFinding, Position, SourceRange, Target
 from .locate import Locator, frame_range, line_range, load_source
 from .runner import EventCallback, OutputCallback, RunOptions, RunResult, WorkerPool, run_script
 from .trace import Trace
@@ -172,7 +172,7 @@ def diagnose_fits(traces: list[Trace]) -> list[LocatedFinding]:
     """Each fit diagnosed with its own compile and located with its own call sites;
     a fault seen in several fits (the same code at the same place) is reported once."""
     kept: dict[tuple, LocatedFinding] = {}
-    order = ["error", "warning", "information", "hint"]
+    order = list(SEVERITIES)
     for t in traces:
         if t.fit is None and t.crash is None and t is not traces[0]:
             continue

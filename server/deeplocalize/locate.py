@@ -288,7 +288,7 @@ class Locator:
             if stores:
                 stmt = max(stores, key=lambda a: a.lineno)
                 name = _text_of(src, stmt.targets[0])
-                rng = SourceRange(src.path, Position(stmt.lineno, stmt.col_offset + 1), Position(stmt.end_lineno or stmt.lineno, (stmt.end_col_offset or 0) + 1))
+                rng = node_range(src, stmt)
                 return rng, ("insert_after", src, stmt, name)
         base = value
         while isinstance(base, nodes.Subscript):
@@ -320,7 +320,7 @@ class Locator:
                 break
             target, name = max(prior, key=lambda a: a.lineno), origin.name
         stmt = target.statement()
-        rng = SourceRange(src.path, Position(stmt.lineno, stmt.col_offset + 1), Position(stmt.end_lineno or stmt.lineno, (stmt.end_col_offset or 0) + 1))
+        rng = node_range(src, stmt)
         return rng, ("insert_after", src, stmt, name)
 
     def _code_anchor(self, code: dict[str, Any]) -> tuple[SourceRange, Any]:
@@ -331,12 +331,8 @@ class Locator:
         src = load_source(path)
         if src is None or src.module is None:
             return line_range(src, path, int(line)), None
-        func = None
-        for f in src.module.nodes_of_class(nodes.FunctionDef):
-            # co_firstlineno of a decorated function is its first decorator's line
-            if f.lineno == line or (f.decorators is not None and f.decorators.nodes[0].lineno == line):
-                func = f
-                break
+        found = _function_at(code)
+        func: nodes.NodeNG | None = found[1] if found else None
         if func is None:
             lam = [n for n in src.module.nodes_of_class(nodes.Lambda) if n.lineno == line]
             if not lam:
@@ -501,6 +497,7 @@ def _function_at(code: dict[str, Any] | None) -> tuple[Source, nodes.FunctionDef
     if src is None or src.module is None:
         return None
     for f in src.module.nodes_of_class(nodes.FunctionDef):
+        # co_firstlineno of a decorated function is its first decorator's line
         if f.lineno == code.get("line") or (f.decorators is not None and f.decorators.nodes[0].lineno == code.get("line")):
             return src, f
     return None
@@ -524,7 +521,7 @@ def _risky_ops(func: nodes.FunctionDef) -> list[nodes.NodeNG]:
     found: list[tuple[int, int, nodes.NodeNG]] = []
     for n in func.nodes_of_class((nodes.Call, nodes.BinOp)):
         if isinstance(n, nodes.Call):
-            name = n.func.attrname if isinstance(n.func, nodes.Attribute) else getattr(n.func, "name", "")
+            name = _call_name(n)
             if name in _RISKY and name != "log1p":
                 found.append((_RISKY[name], n.lineno, n))
         elif n.op in ("/", "**", "//"):

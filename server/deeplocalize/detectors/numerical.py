@@ -6,7 +6,7 @@ import math
 
 from ..findings import Finding, FixSpec, Target
 from ..trace import Trace
-from .common import eliminate_cause, layer_label, loss_family
+from .common import eliminate_cause, layer_label, loss_family, lr_info
 
 _ORDER = ("pre", "out", "grad", "w")
 # The locator rewrites the risky operation it finds (log, sqrt, division) with an epsilon guard.
@@ -95,8 +95,6 @@ def _risky_code(trace: Trace, pos: int, kind: str, layer_idx: int | None) -> tup
     """User code with an operation that can create NaN/Inf from finite values (log, sqrt,
     division, pow, exp), when the non-finite values start there or downstream of it and
     training did not diverge first (a diverging run is the learning rate's, not the op's)."""
-    from .common import lr_info
-
     candidates: list[tuple[int, str, dict]] = []
     for layer in trace.layers:
         if layer.call_code and layer.call_code.get("risky") and (layer.custom or layer.cls == "Lambda"):
