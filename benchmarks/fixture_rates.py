@@ -29,6 +29,7 @@ def main() -> int:
     ap.add_argument("--verbose", "-v", action="store_true")
     ap.add_argument("--set", choices=("fixtures", "real", "all"), default="all")
     ap.add_argument("--plain", action="store_true", help="also time a plain `python script.py` run of each (ratio)")
+    ap.add_argument("--verify-seconds", type=float, default=60.0, help="budget of the fix-verifying re-runs (0: none)")
     args = ap.parse_args()
     sets = {"fixtures": [ROOT / "fixtures"], "real": [ROOT / "fixtures" / "real"], "all": [ROOT / "fixtures", ROOT / "fixtures" / "real"]}[args.set]
     for folder in sets:
@@ -46,21 +47,29 @@ def plain_seconds(path: Path) -> float:
 
 
 def report(exps: list, args: argparse.Namespace) -> None:
-    summary = asyncio.run(evaluate(exps, RunOptions(), parallel=args.parallel))
-    ratios: list[float] = []
+    summary = asyncio.run(evaluate(exps, RunOptions(), parallel=args.parallel, verify_seconds=args.verify_seconds or None))
+    ratios: dict[str, list[float]] = {"first diagnosis": [], "with verified fixes": [], "healthy": []}
     for s in summary.scores:
         e = s.expectation
         mark = ("OK " if s.diagnosed else ("LOC" if s.localized else ("DET" if s.detected else "MISS"))) if e.buggy else ("FP " if s.false_positive else "ok ")
         ratio = ""
         if args.plain:
             plain = plain_seconds(e.path)
-            ratios.append(s.report.duration_s / plain)
-            ratio = f" plain {plain:5.1f}s x{s.report.duration_s / plain:4.2f}"
+            if e.buggy:
+                ratios["first diagnosis"].append(s.first_s / plain)
+                ratios["with verified fixes"].append(s.report.duration_s / plain)
+            else:
+                ratios["healthy"].append(s.report.duration_s / plain)
+            ratio = f" plain {plain:5.1f}s first x{s.first_s / plain:4.2f} total x{s.report.duration_s / plain:4.2f}"
         print(f"{mark} {e.path.parent.name}/{e.path.name:32s} {s.report.status:9s} {s.report.duration_s:5.1f}s{ratio}  expect {','.join(e.root_causes) or '-'} @ {e.lines}")
         if args.verbose or (e.buggy and not s.diagnosed) or s.false_positive:
             for f in s.report.findings:
                 x = f.finding
                 print(f"      {x.severity[:4]} {x.code} [{x.root_cause}] line {f.range.start.line}: {x.message[:140]}")
+                for fix in f.fixes:
+                    if fix.verification:
+                        v = fix.verification
+                        print(f"         {v.verdict:12s} {fix.title[:60]}: {v.reason}; before {v.before} after {v.after} ({v.seconds:.1f}s)")
     for name in ("detected", "localized", "diagnosed"):
         n, d = summary.rate(name)
         print(f"{name:10s} {n}/{d} = {n / max(d, 1):.0%}")
@@ -70,8 +79,16 @@ def report(exps: list, args: argparse.Namespace) -> None:
     for c in classes:
         members = [s for s in summary.scores if s.expectation.buggy and s.expectation.mistake_class.split(":")[0] == c]
         print(f"  class {c:34s} diagnosed {sum(s.diagnosed for s in members)}/{len(members)}")
-    if ratios:
-        print(f"analysis / plain run: median x{statistics.median(ratios):.2f}, max x{max(ratios):.2f}")
+    reports = [s.report.verification for s in summary.scores if s.report.verification]
+    if reports:
+        total = {k: sum(getattr(r, k) for r in reports) for k in ("tried", "verified", "refuted", "inconclusive", "corrected", "demoted")}
+        serious = sum(1 for s in summary.scores for f in s.report.findings if f.confirmation)
+        print(f"verification: {total['tried']} re-runs; of {serious} findings tested: {total['verified']} verified "
+              f"({total['corrected']} after a refuted first guess), {total['refuted']} unconfirmed ({total['demoted']} warnings demoted), "
+              f"{total['inconclusive']} inconclusive")
+    for name, values in ratios.items():
+        if values:
+            print(f"{name} / plain run: median x{statistics.median(values):.2f}, max x{max(values):.2f} ({len(values)} programs)")
 
 
 if __name__ == "__main__":

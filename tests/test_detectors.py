@@ -323,3 +323,80 @@ def test_binary_labels_out_of_range_seen_only_in_the_batches_of_a_dataset():
         s.values["y"] = {"min": 1.0, "max": 2.0, "mean": 1.5, "nonfinite": 0.0}
     f = [x for x in diagnose(tb.trace) if x.code == "labels-outside-unit-interval"]
     assert f and f[0].severity == "error" and f[0].root_cause == "labels"
+
+
+def test_unstable_training_keeps_every_candidate_cause_with_the_step_size_last():
+    from deeplocalize.detectors.common import candidate_causes
+
+    tb = TraceBuilder(["relu", "relu", "softmax"], optimizer="SGD", lr=0.5)
+    tb.trace.fit.x.update({"max": 300.0, "min": 0.0, "std": 80.0})
+    causes = candidate_causes(tb.trace, diverging=True)
+    assert [c.root for c in causes] == ["learning_rate", "data_normalization"]
+    assert causes[0].fixes[0].new_value == "0.01"
+    plain = TraceBuilder(["relu", "relu", "softmax"])
+    causes = candidate_causes(plain.trace, diverging=True)
+    assert [c.root for c in causes] == ["learning_rate"] and not causes[0].strong
+
+
+def test_a_nan_finding_carries_the_other_candidates_as_alternatives():
+    tb = TraceBuilder(["relu", "relu", "softmax"], optimizer="SGD", lr=0.5)
+    tb.trace.fit.x.update({"max": 300.0, "min": 0.0, "std": 80.0})
+    for s in range(5):
+        tb.step(0, 2.0)
+    tb.step(0, float("nan"), acts=[act(nonfinite=1.0)] * 3)
+    nan = [f for f in diagnose(tb.trace) if f.code == "nan-inf"][0]
+    assert nan.root_cause == "learning_rate"
+    assert [a.root_cause for a in nan.alternatives] == ["data_normalization"]
+
+
+def test_verdicts_compare_the_symptoms_measures():
+    from deeplocalize.verify import judge
+
+    assert judge({"finite": False}, {"finite": True, "loss": 0.5}, False, False)[0] == "verified"
+    assert judge({"finite": False}, {"finite": False}, True, False)[0] == "refuted"
+    assert judge({"crashed": True, "error": "ValueError: x"}, {"finite": True}, False, False)[0] == "verified"
+    assert judge({"finite": True, "accuracy": 0.5}, {"crashed": True, "error": "E"}, False, False)[0] == "refuted"
+    # Clearly better, even when a rule still fires; no better is refuted, even when the rule is quiet.
+    assert judge({"finite": True, "accuracy": 0.10}, {"finite": True, "accuracy": 0.91}, True, False)[0] == "verified"
+    assert judge({"finite": True, "accuracy": 0.90}, {"finite": True, "accuracy": 0.90}, False, False)[0] == "refuted"
+    assert judge({"finite": True, "accuracy": 0.80}, {"finite": True, "accuracy": 0.70}, False, False)[0] == "refuted"
+    # Validation accuracy first; a changed loss compares only relative to chance.
+    assert judge({"finite": True, "accuracy": 0.9, "val_accuracy": 0.5}, {"finite": True, "accuracy": 0.99, "val_accuracy": 0.5}, True, False)[0] == "refuted"
+    assert judge({"finite": True, "loss_drop": 0.9, "loss_vs_chance": 1.0}, {"finite": True, "loss_drop": 0.1, "loss_vs_chance": 0.4}, False, True)[0] == "verified"
+    assert judge({"finite": True, "loss_drop": 0.01}, {"finite": True, "loss_drop": 0.6}, True, False)[0] == "verified"
+
+
+def test_counterfactual_runs_train_the_symptoms_epochs_plus_a_margin_within_the_cap():
+    from deeplocalize.verify import rerun_epochs, truncated
+
+    tb = TraceBuilder(["relu", "softmax"]).healthy(epochs=10)
+    assert rerun_epochs(tb.trace, 20) == 12 and rerun_epochs(tb.trace, 11) == 11
+    short = TraceBuilder(["relu", "softmax"])
+    short.step(0, 2.0).step(0, float("nan"))
+    assert rerun_epochs(short.trace, 20) == 2  # stopped inside epoch 1: one epoch, plus one
+    cut = truncated(tb.trace, 4)
+    assert len(cut.epochs) == 4 and {s.epoch for s in cut.steps} == {0, 1, 2, 3} and len(tb.trace.epochs) == 10
+
+
+def test_a_silent_failure_stops_the_run_once_established_over_two_epochs():
+    import deeplocalize.detectors as det
+
+    tb = TraceBuilder(["relu", "relu", "softmax"])
+    dead = [act(dead=1.0, nonpos=1.0, mean=0.0, std=0.0), act(), act()]
+    rule = det.DecisiveRule()
+    stopped_at = None
+    for e in range(20):
+        for s in range(10):
+            tb.step(e, math.log(10), acts=dead)
+            assert rule(tb.trace) is False
+        tb.epoch(e, math.log(10), 0.1)
+        if rule(tb.trace):
+            stopped_at = e + 1
+            break
+    assert stopped_at == 6, stopped_at  # 5 = a quarter of the 20 epochs, confirmed at the next one
+    assert "dead-relu" in rule.reason
+
+    healthy = TraceBuilder(["relu", "relu", "softmax"]).healthy(epochs=20)
+    rule = det.DecisiveRule()
+    assert not any(rule(det_trace) for det_trace in [healthy.trace])
+    assert det.silent_failure(healthy.trace) == set()

@@ -128,15 +128,27 @@ async def test_nan_fixture_diagnostic_quick_fix_progress_hover_and_lens(client: 
     await until(lambda: isinstance(client.progress_reports[token][-1], lsp.WorkDoneProgressEnd), 10, "progress end")
     assert "fault" in client.progress_reports[token][-1].message
 
-    # the preferred quick fix rewrites the defining line
+    # the first diagnosis was published before the experiments, which then updated it in place
+    order = [m for m in logs(client) if "first diagnosis published" in m or re.match(rf"deeplocalize: {path.name}: ok, ", m)]
+    assert "first diagnosis published" in order[0] and len(order) == 2
+    assert top.data["confirmation"] == "verified" and "Verified by re-training with the fix" in top.message
+    verification = top.data["fixes"][0]["verification"]
+    assert verification["verdict"] == "verified" and verification["after"]["accuracy"] > verification["before"]["accuracy"] + 0.3
+
+    # the preferred quick fix is the verified one, says so, and rewrites the defining line
     actions = await client.text_document_code_action_async(lsp.CodeActionParams(
         text_document=lsp.TextDocumentIdentifier(uri=uri), range=top.range, context=lsp.CodeActionContext(diagnostics=[top])))
     preferred = [a for a in actions if a.is_preferred]
     assert len(preferred) == 1 and preferred[0].kind == lsp.CodeActionKind.QuickFix
+    assert preferred[0].title.endswith("(verified)")
     (change,) = preferred[0].edit.document_changes
     assert change.text_document.uri == uri and change.text_document.version == 1
     fixed = apply(path.read_text(), change.edits)
     assert fixed.splitlines()[6] == "lr = 0.001  # FAULT"
+
+    # hover on the diagnostic's line shows what re-training with the fix changed
+    hover = await client.text_document_hover_async(lsp.HoverParams(text_document=lsp.TextDocumentIdentifier(uri=uri), position=lsp.Position(line=6, character=6)))
+    assert "| measure | before | after |" in hover.contents.value and "verified" in hover.contents.value
 
     # hover on a layer line shows that layer's recorded statistics
     hover = await client.text_document_hover_async(lsp.HoverParams(text_document=lsp.TextDocumentIdentifier(uri=uri), position=lsp.Position(line=10, character=10)))

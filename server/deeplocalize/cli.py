@@ -16,8 +16,12 @@ from typing import Any
 from rich.console import Console
 
 from . import __version__
-from .engine import EnvironmentProblem, FileReport, analyze
+from .engine import EnvironmentProblem, FileReport, analyze, verify
+from .findings import Fix
 from .runner import RunOptions, WorkerPool
+from .verify import describe
+
+JSON_VERSION = 2  # 2: fixes carry "preferred", "root_cause" and "verification"; findings "confirmation"
 
 _STYLE = {"error": "bold red", "warning": "yellow", "information": "cyan", "hint": "dim"}
 
@@ -37,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="extra environment variable for the script")
     c.add_argument("--show-output", action="store_true", help="echo the script's own output to stderr")
     c.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
+    c.add_argument("--no-verify", action="store_true", help="do not re-train with the fixes applied to verify them")
+    c.add_argument("--verify-seconds", type=float, default=60.0,
+                   help="time budget per script for the re-runs that verify fixes (default 60)")
     return p
 
 
@@ -49,6 +56,8 @@ def _options(args: argparse.Namespace) -> RunOptions:
         env[k] = v
     if args.max_seconds <= 0:
         raise SystemExit("deeplocalize: --max-seconds must be positive")
+    if args.verify_seconds <= 0:
+        raise SystemExit("deeplocalize: --verify-seconds must be positive (use --no-verify to skip verification)")
     return RunOptions(
         python=args.python,
         max_seconds=args.max_seconds,
@@ -77,10 +86,20 @@ def render_text(report: FileReport, console: Console) -> None:
         ev = ", ".join(f"{k}={_short(v)}" for k, v in f.evidence.items() if k != "message")
         if ev:
             console.print(f"    evidence: {ev}", style="dim", highlight=False, soft_wrap=True)
-        for i, fix in enumerate(lf.fixes):
+        preferred = lf.preferred
+        for fix in lf.fixes:
             edits = "; ".join(f"{e.range.start.line}:{e.range.start.column} -> {e.new_text.strip()!r}" for e in fix.edits)
-            console.print(f"    fix{' (preferred)' if i == 0 else ''}: {fix.title}  [{edits}]", highlight=False, soft_wrap=True)
+            tags = (["preferred"] if fix is preferred else []) + ([_verdict(fix)] if fix.verification else [])
+            console.print(f"    fix{' (' + ', '.join(tags) + ')' if tags else ''}: {fix.title}  [{edits}]", highlight=False, soft_wrap=True)
     console.print(f"{rel}: {report.status}, {len(report.findings)} finding(s), {report.duration_s:.1f} s", style="dim")
+
+
+def _verdict(fix: Fix) -> str:
+    v = fix.verification
+    assert v is not None
+    if v.verdict == "verified":
+        return f"verified: {describe(v)}"
+    return f"{v.verdict}: {v.reason}"
 
 
 def _short(v: Any) -> str:
@@ -114,7 +133,13 @@ async def _check(args: argparse.Namespace) -> int:
                     err.print(line, markup=False, highlight=False)
 
             try:
-                report = await analyze(path, options, pool=pool, on_event=on_event, on_output=on_output)
+                report = await analyze(path, options, pool=pool, on_event=on_event, on_output=on_output, warm_next=not args.no_verify)
+                if not args.no_verify:
+                    def on_progress(message: str, _p: str = path) -> None:
+                        if show_progress:
+                            err.print(f"[dim]{os.path.basename(_p)}: {message}[/dim]", highlight=False)
+
+                    await verify(report, options, args.verify_seconds, pool=pool, on_progress=on_progress)
             except EnvironmentProblem as exc:
                 err.print(f"deeplocalize: {exc}", style="red", markup=False)
                 return 2
@@ -124,7 +149,7 @@ async def _check(args: argparse.Namespace) -> int:
     finally:
         pool.close()
     if args.format == "json":
-        print(json.dumps({"version": 1, "files": [r.to_json() for r in reports]}, indent=2))
+        print(json.dumps({"version": JSON_VERSION, "files": [r.to_json() for r in reports]}, indent=2))
     found = any(f.finding.severity in ("error", "warning") for r in reports for f in r.findings)
     return 1 if found else 0
 

@@ -8,12 +8,14 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from .detectors import DecisiveRule, diagnose, measure
 from .findings import SEVERITIES, Finding, LocatedFinding, Position, SourceRange, Target
 from .locate import Locator, frame_range, line_range, load_source
 from .runner import EventCallback, OutputCallback, RunOptions, RunResult, WorkerPool, run_script
 from .trace import Trace
+from .verify import Experiment, UpdateCallback, VerifySummary, testable, verify_findings
 
 KERAS_MODULES = ("keras", "tensorflow", "tf_keras")
 
@@ -31,6 +33,8 @@ class FileReport:
     trace: Trace | None = None
     run: RunResult | None = None
     message: str = ""
+    source: str = ""  # the text that was analyzed (fixes apply to it)
+    verification: VerifySummary | None = None
 
     def to_json(self) -> dict:
         return {
@@ -38,13 +42,13 @@ class FileReport:
             "status": self.status,
             "duration_s": round(self.duration_s, 3),
             "findings": [f.to_json() for f in self.findings],
+            "verification": self.verification.to_json() if self.verification else None,
         }
 
     @property
     def worst(self) -> str | None:
-        order = ["error", "warning", "information", "hint"]
         sev = [f.finding.severity for f in self.findings]
-        return min(sev, key=order.index) if sev else None
+        return min(sev, key=SEVERITIES.index) if sev else None
 
 
 def syntax_error(text: str, path: str) -> SourceRange | None:
@@ -106,8 +110,13 @@ async def analyze(
     on_event: EventCallback | None = None,
     on_output: OutputCallback | None = None,
     text: str | None = None,
+    warm_next: bool = False,
 ) -> FileReport:
-    """Analyze one script. `text` overrides the file's content for the static checks only."""
+    """Analyze one script. `text`, when given, is what runs in place of the file's content
+    (the editor's saved text, or a fixed copy); findings are located in the file, so it
+    should match it. `warm_next` starts a second worker during the run, for the
+    experiments that follow."""
+    source = text
     start = time.monotonic()
     path = os.path.abspath(path)
     if text is None:
@@ -126,7 +135,7 @@ async def analyze(
     if not uses_keras(text, path):
         return FileReport(path, "not_keras", time.monotonic() - start, [], message="the script does not import Keras or TensorFlow")
 
-    run = await run_script(path, options, pool=pool, on_event=on_event, on_output=on_output, should_stop=DecisiveRule())
+    run = await run_script(path, options, pool=pool, on_event=on_event, on_output=on_output, should_stop=DecisiveRule(), keep_warm=warm_next, source=source)
     trace = run.trace
     if trace.unsupported:
         raise EnvironmentProblem(f"the interpreter {options.python} cannot run the probe: {trace.unsupported}")
@@ -165,7 +174,27 @@ async def analyze(
         how = "called sys.exit() before training" if trace.end_reason == "sys_exit" else "finished without training a Keras model with fit()"
         findings.append(_info("no-training", f"The script {how}; nothing to analyze.", line_range(src, path, 1), "hint"))
     # Hover and the code lens follow the first fit; every fit's findings are in `findings`.
-    return FileReport(path, status, time.monotonic() - start, findings, (run.traces or [trace])[0], run)
+    return FileReport(path, status, time.monotonic() - start, findings, (run.traces or [trace])[0], run, source=text)
+
+
+async def verify(
+    report: FileReport,
+    options: RunOptions,
+    budget_s: float,
+    pool: WorkerPool | None = None,
+    on_update: UpdateCallback | None = None,
+    on_progress: Callable[[str], None] | None = None,
+) -> VerifySummary | None:
+    """Re-train with each serious finding's fixes applied (see verify.py); updates the report in place."""
+    if report.run is None or report.status in ("syntax_error", "not_keras") or not any(testable(f) for f in report.findings):
+        return None
+    started = time.monotonic()
+    exp = Experiment(report.path, report.source, report.run, options, pool)
+    report.verification = await verify_findings(exp, report.findings, budget_s, on_update, on_progress)
+    order = list(SEVERITIES)
+    report.findings.sort(key=lambda f: order.index(f.finding.severity))
+    report.duration_s += time.monotonic() - started
+    return report.verification
 
 
 def diagnose_fits(traces: list[Trace]) -> list[LocatedFinding]:
@@ -179,6 +208,7 @@ def diagnose_fits(traces: list[Trace]) -> list[LocatedFinding]:
         locator = Locator(t)
         for f in diagnose(t):
             located = locator.locate(f)
+            located.fit_index = t.fit_index
             key = (f.code, located.range.start.line, located.range.start.column)
             cur = kept.get(key)
             if cur is None or order.index(f.severity) < order.index(cur.finding.severity):

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .engine import FileReport, analyze
+from .engine import FileReport, analyze, verify
 from .runner import RunOptions, WorkerPool
 
 SERIOUS = ("error", "warning")
@@ -35,6 +35,7 @@ class Score:
     detected: bool
     localized: bool
     diagnosed: bool
+    first_s: float = 0.0  # time to the first diagnosis (before any verification)
 
     @property
     def false_positive(self) -> bool:
@@ -68,13 +69,20 @@ def score(exp: Expectation, report: FileReport) -> Score:
     return Score(exp, report, bool(serious), localized, diagnosed)
 
 
-async def evaluate(expectations: list[Expectation], options: RunOptions, parallel: int = 2) -> Summary:
+async def evaluate(expectations: list[Expectation], options: RunOptions, parallel: int = 2, verify_seconds: float | None = None) -> Summary:
+    """Score each expectation; with `verify_seconds`, after verifying the fixes by experiment."""
     pool = WorkerPool()
     sem = asyncio.Semaphore(parallel)
 
     async def one(exp: Expectation) -> Score:
         async with sem:
-            return score(exp, await analyze(str(exp.path), options, pool=pool))
+            report = await analyze(str(exp.path), options, pool=pool, warm_next=verify_seconds is not None)
+            first = report.duration_s
+            if verify_seconds is not None:
+                await verify(report, options, verify_seconds, pool=pool)
+            result = score(exp, report)
+            result.first_s = first
+            return result
 
     try:
         scores = await asyncio.gather(*(one(e) for e in expectations))

@@ -50,6 +50,17 @@ class FixSpec:
 
 
 @dataclass
+class Alternative:
+    """Another cause that explains the same symptom, ranked after the finding's own:
+    a counterfactual run that heals the symptom with its fix makes it the root cause."""
+
+    root_cause: str
+    target: Target
+    fixes: list[FixSpec]
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class Finding:
     code: str
     severity: str
@@ -64,6 +75,7 @@ class Finding:
     # "weak" when the root cause is a fallback or the symptom is generic; a weak
     # finding yields to any strong one (it becomes information).
     confidence: str = "strong"
+    alternatives: list[Alternative] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         assert self.severity in SEVERITIES, self.severity
@@ -94,10 +106,36 @@ class TextEdit:
     new_text: str
 
 
+VERDICTS = ("verified", "refuted", "inconclusive")
+
+
+@dataclass
+class Verification:
+    """What re-training with a fix applied changed: the symptom's measures before and after."""
+
+    verdict: str  # verified | refuted | inconclusive
+    before: dict[str, Any]
+    after: dict[str, Any]
+    steps: int
+    epochs: int
+    seconds: float
+    reason: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"verdict": self.verdict, "before": self.before, "after": self.after, "steps": self.steps,
+                "epochs": self.epochs, "seconds": round(self.seconds, 2), "reason": self.reason}
+
+
 @dataclass
 class Fix:
+    """Text edits for one candidate cause. `root_cause`/`anchor` are set when the fix
+    belongs to an alternative cause: if it is verified, the finding moves there."""
+
     title: str
     edits: list[TextEdit]
+    root_cause: str | None = None
+    anchor: "SourceRange | None" = None
+    verification: Verification | None = None
 
 
 @dataclass
@@ -106,6 +144,17 @@ class LocatedFinding:
     range: SourceRange
     fixes: list[Fix]
     layer: dict[str, Any] | None
+    # verified | unconfirmed | inconclusive, once the fixes were tried; None: not tried.
+    confirmation: str | None = None
+    fit_index: int = 0  # which fit of the script showed it
+
+    @property
+    def preferred(self) -> Fix | None:
+        """The verified fix if one is, else the first (ranked) one not refuted by a re-run."""
+        for fix in self.fixes:
+            if fix.verification is not None and fix.verification.verdict == "verified":
+                return fix
+        return next((fix for fix in self.fixes if fix.verification is None or fix.verification.verdict != "refuted"), None)
 
     def to_json(self) -> dict[str, Any]:
         f = self.finding
@@ -118,5 +167,13 @@ class LocatedFinding:
             "range": self.range.to_json(),
             "layer": self.layer,
             "evidence": f.evidence,
-            "fixes": [{"title": x.title, "edits": [{"range": e.range.to_json(), "new_text": e.new_text} for e in x.edits]} for x in self.fixes],
+            "confirmation": self.confirmation,
+            "fixes": [self._fix_json(x) for x in self.fixes],
         }
+
+    def _fix_json(self, fix: Fix) -> dict[str, Any]:
+        out: dict[str, Any] = {"title": fix.title, "preferred": fix is self.preferred,
+                               "root_cause": fix.root_cause or self.finding.root_cause,
+                               "edits": [{"range": e.range.to_json(), "new_text": e.new_text} for e in fix.edits]}
+        out["verification"] = fix.verification.to_json() if fix.verification else None
+        return out

@@ -174,21 +174,31 @@ class Locator:
     # ------------------------------------------------------------- public
     def locate(self, finding: Finding) -> LocatedFinding:
         anchor, arg_site = self._anchor(finding.target)
-        fixes = []
-        for spec in finding.fixes:
-            fix = self._fix(spec, finding.target, arg_site)
-            if fix is not None and spec.also:
-                fix = self._with_companions(fix, spec.also, finding.target)
-            if fix is not None:
-                fixes.append(fix)
-            if arg_site and arg_site[0] == "replace_default" and arg_site[4] and spec.new_value:
-                _, _, call, src, param = arg_site
-                fixes.append(Fix(spec.title + " (at this call)", [_insert_kwarg(src, call, param, spec.new_value)]))
+        fixes = self._fixes(finding.fixes, finding.target, arg_site, finding.root_cause, anchor)
+        # Alternative causes: their fixes follow, each with the place the finding moves to if it heals the symptom.
+        for alt in finding.alternatives:
+            alt_anchor, alt_site = self._anchor(alt.target)
+            fixes += self._fixes(alt.fixes, alt.target, alt_site, alt.root_cause, alt_anchor)
         layer = None
         if finding.layer is not None and 0 <= finding.layer < len(self.trace.layers):
             l = self.trace.layers[finding.layer]
             layer = {"name": l.name, "index": l.index, "class": l.cls}
         return LocatedFinding(finding, anchor, fixes, layer)
+
+    def _fixes(self, specs: list[FixSpec], target: Target, arg_site: Any, root_cause: str | None, anchor: SourceRange) -> list[Fix]:
+        fixes = []
+        for spec in specs:
+            fix = self._fix(spec, target, arg_site)
+            if fix is not None and spec.also:
+                fix = self._with_companions(fix, spec.also, target)
+            if fix is not None:
+                fixes.append(fix)
+            if arg_site and arg_site[0] == "replace_default" and arg_site[4] and spec.new_value:
+                _, _, call, src, param = arg_site
+                fixes.append(Fix(spec.title + " (at this call)", [_insert_kwarg(src, call, param, spec.new_value)]))
+        for fix in fixes:
+            fix.root_cause, fix.anchor = root_cause, anchor
+        return fixes
 
     # ------------------------------------------------------------ anchors
     def _fallback(self) -> SourceRange:

@@ -202,8 +202,12 @@ class Worker:
         on_output: OutputCallback | None = None,
         should_stop: StopPredicate | None = None,
         argv: list[str] | None = None,
+        source: str | None = None,
     ) -> RunResult:
-        """Give the worker its job and follow it to the end, enforcing the budgets."""
+        """Give the worker its job and follow it to the end, enforcing the budgets.
+
+        `source` runs that text in place of the file's (a counterfactual run with a
+        fix applied); the file itself is never written."""
         assert self.proc is not None and self._events is not None and not self.used
         self.used = True
         opts = self.options
@@ -214,6 +218,8 @@ class Worker:
         status = {"value": "finished", "message": ""}
 
         job = {"script": script, "argv": argv or [], "max_epochs": opts.max_epochs, "seed": opts.seed, "fetch_every": opts.fetch_every, "cwd": opts.cwd, "max_fits": opts.max_fits}
+        if source is not None:
+            job["source"] = source
         try:
             os.write(self._control_w, (json.dumps(job) + "\n").encode())
         except OSError:
@@ -318,9 +324,17 @@ class WorkerPool:
 
     def __init__(self) -> None:
         self._spare: dict[tuple, Worker] = {}
+        self._starting: dict[tuple, asyncio.Future] = {}
+        self._closed = False
 
     async def take(self, options: RunOptions) -> Worker:
         key = options.key()
+        starting = self._starting.get(key)
+        if starting is not None and key not in self._spare:
+            try:
+                await asyncio.shield(starting)  # one is on its way: cheaper than a new import
+            except Exception:  # noqa: BLE001
+                pass
         worker = self._spare.pop(key, None)
         if worker is not None and worker.alive() and not worker.used:
             worker.options = options
@@ -332,14 +346,27 @@ class WorkerPool:
     async def prewarm(self, options: RunOptions) -> None:
         key = options.key()
         current = self._spare.get(key)
-        if current is not None and current.alive() and not current.used:
+        if (current is not None and current.alive() and not current.used) or key in self._starting or self._closed:
             return
+        fut = asyncio.get_running_loop().create_future()
+        self._starting[key] = fut
         try:
-            self._spare[key] = await Worker(options).start()
+            worker = await Worker(options).start()
+            if self._closed:  # closed while it started: it must not outlive the pool
+                worker.kill()
+                return
+            old = self._spare.get(key)
+            if old is not None and old is not worker:
+                old.kill()
+            self._spare[key] = worker
         except OSError:
             pass
+        finally:
+            self._starting.pop(key, None)
+            fut.set_result(None)
 
     def close(self) -> None:
+        self._closed = True
         for worker in self._spare.values():
             worker.kill()
         self._spare.clear()
@@ -355,10 +382,15 @@ async def run_script(
     on_event: EventCallback | None = None,
     on_output: OutputCallback | None = None,
     should_stop: StopPredicate | None = None,
+    source: str | None = None,
+    keep_warm: bool = False,
 ) -> RunResult:
+    """`keep_warm`: start the next worker while this one trains (another run follows)."""
     worker = await pool.take(options) if pool is not None else await Worker(options).start()
+    if keep_warm and pool is not None:
+        asyncio.ensure_future(pool.prewarm(options))
     try:
-        return await worker.run(script, on_event=on_event, on_output=on_output, should_stop=should_stop)
+        return await worker.run(script, on_event=on_event, on_output=on_output, should_stop=should_stop, source=source)
     finally:
         worker.kill()
 

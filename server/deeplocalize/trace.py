@@ -21,6 +21,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "loss": ("loss", "reg"),
     "y": ("min", "max", "mean", "nonfinite"),
     "y_pred": ("min", "max", "mean", "std", "nonfinite", "rowsum_mean", "rowsum_std"),
+    "hit": ("rate",),
 }
 
 

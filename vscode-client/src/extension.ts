@@ -19,7 +19,7 @@ const PIP_NAMES: Record<string, string> = {
 };
 
 interface Interpreter { path: string; source: string }
-interface RunStatus { uri: string; phase: "running" | "done" | "cancelled" | "failed"; outcome: string; file: string }
+interface RunStatus { uri: string; phase: "running" | "verifying" | "done" | "cancelled" | "failed"; outcome: string; file: string }
 
 let client: LanguageClient | undefined;
 let log: vscode.LogOutputChannel;
@@ -235,6 +235,9 @@ async function start(): Promise<void> {
   client.onNotification("deeplocalize/runStatus", (p: RunStatus) => {
     if (p.phase === "running") {
       setStatus(`$(sync~spin) DeepLocalize: training ${p.file}`, `Training ${p.file}; click for logs. Cancel: 'DeepLocalize: Cancel Analysis'.`);
+    } else if (p.phase === "verifying") {
+      setStatus(`$(beaker~spin) DeepLocalize: verifying fixes of ${p.file}`,
+        `Re-training ${p.file} with each fix applied (in memory) to verify it; the first diagnosis is shown meanwhile. Cancel: 'DeepLocalize: Cancel Analysis'.`);
     } else if (p.phase === "done") {
       const icon = p.outcome.startsWith("no faults") ? "$(check)" : "$(warning)";
       setStatus(`${icon} DeepLocalize: ${p.outcome}`, `${p.file}: ${p.outcome}`);

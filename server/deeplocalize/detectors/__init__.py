@@ -103,15 +103,26 @@ def _merge(findings: list[Finding]) -> list[Finding]:
 WEAK_PREFERENCE = ["exploding-gradients", "too-few-epochs", "weights-barely-change", "saturated-activation", "dead-relu", "vanishing-gradients", "not-learning"]
 
 
+# Symptoms that, once established over a window, do not heal by themselves: the run
+# can stop there and let experiments, not more epochs, settle the cause.
+ESTABLISHED = {"dead-relu", "saturated-activation", "vanishing-gradients", "exploding-gradients", "not-learning"}
+MIN_EPOCHS_FOR_SYMPTOM = 3
+MIN_FRACTION_FOR_SYMPTOM = 0.25  # of the fit's epochs
+
+
 class DecisiveRule:
-    """Stop training early: a NaN has appeared, or a static error is certain and one epoch has been seen.
+    """Stop training early: a NaN has appeared, a static error is certain and one
+    epoch has been seen, or a silent failure is established (see `silent_failure`).
 
     Called on every probe event while the run streams in, so it is incremental:
-    each step is inspected once and the static rules are evaluated once.
+    each step is inspected once, the static rules are evaluated once, the
+    runtime detectors once per epoch.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, silent_failures: bool = True) -> None:
         self._trace: Trace | None = None
+        self.silent_failures = silent_failures
+        self.reason = ""
 
     def _start(self, trace: Trace) -> None:
         """A new fit (its own Trace) starts with a fresh verdict."""
@@ -119,6 +130,8 @@ class DecisiveRule:
         self._seen = 0
         self._nonfinite = False
         self._static_error: bool | None = None
+        self._epochs_checked = 0
+        self._last_symptoms: set[tuple] = set()
 
     def __call__(self, trace: Trace) -> bool:
         if trace is not self._trace:
@@ -128,10 +141,43 @@ class DecisiveRule:
                 self._nonfinite = True
         self._seen = len(trace.steps)
         if self._nonfinite and len(trace.steps) >= 2:
+            self.reason = "non-finite values"
             return True
         if trace.epochs and self._static_error is None:
             self._static_error = any(f.severity == "error" for f in check_static(trace))
-        return bool(self._static_error)
+        if self._static_error:
+            self.reason = "a certain configuration error"
+            return True
+        if self.silent_failures and len(trace.epochs) > self._epochs_checked:
+            self._epochs_checked = len(trace.epochs)
+            symptoms = silent_failure(trace)
+            stable = symptoms & self._last_symptoms
+            self._last_symptoms = symptoms
+            if stable:
+                self.reason = f"{sorted(stable)[0][0]} established over two epochs"
+                return True
+        return False
+
+
+def silent_failure(trace: Trace) -> set[tuple]:
+    """Established symptoms of a fit that trains without crashing, as (code, target) keys.
+
+    Only after a window (>= 3 epochs and a quarter of the fit), only while epochs remain
+    to save, and a flat loss only when it is really flat (< 2% drop) at chance level.
+    """
+    fit = trace.fit
+    done = len(trace.epochs)
+    if fit is None or done < MIN_EPOCHS_FOR_SYMPTOM or done < MIN_FRACTION_FOR_SYMPTOM * fit.epochs or done >= fit.epochs:
+        return set()
+    progress = measure(trace)
+    out = set()
+    for f in diagnose(trace):
+        if f.severity not in ("error", "warning") or f.code not in ESTABLISHED:
+            continue
+        if f.code == "not-learning" and (progress is None or progress.rel_improvement >= 0.02 or progress.oscillation > 0.5):
+            continue
+        out.add((f.code, f.root_cause, f.target.kind, f.target.layer, f.target.arg))
+    return out
 
 
 def is_decisive(trace: Trace) -> bool:

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ..findings import FixSpec, Target
+from ..findings import Alternative, FixSpec, Target
 from ..trace import LayerInfo, Trace
 from .heads import effective_activation, output_head
 
@@ -326,60 +326,65 @@ def saturating_cause(trace: Trace) -> Cause | None:
 
 
 def eliminate_cause(trace: Trace, diverging: bool = False) -> Cause:
-    """DeepDiagnosis-style elimination for unstable training: first match wins.
+    """DeepDiagnosis-style elimination for unstable training: the first candidate cause."""
+    return candidate_causes(trace, diverging)[0]
+
+
+def candidate_causes(trace: Trace, diverging: bool = False) -> list[Cause]:
+    """Every cause that could explain unstable training, most specific first; the
+    counterfactual runs try them in this order.
 
     Order: weights initialized far from a variance-preserving scale (or uncentered),
     a learning rate far above the optimizer's default, a slow-by-default optimizer,
     unscaled inputs/targets, a moderately high rate, a regression loss on a
-    classifier, a stack of saturating activations, extreme momentum; else the step
-    size (never raised for non-finite values).
+    classifier, a stack of saturating activations, extreme momentum; the step size
+    always closes the list (never raised for non-finite values), weak when nothing
+    specific came before it.
     """
-    evidence: dict[str, Any] = {}
+    out: list[Cause] = []
     bad = bad_init_layers(trace)
     if bad:
         layer, scale = bad[0]
-        evidence["init_scale"] = round(scale, 4)
         target, fixes = init_target_and_fixes(layer)
-        return Cause("initialization", target, fixes, evidence)
+        out.append(Cause("initialization", target, fixes, {"init_scale": round(scale, 4)}))
     cls, lr, ratio = lr_info(trace)
     if lr is not None and ratio >= 10:
-        evidence.update({"learning_rate": lr, "default_learning_rate": DEFAULT_LR.get(cls, 0.001)})
         target, fixes = lr_target_and_fixes(trace, "down")
-        return Cause("learning_rate", target, fixes, evidence)
+        out.append(Cause("learning_rate", target, fixes, {"learning_rate": lr, "default_learning_rate": DEFAULT_LR.get(cls, 0.001)}))
     if cls in SLOW_BY_DEFAULT and lr is not None and abs(ratio - 1.0) < 1e-6:
-        evidence.update({"optimizer": cls, "learning_rate": lr})
         target, fixes = optimizer_target_and_fixes(trace)
-        return Cause("optimizer", target, fixes, evidence)
+        out.append(Cause("optimizer", target, fixes, {"optimizer": cls, "learning_rate": lr}))
     xs = x_scale_problem(trace)
     if xs:
-        evidence.update(xs)
         target, fixes = data_target_and_fixes("x")
-        return Cause("data_normalization", target, fixes, evidence)
+        out.append(Cause("data_normalization", target, fixes, dict(xs)))
     ys = y_scale_problem(trace)
     if ys:
-        evidence.update(ys)
         target, fixes = data_target_and_fixes("y")
-        return Cause("data_normalization", target, fixes, evidence)
-    if lr is not None and ratio > 3:
-        evidence.update({"learning_rate": lr})
+        out.append(Cause("data_normalization", target, fixes, dict(ys)))
+    if lr is not None and 3 < ratio < 10:
         target, fixes = lr_target_and_fixes(trace, "down")
-        return Cause("learning_rate", target, fixes, evidence)
+        out.append(Cause("learning_rate", target, fixes, {"learning_rate": lr}))
     loss_cause = classification_with_regression_loss(trace)
     if loss_cause is not None and not diverging:
-        return loss_cause
+        out.append(loss_cause)
     sat = saturating_cause(trace) if not diverging else None
     if sat is not None:
-        return sat
+        out.append(sat)
     opt = trace.optimizer
     if opt is not None and (opt.config.get("momentum") or 0) >= 0.95:
-        evidence["momentum"] = opt.config.get("momentum")
-        return Cause("optimizer", Target("optimizer_arg", arg="momentum"), [FixSpec("Use momentum 0.9", new_value="0.9")], evidence)
-    # Nothing specific: the step size is the usual suspect; its direction follows
-    # how far weights move per step.
-    med = median_log_update_ratio(trace)
-    # Non-finite or diverging values are never answered by a larger step.
-    direction = "down" if diverging or (med is not None and med > -1.5) else "up"
-    target, fixes = lr_target_and_fixes(trace, direction)
-    evidence["learning_rate"] = lr
-    return Cause("learning_rate", target, fixes, evidence, strong=False)
+        out.append(Cause("optimizer", Target("optimizer_arg", arg="momentum"), [FixSpec("Use momentum 0.9", new_value="0.9")], {"momentum": opt.config.get("momentum")}))
+    if not any(c.root == "learning_rate" for c in out):
+        # Nothing about the step size yet: it is the usual suspect; its direction
+        # follows how far weights move per step. Non-finite or diverging values are
+        # never answered by a larger step.
+        med = median_log_update_ratio(trace)
+        direction = "down" if diverging or (med is not None and med > -1.5) else "up"
+        target, fixes = lr_target_and_fixes(trace, direction)
+        out.append(Cause("learning_rate", target, fixes, {"learning_rate": lr}, strong=False))
+    return out
 
+
+def alternatives(causes: list[Cause]) -> list[Alternative]:
+    """The causes after the chosen one, as a finding carries them."""
+    return [Alternative(c.root, c.target, c.fixes, dict(c.evidence)) for c in causes]

@@ -7,7 +7,7 @@ import numpy as np
 
 from ..findings import Finding, FixSpec, Target
 from ..trace import Trace
-from .common import Cause, eliminate_cause, layer_label, lr_info, median_log_update_ratio, x_scale_problem, y_scale_problem, data_target_and_fixes
+from .common import Cause, alternatives, candidate_causes, layer_label, lr_info, median_log_update_ratio, x_scale_problem, y_scale_problem, data_target_and_fixes
 from .progress import Progress
 
 
@@ -114,14 +114,15 @@ def detect_not_learning(trace: Trace, progress: Progress | None) -> list[Finding
     med = median_log_update_ratio(trace)
     cls, lr, ratio = lr_info(trace)
     slow = not osc and med is not None and med <= -1.0
+    causes = candidate_causes(trace)
     if slow and (xs := x_scale_problem(trace)):
         target, fixes = data_target_and_fixes("x")
-        cause = Cause("data_normalization", target, fixes, xs)
+        causes.insert(0, Cause("data_normalization", target, fixes, xs))
     elif slow and (ys := y_scale_problem(trace)):
         target, fixes = data_target_and_fixes("y")
-        cause = Cause("data_normalization", target, fixes, ys)
-    else:
-        cause = eliminate_cause(trace)
+        causes.insert(0, Cause("data_normalization", target, fixes, ys))
+    causes = _distinct(causes)
+    cause = causes[0]
     root, target, fixes = cause.root, cause.target, cause.fixes
     ev.update(cause.evidence)
     symptom = "loss_oscillating" if osc else "loss_not_decreasing"
@@ -134,7 +135,19 @@ def detect_not_learning(trace: Trace, progress: Progress | None) -> list[Finding
         what = (f"The model stays at chance level (loss {progress.initial_loss:.4g} -> {progress.final_loss:.4g} over {progress.steps} steps"
                 + (f", accuracy {progress.accuracy:.2f} vs {progress.chance_accuracy:.2f} by always guessing the majority" if progress.accuracy is not None and progress.chance_accuracy is not None else "") + ")")
     return [Finding("not-learning", "warning", symptom, root, f"{what}; likely cause: {root.replace('_', ' ')}.",
-                    target, layer=target.layer, evidence=ev, fixes=fixes, confidence="weak")]
+                    target, layer=target.layer, evidence=ev, fixes=fixes, confidence="weak", alternatives=alternatives(causes[1:]))]
+
+
+def _distinct(causes: list[Cause]) -> list[Cause]:
+    """Each (root cause, source element) once, in the order given."""
+    seen: set[tuple] = set()
+    out = []
+    for c in causes:
+        key = (c.root, c.target.kind, c.target.layer, c.target.arg)
+        if key not in seen:
+            seen.add(key)
+            out.append(c)
+    return out
 
 
 VAL_ACCURACY = ("val_accuracy", "val_acc", "val_sparse_categorical_accuracy", "val_categorical_accuracy", "val_binary_accuracy")

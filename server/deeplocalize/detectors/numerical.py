@@ -6,7 +6,7 @@ import math
 
 from ..findings import Finding, FixSpec, Target
 from ..trace import Trace
-from .common import eliminate_cause, layer_label, loss_family, lr_info
+from .common import alternatives, candidate_causes, layer_label, loss_family, lr_info
 
 _ORDER = ("pre", "out", "grad", "w")
 # The locator rewrites the risky operation it finds (log, sqrt, division) with an epsilon guard.
@@ -81,14 +81,15 @@ def detect_nonfinite(trace: Trace) -> list[Finding]:
             return [Finding("nan-in-custom-loss", "error", "nan_inf", "numerical_operation",
                             f"{head}, while the model outputs were finite: an operation in the custom loss '{loss.get('name')}' produced it.",
                             Target("code", code=loss["code"]), evidence=evidence, observed=observed, fixes=[GUARD])]
-    cause = eliminate_cause(trace, diverging=True)
+    causes = candidate_causes(trace, diverging=True)
+    cause = causes[0]
     evidence.update(cause.evidence)
     growth = _grad_growth(trace, pos)
     if growth:
         evidence["gradient_norm_growth"] = growth
     return [Finding("nan-inf", "error", "nan_inf", cause.root, f"{head}; likely cause: {cause.root.replace('_', ' ')}.",
                     cause.target, layer=cause.target.layer if cause.target.layer is not None else layer_idx, evidence=evidence,
-                    observed=observed, fixes=cause.fixes)]
+                    observed=observed, fixes=cause.fixes, alternatives=alternatives(causes[1:]))]
 
 
 def _risky_code(trace: Trace, pos: int, kind: str, layer_idx: int | None) -> tuple[str, dict, int | None] | None:

@@ -3,6 +3,8 @@ output activation vs loss vs labels. They fire before any training step."""
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import math
 
 from ..findings import Finding, FixSpec, Target
@@ -28,6 +30,17 @@ def _where(head: Head) -> str:
 
 def _loss_fix(new: str) -> tuple[Target, list[FixSpec]]:
     return Target("compile_arg", arg="loss"), [FixSpec(f"Use loss \"{new}\"", new_value=f'"{new}"')]
+
+
+def _from_logits_on_probabilities(head: Any, act: str, add: Callable[..., None]) -> None:
+    """from_logits=True on a softmax/sigmoid output. When a layer applies it, Keras 3 on
+    TensorFlow sees the logits behind it and computes the loss from them anyway (with a
+    warning): training is unaffected, so it is information; applied elsewhere it may not be."""
+    declared = head.where == "layer"
+    add("from-logits-on-probabilities", "information" if declared else "warning", "loss",
+        f"The loss expects logits (from_logits=True) but the output layer already applies {act}"
+        + ("; Keras computes this loss from the logits behind that activation anyway, so training is unaffected, but the setting says the opposite of what the model does." if declared else "."),
+        Target("compile_arg", arg="loss"), [FixSpec("Set from_logits=False", new_value="False", arg="from_logits")], "loss_mismatch")
 
 
 def check_output_and_loss(trace: Trace) -> list[Finding]:
@@ -73,10 +86,7 @@ def check_output_and_loss(trace: Trace) -> list[Finding]:
                 return findings
         if logits:
             if act in ("softmax", "sigmoid"):
-                t = Target("compile_arg", arg="loss")
-                add("from-logits-on-probabilities", "warning", "loss",
-                    f"The loss expects logits (from_logits=True) but the output layer already applies {act}.", t,
-                    [FixSpec("Set from_logits=False", new_value="False", arg="from_logits")], "loss_mismatch")
+                _from_logits_on_probabilities(head, act, add)
             return findings
         if act != "softmax" and units and units > 1:
             t, f = _act_fix(trace, head, "softmax", " (cross-entropy needs a probability distribution)")
@@ -91,9 +101,7 @@ def check_output_and_loss(trace: Trace) -> list[Finding]:
     elif family == "binary":
         if logits:
             if act == "sigmoid":
-                add("from-logits-on-probabilities", "warning", "loss",
-                    "The loss expects logits (from_logits=True) but the output layer already applies sigmoid.",
-                    Target("compile_arg", arg="loss"), [FixSpec("Set from_logits=False", new_value="False", arg="from_logits")], "loss_mismatch")
+                _from_logits_on_probabilities(head, act, add)
             return findings
         if units and units > 2 and act == "softmax":
             new = "categorical_crossentropy" if y and y.get("one_hot") else "sparse_categorical_crossentropy"

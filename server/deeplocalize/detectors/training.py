@@ -9,7 +9,7 @@ import numpy as np
 from ..findings import Finding, FixSpec, Target
 from ..trace import LayerInfo, Trace
 from .common import (
-    RELU_LIKE, SATURATING, SLOW_BY_DEFAULT, DEFAULT_LR, Cause, activation_arg_target, bad_init_layers, saturating_stack, eliminate_cause, init_offset, init_target_and_fixes,
+    RELU_LIKE, SATURATING, SLOW_BY_DEFAULT, DEFAULT_LR, Cause, activation_arg_target, bad_init_layers, saturating_stack, alternatives, candidate_causes, init_offset, init_target_and_fixes,
     layer_label, lr_info, lr_target_and_fixes, median_log_update_ratio, optimizer_target_and_fixes, window, x_scale_problem,
     data_target_and_fixes,
 )
@@ -48,14 +48,16 @@ def detect_exploding(trace: Trace, progress: Progress | None) -> list[Finding]:
             start = l
             break
     start = start or layers[-1]
-    cause = eliminate_cause(trace, diverging=True)
+    causes = candidate_causes(trace, diverging=True)
+    cause = causes[0]
     ev = dict(cause.evidence)
     ev.update({"gradient_norm_growth": round(peak / base, 1), "weight_norm_growth": round(w_growth, 1)})
     return [Finding("exploding-gradients", "error", "exploding_gradient", cause.root,
                     (f"Gradients explode (norm x{peak / base:.3g}, weights x{w_growth:.3g})" if peak / base > 100 else f"Training diverges: weights grow x{w_growth:.3g} (gradient norm x{peak / base:.3g})")
                     + f" starting at {layer_label(start)}; likely cause: {cause.root.replace('_', ' ')}.",
                     cause.target, layer=cause.target.layer if cause.target.layer is not None else start.index, evidence=ev, fixes=cause.fixes,
-                    observed={"layer": start.index, "where": "grad"}, confidence="strong" if cause.strong else "weak")]
+                    observed={"layer": start.index, "where": "grad"}, confidence="strong" if cause.strong else "weak",
+                    alternatives=alternatives(causes[1:]))]
 
 
 def detect_vanishing(trace: Trace, progress: Progress | None) -> list[Finding]:
@@ -119,42 +121,47 @@ def detect_dead_relu(trace: Trace, progress: Progress | None) -> list[Finding]:
             continue
         ev = {"dead_unit_fraction": round(frac, 3)}
         severity = "warning" if (frac >= 0.99 or (progress is not None and progress.poor)) else "information"
-        cause = _unit_cause(trace, l, FixSpec('Use activation "leaky_relu"', new_value='"leaky_relu"'), data_first=False)
+        causes = _unit_causes(trace, l, FixSpec('Use activation "leaky_relu"', new_value='"leaky_relu"'), data_first=False)
+        cause = causes[0]
         root, target, fixes = cause.root, cause.target, cause.fixes
         ev.update(cause.evidence)
         out.append(Finding("dead-relu", severity, "dead_relu", root,
                            f"{frac:.0%} of the units of {layer_label(l)} output 0 for every sample (dead ReLUs); likely cause: {root.replace('_', ' ')}.",
                            target, layer=target.layer if target.layer is not None else l.index, evidence=ev, fixes=fixes,
-                           observed={"layer": l.index, "where": "out"}, confidence="strong" if cause.strong else "weak"))
+                           observed={"layer": l.index, "where": "out"}, confidence="strong" if cause.strong else "weak",
+                           alternatives=alternatives(causes[1:])))
         break  # the first dead layer starves everything after it
     return out
 
 
-def _unit_cause(trace: Trace, layer: LayerInfo, fallback: FixSpec, data_first: bool) -> Cause:
-    """Why a layer's units are dead or saturated; first match wins.
+def _unit_causes(trace: Trace, layer: LayerInfo, fallback: FixSpec, data_first: bool) -> list[Cause]:
+    """Why a layer's units are dead or saturated, most likely first.
 
     Unscaled inputs explain the first layer's saturation before anything else
     (data_first); then a bad initial weight scale, then a learning rate well
-    above the optimizer's default, then unscaled inputs, else the activation.
+    above the optimizer's default, then unscaled inputs; the activation itself
+    closes the list (weak when nothing came before it).
     """
+    out: list[Cause] = []
     xs = x_scale_problem(trace)
     first = layer.index == _first_trainable(trace)
     if data_first and xs and first:
         target, fixes = data_target_and_fixes("x")
-        return Cause("data_normalization", target, fixes, dict(xs))
+        out.append(Cause("data_normalization", target, fixes, dict(xs)))
     bad = bad_init_layers(trace)
     if bad:
         bad_layer, scale = bad[0]
         target, fixes = init_target_and_fixes(bad_layer)
-        return Cause("initialization", target, fixes, {"init_scale": round(scale, 4)})
+        out.append(Cause("initialization", target, fixes, {"init_scale": round(scale, 4)}))
     cls, lr, ratio = lr_info(trace)
     if lr is not None and ratio >= 3:
         target, fixes = lr_target_and_fixes(trace, "down")
-        return Cause("learning_rate", target, fixes, {"learning_rate": lr})
-    if xs and (first or data_first):
+        out.append(Cause("learning_rate", target, fixes, {"learning_rate": lr}))
+    if xs and (first or data_first) and not (data_first and first):
         target, fixes = data_target_and_fixes("x")
-        return Cause("data_normalization", target, fixes, dict(xs))
-    return Cause("activation", Target("layer_arg", layer=layer.index, arg="activation"), [fallback], {}, strong=False)
+        out.append(Cause("data_normalization", target, fixes, dict(xs)))
+    out.append(Cause("activation", Target("layer_arg", layer=layer.index, arg="activation"), [fallback], {}, strong=False))
+    return out
 
 
 def _first_trainable(trace: Trace) -> int | None:
@@ -174,13 +181,15 @@ def detect_saturation(trace: Trace, progress: Progress | None) -> list[Finding]:
         frac = float(np.median(sat))
         ev = {"saturated_fraction": round(frac, 3), "threshold": "|x| > 5"}
         severity = "warning" if progress is None or progress.poor else "information"
-        cause = _unit_cause(trace, l, FixSpec('Use activation "relu"', new_value='"relu"'), data_first=True)
+        causes = _unit_causes(trace, l, FixSpec('Use activation "relu"', new_value='"relu"'), data_first=True)
+        cause = causes[0]
         root, target, fixes = cause.root, cause.target, cause.fixes
         ev.update(cause.evidence)
         return [Finding("saturated-activation", severity, "saturation", root,
                         f"{frac:.0%} of the inputs of the {l.activation} in {layer_label(l)} are beyond +-5, where its gradient is ~0; likely cause: {root.replace('_', ' ')}.",
                         target, layer=target.layer if target.layer is not None else l.index, evidence=ev, fixes=fixes,
-                        observed={"layer": l.index, "where": "pre"}, confidence="strong" if cause.strong else "weak")]
+                        observed={"layer": l.index, "where": "pre"}, confidence="strong" if cause.strong else "weak",
+                        alternatives=alternatives(causes[1:]))]
     return []
 
 

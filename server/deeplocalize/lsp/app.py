@@ -23,11 +23,13 @@ from pygls.lsp.server import LanguageServer
 from pygls.uris import to_fs_path
 
 from .. import __version__
-from ..engine import EnvironmentProblem, FileReport, analyze, syntax_error, uses_keras
-from ..runner import WorkerPool, kill_all
+from ..engine import EnvironmentProblem, FileReport, analyze, syntax_error, uses_keras, verify
+from ..findings import LocatedFinding
+from ..runner import RunOptions, WorkerPool, kill_all
+from ..verify import testable
 from ..trace import Trace
 from .convert import code_actions, overlaps, to_diagnostic, uri_of
-from .hover import layer_markdown, layers_at
+from .hover import layer_markdown, layers_at, verification_markdown
 from .settings import Settings
 
 COMMAND_ANALYZE = "deeplocalize.analyze"
@@ -185,7 +187,8 @@ class DeepLocalizeServer(LanguageServer):
                 self.status(state, "running")
                 self.refresh_lenses()
                 self.log(f"deeplocalize: analyzing {name} ({reason}) with {options.python}, budget {settings.max_seconds:g} s / {settings.max_epochs or 'all'} epochs")
-                report = await analyze(path, options, pool=self.pool, on_event=progress.on_event, on_output=output.line, text=text)
+                report = await analyze(path, options, pool=self.pool, on_event=progress.on_event, on_output=output.line, text=text,
+                                       warm_next=settings.verify_fixes)
         except asyncio.CancelledError:
             self._unfinished(state, progress, output, "cancelled", "Cancelled",
                              f"deeplocalize: run of {name} cancelled; its training process was stopped", lsp.MessageType.Info)
@@ -205,17 +208,59 @@ class DeepLocalizeServer(LanguageServer):
             if self.settings_cache.warm_worker and not self.shutting_down:
                 asyncio.ensure_future(self.pool.prewarm(options))
         output.flush()
-        state.report, state.report_key, state.report_run = report, key, run_id
+        state.report, state.report_run = report, run_id  # hovers follow it while experiments run
+        self._finished(state, report, run_id)
+        if settings.verify_fixes and any(testable(f) for f in report.findings):
+            # The first diagnosis is out; experiments update it in place.
+            self.log(f"deeplocalize: {name}: first diagnosis published ({state.last_outcome}); verifying its fixes by re-training")
+            await self._verify(state, report, run_id, options, settings.verify_seconds, progress)
+        self.log(f"deeplocalize: {name}: {report.status}, {state.last_outcome}")
+        state.report_key = key  # reused on an unchanged save only once complete
+        progress.end(state.last_outcome)
+        self.status(state, "done", state.last_outcome)
+        self.refresh_lenses()
+
+    def _finished(self, state: DocState, report: FileReport, run_id: str) -> None:
         serious = [f for f in report.findings if f.finding.severity in ("error", "warning")]
         state.last_outcome = (f"{len(serious)} fault{'s' if len(serious) != 1 else ''}" if serious else "no faults") + f", {report.duration_s:.1f} s"
         self.publish(state, report, run_id)
         for lf in report.findings:
             f = lf.finding
             self.log(f"deeplocalize: {os.path.basename(lf.range.file)}:{lf.range.start.line}: {f.severity} {f.code} [{f.root_cause}] {f.message}")
-        self.log(f"deeplocalize: {name}: {report.status}, {state.last_outcome}")
-        progress.end(state.last_outcome)
-        self.status(state, "done", state.last_outcome)
-        self.refresh_lenses()
+
+    async def _verify(self, state: DocState, report: FileReport, run_id: str, options: RunOptions, budget: float, progress: "_Progress") -> None:
+        """Re-train with the fixes applied; each concluded finding is republished at once."""
+        name = os.path.basename(state.path)
+
+        def on_update(lf: LocatedFinding) -> None:
+            v = next((fix.verification for fix in lf.fixes if fix.verification), None)
+            self.log(f"deeplocalize: {name}: {lf.finding.code} {lf.confirmation}" + (f" ({v.reason})" if v else ""))
+            self.publish(state, report, run_id)
+
+        try:
+            async with self.gate:
+                state.running_since = time.monotonic()
+                self.status(state, "verifying")
+                self.refresh_lenses()
+                summary = await verify(report, options, budget, pool=self.pool, on_update=on_update, on_progress=progress.message)
+        except asyncio.CancelledError:
+            self.log(f"deeplocalize: verification of {name} cancelled; its training process was stopped; the first diagnosis stands")
+            progress.end("Cancelled")
+            self.status(state, "cancelled")
+            raise
+        except Exception as exc:  # noqa: BLE001 - the first diagnosis stays published
+            self.log(f"deeplocalize: internal error while verifying fixes of {name}: {type(exc).__name__}: {exc}", lsp.MessageType.Error)
+            return
+        finally:
+            state.running_since = None
+            if not self.shutting_down:
+                self.refresh_lenses()
+                if self.settings_cache.warm_worker:
+                    asyncio.ensure_future(self.pool.prewarm(options))
+        if summary is not None:
+            self.log(f"deeplocalize: {name}: verification {summary.verified} verified, {summary.refuted} unconfirmed, "
+                     f"{summary.inconclusive} inconclusive in {summary.seconds:.1f} s")
+        self._finished(state, report, run_id)
 
     def _unfinished(self, state: DocState, progress: "_Progress", output: "_OutputLog", phase: str, outcome: str,
                     message: str, kind: lsp.MessageType) -> None:
@@ -324,6 +369,14 @@ class _Progress:
             pct = int(min(99, 100 * done / self.epochs))
         try:
             self.server.work_done_progress.report(self.token, lsp.WorkDoneProgressReport(message=f"Training {self.name} — {msg}", percentage=pct))
+        except Exception:  # noqa: BLE001
+            pass
+
+    def message(self, text: str) -> None:
+        if not self.active:
+            return
+        try:
+            self.server.work_done_progress.report(self.token, lsp.WorkDoneProgressReport(message=f"{self.name}: {text}"))
         except Exception:  # noqa: BLE001
             pass
 
@@ -472,13 +525,18 @@ def _saved_matches(ls: DeepLocalizeServer, uri: str) -> bool:
 def on_hover(ls: DeepLocalizeServer, params: lsp.HoverParams) -> lsp.Hover | None:
     path = to_fs_path(params.text_document.uri)
     line = params.position.line + 1
+    parts: list[str] = []
     for state in ls.docs.values():
-        trace = state.report.trace if state.report else None
-        if trace is None or not trace.layers:
+        if state.report is None:
             continue
-        layers = layers_at(trace, path, line)
-        if layers:
-            return lsp.Hover(contents=lsp.MarkupContent(kind=lsp.MarkupKind.Markdown, value="\n\n---\n\n".join(layer_markdown(trace, l) for l in layers[:3])))
+        for lf in state.report.findings:
+            if lf.range.file == path and lf.range.start.line <= line <= lf.range.end.line and (md := verification_markdown(lf)):
+                parts.append(md)
+        trace = state.report.trace
+        if trace is not None and trace.layers:
+            parts += [layer_markdown(trace, l) for l in layers_at(trace, path, line)[:3]]
+        if parts:
+            return lsp.Hover(contents=lsp.MarkupContent(kind=lsp.MarkupKind.Markdown, value="\n\n---\n\n".join(parts)))
     return None
 
 

@@ -56,7 +56,8 @@ def _related(lf: LocatedFinding, trace: Trace | None) -> list[lsp.DiagnosticRela
 
 def fixes_data(lf: LocatedFinding) -> list[dict[str, Any]]:
     return [
-        {"title": fix.title, "edits": [{"uri": uri_of(e.range.file), "range": _range_json(to_range(e.range)), "newText": e.new_text} for e in fix.edits]}
+        {"title": fix.title, "edits": [{"uri": uri_of(e.range.file), "range": _range_json(to_range(e.range)), "newText": e.new_text} for e in fix.edits],
+         "verification": _jsonable(fix.verification.to_json()) if fix.verification else None}
         for fix in lf.fixes
     ]
 
@@ -76,7 +77,8 @@ def to_diagnostic(lf: LocatedFinding, trace: Trace | None, run_id: str) -> lsp.D
         source=SOURCE,
         message=f"{f.message}{cause}",
         related_information=_related(lf, trace) or None,
-        data={"fixes": fixes_data(lf), "root_cause": f.root_cause, "symptom": f.symptom, "run": run_id, "evidence": _jsonable(f.evidence)},
+        data={"fixes": fixes_data(lf), "root_cause": f.root_cause, "symptom": f.symptom, "run": run_id, "evidence": _jsonable(f.evidence),
+              "confirmation": lf.confirmation},
     )
 
 
@@ -91,10 +93,11 @@ def _jsonable(v: Any) -> Any:
 
 
 def code_actions(diag: lsp.Diagnostic, versions: dict[str, int | None]) -> list[lsp.CodeAction]:
-    """One quick fix per fix carried in the diagnostic's data; the first is preferred."""
+    """One quick fix per fix carried in the diagnostic's data; only a fix verified by
+    re-training is preferred (and says so), so an editor never auto-applies a guess."""
     data = diag.data if isinstance(diag.data, dict) else {}
     actions = []
-    for i, fix in enumerate(data.get("fixes") or []):
+    for fix in data.get("fixes") or []:
         by_uri: dict[str, list[lsp.TextEdit]] = {}
         for e in fix.get("edits", []):
             r = e["range"]
@@ -104,9 +107,11 @@ def code_actions(diag: lsp.Diagnostic, versions: dict[str, int | None]) -> list[
             lsp.TextDocumentEdit(text_document=lsp.OptionalVersionedTextDocumentIdentifier(uri=uri, version=versions.get(uri)), edits=edits)
             for uri, edits in by_uri.items()
         ]
+        verdict = (fix.get("verification") or {}).get("verdict")
+        suffix = {"verified": " (verified)", "refuted": " (did not help in a re-run)"}.get(verdict or "", "")
         actions.append(lsp.CodeAction(
-            title=f"DeepLocalize: {fix['title']}", kind=lsp.CodeActionKind.QuickFix, diagnostics=[diag],
-            edit=lsp.WorkspaceEdit(document_changes=changes), is_preferred=i == 0,
+            title=f"DeepLocalize: {fix['title']}{suffix}", kind=lsp.CodeActionKind.QuickFix, diagnostics=[diag],
+            edit=lsp.WorkspaceEdit(document_changes=changes), is_preferred=verdict == "verified",
         ))
     return actions
 

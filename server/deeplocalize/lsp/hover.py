@@ -1,4 +1,4 @@
-"""Hover text for a line that creates a layer: what the layer did in the last run."""
+"""Hover text: what a layer did in the last run, and what re-training with each fix changed."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from ..findings import LocatedFinding
 from ..trace import LayerInfo, Trace
 
 BARS = "▁▂▃▄▅▆▇█"
@@ -65,3 +66,29 @@ def layer_markdown(trace: Trace, layer: LayerInfo) -> str:
         lines.append(f"| update ratio abs(dW)/abs(W) | {_fmt(float(upd[np.isfinite(upd)][-1]) if np.isfinite(upd).any() else None)} |")
         lines += ["", f"gradient norm over time (log): `{sparkline(grad)}`", "", f"update ratio over time (log): `{sparkline(upd)}`"]
     return "\n".join(lines)
+
+
+def verification_markdown(lf: LocatedFinding) -> str | None:
+    """Before/after table of the fixes tried on a finding, for the hover on its line."""
+    tried = [fix for fix in lf.fixes if fix.verification is not None]
+    if not tried:
+        return None
+    out = [f"**DeepLocalize** — `{lf.finding.code}`: fixes tried by re-training ({lf.confirmation or 'pending'})", ""]
+    for fix in tried:
+        v = fix.verification
+        assert v is not None
+        out.append(f"*{fix.title}* — **{v.verdict}**: {v.reason} ({v.epochs} epochs, {v.steps} steps, {v.seconds:.1f} s)")
+        keys = [k for k in dict.fromkeys([*v.before, *v.after]) if k not in ("epochs",)]
+        if keys:
+            out += ["", "| measure | before | after |", "|---|---|---|"]
+            out += [f"| {k.replace('_', ' ')} | {_cell(v.before.get(k))} | {_cell(v.after.get(k))} |" for k in keys]
+        out.append("")
+    return "\n".join(out)
+
+
+def _cell(v: object) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return _fmt(v)
+    return str(v).replace("|", "\\|")

@@ -21,6 +21,8 @@ class Settings:
     env: dict[str, str] = field(default_factory=dict)
     debounce_ms: int = 400
     warm_worker: bool = True
+    verify_fixes: bool = True
+    verify_seconds: float = 60.0
 
     @classmethod
     def from_json(cls, data: Any, fallback_interpreter: str | None) -> "Settings":
@@ -38,6 +40,8 @@ class Settings:
         s.env = {str(k): str(v) for k, v in env.items()} if isinstance(env, dict) else {}
         s.debounce_ms = _num(d.get("debounceMs"), s.debounce_ms, int, 0)
         s.warm_worker = bool(d.get("warmWorker", True))
+        s.verify_fixes = bool(d.get("verifyFixes", True))
+        s.verify_seconds = _num(d.get("verifySeconds"), s.verify_seconds, float, 1.0)
         return s
 
     def run_options(self) -> RunOptions:
@@ -45,7 +49,8 @@ class Settings:
                           max_memory_mb=self.max_memory_mb, env=dict(self.env))
 
     def key(self) -> tuple:
-        return (self.interpreter, self.max_seconds, self.max_epochs, self.max_memory_mb, tuple(sorted(self.env.items())))
+        return (self.interpreter, self.max_seconds, self.max_epochs, self.max_memory_mb, tuple(sorted(self.env.items())),
+                self.verify_fixes, self.verify_seconds)
 
 
 def _num(value: Any, default: Any, kind: type, minimum: float) -> Any:

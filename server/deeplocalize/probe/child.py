@@ -56,6 +56,19 @@ def _crash_event(exc: BaseException, sites: Any) -> dict[str, Any]:
     }
 
 
+def _run_source(script: str, source: str) -> None:
+    """Run edited text as if it were the file at `script` (a counterfactual run):
+    same `__file__`, folder and imports, and nothing is written to disk."""
+    import linecache
+
+    lines = source.splitlines(keepends=True)
+    # Tracebacks and call sites read the edited lines, not the file's (mtime None: never re-read).
+    linecache.cache[script] = (len(source), None, lines, script)
+    code = compile(source, script, "exec")
+    namespace = {"__name__": "__main__", "__file__": script, "__builtins__": __builtins__, "__spec__": None, "__loader__": None, "__package__": None}
+    exec(code, namespace)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events-fd", type=int, required=True)
@@ -109,7 +122,10 @@ def main() -> int:
         stream.flush()
     code = 0
     try:
-        runpy.run_path(script, run_name="__main__")
+        if job.get("source") is not None:
+            _run_source(script, job["source"])
+        else:
+            runpy.run_path(script, run_name="__main__")
         channel.send("end", reason="script_finished")
     except hooks.AnalysisDone:
         channel.send("end", reason="fit_done")

@@ -545,6 +545,12 @@ class Probe:
             sampled.append(("y", len(S.Y_FIELDS), lambda t=col.y: S.target_stats(t)))
         if col.y_pred is not None:
             sampled.append(("y_pred", len(S.YPRED_FIELDS), lambda t=col.y_pred: S.prediction_stats(t)))
+            if col.y is not None:
+                try:
+                    hit = S.hit_rate(col.y, col.y_pred)
+                    always.append(("hit", len(S.HIT_FIELDS), lambda h=hit: h))
+                except Exception:  # noqa: BLE001 - an unusual target/prediction pairing: no hit rate
+                    pass
 
         def concat(parts: list[tuple[str, int, Callable[[], tf.Tensor]]]) -> tf.Tensor:
             return tf.concat([fn() for _, _, fn in parts], axis=0) if parts else tf.zeros([0])
@@ -573,6 +579,7 @@ class Probe:
             fields={
                 "out": S.ACT_FIELDS, "pre": S.ACT_FIELDS, "grad": S.GRAD_FIELDS, "w": S.WEIGHT_FIELDS,
                 "upd": S.UPDATE_FIELDS, "reg": S.REG_FIELDS, "loss": S.LOSS_FIELDS, "y": S.Y_FIELDS, "y_pred": S.YPRED_FIELDS,
+                "hit": S.HIT_FIELDS,
             },
             optimizer=self._optimizer_now(model),
         )

@@ -18,6 +18,7 @@ REG_FIELDS = ("value",)
 LOSS_FIELDS = ("loss", "reg")
 Y_FIELDS = ("min", "max", "mean", "nonfinite")
 YPRED_FIELDS = ("min", "max", "mean", "std", "nonfinite", "rowsum_mean", "rowsum_std")
+HIT_FIELDS = ("rate",)
 
 
 _ANY = tf.TensorSpec(shape=None, dtype=tf.float32)
@@ -165,6 +166,40 @@ def prediction_stats(p: tf.Tensor) -> tf.Tensor:
     elif p.shape.rank == 1:
         p = tf.reshape(p, [-1, 1])
     return _prediction_stats(p)
+
+
+def hit_rate(y: tf.Tensor, p: tf.Tensor) -> tf.Tensor:
+    """Share of the batch predicted right, whatever the loss and metrics: argmax against
+    class indices or one-hot rows, or one unit against 0/1 labels (threshold 0.5 on
+    probabilities, 0 on logits). NaN where that has no meaning (shapes that do not pair).
+
+    Counterfactual runs compare it across fixes that change the loss, where Keras'
+    "accuracy" changes meaning (binary vs categorical)."""
+    p = tf.cast(p, tf.float32)
+    y = tf.cast(y, tf.float32)
+    nan = tf.constant([float("nan")])
+    if p.shape.rank is None or y.shape.rank is None or p.shape.rank == 0:
+        return nan
+    last = p.shape[-1] if p.shape.rank >= 2 else 1
+    if last is None:
+        return nan
+    if last > 1:
+        pred = tf.argmax(p, axis=-1)
+        if y.shape.rank == p.shape.rank and y.shape[-1] == last:
+            true = tf.argmax(y, axis=-1)
+        elif y.shape.rank in (p.shape.rank - 1, p.shape.rank) and (y.shape.rank == p.shape.rank - 1 or y.shape[-1] == 1):
+            true = tf.cast(tf.reshape(y, tf.shape(pred)), tf.int64)
+        else:
+            return nan
+        return tf.reshape(tf.reduce_mean(tf.cast(tf.equal(pred, true), tf.float32)), [1])
+    flat_p = tf.reshape(p, [-1])
+    flat_y = tf.reshape(y, [-1])
+    if flat_p.shape[0] is not None and flat_y.shape[0] is not None and flat_p.shape[0] != flat_y.shape[0]:
+        return nan
+    probs = tf.logical_and(tf.reduce_min(flat_p) >= 0.0, tf.reduce_max(flat_p) <= 1.0)
+    threshold = tf.where(probs, 0.5, 0.0)
+    hit = tf.equal(flat_p > threshold, flat_y > 0.5)
+    return tf.reshape(tf.reduce_mean(tf.cast(hit, tf.float32)), [1])
 
 
 def prebuild() -> None:

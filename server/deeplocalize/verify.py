@@ -1,0 +1,398 @@
+"""Proof by experiment: re-train with a fix applied and measure what it changed.
+
+A finding's root cause is chosen by rules; its fixes (one per candidate cause, best
+first) are hypotheses. Each is applied to an in-memory copy of the script and trained
+in a warm worker with the same seed and data, for as many epochs as the original run
+needed to show the symptom plus a short margin. The measures of the symptom before
+and after decide: `verified` (gone or clearly better), `refuted` (no better: the next
+candidate is tried), `inconclusive` (budget, or a fix a short run cannot test). A
+verified alternative moves the finding to its cause and line; a warning that no fix
+helps is demoted to information, which also guards against false alarms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Awaitable, Callable
+
+import numpy as np
+
+from .detectors import DecisiveRule, diagnose, measure
+from .detectors.common import loss_family
+from .detectors.numerical import first_nonfinite
+from .edits import apply_fix
+from .findings import Fix, LocatedFinding, Verification
+from .runner import RunOptions, RunResult, WorkerPool, run_script
+from .trace import Trace
+
+# A short re-run cannot test these: their fix changes the training length itself, or
+# they are about the analysis, not the script.
+NOT_TESTABLE = {
+    "too-few-epochs", "too-few-steps", "analysis-capped", "budget-exceeded", "memory-exceeded", "training-process-died",
+    "probe-degraded", "no-training", "syntax-error", "labels-unrelated-to-inputs", "nan-in-inputs",
+}
+MAX_TRIES_PER_FINDING = 3
+MIN_JUDGED_EPOCHS = 3  # a fix is never judged on a single epoch when the fit asks for more
+ACCURACY_KEYS = ("accuracy", "acc", "categorical_accuracy", "sparse_categorical_accuracy", "binary_accuracy", "compile_metrics")
+VAL_ACCURACY_KEYS = ("val_accuracy", "val_acc", "val_categorical_accuracy", "val_sparse_categorical_accuracy", "val_binary_accuracy")
+# Per-layer statistic that shows each symptom, for the numbers next to the verdict.
+LAYER_STAT = {"dead_relu": ("out", "dead_units", "dead_unit_fraction"), "saturation": ("pre", "sat5", "saturated_fraction")}
+
+# Clearly better: accuracy up by this much (absolute), or the relative loss drop up by this much.
+ACCURACY_GAIN = 0.05
+LOSS_DROP_GAIN = 0.15
+
+UpdateCallback = Callable[[LocatedFinding], Awaitable[None] | None]
+
+
+@dataclass
+class VerifySummary:
+    """What the experiments did, for the report and the benchmark."""
+
+    tried: int = 0
+    verified: int = 0
+    refuted: int = 0
+    inconclusive: int = 0
+    corrected: int = 0  # a first guess refuted, a later candidate verified
+    demoted: int = 0
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: (round(v, 2) if isinstance(v, float) else v) for k, v in vars(self).items()}
+
+
+def testable(lf: LocatedFinding) -> bool:
+    f = lf.finding
+    return f.severity in ("error", "warning") and f.code not in NOT_TESTABLE and any(fix.edits for fix in lf.fixes)
+
+
+# ------------------------------------------------------------------ measures
+def epochs_shown(trace: Trace) -> int:
+    """Epochs the original run needed to show the symptom (a started epoch counts)."""
+    done = len(trace.epochs)
+    started = max((s.epoch + 1 for s in trace.steps), default=0)
+    return max(1, done, started)
+
+
+def rerun_epochs(trace: Trace, cap: int | None) -> int:
+    """The symptom's epochs plus a short margin, never more than the analysis cap."""
+    shown = epochs_shown(trace)
+    margin = 1 if shown <= 4 else math.ceil(0.2 * shown)
+    total = shown + margin
+    return min(total, cap) if cap else total
+
+
+def truncated(trace: Trace, epochs: int) -> Trace:
+    """The trace as it was after `epochs` epochs (to compare runs at equal length)."""
+    return replace(trace, epochs=trace.epochs[:epochs], steps=[s for s in trace.steps if s.epoch < epochs])
+
+
+def _last(trace: Trace, keys: tuple[str, ...]) -> float | None:
+    for key in keys:
+        s = trace.epoch_series(key)
+        s = s[np.isfinite(s)]
+        if len(s) and np.all((s >= 0) & (s <= 1)):
+            return round(float(s[-1]), 4)
+    return None
+
+
+def outcome(trace: Trace, finding_symptom: str | None = None, layer: int | None = None) -> dict[str, Any]:
+    """The measures a verdict compares: finite or not, loss and its drop, accuracy (Keras'
+    metric, and the probe's own hit rate over the last epoch, the same whatever the loss),
+    the symptom's layer statistic."""
+    classification = loss_family(trace) in ("categorical", "sparse", "binary") or _last(trace, ACCURACY_KEYS) is not None
+    if trace.crash is not None:
+        return {"crashed": True, "error": f"{trace.crash.exc_type}: {trace.crash.message.splitlines()[0][:200] if trace.crash.message else ''}"}
+    out: dict[str, Any] = {"finite": first_nonfinite(trace) is None}
+    p = measure(trace)
+    if p is not None:
+        out["loss"] = round(p.final_loss, 5) if math.isfinite(p.final_loss) else str(p.final_loss)
+        out["loss_drop"] = round(p.rel_improvement, 4) if math.isfinite(p.rel_improvement) else None
+        if p.chance_ratio is not None and math.isfinite(p.chance_ratio):
+            out["loss_vs_chance"] = round(p.chance_ratio, 4)
+    acc = _last(trace, ACCURACY_KEYS)
+    if acc is not None:
+        out["accuracy"] = acc
+    hits = trace.series("hit", "rate")
+    if trace.steps and classification:
+        last_epoch = trace.steps[-1].epoch
+        recent = hits[[s.epoch == last_epoch for s in trace.steps]]
+        recent = recent[np.isfinite(recent)]
+        if len(recent):
+            out["hit_rate"] = round(float(np.mean(recent)), 4)
+    val = _last(trace, VAL_ACCURACY_KEYS)
+    if val is not None:
+        out["val_accuracy"] = val
+    stat = LAYER_STAT.get(finding_symptom or "")
+    if stat and layer is not None:
+        series = trace.series(f"L{layer}.{stat[0]}", stat[1])
+        series = series[np.isfinite(series)]
+        if len(series):
+            out[stat[2]] = round(float(np.median(series[-max(3, len(series) // 3):])), 4)
+    out["epochs"] = len(trace.epochs)
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def judge(before: dict[str, Any], after: dict[str, Any], symptom_remains: bool, loss_changed: bool) -> tuple[str, str]:
+    """(verdict, reason) from the measures before and after a fix."""
+    if after.get("crashed"):
+        if before.get("crashed") and after.get("error") != before.get("error"):
+            return "verified", "the crash is gone (a later, different error follows)"
+        return "refuted", f"the script {'still crashes' if before.get('crashed') else 'crashes with this fix'}: {after.get('error')}"
+    if before.get("crashed"):
+        return "verified", "the crash is gone"
+    if not after.get("finite", True):
+        return "refuted", "the values still become NaN/Inf" if not before.get("finite", True) else "the values become NaN/Inf with this fix"
+    if not before.get("finite", True):
+        return "verified", "the values stay finite"
+    gain, what = _gain(before, after, loss_changed)
+    worse = gain is not None and gain < -0.02
+    if worse:
+        return "refuted", f"{what} gets worse"
+    accuracy_like = what.endswith("accuracy") or what == "hit rate"
+    if gain is not None and accuracy_like and gain >= 0.02 and what.replace(" ", "_") in before:
+        # Near the top a fixed gain is out of reach: a third fewer errors is as clear.
+        err_before = 1.0 - before[what.replace(" ", "_")]
+        if err_before > 0 and gain / err_before >= 0.3:
+            return "verified", f"{what} clearly better ({gain / err_before:.0%} fewer errors)" + (" (the symptom is still measured)" if symptom_remains else "")
+    if gain is not None and gain >= (ACCURACY_GAIN if accuracy_like else LOSS_DROP_GAIN):
+        return "verified", f"{what} clearly better" + (" (the symptom is still measured)" if symptom_remains else "")
+    if not symptom_remains and gain is not None and gain > 0.01:
+        return "verified", f"the symptom is gone and {what} is better"
+    return "refuted", "no clear improvement" + ("; the symptom remains" if symptom_remains else "")
+
+
+def _gain(before: dict[str, Any], after: dict[str, Any], loss_changed: bool) -> tuple[float | None, str]:
+    """How much better the fixed run trains, on the most comparable measure both have.
+    Keras' accuracy changes meaning with the loss (binary vs categorical): when the fix
+    changes the loss only the probe's hit rate compares."""
+    keys = ("hit_rate",) if loss_changed else ("val_accuracy", "hit_rate", "accuracy")
+    for key in keys:
+        if key in before and key in after:
+            return after[key] - before[key], key.replace("_", " ")
+    if loss_changed:  # a different loss: only its ratio to the loss at chance compares
+        if "loss_vs_chance" in before and "loss_vs_chance" in after:
+            return before["loss_vs_chance"] - after["loss_vs_chance"], "loss relative to chance"
+        return None, "loss"
+    if "loss_drop" in before and "loss_drop" in after:
+        return after["loss_drop"] - before["loss_drop"], "loss drop"
+    return None, "loss"
+
+
+def describe(v: Verification) -> str:
+    """One line for the message: 'accuracy 0.10 -> 0.91 in 2 epochs'."""
+    b, a = v.before, v.after
+    span = f"in {v.epochs} epoch{'s' if v.epochs != 1 else ''}"
+    if b.get("crashed") and not a.get("crashed"):
+        return f"the crash is gone ({v.epochs} epoch{'s' if v.epochs != 1 else ''} trained)"
+    if not b.get("finite", True) and a.get("finite", True) and not a.get("crashed"):
+        tail = f", loss {a['loss']}" if "loss" in a else ""
+        return f"values stay finite {span}{tail}"
+    for key in ("val_accuracy", "hit_rate", "accuracy", "loss_vs_chance", "loss_drop", "loss"):
+        if key in b and key in a:
+            return f"{key.replace('_', ' ')} {_num(b[key])} -> {_num(a[key])} {span}"
+    return v.reason
+
+
+def _num(x: Any) -> str:
+    return f"{x:.2f}" if isinstance(x, float) and abs(x) < 100 else str(x)
+
+
+# ------------------------------------------------------------------ experiments
+@dataclass
+class Experiment:
+    """One counterfactual run's context: the original script and its run."""
+
+    path: str
+    text: str
+    run: RunResult
+    options: RunOptions
+    pool: WorkerPool | None
+    controls: dict[tuple[int, int], Trace | None] = field(default_factory=dict)
+
+    async def train(self, text: str, fit_index: int, epochs: int, deadline: float) -> RunResult | None:
+        """`text` trained for `epochs` epochs of fit `fit_index`, within the deadline."""
+        remaining = deadline - time.monotonic()
+        if remaining < 3:
+            return None
+        opts = replace(self.options, max_epochs=epochs, max_fits=fit_index + 1, max_seconds=min(self.options.max_seconds, remaining))
+        return await run_script(self.path, opts, pool=self.pool, should_stop=_StopOnNonFinite(), source=text, keep_warm=True)
+
+    async def control(self, fit_index: int, epochs: int, deadline: float) -> Trace | None:
+        """The unchanged script trained as long as the fixed ones: the original run stopped
+        at a certain configuration error after one epoch, too early to judge a fix against."""
+        key = (fit_index, epochs)
+        if key not in self.controls:
+            run = await self.train(self.text, fit_index, epochs, deadline)
+            self.controls[key] = _fit_trace(run.traces or [run.trace], fit_index) if run is not None and run.status not in ("timeout", "memory", "failed") else None
+        return self.controls[key]
+
+
+def _fit_trace(traces: list[Trace], index: int) -> Trace | None:
+    for t in traces:
+        if t.fit_index == index and (t.fit is not None or t.crash is not None):
+            return t
+    return traces[-1] if traces and index >= len(traces) - 1 and traces[-1].crash is not None else None
+
+
+def _loss_name(trace: Trace | None) -> str | None:
+    return str(trace.compile.loss.get("name")) if trace is not None and trace.compile is not None else None
+
+
+async def try_fixes(exp: Experiment, lf: LocatedFinding, fixes: list[Fix], deadline: float) -> Verification:
+    """Train with `fixes` applied together and judge the finding's symptom."""
+    started = time.monotonic()
+    f = lf.finding
+    traces = exp.run.traces or [exp.run.trace]
+    before_trace = _fit_trace(traces, lf.fit_index) or exp.run.trace
+    if any(e.range.file != exp.path for fix in fixes for e in fix.edits):
+        return Verification("inconclusive", {}, {}, 0, 0, 0.0, "the fix edits another file")
+    text = exp.text
+    for fix in fixes:
+        text = apply_fix(text, fix)
+    shown = len(before_trace.epochs)
+    fit_epochs = before_trace.fit.epochs if before_trace.fit else shown
+    stopped_at_config_error = (exp.run.status == "decisive" and before_trace.crash is None and first_nonfinite(before_trace) is None
+                               and before_trace.fit_index == (exp.run.traces or [exp.run.trace])[-1].fit_index)
+    if stopped_at_config_error and shown < MIN_JUDGED_EPOCHS and fit_epochs > shown:
+        epochs = min(fit_epochs, MIN_JUDGED_EPOCHS)
+        control = await exp.control(lf.fit_index, epochs, deadline)
+        if control is None:
+            return Verification("inconclusive", {}, {}, 0, 0, time.monotonic() - started, "verification budget used up")
+        before_trace, shown = control, len(control.epochs)
+    else:
+        epochs = rerun_epochs(before_trace, exp.options.max_epochs)
+    layer = (f.observed or {}).get("layer")
+    before = outcome(before_trace, f.symptom, layer)
+    try:
+        after_run = await exp.train(text, lf.fit_index, epochs, deadline)
+    except OSError as exc:
+        return Verification("inconclusive", before, {}, 0, 0, time.monotonic() - started, f"could not start a run: {exc}")
+    if after_run is None:
+        return Verification("inconclusive", before, {}, 0, 0, time.monotonic() - started, "verification budget used up")
+    seconds = time.monotonic() - started
+    after_traces = after_run.traces or [after_run.trace]
+    after_trace = _fit_trace(after_traces, lf.fit_index)
+    if after_run.status in ("timeout", "memory", "failed") or after_trace is None:
+        why = {"timeout": "verification budget used up", "memory": "memory budget exceeded", "failed": "the run died"}.get(after_run.status, "the fit was not reached")
+        return Verification("inconclusive", before, {}, 0, 0, seconds, why)
+    # Equal length: the fixed run is judged at the epochs the original showed, the margin only when the original stopped inside an epoch.
+    compared = truncated(after_trace, shown) if shown and len(after_trace.epochs) > shown and first_nonfinite(before_trace) is None and before_trace.crash is None else after_trace
+    after = outcome(compared, f.symptom, layer)
+    remains = any(g.code == f.code and g.severity in ("error", "warning") for g in diagnose(compared)) if compared.crash is None else True
+    verdict, reason = judge(before, after, remains, _loss_name(before_trace) != _loss_name(after_trace))
+    return Verification(verdict, before, after, len(compared.steps), len(compared.epochs), seconds, reason)
+
+
+class _StopOnNonFinite(DecisiveRule):
+    """A counterfactual run stops at its first NaN (the verdict is then certain), nothing else."""
+
+    def __init__(self) -> None:
+        super().__init__(silent_failures=False)
+
+    def _start(self, trace: Trace) -> None:
+        super()._start(trace)
+        self._static_error = False
+
+
+async def verify_findings(
+    exp: Experiment,
+    findings: list[LocatedFinding],
+    budget_s: float,
+    on_update: UpdateCallback | None = None,
+    on_progress: Callable[[str], None] | None = None,
+) -> VerifySummary:
+    """Try each serious finding's fixes in rank order until one is verified; then,
+    if two findings co-exist and no single fix helped, their first fixes together."""
+    summary = VerifySummary()
+    start = time.monotonic()
+    deadline = start + budget_s
+    todo = [lf for lf in findings if testable(lf)]
+    unresolved: list[LocatedFinding] = []
+    for n, lf in enumerate(todo, 1):
+        tried: list[Fix] = []
+        for fix in [x for x in lf.fixes if x.edits][:MAX_TRIES_PER_FINDING]:
+            if on_progress:
+                on_progress(f"verifying {lf.finding.code} ({n}/{len(todo)}): {fix.title}")
+            fix.verification = await try_fixes(exp, lf, [fix], deadline)
+            tried.append(fix)
+            summary.tried += 1
+            if fix.verification.verdict == "verified":
+                break
+            if fix.verification.reason == "verification budget used up":
+                break
+        _conclude(lf, tried, summary)
+        if lf.confirmation != "verified":
+            unresolved.append(lf)
+        if on_update is not None:
+            res = on_update(lf)
+            if asyncio.iscoroutine(res):
+                await res
+    if len(unresolved) >= 2:
+        first, second = unresolved[:2]
+        pair = [first.fixes[0], second.fixes[0]]
+        if not _overlap(pair) and pair[0].edits and pair[1].edits:
+            if on_progress:
+                on_progress(f"verifying {first.finding.code} and {second.finding.code} together")
+            v = await try_fixes(exp, first, pair, deadline)
+            summary.tried += 1
+            if v.verdict == "verified":
+                for lf, fix in ((first, pair[0]), (second, pair[1])):
+                    fix.verification = replace(v, reason=f"{v.reason}, with the fix of {(second if lf is first else first).finding.code} applied too")
+                    _conclude(lf, [fix], summary, undo_demotion=True)
+                    if on_update is not None:
+                        res = on_update(lf)
+                        if asyncio.iscoroutine(res):
+                            await res
+    summary.seconds = time.monotonic() - start
+    return summary
+
+
+def _overlap(fixes: list[Fix]) -> bool:
+    spans = sorted((e.range.start.line, e.range.start.column, e.range.end.line, e.range.end.column) for fix in fixes for e in fix.edits)
+    return any((a[2], a[3]) > (b[0], b[1]) for a, b in zip(spans, spans[1:]))
+
+
+def _conclude(lf: LocatedFinding, tried: list[Fix], summary: VerifySummary, undo_demotion: bool = False) -> None:
+    """Move the finding to the verified cause, or mark it unconfirmed/inconclusive."""
+    f = lf.finding
+    verdicts = [fix.verification.verdict for fix in tried if fix.verification]
+    winner = next((fix for fix in tried if fix.verification and fix.verification.verdict == "verified"), None)
+    if winner is not None:
+        assert winner.verification is not None
+        summary.verified += 1
+        if tried and tried[0] is not winner:
+            summary.corrected += 1
+        if undo_demotion and lf.confirmation == "unconfirmed":  # refuted alone, verified together
+            summary.refuted -= 1
+            if f.message.startswith("Unconfirmed: "):
+                f.severity = "warning"
+                f.message = f.message.removeprefix("Unconfirmed: ").split(" Re-training with ")[0]
+                summary.demoted -= 1
+        lf.confirmation = "verified"
+        if winner.root_cause and winner.root_cause != f.root_cause:
+            if f.root_cause:
+                f.message = f.message.replace(f"likely cause: {f.root_cause.replace('_', ' ')}", f"cause: {winner.root_cause.replace('_', ' ')}")
+            f.root_cause = winner.root_cause
+            if winner.anchor is not None:
+                lf.range = winner.anchor
+        lf.fixes.remove(winner)
+        lf.fixes.insert(0, winner)
+        f.message += f" Verified by re-training with the fix: {describe(winner.verification)}."
+        return
+    if verdicts and all(v == "refuted" for v in verdicts):
+        summary.refuted += 1
+        lf.confirmation = "unconfirmed"
+        if f.severity == "warning":
+            f.severity = "information"
+            f.message = "Unconfirmed: " + f.message
+            summary.demoted += 1
+        f.message += (" Re-training with the fix did not heal it." if len(verdicts) == 1
+                      else f" Re-training with each of the {len(verdicts)} fixes did not heal it.")
+        return
+    if verdicts:
+        summary.inconclusive += 1
+        lf.confirmation = "inconclusive"
