@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -24,18 +25,37 @@ def test_buggy_script_prints_a_linter_line_and_exits_1():
     assert r.returncode == 1, r.stderr
     first = r.stdout.splitlines()[0]
     assert first.startswith("fixtures/buggy/b01_relu_output_ce.py:12:39: error output-not-distribution (root cause: activation)")
-    assert 'fix (preferred): Use activation "softmax"' in r.stdout
+    # the fix was proved by re-training with it, and the numbers say how
+    assert re.search(r'fix \(preferred, verified: (hit rate|accuracy|values stay finite).*\): Use activation "softmax"', r.stdout), r.stdout
+    assert "Verified by re-training with the fix" in first
+
+
+def test_no_verify_reports_the_first_diagnosis_only():
+    r = cli("check", "--no-verify", "--format", "json", str(FIXTURES / "buggy/b01_relu_output_ce.py"))
+    assert r.returncode == 1, r.stderr
+    doc = json.loads(r.stdout)
+    f = doc["files"][0]["findings"][0]
+    assert doc["version"] == 2 and doc["files"][0]["verification"] is None
+    assert f["confirmation"] is None and f["fixes"][0]["verification"] is None and f["fixes"][0]["preferred"] is True
+    r = cli("check", "--no-verify", str(FIXTURES / "buggy/b01_relu_output_ce.py"))
+    assert 'fix (preferred): Use activation "softmax"' in r.stdout and "Verified" not in r.stdout
 
 
 def test_json_report_for_several_files():
     r = cli("check", "--format", "json", str(FIXTURES / "correct/c03_cancer_binary.py"), str(FIXTURES / "buggy/b20_labels_minus_one.py"))
     assert r.returncode == 1, r.stderr
     doc = json.loads(r.stdout)
-    assert doc["version"] == 1 and len(doc["files"]) == 2
+    assert doc["version"] == 2 and len(doc["files"]) == 2
     ok, bad = doc["files"]
     assert ok["status"] == "ok" and not [f for f in ok["findings"] if f["severity"] in ("error", "warning")]
+    assert ok["verification"] is None  # nothing to verify on a healthy script: no extra runs
     f = bad["findings"][0]
     assert f["root_cause"] == "labels" and f["range"]["start"]["line"] == 8 and f["fixes"][0]["edits"][0]["new_text"].startswith("y = ")
+    fix = f["fixes"][0]
+    assert f["confirmation"] == "verified" and fix["preferred"] and fix["root_cause"] == "labels"
+    v = fix["verification"]
+    assert v["verdict"] == "verified" and v["steps"] > 0 and v["seconds"] > 0 and v["before"] and v["after"]
+    assert bad["verification"]["verified"] == 1
 
 
 def test_correct_script_exits_0():

@@ -360,8 +360,14 @@ def test_verdicts_compare_the_symptoms_measures():
     assert judge({"finite": True, "accuracy": 0.10}, {"finite": True, "accuracy": 0.91}, True, False)[0] == "verified"
     assert judge({"finite": True, "accuracy": 0.90}, {"finite": True, "accuracy": 0.90}, False, False)[0] == "refuted"
     assert judge({"finite": True, "accuracy": 0.80}, {"finite": True, "accuracy": 0.70}, False, False)[0] == "refuted"
-    # Validation accuracy first; a changed loss compares only relative to chance.
-    assert judge({"finite": True, "accuracy": 0.9, "val_accuracy": 0.5}, {"finite": True, "accuracy": 0.99, "val_accuracy": 0.5}, True, False)[0] == "refuted"
+    # Training measures lead for a training failure, validation accuracy for a generalization one.
+    before, after = {"finite": True, "accuracy": 0.9, "val_accuracy": 0.5}, {"finite": True, "accuracy": 0.99, "val_accuracy": 0.5}
+    assert judge(before, after, True, False)[0] == "verified"  # 90% fewer training errors
+    assert judge(before, after, True, False, generalization=True)[0] == "refuted"
+    # A changed loss changes what Keras' "accuracy" means: only the probe's hit rate compares.
+    before, after = {"finite": True, "accuracy": 0.9, "hit_rate": 0.6}, {"finite": True, "accuracy": 0.6, "hit_rate": 0.9}
+    assert judge(before, after, False, True)[0] == "verified"
+    assert judge({"finite": True, "accuracy": 0.5}, {"finite": True, "accuracy": 0.9}, False, True)[0] == "refuted"
     assert judge({"finite": True, "loss_drop": 0.9, "loss_vs_chance": 1.0}, {"finite": True, "loss_drop": 0.1, "loss_vs_chance": 0.4}, False, True)[0] == "verified"
     assert judge({"finite": True, "loss_drop": 0.01}, {"finite": True, "loss_drop": 0.6}, True, False)[0] == "verified"
 

@@ -9,16 +9,17 @@ import pytest
 from conftest import FIXTURES
 from deeplocalize.edits import apply_fix
 from deeplocalize.engine import analyze
-from deeplocalize.evaluation import Summary, evaluate, load_expectations
+from deeplocalize.evaluation import Summary, evaluate, load_expectations, verified_fixes_heal
 from deeplocalize.runner import RunOptions
 
 pytestmark = pytest.mark.slow
 EXPECTATIONS = load_expectations(FIXTURES)
+VERIFY_SECONDS = 60.0  # the CLI's default: the fixtures are scored as users see them, fixes verified
 
 
 @pytest.fixture(scope="module")
 def summary() -> Summary:
-    return asyncio.run(evaluate(EXPECTATIONS, RunOptions(), parallel=2))
+    return asyncio.run(evaluate(EXPECTATIONS, RunOptions(), parallel=2, verify_seconds=VERIFY_SECONDS))
 
 
 def _score(summary: Summary, name: str):
@@ -64,8 +65,12 @@ def test_every_json_finding_follows_the_schema(summary):
             assert r["start"]["line"] >= 1 and r["start"]["column"] >= 1
             assert (r["end"]["line"], r["end"]["column"]) >= (r["start"]["line"], r["start"]["column"])
             assert f["layer"] is None or set(f["layer"]) == {"name", "index", "class"}
+            assert f["confirmation"] in ("verified", "unconfirmed", "inconclusive", None)
+            assert sum(fix["preferred"] for fix in f["fixes"]) <= 1
             for fix in f["fixes"]:
                 assert fix["title"] and all({"range", "new_text"} <= set(e) for e in fix["edits"])
+                v = fix["verification"]
+                assert v is None or (v["verdict"] in ("verified", "refuted", "inconclusive") and {"before", "after", "steps", "seconds"} <= set(v))
 
 
 def test_preferred_fixes_produce_valid_python(summary):
@@ -76,15 +81,19 @@ def test_preferred_fixes_produce_valid_python(summary):
                 compile(apply_fix(text, lf.fixes[0]), str(s.expectation.path), "exec")
 
 
-@pytest.mark.parametrize("name", ["b01_relu_output_ce.py", "b10_lr_var_adam.py", "b16_unscaled_wine.py", "b26_batch_const.py"])
-def test_applying_the_preferred_fix_removes_the_fault(summary, tmp_path, name):
-    s = _score(summary, name)
-    top = next(f for f in s.report.findings if f.finding.severity in ("error", "warning") and f.fixes)
-    fixed = tmp_path / name
-    fixed.write_text(apply_fix(s.expectation.path.read_text(), top.fixes[0]))
-    report = asyncio.run(analyze(str(fixed), RunOptions()))
-    remaining = [f for f in report.findings if f.finding.severity in ("error", "warning") and f.finding.root_cause == top.finding.root_cause]
-    assert remaining == [], [f.finding.message for f in remaining]
+def test_every_verified_fix_heals_its_fault_when_applied_and_trained(summary):
+    checked, failures = asyncio.run(verified_fixes_heal(summary, RunOptions(), parallel=2))
+    assert checked >= 20, checked
+    assert not failures, failures
+
+
+def test_most_faults_are_verified_by_experiment_and_none_of_the_healthy_ones(summary):
+    buggy = [s for s in summary.scores if s.expectation.buggy and s.diagnosed]
+    verified = [s for s in buggy if any(f.confirmation == "verified" for f in s.report.findings)]
+    assert len(verified) >= 0.8 * len(buggy), [s.expectation.path.name for s in buggy if s not in verified]
+    for s in summary.scores:
+        if not s.expectation.buggy:
+            assert not any(f.confirmation == "verified" for f in s.report.findings), s.expectation.path.name
 
 
 def test_decisive_faults_stop_training_early(summary):
@@ -92,3 +101,13 @@ def test_decisive_faults_stop_training_early(summary):
     s = _score(summary, "b09_lr_high_regression.py")
     assert s.report.run.status == "decisive"
     assert len(s.report.trace.epochs) < s.report.trace.fit.epochs
+
+
+@pytest.mark.parametrize("name", ["b03_deep_sigmoid.py", "b16_unscaled_wine.py"])
+def test_silent_failures_stop_once_established_and_are_still_verified(summary, name):
+    """Dead or saturated units and vanishing gradients do not heal by themselves: the run stops
+    once they hold over a window, and the experiment, not more epochs, confirms the cause."""
+    s = _score(summary, name)
+    assert s.report.run.status == "decisive"
+    assert 3 <= len(s.report.trace.epochs) < s.report.trace.fit.epochs
+    assert s.diagnosed and any(f.confirmation == "verified" for f in s.report.findings)

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import FIXTURES
 from deeplocalize.edits import apply_fix
-from deeplocalize.evaluation import Summary, evaluate, load_expectations
+from deeplocalize.evaluation import Summary, evaluate, load_expectations, verified_fixes_heal
 from deeplocalize.runner import RunOptions
 
 pytestmark = pytest.mark.slow
@@ -20,7 +20,7 @@ EXPECTATIONS = load_expectations(REAL)
 
 @pytest.fixture(scope="module")
 def summary() -> Summary:
-    return asyncio.run(evaluate(EXPECTATIONS, RunOptions(), parallel=2))
+    return asyncio.run(evaluate(EXPECTATIONS, RunOptions(), parallel=2, verify_seconds=60.0))
 
 
 def _describe(s) -> str:
@@ -61,3 +61,9 @@ def test_fixes_offered_on_real_programs_are_valid_python(summary):
         for lf in s.report.findings:
             for fix in lf.fixes:
                 compile(apply_fix(text, fix), str(s.expectation.path), "exec")
+
+
+def test_every_verified_fix_on_a_real_program_heals_it_when_applied_and_trained(summary):
+    checked, failures = asyncio.run(verified_fixes_heal(summary, RunOptions(), parallel=2))
+    assert checked >= 15, checked
+    assert not failures, failures

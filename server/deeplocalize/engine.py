@@ -4,6 +4,7 @@ the diagnosis, and the anchoring of each finding in the source."""
 from __future__ import annotations
 
 import ast
+import asyncio
 import os
 import time
 from dataclasses import dataclass, field
@@ -114,8 +115,8 @@ async def analyze(
 ) -> FileReport:
     """Analyze one script. `text`, when given, is what runs in place of the file's content
     (the editor's saved text, or a fixed copy); findings are located in the file, so it
-    should match it. `warm_next` starts a second worker during the run, for the
-    experiments that follow."""
+    should match it. `warm_next` starts a second worker as soon as a fault is certain,
+    for the experiments that follow."""
     source = text
     start = time.monotonic()
     path = os.path.abspath(path)
@@ -135,7 +136,17 @@ async def analyze(
     if not uses_keras(text, path):
         return FileReport(path, "not_keras", time.monotonic() - start, [], message="the script does not import Keras or TensorFlow")
 
-    run = await run_script(path, options, pool=pool, on_event=on_event, on_output=on_output, should_stop=DecisiveRule(), keep_warm=warm_next, source=source)
+    rule = DecisiveRule()
+
+    def should_stop(t: Trace) -> bool:
+        stop = rule(t)
+        if stop and warm_next and pool is not None:
+            # A fault is certain: the experiments will need a worker. Not earlier, so a
+            # healthy script's run never shares its cores with a TensorFlow import.
+            asyncio.ensure_future(pool.prewarm(options))
+        return stop
+
+    run = await run_script(path, options, pool=pool, on_event=on_event, on_output=on_output, should_stop=should_stop, source=source)
     trace = run.trace
     if trace.unsupported:
         raise EnvironmentProblem(f"the interpreter {options.python} cannot run the probe: {trace.unsupported}")
@@ -189,6 +200,8 @@ async def verify(
     if report.run is None or report.status in ("syntax_error", "not_keras") or not any(testable(f) for f in report.findings):
         return None
     started = time.monotonic()
+    if pool is not None:
+        await pool.prewarm(options)  # no-op when the run already started one
     exp = Experiment(report.path, report.source, report.run, options, pool)
     report.verification = await verify_findings(exp, report.findings, budget_s, on_update, on_progress)
     order = list(SEVERITIES)

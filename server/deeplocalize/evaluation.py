@@ -89,3 +89,35 @@ async def evaluate(expectations: list[Expectation], options: RunOptions, paralle
     finally:
         pool.close()
     return Summary(list(scores))
+
+
+async def verified_fixes_heal(summary: Summary, options: RunOptions, parallel: int = 2) -> tuple[int, list[str]]:
+    """Apply each verified preferred fix to its script, train the fixed text as an analysis
+    would (no verification) and list the faults it did not heal: the same code or the same
+    root cause still at warning/error. Returns (fixes checked, failures)."""
+    from .edits import apply_fix
+
+    pool = WorkerPool()
+    sem = asyncio.Semaphore(parallel)
+    jobs = []
+    for s in summary.scores:
+        for lf in s.report.findings:
+            fix = lf.preferred
+            if lf.confirmation == "verified" and fix is not None and fix.verification and fix.verification.verdict == "verified":
+                jobs.append((s, lf, apply_fix(s.expectation.path.read_text(), fix)))
+
+    async def one(s: Score, lf, fixed: str) -> str | None:
+        async with sem:
+            report = await analyze(str(s.expectation.path), options, pool=pool, text=fixed)
+        left = [f for f in report.findings if f.finding.severity in SERIOUS
+                and (f.finding.code == lf.finding.code or f.finding.root_cause == lf.finding.root_cause)]
+        if left or report.status == "crashed":
+            return f"{s.expectation.path.name}: {lf.finding.code} fixed by '{lf.preferred.title}' still shows " + "; ".join(
+                f"{f.finding.severity} {f.finding.code}[{f.finding.root_cause}]" for f in left) + f" ({report.status})"
+        return None
+
+    try:
+        results = await asyncio.gather(*(one(*job) for job in jobs))
+    finally:
+        pool.close()
+    return len(jobs), [r for r in results if r]

@@ -121,6 +121,38 @@ def _param_binding(func: nodes.FunctionDef, param: str, caller: nodes.Call) -> n
     return None
 
 
+def _double_star_entry(src: Source, call: nodes.Call, name: str) -> nodes.NodeNG | None:
+    """The value a `**kwargs` dict passes for `name` (`Opt(**cfg["opt_kwargs"])` with
+    `cfg["opt_kwargs"] = {"learning_rate": 1.0}`): a fix edits that entry, since a second
+    keyword at the call would be a TypeError."""
+    for kw in call.keywords or []:
+        if kw.arg is not None:
+            continue
+        d = _dict_literal(src, kw.value, call.lineno or 0)
+        if d is None:
+            continue
+        for key, value in d.items:
+            if isinstance(key, nodes.Const) and key.value == name:
+                return value
+    return None
+
+
+def _dict_literal(src: Source, node: nodes.NodeNG, before_line: int) -> nodes.Dict | None:
+    """A dict display that `node` names: inline, a variable, or an item assigned earlier (`cfg["k"] = {...}`)."""
+    if isinstance(node, nodes.Dict):
+        return node
+    if src.module is None:
+        return None
+    text = node.as_string()
+    latest: nodes.Dict | None = None
+    for assign in src.module.nodes_of_class(nodes.Assign):
+        if (assign.lineno or 0) >= before_line or not isinstance(assign.value, nodes.Dict):
+            continue
+        if any(t.as_string() == text for t in assign.targets):
+            latest = assign.value
+    return latest
+
+
 @dataclass
 class Resolved:
     """Where a value is written: the node to edit, in which source."""
@@ -252,6 +284,8 @@ class Locator:
                 return node_range(src, call), None
             return self._data_anchor(src, value, call)
         value = _arg_node(call, target.arg, target.position)
+        if value is None and target.arg:
+            value = _double_star_entry(src, call, target.arg)
         if value is None and target.kind == "layer_arg" and target.arg:
             default = self._custom_default(target)
             if default is not None:

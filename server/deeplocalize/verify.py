@@ -35,7 +35,10 @@ NOT_TESTABLE = {
     "probe-degraded", "no-training", "syntax-error", "labels-unrelated-to-inputs", "nan-in-inputs",
 }
 MAX_TRIES_PER_FINDING = 3
+# Symptoms seen on held-out data: their fixes are judged on validation accuracy first.
+GENERALIZATION = {"dropout-too-high", "regularization-dominates"}
 MIN_JUDGED_EPOCHS = 3  # a fix is never judged on a single epoch when the fit asks for more
+MIN_JUDGED_STEPS = 50  # nor refuted on fewer steps than this when the analysis cut the fit short
 ACCURACY_KEYS = ("accuracy", "acc", "categorical_accuracy", "sparse_categorical_accuracy", "binary_accuracy", "compile_metrics")
 VAL_ACCURACY_KEYS = ("val_accuracy", "val_acc", "val_categorical_accuracy", "val_sparse_categorical_accuracy", "val_binary_accuracy")
 # Per-layer statistic that shows each symptom, for the numbers next to the verdict.
@@ -113,6 +116,15 @@ def outcome(trace: Trace, finding_symptom: str | None = None, layer: int | None 
         out["loss_drop"] = round(p.rel_improvement, 4) if math.isfinite(p.rel_improvement) else None
         if p.chance_ratio is not None and math.isfinite(p.chance_ratio):
             out["loss_vs_chance"] = round(p.chance_ratio, 4)
+    else:
+        # No per-step loss (a custom train_step): the epoch logs still have it.
+        losses = trace.epoch_series("loss")
+        if len(losses) and not np.all(np.isfinite(losses)):
+            out["finite"] = False
+        losses = losses[np.isfinite(losses)]
+        if len(losses) >= 2:
+            out["loss"] = round(float(losses[-1]), 5)
+            out["loss_drop"] = round(float((losses[0] - losses[-1]) / max(abs(losses[0]), 1e-12)), 4)
     acc = _last(trace, ACCURACY_KEYS)
     if acc is not None:
         out["accuracy"] = acc
@@ -126,6 +138,10 @@ def outcome(trace: Trace, finding_symptom: str | None = None, layer: int | None 
     val = _last(trace, VAL_ACCURACY_KEYS)
     if val is not None:
         out["val_accuracy"] = val
+    if finding_symptom in ("exploding_gradient", "nan_inf"):
+        growth = _weight_growth(trace)
+        if growth is not None:
+            out["weight_growth"] = growth
     stat = LAYER_STAT.get(finding_symptom or "")
     if stat and layer is not None:
         series = trace.series(f"L{layer}.{stat[0]}", stat[1])
@@ -136,8 +152,22 @@ def outcome(trace: Trace, finding_symptom: str | None = None, layer: int | None 
     return {k: v for k, v in out.items() if v is not None}
 
 
-def judge(before: dict[str, Any], after: dict[str, Any], symptom_remains: bool, loss_changed: bool) -> tuple[str, str]:
-    """(verdict, reason) from the measures before and after a fix."""
+def _weight_growth(trace: Trace) -> float | None:
+    """Largest growth of a layer's weight norm over the run (a diverging run's signature)."""
+    worst = None
+    for layer in trace.trainable_layers:
+        w = trace.series(f"L{layer.index}.w", "norm")
+        w = w[np.isfinite(w)]
+        if len(w) >= 2 and w[0] > 0:
+            g = float(np.max(w) / w[0])
+            worst = g if worst is None else max(worst, g)
+    return round(worst, 3) if worst is not None else None
+
+
+def judge(before: dict[str, Any], after: dict[str, Any], symptom_remains: bool, loss_changed: bool, generalization: bool = False) -> tuple[str, str]:
+    """(verdict, reason) from the measures before and after a fix. `generalization`: the
+    symptom is about held-out data (too much regularization), so validation accuracy
+    leads; otherwise training is what failed and the training measures lead."""
     if after.get("crashed"):
         if before.get("crashed") and after.get("error") != before.get("error"):
             return "verified", "the crash is gone (a later, different error follows)"
@@ -148,7 +178,10 @@ def judge(before: dict[str, Any], after: dict[str, Any], symptom_remains: bool, 
         return "refuted", "the values still become NaN/Inf" if not before.get("finite", True) else "the values become NaN/Inf with this fix"
     if not before.get("finite", True):
         return "verified", "the values stay finite"
-    gain, what = _gain(before, after, loss_changed)
+    wb, wa = before.get("weight_growth"), after.get("weight_growth")
+    if wb is not None and wa is not None and wb >= 100 and wa < min(10.0, wb / 100):
+        return "verified", f"the weights stay bounded (x{wa:.3g} instead of x{wb:.3g})"
+    gain, what = _gain(before, after, loss_changed, generalization)
     worse = gain is not None and gain < -0.02
     if worse:
         return "refuted", f"{what} gets worse"
@@ -160,16 +193,21 @@ def judge(before: dict[str, Any], after: dict[str, Any], symptom_remains: bool, 
             return "verified", f"{what} clearly better ({gain / err_before:.0%} fewer errors)" + (" (the symptom is still measured)" if symptom_remains else "")
     if gain is not None and gain >= (ACCURACY_GAIN if accuracy_like else LOSS_DROP_GAIN):
         return "verified", f"{what} clearly better" + (" (the symptom is still measured)" if symptom_remains else "")
-    if not symptom_remains and gain is not None and gain > 0.01:
+    if not symptom_remains and gain is not None and gain >= 0.03:
         return "verified", f"the symptom is gone and {what} is better"
     return "refuted", "no clear improvement" + ("; the symptom remains" if symptom_remains else "")
 
 
-def _gain(before: dict[str, Any], after: dict[str, Any], loss_changed: bool) -> tuple[float | None, str]:
+def _gain(before: dict[str, Any], after: dict[str, Any], loss_changed: bool, generalization: bool = False) -> tuple[float | None, str]:
     """How much better the fixed run trains, on the most comparable measure both have.
     Keras' accuracy changes meaning with the loss (binary vs categorical): when the fix
     changes the loss only the probe's hit rate compares."""
-    keys = ("hit_rate",) if loss_changed else ("val_accuracy", "hit_rate", "accuracy")
+    if loss_changed:
+        keys: tuple[str, ...] = ("hit_rate",)
+    elif generalization:
+        keys = ("val_accuracy", "hit_rate", "accuracy")
+    else:
+        keys = ("hit_rate", "accuracy", "val_accuracy")
     for key in keys:
         if key in before and key in after:
             return after[key] - before[key], key.replace("_", " ")
@@ -191,7 +229,11 @@ def describe(v: Verification) -> str:
     if not b.get("finite", True) and a.get("finite", True) and not a.get("crashed"):
         tail = f", loss {a['loss']}" if "loss" in a else ""
         return f"values stay finite {span}{tail}"
-    for key in ("val_accuracy", "hit_rate", "accuracy", "loss_vs_chance", "loss_drop", "loss"):
+    if v.reason.startswith("the weights stay bounded"):
+        return f"{v.reason.removeprefix('the ')} {span}"
+    keys = ("val_accuracy", "hit_rate", "accuracy", "loss_vs_chance", "loss_drop", "loss")
+    judged = [k for k in keys if v.reason.startswith(k.replace("_", " ") + " ") or v.reason.startswith(f"the symptom is gone and {k.replace('_', ' ')} ")]
+    for key in judged + list(keys):
         if key in b and key in a:
             return f"{key.replace('_', ' ')} {_num(b[key])} -> {_num(a[key])} {span}"
     return v.reason
@@ -211,24 +253,37 @@ class Experiment:
     run: RunResult
     options: RunOptions
     pool: WorkerPool | None
-    controls: dict[tuple[int, int], Trace | None] = field(default_factory=dict)
+    runs: dict[tuple[str, int, int], RunResult] = field(default_factory=dict)
 
-    async def train(self, text: str, fit_index: int, epochs: int, deadline: float) -> RunResult | None:
-        """`text` trained for `epochs` epochs of fit `fit_index`, within the deadline."""
+    async def train(self, text: str, fit_index: int, epochs: int, deadline: float, more: bool = False) -> RunResult | None:
+        """`text` trained for `epochs` epochs of fit `fit_index`, within the deadline. The
+        same text is trained once (two findings with the same fix, the control run).
+        `more`: another run surely follows, so the next worker imports TensorFlow meanwhile."""
+        key = (text, fit_index, epochs)
+        if key in self.runs:
+            return self.runs[key]
         remaining = deadline - time.monotonic()
         if remaining < 3:
             return None
         opts = replace(self.options, max_epochs=epochs, max_fits=fit_index + 1, max_seconds=min(self.options.max_seconds, remaining))
-        return await run_script(self.path, opts, pool=self.pool, should_stop=_StopOnNonFinite(), source=text, keep_warm=True)
+        run = await run_script(self.path, opts, pool=self.pool, should_stop=_StopOnNonFinite(), source=text, keep_warm=more)
+        if run.status not in ("timeout", "memory", "failed", "cancelled"):
+            self.runs[key] = run
+        return run
 
     async def control(self, fit_index: int, epochs: int, deadline: float) -> Trace | None:
         """The unchanged script trained as long as the fixed ones: the original run stopped
         at a certain configuration error after one epoch, too early to judge a fix against."""
-        key = (fit_index, epochs)
-        if key not in self.controls:
-            run = await self.train(self.text, fit_index, epochs, deadline)
-            self.controls[key] = _fit_trace(run.traces or [run.trace], fit_index) if run is not None and run.status not in ("timeout", "memory", "failed") else None
-        return self.controls[key]
+        run = await self.train(self.text, fit_index, epochs, deadline, more=True)
+        if run is None or run.status in ("timeout", "memory", "failed"):
+            return None
+        return _fit_trace(run.traces or [run.trace], fit_index)
+
+
+def _cut_short(trace: Trace) -> bool:
+    """The analysis trained fewer epochs than the fit asks for (its cap or an early stop)."""
+    fit = trace.fit
+    return fit is not None and len(trace.epochs) < fit.epochs_requested
 
 
 def _fit_trace(traces: list[Trace], index: int) -> Trace | None:
@@ -283,7 +338,9 @@ async def try_fixes(exp: Experiment, lf: LocatedFinding, fixes: list[Fix], deadl
     compared = truncated(after_trace, shown) if shown and len(after_trace.epochs) > shown and first_nonfinite(before_trace) is None and before_trace.crash is None else after_trace
     after = outcome(compared, f.symptom, layer)
     remains = any(g.code == f.code and g.severity in ("error", "warning") for g in diagnose(compared)) if compared.crash is None else True
-    verdict, reason = judge(before, after, remains, _loss_name(before_trace) != _loss_name(after_trace))
+    verdict, reason = judge(before, after, remains, _loss_name(before_trace) != _loss_name(after_trace), f.code in GENERALIZATION)
+    if verdict == "refuted" and not after.get("crashed") and len(compared.steps) < MIN_JUDGED_STEPS and _cut_short(before_trace):
+        verdict, reason = "inconclusive", f"only {len(compared.steps)} training steps fit in the analysis' epoch cap: too few to judge this fix"
     return Verification(verdict, before, after, len(compared.steps), len(compared.epochs), seconds, reason)
 
 
@@ -324,15 +381,15 @@ async def verify_findings(
                 break
             if fix.verification.reason == "verification budget used up":
                 break
+            if exp.pool is not None:
+                asyncio.ensure_future(exp.pool.prewarm(exp.options))  # the next candidate's run
         _conclude(lf, tried, summary)
         if lf.confirmation != "verified":
             unresolved.append(lf)
-        if on_update is not None:
-            res = on_update(lf)
-            if asyncio.iscoroutine(res):
-                await res
-    if len(unresolved) >= 2:
-        first, second = unresolved[:2]
+        await _notify(on_update, lf)
+    partner = unresolved[1] if len(unresolved) >= 2 else _partner(unresolved[0], findings) if unresolved else None
+    if unresolved and partner is not None:
+        first, second = unresolved[0], partner
         pair = [first.fixes[0], second.fixes[0]]
         if not _overlap(pair) and pair[0].edits and pair[1].edits:
             if on_progress:
@@ -343,12 +400,28 @@ async def verify_findings(
                 for lf, fix in ((first, pair[0]), (second, pair[1])):
                     fix.verification = replace(v, reason=f"{v.reason}, with the fix of {(second if lf is first else first).finding.code} applied too")
                     _conclude(lf, [fix], summary, undo_demotion=True)
-                    if on_update is not None:
-                        res = on_update(lf)
-                        if asyncio.iscoroutine(res):
-                            await res
+                    await _notify(on_update, lf)
     summary.seconds = time.monotonic() - start
     return summary
+
+
+async def _notify(on_update: UpdateCallback | None, lf: LocatedFinding) -> None:
+    if on_update is not None:
+        res = on_update(lf)
+        if asyncio.iscoroutine(res):
+            await res
+
+
+def _partner(lf: LocatedFinding, findings: list[LocatedFinding]) -> LocatedFinding | None:
+    """A lone unhealed fault may need a second change that a weaker observation suggests
+    (a regression loss on XOR *and* a step too small): the first such observation with
+    another cause, whose fix is tried together with the fault's."""
+    for other in findings:
+        f = other.finding
+        if (other is not lf and f.severity == "information" and other.confirmation is None and f.code not in NOT_TESTABLE
+                and f.root_cause and f.root_cause != lf.finding.root_cause and other.fixes and other.fixes[0].edits):
+            return other
+    return None
 
 
 def _overlap(fixes: list[Fix]) -> bool:

@@ -230,10 +230,14 @@ async function main() {
     check("the squiggle is on line 12 (the output layer's activation)", diag.line === 11 && diag.severity === 0, JSON.stringify(doc.diagnostics));
     check("the diagnostic says what is wrong and why", diag.code === "output-not-distribution" && /probabilit/.test(diag.message) && /root cause: activation/.test(diag.message), diag.message);
 
+    // 1b. the fixes are verified by re-training in the background; the diagnostic is updated in place
+    const verified = await until(() => { const d = docReport(BUGGY); return d && d.diagnostics.length && /Verified by re-training with the fix/.test(d.diagnostics[0].message) ? d : null; }, 150000, "the verified diagnostic");
+    check("verification updates the diagnostic in place with its numbers", verified.diagnostics[0].line === 11 && /accuracy|hit rate|finite/.test(verified.diagnostics[0].message), verified.diagnostics[0].message);
+
     // 2. hover the squiggle: the message shows in the editor's hover
     await page.locator(".monaco-editor .view-line", { hasText: 'activation="relu"),  # FAULT' }).first().scrollIntoViewIfNeeded();
     await squiggle.hover({ force: true });
-    const hover = page.locator(".monaco-hover", { hasText: "cross-entropy expects probabilities" }).first();
+    const hover = page.locator(".monaco-hover", { hasText: "Verified by re-training" }).first();
     await hover.waitFor({ state: "visible", timeout: 20000 });
     check("hovering the squiggle shows the diagnostic", await hover.isVisible());
     await shot("squiggle-hover");
@@ -250,8 +254,9 @@ async function main() {
     await squiggle.click({ force: true });
     await page.keyboard.press("Control+.");
     const fixItem = page.locator(".action-widget .action-label, .action-widget [role=option]", { hasText: 'DeepLocalize: Use activation "softmax"' }).first();
-    await fixItem.waitFor({ state: "visible", timeout: 20000 });
-    check("the quick-fix menu offers DeepLocalize's fix", true);
+    await fixItem.waitFor({ state: "visible", timeout: 30000 });
+    const fixTitle = await fixItem.innerText();
+    check("the quick-fix menu offers DeepLocalize's fix, marked verified", /\(verified\)/.test(fixTitle), fixTitle);
     await shot("quick-fix-menu");
     await fixItem.click();
     const fixed = await until(() => { const d = docReport(BUGGY); return d && d.text.includes('keras.layers.Dense(10, activation="softmax"),  # FAULT') ? d : null; }, 20000, "the fix to apply");

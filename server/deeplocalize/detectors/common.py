@@ -345,7 +345,7 @@ def candidate_causes(trace: Trace, diverging: bool = False) -> list[Cause]:
     bad = bad_init_layers(trace)
     if bad:
         layer, scale = bad[0]
-        target, fixes = init_target_and_fixes(layer)
+        target, fixes = init_target_and_fixes(layer, [l for l, _ in bad])
         out.append(Cause("initialization", target, fixes, {"init_scale": round(scale, 4)}))
     cls, lr, ratio = lr_info(trace)
     if lr is not None and ratio >= 10:

@@ -32,6 +32,19 @@ def _loss_fix(new: str) -> tuple[Target, list[FixSpec]]:
     return Target("compile_arg", arg="loss"), [FixSpec(f"Use loss \"{new}\"", new_value=f'"{new}"')]
 
 
+def _multiclass_head_fix(trace: Trace, out: Any, n: int) -> FixSpec:
+    """One fix that turns a one-unit sigmoid head into an n-way softmax classifier: the loss,
+    the units and the activation change together (any one alone still fails)."""
+    fix = FixSpec(f'Use loss "sparse_categorical_crossentropy" with {n} softmax output units', new_value='"sparse_categorical_crossentropy"')
+    fix.also.append(FixSpec("", new_value=str(n), target=Target("layer_arg", layer=out.index, arg="units", position=0)))
+    head = output_head(trace)
+    act = activation_fix(trace, head, "softmax", "") if head is not None else None
+    if act is not None and head is not None:
+        act.target = activation_target(trace, head)
+        fix.also.append(act)
+    return fix
+
+
 def _from_logits_on_probabilities(head: Any, act: str, add: Callable[..., None]) -> None:
     """from_logits=True on a softmax/sigmoid output. When a layer applies it, Keras 3 on
     TensorFlow sees the logits behind it and computes the loss from them anyway (with a
@@ -230,7 +243,7 @@ def check_labels(trace: Trace) -> list[Finding]:
                 "binary-loss-multiclass-labels", "error", "label_range", "loss",
                 f"Labels have {uniq} classes but the model is a binary classifier (1 sigmoid unit, binary_crossentropy).",
                 Target("compile_arg", arg="loss"), evidence=ev,
-                fixes=[FixSpec('Use loss "sparse_categorical_crossentropy" (and a softmax output with one unit per class)', new_value='"sparse_categorical_crossentropy"')],
+                fixes=[_multiclass_head_fix(trace, out, n)],
             ))
     elif family in ("categorical", "sparse", "binary") and not y.get("integer_valued") and (y.get("n_unique") or 0) > 20 and not y.get("one_hot"):
         findings.append(Finding(

@@ -97,7 +97,7 @@ def detect_vanishing(trace: Trace, progress: Progress | None) -> list[Finding]:
     bad = bad_init_layers(trace)
     if bad:
         layer, scale = bad[0]
-        target, fixes = init_target_and_fixes(layer)
+        target, fixes = init_target_and_fixes(layer, [l for l, _ in bad])
         ev["init_scale"] = round(scale, 4)
         return [Finding("vanishing-gradients", "warning", "vanishing_gradient", "initialization",
                         f"Gradients vanish towards the input (ratio {ratio:.2g}); {layer_label(layer)} starts with weights at {scale:.2g}x a variance-preserving scale.",
@@ -151,7 +151,7 @@ def _unit_causes(trace: Trace, layer: LayerInfo, fallback: FixSpec, data_first: 
     bad = bad_init_layers(trace)
     if bad:
         bad_layer, scale = bad[0]
-        target, fixes = init_target_and_fixes(bad_layer)
+        target, fixes = init_target_and_fixes(bad_layer, [l for l, _ in bad])
         out.append(Cause("initialization", target, fixes, {"init_scale": round(scale, 4)}))
     cls, lr, ratio = lr_info(trace)
     if lr is not None and ratio >= 3:

@@ -68,10 +68,15 @@ def _first_tensor(value: Any) -> Any:
 
 
 def activation_name(fn: Any) -> str | None:
+    """Keras' name for an activation; TensorFlow functions used as activations carry
+    versioned names (`tf.nn.softmax` is `softmax_v2`)."""
     if fn is None:
         return None
-    name = getattr(fn, "__name__", None) or type(fn).__name__
-    return str(name).lower()
+    name = str(getattr(fn, "__name__", None) or type(fn).__name__).lower()
+    return _TF_ALIASES.get(name, name)
+
+
+_TF_ALIASES = {"softmax_v2": "softmax", "log_softmax_v2": "log_softmax", "relu6_v2": "relu6"}
 
 
 # Layers that are nothing but an activation: the activation they apply, so the

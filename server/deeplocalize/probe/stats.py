@@ -169,9 +169,11 @@ def prediction_stats(p: tf.Tensor) -> tf.Tensor:
 
 
 def hit_rate(y: tf.Tensor, p: tf.Tensor) -> tf.Tensor:
-    """Share of the batch predicted right, whatever the loss and metrics: argmax against
-    class indices or one-hot rows, or one unit against 0/1 labels (threshold 0.5 on
-    probabilities, 0 on logits). NaN where that has no meaning (shapes that do not pair).
+    """Share of the batch predicted right, whatever the loss and metrics. Several units:
+    the argmax against class indices or one-hot rows; rows with several labels (multi-label)
+    score the overlap (Jaccard) of the predicted set with the labels. One unit: the 0/1
+    prediction (threshold 0.5 on probabilities, 0 on logits) against the label, so labels
+    outside {0, 1} never count as hits. NaN where shapes do not pair.
 
     Counterfactual runs compare it across fixes that change the loss, where Keras'
     "accuracy" changes meaning (binary vs categorical)."""
@@ -183,22 +185,29 @@ def hit_rate(y: tf.Tensor, p: tf.Tensor) -> tf.Tensor:
     last = p.shape[-1] if p.shape.rank >= 2 else 1
     if last is None:
         return nan
+    threshold = tf.where(tf.logical_and(tf.reduce_min(p) >= 0.0, tf.reduce_max(p) <= 1.0), 0.5, 0.0)
     if last > 1:
         pred = tf.argmax(p, axis=-1)
         if y.shape.rank == p.shape.rank and y.shape[-1] == last:
-            true = tf.argmax(y, axis=-1)
-        elif y.shape.rank in (p.shape.rank - 1, p.shape.rank) and (y.shape.rank == p.shape.rank - 1 or y.shape[-1] == 1):
+            labels = y > 0.5
+            k = tf.reduce_sum(tf.cast(labels, tf.float32), axis=-1)
+            top = tf.cast(tf.equal(pred, tf.argmax(y, axis=-1)), tf.float32)
+            chosen = p > threshold
+            inter = tf.reduce_sum(tf.cast(tf.logical_and(chosen, labels), tf.float32), axis=-1)
+            union = tf.reduce_sum(tf.cast(tf.logical_or(chosen, labels), tf.float32), axis=-1)
+            score = tf.where(k > 1.5, _safe_div(inter, tf.maximum(union, 1.0)), top)
+            return tf.reshape(tf.reduce_mean(score), [1])
+        if y.shape.rank in (p.shape.rank - 1, p.shape.rank) and (y.shape.rank == p.shape.rank - 1 or y.shape[-1] == 1):
             true = tf.cast(tf.reshape(y, tf.shape(pred)), tf.int64)
-        else:
-            return nan
-        return tf.reshape(tf.reduce_mean(tf.cast(tf.equal(pred, true), tf.float32)), [1])
+            return tf.reshape(tf.reduce_mean(tf.cast(tf.equal(pred, true), tf.float32)), [1])
+        return nan
     flat_p = tf.reshape(p, [-1])
     flat_y = tf.reshape(y, [-1])
     if flat_p.shape[0] is not None and flat_y.shape[0] is not None and flat_p.shape[0] != flat_y.shape[0]:
         return nan
-    probs = tf.logical_and(tf.reduce_min(flat_p) >= 0.0, tf.reduce_max(flat_p) <= 1.0)
-    threshold = tf.where(probs, 0.5, 0.0)
-    hit = tf.equal(flat_p > threshold, flat_y > 0.5)
+    said = tf.cast(flat_p > threshold, tf.float32)
+    whole = tf.abs(flat_y - tf.round(flat_y)) < 1e-6
+    hit = tf.where(whole, tf.equal(said, flat_y), tf.equal(said > 0.5, flat_y > 0.5))
     return tf.reshape(tf.reduce_mean(tf.cast(hit, tf.float32)), [1])
 
 
