@@ -109,6 +109,7 @@ def apply(text: str, edits: list[lsp.TextEdit]) -> str:
 # ------------------------------------------------------------------------------ tests
 async def test_nan_fixture_diagnostic_quick_fix_progress_hover_and_lens(client: LanguageClient, tmp_path):
     uri, path = open_copy(client, tmp_path, FIXTURES / "buggy/b10_lr_var_adam.py")
+    original = path.read_text()
     save(client, uri)
     await until(lambda: finished(client, path.name), what="the run to finish")
 
@@ -134,6 +135,7 @@ async def test_nan_fixture_diagnostic_quick_fix_progress_hover_and_lens(client: 
     assert top.data["confirmation"] == "verified" and "Verified by re-training with the fix" in top.message
     verification = top.data["fixes"][0]["verification"]
     assert verification["verdict"] == "verified" and verification["after"]["accuracy"] > verification["before"]["accuracy"] + 0.3
+    assert path.read_text() == original and child_processes(client) == []  # in memory, and no process left
 
     # the preferred quick fix is the verified one, says so, and rewrites the defining line
     actions = await client.text_document_code_action_async(lsp.CodeActionParams(
@@ -205,6 +207,21 @@ async def test_cancel_by_command_and_by_progress_kills_the_training_process(clie
         await until(lambda: sum("cancelled; its training process was stopped" in m for m in logs(client)) == attempt + 1, 20, "cancel log")
         client._seen = set(client.progress_reports)
         assert child_processes(client) == []
+
+
+async def test_cancel_during_verification_keeps_the_first_diagnosis_and_kills_the_rerun(client: LanguageClient, tmp_path):
+    uri, path = open_copy(client, tmp_path, FIXTURES / "buggy/b03_deep_sigmoid.py")
+    original = path.read_text()
+    save(client, uri)
+    await until(lambda: any("first diagnosis published" in m for m in logs(client)), 150, "the first diagnosis")
+    first = [d for d in client.diagnostics[uri] if d.severity <= lsp.DiagnosticSeverity.Warning]
+    assert first and first[0].data["confirmation"] is None  # published before any experiment
+    await until(lambda: child_processes(client), 30, "the verifying re-run to start")
+    assert await client.workspace_execute_command_async(lsp.ExecuteCommandParams(command="deeplocalize.cancel", arguments=[uri])) is True
+    await until(lambda: any(f"verification of {path.name} cancelled" in m for m in logs(client)), 30, "the cancel log")
+    await until(lambda: not child_processes(client), 20, "the re-run's process tree to be gone")
+    assert [d.code for d in client.diagnostics[uri] if d.severity <= lsp.DiagnosticSeverity.Warning] == [d.code for d in first]
+    assert path.read_text() == original  # experiments run in memory: the file is never written
 
 
 async def test_rapid_saves_keep_at_most_one_training_process(client: LanguageClient, tmp_path):

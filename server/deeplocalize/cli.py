@@ -147,7 +147,7 @@ async def _check(args: argparse.Namespace) -> int:
             if args.format == "text":
                 render_text(report, out)
     finally:
-        pool.close()
+        await pool.aclose()
     if args.format == "json":
         print(json.dumps({"version": JSON_VERSION, "files": [r.to_json() for r in reports]}, indent=2))
     found = any(f.finding.severity in ("error", "warning") for r in reports for f in r.findings)

@@ -87,7 +87,7 @@ async def evaluate(expectations: list[Expectation], options: RunOptions, paralle
     try:
         scores = await asyncio.gather(*(one(e) for e in expectations))
     finally:
-        pool.close()
+        await pool.aclose()
     return Summary(list(scores))
 
 
@@ -119,5 +119,5 @@ async def verified_fixes_heal(summary: Summary, options: RunOptions, parallel: i
     try:
         results = await asyncio.gather(*(one(*job) for job in jobs))
     finally:
-        pool.close()
+        await pool.aclose()
     return len(jobs), [r for r in results if r]

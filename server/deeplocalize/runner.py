@@ -195,6 +195,18 @@ class Worker:
                 pass
             self._control_w = None
 
+    async def stop(self) -> None:
+        """Kill and reap: nothing of it is left when this returns (not even a zombie)."""
+        self.kill()
+        if self.proc is not None:
+            try:
+                await asyncio.wait_for(self.proc.wait(), 10)
+            except (asyncio.TimeoutError, ProcessLookupError):
+                pass
+            transport = getattr(self.proc, "_transport", None)
+            if transport is not None:
+                transport.close()
+
     async def run(
         self,
         script: str,
@@ -325,6 +337,7 @@ class WorkerPool:
     def __init__(self) -> None:
         self._spare: dict[tuple, Worker] = {}
         self._starting: dict[tuple, asyncio.Future] = {}
+        self._pending: set[asyncio.Future] = set()
         self._closed = False
 
     async def take(self, options: RunOptions) -> Worker:
@@ -350,6 +363,8 @@ class WorkerPool:
             return
         fut = asyncio.get_running_loop().create_future()
         self._starting[key] = fut
+        self._pending.add(fut)
+        fut.add_done_callback(self._pending.discard)
         try:
             worker = await Worker(options).start()
             if self._closed:  # closed while it started: it must not outlive the pool
@@ -365,11 +380,26 @@ class WorkerPool:
             self._starting.pop(key, None)
             fut.set_result(None)
 
+    def drain(self) -> None:
+        """Stop the spare workers (the user keeps none between runs); the pool stays usable."""
+        for worker in self._spare.values():
+            worker.kill()
+        self._spare.clear()
+
     def close(self) -> None:
         self._closed = True
         for worker in self._spare.values():
             worker.kill()
         self._spare.clear()
+
+    async def aclose(self) -> None:
+        """Close, let workers still starting finish (they kill themselves), and reap every spare."""
+        self._closed = True
+        if self._pending:
+            await asyncio.wait(list(self._pending), timeout=15)
+        spares = list(self._spare.values())
+        self._spare.clear()
+        await asyncio.gather(*(w.stop() for w in spares))
 
     def pids(self) -> list[int]:
         return [w.pid for w in self._spare.values() if w.pid]
@@ -393,4 +423,9 @@ async def run_script(
         return await worker.run(script, on_event=on_event, on_output=on_output, should_stop=should_stop, source=source)
     finally:
         worker.kill()
+        if worker.proc is not None and worker.proc.returncode is None:
+            try:
+                await asyncio.shield(worker.stop())
+            except BaseException:  # noqa: BLE001 - cancelled while reaping: the kill was sent
+                pass
 

@@ -313,7 +313,8 @@ async def try_fixes(exp: Experiment, lf: LocatedFinding, fixes: list[Fix], deadl
     stopped_at_config_error = (exp.run.status == "decisive" and before_trace.crash is None and first_nonfinite(before_trace) is None
                                and before_trace.fit_index == (exp.run.traces or [exp.run.trace])[-1].fit_index)
     if stopped_at_config_error and shown < MIN_JUDGED_EPOCHS and fit_epochs > shown:
-        epochs = min(fit_epochs, MIN_JUDGED_EPOCHS)
+        per_epoch = max(1, len(before_trace.steps) // max(1, shown))
+        epochs = min(fit_epochs, max(MIN_JUDGED_EPOCHS, math.ceil(MIN_JUDGED_STEPS / per_epoch)))
         control = await exp.control(lf.fit_index, epochs, deadline)
         if control is None:
             return Verification("inconclusive", {}, {}, 0, 0, time.monotonic() - started, "verification budget used up")

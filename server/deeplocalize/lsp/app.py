@@ -149,6 +149,13 @@ class DeepLocalizeServer(LanguageServer):
         return cancelled
 
     async def _run(self, state: DocState, reason: str, previous: asyncio.Task | None) -> None:
+        try:
+            await self._analyze_and_verify(state, reason, previous)
+        finally:
+            if not self.settings_cache.warm_worker and not self.shutting_down:
+                self.pool.drain()  # workers started for the experiments never outlive the run
+
+    async def _analyze_and_verify(self, state: DocState, reason: str, previous: asyncio.Task | None) -> None:
         if previous is not None:
             try:
                 await previous  # its process tree is gone before a new one starts
@@ -317,7 +324,7 @@ class DeepLocalizeServer(LanguageServer):
                 tasks.append(state.task)
         if tasks:
             await asyncio.wait(tasks, timeout=10)
-        self.pool.close()
+        await self.pool.aclose()
         kill_all()
 
 
