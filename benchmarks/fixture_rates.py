@@ -1,6 +1,9 @@
 """Detection / localization / diagnosis rates and false positives, on the bundled
 fixtures and, apart, on the corpus of real programs (fixtures/real/), with the time
-of each analysis against the script's plain run (--plain).
+of each analysis against the script's plain run (--plain): the first diagnosis, the
+diagnosis with its fixes verified by re-training, and healthy scripts, each as a median
+ratio. With --plain every analysis starts from a worker that has imported TensorFlow, as
+in the editor; `deeplocalize check` on one file also pays that import (about 4 s).
 
     python benchmarks/fixture_rates.py [--set fixtures|real|all] [--parallel 2] [--only b0] [--plain]
 """
@@ -28,7 +31,8 @@ def main() -> int:
     ap.add_argument("--only", default="", help="substring filter on fixture paths")
     ap.add_argument("--verbose", "-v", action="store_true")
     ap.add_argument("--set", choices=("fixtures", "real", "all"), default="all")
-    ap.add_argument("--plain", action="store_true", help="also time a plain `python script.py` run of each (ratio)")
+    ap.add_argument("--plain", action="store_true", help="also time a plain `python script.py` run of each (ratio); each analysis then "
+                    "starts with a worker that has imported TensorFlow, as in the editor (use --parallel 1 for timings)")
     ap.add_argument("--verify-seconds", type=float, default=60.0, help="budget of the fix-verifying re-runs (0: none)")
     args = ap.parse_args()
     sets = {"fixtures": [ROOT / "fixtures"], "real": [ROOT / "fixtures" / "real"], "all": [ROOT / "fixtures", ROOT / "fixtures" / "real"]}[args.set]
@@ -47,7 +51,7 @@ def plain_seconds(path: Path) -> float:
 
 
 def report(exps: list, args: argparse.Namespace) -> None:
-    summary = asyncio.run(evaluate(exps, RunOptions(), parallel=args.parallel, verify_seconds=args.verify_seconds or None))
+    summary = asyncio.run(evaluate(exps, RunOptions(), parallel=args.parallel, verify_seconds=args.verify_seconds or None, warm=args.plain))
     ratios: dict[str, list[float]] = {"first diagnosis": [], "with verified fixes": [], "healthy": []}
     for s in summary.scores:
         e = s.expectation

@@ -4,7 +4,6 @@ the diagnosis, and the anchoring of each finding in the source."""
 from __future__ import annotations
 
 import ast
-import asyncio
 import os
 import time
 from dataclasses import dataclass, field
@@ -115,8 +114,8 @@ async def analyze(
 ) -> FileReport:
     """Analyze one script. `text`, when given, is what runs in place of the file's content
     (the editor's saved text, or a fixed copy); findings are located in the file, so it
-    should match it. `warm_next` starts a second worker as soon as a fault is certain,
-    for the experiments that follow."""
+    should match it. `warm_next` starts a second worker when the run starts, for the
+    experiments that may follow."""
     source = text
     start = time.monotonic()
     path = os.path.abspath(path)
@@ -136,17 +135,10 @@ async def analyze(
     if not uses_keras(text, path):
         return FileReport(path, "not_keras", time.monotonic() - start, [], message="the script does not import Keras or TensorFlow")
 
-    rule = DecisiveRule()
-
-    def should_stop(t: Trace) -> bool:
-        stop = rule(t)
-        if stop and warm_next and pool is not None:
-            # A fault is certain: the experiments will need a worker. Not earlier, so a
-            # healthy script's run never shares its cores with a TensorFlow import.
-            asyncio.ensure_future(pool.prewarm(options))
-        return stop
-
-    run = await run_script(path, options, pool=pool, on_event=on_event, on_output=on_output, should_stop=should_stop, source=source)
+    # The experiments' worker imports TensorFlow while this run trains; a healthy script
+    # leaves it as the next analysis' warm worker.
+    run = await run_script(path, options, pool=pool, on_event=on_event, on_output=on_output, should_stop=DecisiveRule(), source=source,
+                           keep_warm=warm_next)
     trace = run.trace
     if trace.unsupported:
         raise EnvironmentProblem(f"the interpreter {options.python} cannot run the probe: {trace.unsupported}")
@@ -204,8 +196,7 @@ async def verify(
         await pool.prewarm(options)  # no-op when the run already started one
     exp = Experiment(report.path, report.source, report.run, options, pool)
     report.verification = await verify_findings(exp, report.findings, budget_s, on_update, on_progress)
-    order = list(SEVERITIES)
-    report.findings.sort(key=lambda f: order.index(f.finding.severity))
+    report.findings.sort(key=lambda f: SEVERITIES.index(f.finding.severity))
     report.duration_s += time.monotonic() - started
     return report.verification
 

@@ -69,13 +69,18 @@ def score(exp: Expectation, report: FileReport) -> Score:
     return Score(exp, report, bool(serious), localized, diagnosed)
 
 
-async def evaluate(expectations: list[Expectation], options: RunOptions, parallel: int = 2, verify_seconds: float | None = None) -> Summary:
-    """Score each expectation; with `verify_seconds`, after verifying the fixes by experiment."""
+async def evaluate(expectations: list[Expectation], options: RunOptions, parallel: int = 2, verify_seconds: float | None = None,
+                   warm: bool = False) -> Summary:
+    """Score each expectation; with `verify_seconds`, after verifying the fixes by experiment.
+    `warm`: each analysis starts with a worker that has imported TensorFlow (as in the
+    editor), so timings exclude that import."""
     pool = WorkerPool()
     sem = asyncio.Semaphore(parallel)
 
     async def one(exp: Expectation) -> Score:
         async with sem:
+            if warm:
+                await pool.ready(options)  # the editor's steady state: a worker with TensorFlow imported
             report = await analyze(str(exp.path), options, pool=pool, warm_next=verify_seconds is not None)
             first = report.duration_s
             if verify_seconds is not None:

@@ -195,6 +195,26 @@ class Worker:
                 pass
             self._control_w = None
 
+    async def wait_ready(self, timeout: float = 60.0) -> bool:
+        """Until TensorFlow is imported in the worker (its `ready` event); the event is kept
+        for the job's trace. False if it died or did not get there in time."""
+        if self.ready_event is not None:
+            return True
+        assert self._events is not None
+        try:
+            line = await asyncio.wait_for(self._events.readline(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        try:
+            event = json.loads(line) if line else None
+        except json.JSONDecodeError:
+            event = None
+        if not event or event.get("type") != "ready":
+            self.kill()
+            return False
+        self.ready_event = event
+        return True
+
     async def stop(self) -> None:
         """Kill and reap: nothing of it is left when this returns (not even a zombie)."""
         self.kill()
@@ -243,6 +263,10 @@ class Worker:
 
         async def read_events() -> None:
             assert self._events is not None
+            if self.ready_event is not None:  # read early by wait_ready()
+                builder.feed(self.ready_event)
+                if on_event is not None:
+                    on_event(self.ready_event, builder.trace)
             while True:
                 line = await self._events.readline()
                 if not line:
@@ -391,6 +415,13 @@ class WorkerPool:
         for worker in self._spare.values():
             worker.kill()
         self._spare.clear()
+
+    async def ready(self, options: RunOptions) -> bool:
+        """Prewarm if needed and wait until the spare worker has imported TensorFlow (the
+        editor's steady state: benchmarks time analyses from there)."""
+        await self.prewarm(options)
+        worker = self._spare.get(options.key())
+        return bool(worker is not None and await worker.wait_ready())
 
     async def aclose(self) -> None:
         """Close, let workers still starting finish (they kill themselves), and reap every spare."""

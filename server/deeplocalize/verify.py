@@ -23,6 +23,7 @@ import numpy as np
 from .detectors import DecisiveRule, diagnose, measure
 from .detectors.common import loss_family
 from .detectors.numerical import first_nonfinite
+from .detectors.progress import ACCURACY_KEYS, VAL_ACCURACY_KEYS
 from .edits import apply_fix
 from .findings import Fix, LocatedFinding, Verification
 from .runner import RunOptions, RunResult, WorkerPool, run_script
@@ -39,8 +40,6 @@ MAX_TRIES_PER_FINDING = 3
 GENERALIZATION = {"dropout-too-high", "regularization-dominates"}
 MIN_JUDGED_EPOCHS = 3  # a fix is never judged on a single epoch when the fit asks for more
 MIN_JUDGED_STEPS = 50  # nor refuted on fewer steps than this when the analysis cut the fit short
-ACCURACY_KEYS = ("accuracy", "acc", "categorical_accuracy", "sparse_categorical_accuracy", "binary_accuracy", "compile_metrics")
-VAL_ACCURACY_KEYS = ("val_accuracy", "val_acc", "val_categorical_accuracy", "val_sparse_categorical_accuracy", "val_binary_accuracy")
 # Per-layer statistic that shows each symptom, for the numbers next to the verdict.
 LAYER_STAT = {"dead_relu": ("out", "dead_units", "dead_unit_fraction"), "saturation": ("pre", "sat5", "saturated_fraction")}
 

@@ -8,7 +8,7 @@ import numpy as np
 from ..findings import Finding, FixSpec, Target
 from ..trace import Trace
 from .common import Cause, alternatives, candidate_causes, layer_label, lr_info, median_log_update_ratio, x_scale_problem, y_scale_problem, data_target_and_fixes
-from .progress import Progress
+from .progress import ACCURACY_KEYS, VAL_ACCURACY_KEYS, Progress
 
 
 def detect_regularization(trace: Trace, progress: Progress | None) -> list[Finding]:
@@ -150,8 +150,8 @@ def _distinct(causes: list[Cause]) -> list[Cause]:
     return out
 
 
-VAL_ACCURACY = ("val_accuracy", "val_acc", "val_sparse_categorical_accuracy", "val_categorical_accuracy", "val_binary_accuracy")
-_ACCURACY = ("accuracy", "acc", "sparse_categorical_accuracy", "categorical_accuracy", "binary_accuracy")
+VAL_ACCURACY = VAL_ACCURACY_KEYS
+_ACCURACY = ACCURACY_KEYS[:-1]  # not "compile_metrics": a series here must be an accuracy
 
 
 def first_series(trace: Trace, names: tuple[str, ...]) -> np.ndarray:

@@ -12,6 +12,11 @@ from ..trace import Trace
 from .common import loss_family, n_classes
 
 
+# Keras' names for training accuracy in the epoch logs, and for validation accuracy.
+ACCURACY_KEYS = ("accuracy", "acc", "categorical_accuracy", "sparse_categorical_accuracy", "binary_accuracy", "compile_metrics")
+VAL_ACCURACY_KEYS = ("val_accuracy", "val_acc", "val_sparse_categorical_accuracy", "val_categorical_accuracy", "val_binary_accuracy")
+
+
 @dataclass
 class Progress:
     """Summary of the learning curve.
@@ -79,7 +84,7 @@ def measure(trace: Trace) -> Progress | None:
         slope = (first - final) / max(abs(first), 1e-12)
     rel = (initial - final) / max(abs(initial), 1e-12)
     acc = None
-    for key in ("accuracy", "acc", "categorical_accuracy", "sparse_categorical_accuracy", "binary_accuracy", "compile_metrics"):
+    for key in ACCURACY_KEYS:
         series = trace.epoch_series(key)
         series = series[np.isfinite(series)]
         if len(series) and np.all((series >= 0) & (series <= 1)):
