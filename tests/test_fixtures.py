@@ -12,7 +12,8 @@ from deeplocalize.engine import analyze
 from deeplocalize.evaluation import Summary, evaluate, load_expectations, verified_fixes_heal
 from deeplocalize.runner import RunOptions
 
-pytestmark = pytest.mark.slow
+# The module's analyses, with their fixes verified, run in the fixture of the first test.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 EXPECTATIONS = load_expectations(FIXTURES)
 VERIFY_SECONDS = 60.0  # the CLI's default: the fixtures are scored as users see them, fixes verified
 

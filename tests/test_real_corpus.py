@@ -13,7 +13,8 @@ from deeplocalize.edits import apply_fix
 from deeplocalize.evaluation import Summary, evaluate, load_expectations, verified_fixes_heal
 from deeplocalize.runner import RunOptions
 
-pytestmark = pytest.mark.slow
+# The module's analyses, with their fixes verified, run in the fixture of the first test.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 REAL = FIXTURES / "real"
 EXPECTATIONS = load_expectations(REAL)
 

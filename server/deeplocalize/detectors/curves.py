@@ -35,16 +35,18 @@ def detect_regularization(trace: Trace, progress: Progress | None) -> list[Findi
                                 Target("layer_arg", layer=best.index, arg="kernel_regularizer"), layer=best.index,
                                 evidence={"regularization_share": round(share, 3)},
                                 fixes=[FixSpec("Use a 1e-4 penalty", new_value="{func}(1e-4)")])]
-    for l in trace.layers:
-        if l.cls in ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "AlphaDropout", "GaussianDropout") and l.rate is not None and l.rate >= 0.7:
-            underfit = progress.poor or (progress.val_gap is not None and progress.val_gap > 0.1)
-            if underfit:
-                return [Finding("dropout-too-high", "warning", "underfitting", "regularization",
-                                f"{layer_label(l)} drops {l.rate:.0%} of its inputs and the model underfits"
-                                + (f" (validation accuracy is {progress.val_gap:.0%} above training accuracy)" if progress.val_gap and progress.val_gap > 0.1 else "") + ".",
-                                Target("layer_arg", layer=l.index, arg="rate", position=0), layer=l.index,
-                                evidence={"dropout_rate": l.rate, "train_accuracy": progress.accuracy, "val_gap": progress.val_gap},
-                                fixes=[FixSpec("Use a dropout rate of 0.2", new_value="0.2")])]
+    heavy = [l for l in trace.layers if l.cls in ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "AlphaDropout", "GaussianDropout")
+             and l.rate is not None and l.rate >= 0.7]
+    if heavy and (progress.poor or (progress.val_gap is not None and progress.val_gap > 0.1)):
+        l = heavy[0]
+        # Every such layer in one fix: lowering one still leaves the others starving the model.
+        also = [FixSpec("", new_value="0.2", target=Target("layer_arg", layer=o.index, arg="rate", position=0)) for o in heavy[1:]]
+        return [Finding("dropout-too-high", "warning", "underfitting", "regularization",
+                        f"{layer_label(l)} drops {l.rate:.0%} of its inputs and the model underfits"
+                        + (f" (validation accuracy is {progress.val_gap:.0%} above training accuracy)" if progress.val_gap and progress.val_gap > 0.1 else "") + ".",
+                        Target("layer_arg", layer=l.index, arg="rate", position=0), layer=l.index,
+                        evidence={"dropout_rate": l.rate, "train_accuracy": progress.accuracy, "val_gap": progress.val_gap},
+                        fixes=[FixSpec("Use a dropout rate of 0.2" + (f" on all {len(heavy)} dropout layers" if also else ""), new_value="0.2", also=also)])]
     return []
 
 

@@ -195,7 +195,7 @@ class DeepLocalizeServer(LanguageServer):
                 self.refresh_lenses()
                 self.log(f"deeplocalize: analyzing {name} ({reason}) with {options.python}, budget {settings.max_seconds:g} s / {settings.max_epochs or 'all'} epochs")
                 report = await analyze(path, options, pool=self.pool, on_event=progress.on_event, on_output=output.line, text=text,
-                                       warm_next=settings.verify_fixes)
+                                       warm_next=settings.verify_fixes and settings.warm_worker)
         except asyncio.CancelledError:
             self._unfinished(state, progress, output, "cancelled", "Cancelled",
                              f"deeplocalize: run of {name} cancelled; its training process was stopped", lsp.MessageType.Info)
