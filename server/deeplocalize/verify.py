@@ -265,7 +265,7 @@ class Experiment:
         if remaining < 3:
             return None
         opts = replace(self.options, max_epochs=epochs, max_fits=fit_index + 1, max_seconds=min(self.options.max_seconds, remaining))
-        run = await run_script(self.path, opts, pool=self.pool, should_stop=_StopOnNonFinite(), source=text, keep_warm=more)
+        run = await run_script(self.path, opts, pool=self.pool, should_stop=_stop_on_nonfinite(), source=text, keep_warm=more)
         if run.status not in ("timeout", "memory", "failed", "cancelled"):
             self.runs[key] = run
         return run
@@ -277,6 +277,11 @@ class Experiment:
         if run is None or run.status in ("timeout", "memory", "failed"):
             return None
         return _fit_trace(run.traces or [run.trace], fit_index)
+
+
+def _stop_on_nonfinite() -> DecisiveRule:
+    """A counterfactual run stops at its first NaN (the verdict is then certain), nothing else."""
+    return DecisiveRule(silent_failures=False, static_errors=False)
 
 
 def _cut_short(trace: Trace) -> bool:
@@ -342,17 +347,6 @@ async def try_fixes(exp: Experiment, lf: LocatedFinding, fixes: list[Fix], deadl
     if verdict == "refuted" and not after.get("crashed") and len(compared.steps) < MIN_JUDGED_STEPS and _cut_short(before_trace):
         verdict, reason = "inconclusive", f"only {len(compared.steps)} training steps fit in the analysis' epoch cap: too few to judge this fix"
     return Verification(verdict, before, after, len(compared.steps), len(compared.epochs), seconds, reason)
-
-
-class _StopOnNonFinite(DecisiveRule):
-    """A counterfactual run stops at its first NaN (the verdict is then certain), nothing else."""
-
-    def __init__(self) -> None:
-        super().__init__(silent_failures=False)
-
-    def _start(self, trace: Trace) -> None:
-        super()._start(trace)
-        self._static_error = False
 
 
 async def verify_findings(

@@ -119,9 +119,10 @@ class DecisiveRule:
     runtime detectors once per epoch.
     """
 
-    def __init__(self, silent_failures: bool = True) -> None:
+    def __init__(self, silent_failures: bool = True, static_errors: bool = True) -> None:
         self._trace: Trace | None = None
         self.silent_failures = silent_failures
+        self.static_errors = static_errors
         self.reason = ""
 
     def _start(self, trace: Trace) -> None:
@@ -143,7 +144,7 @@ class DecisiveRule:
         if self._nonfinite and len(trace.steps) >= 2:
             self.reason = "non-finite values"
             return True
-        if trace.epochs and self._static_error is None:
+        if self.static_errors and trace.epochs and self._static_error is None:
             self._static_error = any(f.severity == "error" for f in check_static(trace))
         if self._static_error:
             self.reason = "a certain configuration error"

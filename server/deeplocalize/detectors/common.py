@@ -325,14 +325,10 @@ def saturating_cause(trace: Trace) -> Cause | None:
                  {"saturating_layers": len(setters), "first_to_last_gradient_ratio": float(f"{ratio:.3g}")})
 
 
-def eliminate_cause(trace: Trace, diverging: bool = False) -> Cause:
-    """DeepDiagnosis-style elimination for unstable training: the first candidate cause."""
-    return candidate_causes(trace, diverging)[0]
-
-
 def candidate_causes(trace: Trace, diverging: bool = False) -> list[Cause]:
-    """Every cause that could explain unstable training, most specific first; the
-    counterfactual runs try them in this order.
+    """DeepDiagnosis-style elimination for unstable training, keeping every match: each
+    cause that could explain it, most specific first (the first is the diagnosis; the
+    counterfactual runs try the others in this order).
 
     Order: weights initialized far from a variance-preserving scale (or uncentered),
     a learning rate far above the optimizer's default, a slow-by-default optimizer,
