@@ -98,8 +98,8 @@ async def evaluate(expectations: list[Expectation], options: RunOptions, paralle
 
 async def verified_fixes_heal(summary: Summary, options: RunOptions, parallel: int = 2) -> tuple[int, list[str]]:
     """Apply each verified preferred fix to its script, train the fixed text as an analysis
-    would (no verification) and list the faults it did not heal: the same code or the same
-    root cause still at warning/error. Returns (fixes checked, failures)."""
+    would (no verification) and list the faults it did not heal: the same code still at
+    warning/error, or a crash. Returns (fixes checked, failures)."""
     from .edits import apply_fix
 
     pool = WorkerPool()
@@ -114,8 +114,9 @@ async def verified_fixes_heal(summary: Summary, options: RunOptions, parallel: i
     async def one(s: Score, lf, fixed: str) -> str | None:
         async with sem:
             report = await analyze(str(s.expectation.path), options, pool=pool, text=fixed)
-        left = [f for f in report.findings if f.finding.severity in SERIOUS
-                and (f.finding.code == lf.finding.code or f.finding.root_cause == lf.finding.root_cause)]
+        # The symptom the fix was verified on must be gone; a milder one of the same cause may follow
+        # (a diverging rate lowered to the optimizer's usual one can then learn slowly within the cap).
+        left = [f for f in report.findings if f.finding.severity in SERIOUS and f.finding.code == lf.finding.code]
         if left or report.status == "crashed":
             return f"{s.expectation.path.name}: {lf.finding.code} fixed by '{lf.preferred.title}' still shows " + "; ".join(
                 f"{f.finding.severity} {f.finding.code}[{f.finding.root_cause}]" for f in left) + f" ({report.status})"
