@@ -1,20 +1,27 @@
 """Language-server latencies, measured end to end over stdio with real training.
 
-    python benchmarks/lsp_latency.py
+    python benchmarks/lsp_latency.py [--only b0] [--skip-cold] [--skip-requests]
 
-Reports: time from didOpen to the first diagnostic for a NaN fixture and for a
-slow-learning fixture (cold: first run in a fresh server, TensorFlow import
-included; warm: a pre-started worker), and the p50/p95 latency of hover and
-codeAction requests while a run is training, next to the same requests on an
-idle server (so the ratio, not the absolute time, is what to read).
+Save -> first squiggle on every buggy fixture, as an editor sees it (a real LSP client,
+default debounce, fixes not verified since the first squiggle comes before that):
+- cold: a fresh server with no warm worker (TensorFlow import included);
+- warm: a server whose warm worker had time to import TensorFlow before the save;
+- again: a second save right after the previous run finished (the pool refills at once).
+Each as p50/p95 and as a ratio of the script's plain `python script.py` time, by fault
+kind: configuration (a static rule's error, certain before training) or runtime. Then
+the p50/p95 latency of hover and codeAction requests while a run trains, next to the same
+requests on an idle server (read the ratio, not the absolute time: the machine is shared).
 """
 
 from __future__ import annotations
 
+import argparse
+import ast
 import asyncio
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -26,11 +33,21 @@ from pygls.uris import from_fs_path
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fixtures"
+sys.path.insert(0, str(ROOT / "server"))
+
+from deeplocalize.evaluation import load_expectations  # noqa: E402
+
+
+def configuration_codes() -> set[str]:
+    """Codes the static rules emit: faults certain from the configuration alone."""
+    tree = ast.parse((ROOT / "server" / "deeplocalize" / "detectors" / "static_rules.py").read_text())
+    return {n.args[0].value for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "Finding"
+            and n.args and isinstance(n.args[0], ast.Constant)}
 
 
 async def start(settings: dict) -> tuple[LanguageClient, dict]:
     client = LanguageClient("deeplocalize-bench", "1")
-    state: dict = {"diagnostics": {}, "events": asyncio.Queue()}
+    state: dict = {"events": asyncio.Queue(), "final": {}}
 
     @client.feature(lsp.WORKSPACE_CONFIGURATION)
     def configuration(params: lsp.ConfigurationParams):
@@ -47,13 +64,18 @@ async def start(settings: dict) -> tuple[LanguageClient, dict]:
     @client.feature(lsp.WINDOW_LOG_MESSAGE)
     def log(params: lsp.LogMessageParams):
         if "in process" in params.message:
-            state["events"].put_nowait(("training", time.perf_counter()))
+            state["events"].put_nowait(("training", None, time.perf_counter(), None))
 
     @client.feature(lsp.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
     def diags(params: lsp.PublishDiagnosticsParams):
-        state["diagnostics"][params.uri] = params.diagnostics
-        if params.diagnostics:
-            state["events"].put_nowait(("diagnostics", time.perf_counter()))
+        state["final"][params.uri] = params.diagnostics
+        state["events"].put_nowait(("diagnostics", params.uri, time.perf_counter(), params.diagnostics))
+
+    @client.feature("deeplocalize/runStatus")
+    def status(params):
+        phase = params.phase if hasattr(params, "phase") else params["phase"]
+        uri = params.uri if hasattr(params, "uri") else params["uri"]
+        state["events"].put_nowait(("status", uri, time.perf_counter(), phase))
 
     @client.feature(lsp.WORKSPACE_CODE_LENS_REFRESH)
     def refresh(params):
@@ -81,21 +103,72 @@ def open_doc(client: LanguageClient, path: Path) -> str:
     return uri
 
 
-async def first_diagnostic(fixture: str, warm: bool, tmp: Path) -> float:
-    settings = {"run": "onOpenAndSave", "debounceMs": 0, "warmWorker": warm, "maxSeconds": 90}
-    client, state = await start(settings)
-    if warm:
-        await asyncio.sleep(10)  # the pre-started worker imports TensorFlow while the user reads
-    path = tmp / Path(fixture).name
-    shutil.copy(FIXTURES / fixture, path)
+def save(client: LanguageClient, uri: str) -> float:
     t0 = time.perf_counter()
-    open_doc(client, path)
+    client.text_document_did_save(lsp.DidSaveTextDocumentParams(text_document=lsp.TextDocumentIdentifier(uri=uri)))
+    return t0
+
+
+async def until(state: dict, uri: str, want: str, since: float, timeout: float = 180) -> float:
+    """Time of the first event for `uri` after `since`: "squiggle" (non-empty diagnostics) or "done"."""
+    deadline = time.monotonic() + timeout
     while True:
-        kind, t = await asyncio.wait_for(state["events"].get(), 120)
-        if kind == "diagnostics":
-            break
+        kind, u, t, data = await asyncio.wait_for(state["events"].get(), max(1.0, deadline - time.monotonic()))
+        if u != uri or t < since:
+            continue
+        if want == "squiggle" and kind == "diagnostics" and data:
+            return t
+        if want == "done" and kind == "status" and data in ("done", "failed", "cancelled"):
+            return t
+
+
+SETTINGS = {"run": "onSave", "verifyFixes": False, "maxSeconds": 90}
+
+
+async def cold(fixtures: list[Path], tmp: Path) -> dict[str, float]:
+    out = {}
+    for fx in fixtures:
+        client, state = await start({**SETTINGS, "warmWorker": False})
+        path = tmp / fx.name
+        shutil.copy(fx, path)
+        uri = open_doc(client, path)
+        t0 = save(client, uri)
+        out[fx.name] = await until(state, uri, "squiggle", t0) - t0
+        await until(state, uri, "done", t0)
+        await stop(client)
+        print(f"  cold  {fx.name:32s} {out[fx.name]:5.2f} s", flush=True)
+    return out
+
+
+async def warm_and_again(fixtures: list[Path], tmp: Path, ready_s: float) -> tuple[dict[str, float], dict[str, float], dict[str, list]]:
+    warm, again, final = {}, {}, {}
+    client, state = await start({**SETTINGS, "warmWorker": True})
+    for fx in fixtures:
+        path = tmp / fx.name
+        shutil.copy(fx, path)
+        uri = open_doc(client, path)
+        await asyncio.sleep(ready_s)  # the user edits; the refilled worker imports TensorFlow meanwhile
+        t0 = save(client, uri)
+        warm[fx.name] = await until(state, uri, "squiggle", t0) - t0
+        await until(state, uri, "done", t0)
+        final[fx.name] = state["final"].get(uri) or []
+        # Save again at once (an edit that changes the text, so nothing is reused).
+        path.write_text(path.read_text() + "\n# edited\n")
+        client.text_document_did_change(lsp.DidChangeTextDocumentParams(
+            text_document=lsp.VersionedTextDocumentIdentifier(uri=uri, version=2),
+            content_changes=[lsp.TextDocumentContentChangeWholeDocument(text=path.read_text())]))
+        t1 = save(client, uri)
+        again[fx.name] = await until(state, uri, "squiggle", t1) - t1
+        await until(state, uri, "done", t1)
+        print(f"  warm  {fx.name:32s} {warm[fx.name]:5.2f} s, again {again[fx.name]:5.2f} s", flush=True)
     await stop(client)
-    return t - t0
+    return warm, again, final
+
+
+def plain_seconds(path: Path) -> float:
+    start = time.monotonic()
+    subprocess.run([sys.executable, str(path)], cwd=path.parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
+    return time.monotonic() - start
 
 
 async def request_latency(tmp: Path, during_training: bool, n: int = 60) -> list[float]:
@@ -105,7 +178,8 @@ async def request_latency(tmp: Path, during_training: bool, n: int = 60) -> list
     uri = open_doc(client, path)
     if during_training:
         await client.workspace_execute_command_async(lsp.ExecuteCommandParams(command="deeplocalize.analyze", arguments=[uri]))
-        await asyncio.wait_for(state["events"].get(), 60)
+        while (await asyncio.wait_for(state["events"].get(), 60))[0] != "training":
+            pass
         await asyncio.sleep(2)
     doc = lsp.TextDocumentIdentifier(uri=uri)
     times = []
@@ -123,22 +197,92 @@ async def request_latency(tmp: Path, during_training: bool, n: int = 60) -> list
     return times
 
 
+async def phases(fixtures: list[Path]) -> None:
+    """Where the time to the first squiggle goes, seen by the engine with a warm worker:
+    when each probe event first arrives after the job is sent (the script's own imports,
+    data and model come before `compile`; the probe's model description before `model_preview`)."""
+    from deeplocalize.engine import analyze
+    from deeplocalize.runner import RunOptions, WorkerPool
+
+    kinds = ("started", "compile", "fit", "model_preview", "initial_weights", "model", "step", "epoch")
+    rows: dict[str, list[float]] = {k: [] for k in (*kinds, "streamed", "report")}
+    pool = WorkerPool()
+    try:
+        for fx in fixtures:
+            await pool.ready(RunOptions())
+            seen: dict[str, float] = {}
+            t0 = time.perf_counter()
+
+            def on_event(event: dict, trace) -> None:
+                seen.setdefault(event.get("type"), time.perf_counter() - t0)
+
+            def on_findings(found) -> None:
+                seen.setdefault("streamed", time.perf_counter() - t0)
+
+            await analyze(str(fx), RunOptions(), pool=pool, on_event=on_event, on_findings=on_findings)
+            seen["report"] = time.perf_counter() - t0
+            for k in rows:
+                if k in seen:
+                    rows[k].append(seen[k])
+    finally:
+        await pool.aclose()
+    print("engine phases, warm worker (first arrival after the job; median / p95 over the fixtures that have it):")
+    for k, v in rows.items():
+        if v:
+            print(f"  {k:16s} n={len(v):2d}  median {statistics.median(v):5.2f} s  p95 {pct(v, 95):5.2f} s")
+
+
 def pct(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) > 1 else values[0]
+    if len(values) < 2:
+        return values[0] if values else float("nan")
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+def table(name: str, times: dict[str, float], plain: dict[str, float], kinds: dict[str, str]) -> None:
+    for kind in ("configuration", "runtime"):
+        names = [n for n in times if kinds.get(n) == kind]
+        if not names:
+            continue
+        v = [times[n] for n in names]
+        r = [times[n] / plain[n] for n in names if plain.get(n)]
+        print(f"{name:6s} {kind:13s} n={len(v):2d}  p50 {pct(v, 50):5.2f} s  p95 {pct(v, 95):5.2f} s   "
+              f"x plain run: median {statistics.median(r):.2f}  p95 {pct(r, 95):.2f}")
 
 
 async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", default="")
+    ap.add_argument("--skip-cold", action="store_true")
+    ap.add_argument("--skip-requests", action="store_true")
+    ap.add_argument("--phases", action="store_true", help="only the engine's phase timings (no language server)")
+    ap.add_argument("--ready-seconds", type=float, default=8.0, help="time the warm worker gets before each save")
+    args = ap.parse_args()
+    fixtures = [e.path for e in load_expectations(FIXTURES) if e.buggy and args.only in e.path.name]
+    config = configuration_codes()
+    if args.phases:
+        await phases(fixtures)
+        return
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        for fixture, label in (("buggy/b09_lr_high_regression.py", "NaN (b09)"), ("buggy/b11_lr_too_low.py", "slow learning (b11)")):
-            cold = await first_diagnostic(fixture, warm=False, tmp=tmp)
-            warm = await first_diagnostic(fixture, warm=True, tmp=tmp)
-            print(f"didOpen -> first diagnostic, {label:20s}: cold {cold:5.2f} s, warm worker {warm:5.2f} s")
-        idle = await request_latency(tmp, during_training=False)
-        busy = await request_latency(tmp, during_training=True)
-        for name, v in (("idle", idle), ("while training", busy)):
-            print(f"hover/codeAction latency {name:15s}: p50 {1000 * pct(v, 50):6.1f} ms, p95 {1000 * pct(v, 95):6.1f} ms (n={len(v)})")
-        print(f"p95 ratio training/idle: {pct(busy, 95) / pct(idle, 95):.2f}x")
+        print(f"plain runs ({len(fixtures)} buggy fixtures)", flush=True)
+        plain = {fx.name: plain_seconds(fx) for fx in fixtures}
+        print("warm and save-again", flush=True)
+        warm, again, final = await warm_and_again(fixtures, tmp, args.ready_seconds)
+        kinds = {n: "configuration" if any(dg.code in config and dg.severity == lsp.DiagnosticSeverity.Error for dg in ds) else "runtime"
+                 for n, ds in final.items()}
+        cold_t = {} if args.skip_cold else await cold(fixtures, tmp)
+        print()
+        table("warm", warm, plain, kinds)
+        table("again", again, plain, kinds)
+        if cold_t:
+            table("cold", cold_t, plain, kinds)
+        print(f"plain run: median {statistics.median(plain.values()):.2f} s")
+        if not args.skip_requests:
+            idle = await request_latency(tmp, during_training=False)
+            busy = await request_latency(tmp, during_training=True)
+            for name, v in (("idle", idle), ("while training", busy)):
+                print(f"hover/codeAction latency {name:15s}: p50 {1000 * pct(v, 50):6.1f} ms, p95 {1000 * pct(v, 95):6.1f} ms (n={len(v)})")
+            print(f"p95 ratio training/idle: {pct(busy, 95) / pct(idle, 95):.2f}x")
 
 
 if __name__ == "__main__":

@@ -41,6 +41,14 @@ def test_no_verify_reports_the_first_diagnosis_only():
     assert 'fix (preferred): Use activation "softmax"' in r.stdout and "Verified" not in r.stdout
 
 
+def test_a_certain_error_is_printed_while_training_goes_on():
+    r = cli("check", "--no-verify", str(ROOT / "tests" / "data" / "config_error_slow_epoch.py"))
+    assert r.returncode == 1
+    early = [l for l in r.stderr.splitlines() if "(certain; training goes on" in l]
+    assert len(early) == 1 and "config_error_slow_epoch.py:10:" in early[0] and "output-not-distribution" in early[0]
+    assert "output-not-distribution (root cause: activation)" in r.stdout  # the full report still follows
+
+
 def test_json_report_for_several_files():
     r = cli("check", "--format", "json", str(FIXTURES / "correct/c03_cancer_binary.py"), str(FIXTURES / "buggy/b20_labels_minus_one.py"))
     assert r.returncode == 1, r.stderr

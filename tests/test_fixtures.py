@@ -11,9 +11,10 @@ from deeplocalize.edits import apply_fix
 from deeplocalize.engine import analyze
 from deeplocalize.evaluation import Summary, evaluate, load_expectations, verified_fixes_heal
 from deeplocalize.runner import RunOptions
+from deeplocalize.wholescript import check_many
 
 # The module's analyses, with their fixes verified, run in the fixture of the first test.
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2100)]
 EXPECTATIONS = load_expectations(FIXTURES)
 VERIFY_SECONDS = 60.0  # the CLI's default: the fixtures are scored as users see them, fixes verified
 
@@ -86,6 +87,16 @@ def test_every_verified_fix_heals_its_fault_when_applied_and_trained(summary):
     checked, failures = asyncio.run(verified_fixes_heal(summary, RunOptions(), parallel=2))
     assert checked >= 20, checked
     assert not failures, failures
+
+
+def test_every_offered_fix_keeps_the_whole_script_right(summary):
+    """Each fix of each buggy fixture, applied in memory and run to the script's last line:
+    the script completes and its own results (final training/validation logs, its evaluate
+    calls) are not worse than before. A fix listed here is a bug in the product."""
+    checks = asyncio.run(check_many([s.report for s in summary.scores if s.expectation.buggy], RunOptions(max_seconds=180), parallel=2))
+    assert len(checks) >= 35, len(checks)
+    failing = [f"{c.finding}: {c.fix}: {c.problems}" for c in checks if c.problems]
+    assert not failing, failing
 
 
 def test_most_faults_are_verified_by_experiment_and_none_of_the_healthy_ones(summary):

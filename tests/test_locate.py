@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import ast
 import textwrap
 from pathlib import Path
@@ -127,7 +129,30 @@ def test_custom_code_is_anchored_on_the_risky_operation_and_guarded(tmp_path):
     code = {"file": str(path), "line": 3, "function": "my_loss"}
     lf = Locator(Trace(str(path))).locate(finding(Target("code", code=code), FixSpec("guard", new_value="{guard}"), root="numerical_operation"))
     assert lf.range.start.line == 5 and src.splitlines()[4][lf.range.start.column - 1:].startswith("tf.math.log(y_pred)")
-    assert "tf.math.log(tf.math.maximum(y_pred, 1e-7))" in apply_fix(src, lf.fixes[0])
+    assert "tf.math.log(tf.maximum(y_pred, 1e-7))" in apply_fix(src, lf.fixes[0])
+
+
+@pytest.mark.parametrize("expr, probability, expected", [
+    # As keras.losses.msle: the prediction is clamped, not the sum (which would hide a negative prediction).
+    ("tf.math.log(y_pred + 1.0)", False, "tf.math.log(tf.maximum(y_pred, 1e-7) + 1.0)"),
+    # A probability is clipped on both sides, as Keras' cross-entropies do: log(1 - p) is safe too.
+    ("keras.ops.log(1.0 - y_pred)", True, "keras.ops.log(1.0 - keras.ops.clip(y_pred, 1e-7, 1 - 1e-7))"),
+    ("np.log(y_pred)", True, "np.log(np.clip(y_pred, 1e-7, 1 - 1e-7))"),
+    ("tf.sqrt(y_true - y_pred)", False, "tf.sqrt(tf.maximum(y_true - y_pred, 0.0))"),
+])
+def test_loss_guards_follow_the_keras_losses_convention(tmp_path, expr, probability, expected):
+    path, src = write(tmp_path, f'''
+        import numpy as np
+        import keras
+        import tensorflow as tf
+
+        def my_loss(y_true, y_pred):
+            return {expr}
+    ''')
+    code = {"file": str(path), "line": 5, "function": "my_loss"}
+    spec = FixSpec("guard", new_value="{guard_probability}" if probability else "{guard}")
+    lf = Locator(Trace(str(path))).locate(finding(Target("code", code=code), spec, root="numerical_operation"))
+    assert apply_fix(src, lf.fixes[0]).splitlines()[5].strip() == f"return {expected}"
 
 
 def test_functional_call_maps_to_the_constructor_not_the_application(tmp_path):

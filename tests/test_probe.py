@@ -132,6 +132,34 @@ def test_warm_worker_skips_the_tensorflow_import(tmp_path):
     assert warm < cold / 2  # ratio, not an absolute time
 
 
+def test_taking_a_warm_worker_starts_its_successor_at_once(tmp_path):
+    """A save right after a run also finds TensorFlow imported: the pool refills when a
+    worker is taken, not when the run ends; and it never keeps more idle workers than allowed."""
+    script = tmp_path / "quick.py"
+    script.write_text("import keras\nprint('hi')\n")
+
+    async def go():
+        pool = WorkerPool(refill=True, max_spares=1)
+        try:
+            await pool.ready(RunOptions())
+            first = pool.pids()
+            task = asyncio.ensure_future(run_script(str(script), RunOptions(), pool=pool))
+            for _ in range(100):  # the successor appears while the first run is still going
+                await asyncio.sleep(0.1)
+                if pool.pids() and pool.pids() != first:
+                    break
+            successor = pool.pids()
+            await task
+            await pool.prewarm(RunOptions(env={"OTHER": "1"}))  # another key: the older spare is stopped
+            return first, successor, pool.pids()
+        finally:
+            await pool.aclose()
+
+    first, successor, after = asyncio.run(go())
+    assert successor and successor != first
+    assert len(after) == 1 and after != successor
+
+
 def test_recurrent_and_wrapper_layers_train_unchanged_under_the_probe(tmp_path):
     """RNN layers expose `activation` as a read-only property; Bidirectional owns no variables itself."""
     script = tmp_path / "rnn.py"

@@ -171,6 +171,21 @@ async def test_nan_fixture_diagnostic_quick_fix_progress_hover_and_lens(client: 
     assert len(training_pids(client)) == n_pids
 
 
+async def test_a_certain_configuration_error_is_squiggled_before_training_ends(client: LanguageClient, tmp_path):
+    """Streamed: the error is published as soon as the model, compile and data are known;
+    the final diagnosis replaces it (one diagnostic, same place), with no duplicate."""
+    client.set_configuration({"run": "onSave", "maxSeconds": 120, "verifyFixes": False, "warmWorker": False}, section="deeplocalize")
+    uri, path = open_copy(client, tmp_path, DATA / "config_error_slow_epoch.py")
+    save(client, uri)
+    early = await until(lambda: client.diagnostics.get(uri), 90, "the streamed diagnostic")
+    assert not finished(client, path.name), "the diagnostic came only with the final report"
+    assert [(d.code, d.range.start.line) for d in early] == [("output-not-distribution", 9)]
+    assert any("certain after" in m for m in logs(client))
+    await until(lambda: finished(client, path.name), what="the run to finish")
+    final = [d for d in client.diagnostics[uri] if d.code == "output-not-distribution"]
+    assert len(final) == 1 and final[0].range == early[0].range
+
+
 async def test_fix_then_rerun_clears_the_diagnostic(client: LanguageClient, tmp_path):
     uri, path = open_copy(client, tmp_path, FIXTURES / "buggy/b01_relu_output_ce.py")
     save(client, uri)

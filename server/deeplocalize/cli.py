@@ -89,6 +89,9 @@ def render_text(report: FileReport, console: Console) -> None:
         preferred = lf.preferred
         for fix in lf.fixes:
             edits = "; ".join(f"{e.range.start.line}:{e.range.start.column} -> {e.new_text.strip()!r}" for e in fix.edits)
+            if fix.verification and fix.verification.verdict == "refuted":  # tried and not offered
+                console.print(f"    tried ({_verdict(fix)}): {fix.title}", style="dim", highlight=False, soft_wrap=True)
+                continue
             tags = (["preferred"] if fix is preferred else []) + ([_verdict(fix)] if fix.verification else [])
             console.print(f"    fix{' (' + ', '.join(tags) + ')' if tags else ''}: {fix.title}  [{edits}]", highlight=False, soft_wrap=True)
     console.print(f"{rel}: {report.status}, {len(report.findings)} finding(s), {report.duration_s:.1f} s", style="dim")
@@ -133,7 +136,19 @@ async def _check(args: argparse.Namespace) -> int:
                     err.print(line, markup=False, highlight=False)
 
             try:
-                report = await analyze(path, options, pool=pool, on_event=on_event, on_output=on_output, warm_next=not args.no_verify)
+                said: list = []
+
+                def on_findings(found: list) -> None:
+                    # Certain before the run ends (a configuration error): said now, the report follows.
+                    if args.format == "text" and not args.no_progress:
+                        for lf in found[len(said):]:
+                            said.append(lf)
+                            r, f = lf.range, lf.finding
+                            err.print(f"{os.path.relpath(r.file)}:{r.start.line}:{r.start.column}: {f.severity} {f.code} (certain; "
+                                      f"training goes on for the full diagnosis): {f.message}", markup=False, highlight=False)
+
+                report = await analyze(path, options, pool=pool, on_event=on_event, on_output=on_output, warm_next=not args.no_verify,
+                                       on_findings=on_findings)
                 if not args.no_verify:
                     def on_progress(message: str, _p: str = path) -> None:
                         if show_progress:

@@ -12,13 +12,15 @@ def _offset(lines: list[str], line: int, column: int) -> int:
 
 
 def apply_edits(text: str, edits: list[TextEdit]) -> str:
-    """Apply non-overlapping edits, last first so earlier offsets stay valid."""
+    """Apply non-overlapping edits, last first so earlier offsets stay valid. Inserts at
+    the same position appear in the order given (as the LSP specifies for a client)."""
     lines = text.splitlines(keepends=True)
     spans = sorted(
-        ((_offset(lines, e.range.start.line, e.range.start.column), _offset(lines, e.range.end.line, e.range.end.column), e.new_text) for e in edits),
+        ((_offset(lines, e.range.start.line, e.range.start.column), _offset(lines, e.range.end.line, e.range.end.column), i, e.new_text)
+         for i, e in enumerate(edits)),
         reverse=True,
     )
-    for start, end, new in spans:
+    for start, end, _, new in spans:
         text = text[:start] + new + text[end:]
     return text
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from .detectors import DecisiveRule, diagnose, measure
+from .detectors.static_rules import check_static
 from .findings import SEVERITIES, Finding, LocatedFinding, Position, SourceRange, Target
 from .locate import Locator, frame_range, line_range, load_source
 from .runner import EventCallback, OutputCallback, RunOptions, RunResult, WorkerPool, run_script
@@ -111,11 +112,13 @@ async def analyze(
     on_output: OutputCallback | None = None,
     text: str | None = None,
     warm_next: bool = False,
+    on_findings: FindingsCallback | None = None,
 ) -> FileReport:
     """Analyze one script. `text`, when given, is what runs in place of the file's content
     (the editor's saved text, or a fixed copy); findings are located in the file, so it
     should match it. `warm_next` starts a second worker when the run starts, for the
-    experiments that may follow."""
+    experiments that may follow. `on_findings` receives findings that are certain before
+    the run ends (see `StreamedFindings`); the report's findings replace them."""
     source = text
     start = time.monotonic()
     path = os.path.abspath(path)
@@ -137,7 +140,15 @@ async def analyze(
 
     # The experiments' worker imports TensorFlow while this run trains; a healthy script
     # leaves it as the next analysis' warm worker.
-    run = await run_script(path, options, pool=pool, on_event=on_event, on_output=on_output, should_stop=DecisiveRule(), source=source,
+    stream = StreamedFindings(on_findings) if on_findings is not None else None
+
+    def events(event: dict, trace: Trace) -> None:
+        if on_event is not None:
+            on_event(event, trace)
+        if stream is not None:
+            stream(event, trace)
+
+    run = await run_script(path, options, pool=pool, on_event=events, on_output=on_output, should_stop=DecisiveRule(), source=source,
                            keep_warm=warm_next)
     trace = run.trace
     if trace.unsupported:
@@ -178,6 +189,51 @@ async def analyze(
         findings.append(_info("no-training", f"The script {how}; nothing to analyze.", line_range(src, path, 1), "hint"))
     # Hover and the code lens follow the first fit; every fit's findings are in `findings`.
     return FileReport(path, status, time.monotonic() - start, findings, (run.traces or [trace])[0], run, source=text)
+
+
+FindingsCallback = Callable[[list[LocatedFinding]], None]
+
+
+class StreamedFindings:
+    """Findings that are certain before the run ends, reported the moment they are.
+
+    A configuration error (a loss that cannot work with the output activation or the
+    labels) is certain once the model, its compile and the fit's data are known, before
+    the first batch; the run goes on until the decisive rule stops it, and the final
+    diagnosis then replaces what was streamed. Checked at the few events where more
+    becomes known (the fit's data, the model preview, first predictions, first step, first
+    epoch), once each per fit.
+    """
+
+    CHECKPOINTS = ("fit", "model_preview", "model", "step", "epoch")
+
+    def __init__(self, on_findings: FindingsCallback) -> None:
+        self.on_findings = on_findings
+        self.checked: set[tuple[int, str]] = set()
+        self.sent: set[tuple] = set()
+        self.located: list[LocatedFinding] = []
+
+    def __call__(self, event: dict, trace: Trace) -> None:
+        kind = event.get("type")
+        if kind not in self.CHECKPOINTS or (id(trace), kind) in self.checked or trace.fit is None or trace.compile is None:
+            return
+        self.checked.add((id(trace), kind))
+        try:
+            errors = [f for f in check_static(trace) if f.severity == "error"]
+            locator = Locator(trace)
+            located_errors = [locator.locate(f) for f in errors]
+        except Exception:  # noqa: BLE001 - a partial trace: the final diagnosis will say it
+            return
+        new = []
+        for f, located in zip(errors, located_errors):
+            key = (f.code, located.range.file, located.range.start.line, located.range.start.column)
+            if key not in self.sent:
+                self.sent.add(key)
+                located.fit_index = trace.fit_index
+                new.append(located)
+        if new:
+            self.located += new
+            self.on_findings(list(self.located))
 
 
 async def verify(

@@ -47,6 +47,9 @@ class FixSpec:
     # Edits applied together with this one, as a single fix (the same setting on
     # several layers, an activation and the loss that goes with it).
     also: list["FixSpec"] = field(default_factory=list)
+    # A change to the data at every call that feeds the model (feeds.py), not at one
+    # line: "scale_inputs", "scale_targets", "one_hot", "labels_shift", "labels_unit", "nan_to_num".
+    feed: str | None = None
 
 
 @dataclass

@@ -10,97 +10,17 @@ caller's call site.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
-import astroid
 from astroid import nodes
 
+from . import feeds
 from .findings import Finding, Fix, FixSpec, LocatedFinding, Position, SourceRange, Target, TextEdit
+from .source import (
+    Source, arg_node, call_at, call_name, frame_range, insert_kwarg, keras_prefix, line_range, load_source, match_quotes, node_range, text_of,
+)
 from .trace import Frame, Trace
-
-
-@dataclass
-class Source:
-    path: str
-    text: str
-    lines: list[str]
-    module: nodes.Module | None
-
-
-@lru_cache(maxsize=64)
-def _load(path: str, mtime: float, size: int) -> Source:
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        text = fh.read()
-    try:
-        module = astroid.parse(text, path=path)
-    except Exception:  # noqa: BLE001 - a file astroid cannot parse still gets line ranges
-        module = None
-    return Source(path, text, text.splitlines(), module)
-
-
-def load_source(path: str) -> Source | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return _load(os.path.abspath(path), st.st_mtime, st.st_size)
-
-
-def _col_from_bytes(line_text: str, byte_col: int | None) -> int:
-    """co_positions columns are UTF-8 byte offsets; ranges are in characters."""
-    if byte_col is None:
-        return 0
-    return len(line_text.encode("utf-8")[:byte_col].decode("utf-8", "replace"))
-
-
-def node_range(src: Source, node: nodes.NodeNG) -> SourceRange:
-    return SourceRange(src.path, Position(node.lineno, node.col_offset + 1), Position(node.end_lineno or node.lineno, (node.end_col_offset or node.col_offset) + 1))
-
-
-def line_range(src: Source | None, path: str, line: int) -> SourceRange:
-    text = src.lines[line - 1] if src and 0 < line <= len(src.lines) else ""
-    start = len(text) - len(text.lstrip())
-    return SourceRange(path, Position(line, start + 1), Position(line, max(len(text.rstrip()), start) + 1))
-
-
-def frame_range(frame: Frame) -> SourceRange:
-    src = load_source(frame.file)
-    if src is None or frame.col is None or frame.end_line is None:
-        return line_range(src, frame.file, frame.line)
-    sc = _col_from_bytes(src.lines[frame.line - 1], frame.col) if frame.line <= len(src.lines) else 0
-    ec = _col_from_bytes(src.lines[frame.end_line - 1], frame.end_col) if frame.end_line <= len(src.lines) else sc
-    return SourceRange(frame.file, Position(frame.line, sc + 1), Position(frame.end_line, ec + 1))
-
-
-def call_at(src: Source, frame: Frame) -> nodes.Call | None:
-    """The Call node a runtime frame is executing: same start, and same end when known
-    (`Dense(8)(x)` starts two calls at one column; the constructor is the inner one)."""
-    if src.module is None or not 0 < frame.line <= len(src.lines):
-        return None
-    col = _col_from_bytes(src.lines[frame.line - 1], frame.col) if frame.col is not None else None
-    calls = list(src.module.nodes_of_class(nodes.Call))
-    starts = [c for c in calls if c.lineno == frame.line and (col is None or c.col_offset == col)]
-    if starts and frame.end_col is not None and frame.end_line is not None and frame.end_line <= len(src.lines):
-        end = _col_from_bytes(src.lines[frame.end_line - 1], frame.end_col)
-        exact = [c for c in starts if c.end_lineno == frame.end_line and c.end_col_offset == end]
-        if exact:
-            return exact[0]
-    if starts:
-        return min(starts, key=lambda c: ((c.end_lineno or 0) - c.lineno, (c.end_col_offset or 0) - c.col_offset))
-    spanning = [c for c in calls if c.lineno <= frame.line <= (c.end_lineno or c.lineno)]
-    return min(spanning, key=lambda c: (c.end_lineno or 0) - c.lineno) if spanning else None
-
-
-def _arg_node(call: nodes.Call, name: str | None, position: int | None) -> nodes.NodeNG | None:
-    for kw in call.keywords or []:
-        if kw.arg == name:
-            return kw.value
-    if position is not None and position < len(call.args) and not isinstance(call.args[position], nodes.Starred):
-        return call.args[position]
-    return None
 
 
 def _param_binding(func: nodes.FunctionDef, param: str, caller: nodes.Call) -> nodes.NodeNG | None:
@@ -220,6 +140,9 @@ class Locator:
     def _fixes(self, specs: list[FixSpec], target: Target, arg_site: Any, root_cause: str | None, anchor: SourceRange) -> list[Fix]:
         fixes = []
         for spec in specs:
+            if spec.feed:
+                fixes += self._feed_fixes(spec)
+                continue
             fix = self._fix(spec, target, arg_site)
             if fix is not None and spec.also:
                 fix = self._with_companions(fix, spec.also, target)
@@ -227,7 +150,7 @@ class Locator:
                 fixes.append(fix)
             if arg_site and arg_site[0] == "replace_default" and arg_site[4] and spec.new_value:
                 _, _, call, src, param = arg_site
-                fixes.append(Fix(spec.title + " (at this call)", [_insert_kwarg(src, call, param, spec.new_value)]))
+                fixes.append(Fix(spec.title + " (at this call)", [insert_kwarg(src, call, param, spec.new_value)]))
         for fix in fixes:
             fix.root_cause, fix.anchor = root_cause, anchor
         return fixes
@@ -271,7 +194,7 @@ class Locator:
             return node_range(src, call), ("replace_call", Resolved(src, call))
         if target.kind == "optimizer_arg" and not (self.trace.optimizer and self.trace.optimizer.site):
             # Optimizer given as a string: the compile call's optimizer= value.
-            value = _arg_node(call, "optimizer", 0)
+            value = arg_node(call, "optimizer", 0)
             if value is None:
                 return node_range(src, call), None
             r = resolve_value(src, value, chain[1:])
@@ -279,11 +202,11 @@ class Locator:
         if target.kind == "optimizer_arg" and target.arg is None:
             return node_range(src, call), ("replace_call", Resolved(src, call))
         if target.kind == "fit_data":
-            value = _arg_node(call, target.arg, target.position)
+            value = arg_node(call, target.arg, target.position)
             if value is None:
                 return node_range(src, call), None
             return self._data_anchor(src, value, call)
-        value = _arg_node(call, target.arg, target.position)
+        value = arg_node(call, target.arg, target.position)
         if value is None and target.arg:
             value = _double_star_entry(src, call, target.arg)
         if value is None and target.kind == "layer_arg" and target.arg:
@@ -317,7 +240,7 @@ class Locator:
         if build is not None:
             src, func = build
             for call in _named_calls(func, ["add_weight"]):
-                value = _arg_node(call, "initializer", None)
+                value = arg_node(call, "initializer", None)
                 if isinstance(value, nodes.Const) and isinstance(value.value, str):
                     return Resolved(src, value), None
         return None
@@ -331,7 +254,7 @@ class Locator:
                       and isinstance(a.targets[0].slice, nodes.Const) and a.targets[0].slice.value == key]
             if stores:
                 stmt = max(stores, key=lambda a: a.lineno)
-                name = _text_of(src, stmt.targets[0])
+                name = text_of(src, stmt.targets[0])
                 rng = node_range(src, stmt)
                 return rng, ("insert_after", src, stmt, name)
         base = value
@@ -389,10 +312,48 @@ class Locator:
             return line_range(src, path, int(line)), None
         risky = _risky_ops(func)
         if risky:
-            return node_range(src, risky[0]), ("guard", src, risky[0])
+            return node_range(src, risky[0]), ("guard", src, risky[0], func)
         return SourceRange(path, Position(func.lineno, func.col_offset + 1), Position(func.lineno, len(src.lines[func.lineno - 1]) + 1)), None
 
     # --------------------------------------------------------------- fixes
+    def _feed_fixes(self, spec: FixSpec) -> list[Fix]:
+        """Data changes made wherever the model gets data (fit, validation, evaluate, predict)."""
+        fit = self.trace.fit
+        if fit is None or not fit.site:
+            return []
+        src = load_source(fit.site[0].file)
+        call = call_at(src, fit.site[0]) if src else None
+        found = feeds.find_feeds(src, call) if call is not None else None
+        if found is None:
+            return []
+        if spec.feed == "scale_inputs":
+            ndim = len(fit.x["shape"]) if fit.x and fit.x.get("shape") else None
+            return feeds.input_scaling_fixes(found, ndim, self._first_layer_call())
+        if spec.feed == "scale_targets":
+            fix = feeds.target_scaling_fix(found)
+        elif spec.feed == "one_hot":
+            head = next((l for l in reversed(self.trace.layers) if l.is_output), None)
+            width = f", num_classes={head.units}" if head and head.units else ""
+            utils = keras_prefix(src) + "utils"
+            fix = feeds.labels_fix(found, spec.title, lambda t: f"{utils}.to_categorical({t}{width})")
+        elif spec.feed in ("labels_shift", "labels_unit"):
+            fix = feeds.label_range_fix(found, spec.title, spec.feed.split("_", 1)[1])
+        elif spec.feed == "nan_to_num":
+            fix = feeds.inputs_fix(found, spec.title, lambda t: f"np.nan_to_num({t})", imports=["import numpy as np"])
+        else:
+            fix = None
+        return [fix] if fix is not None else []
+
+    def _first_layer_call(self) -> tuple[Source, nodes.Call] | None:
+        """The call that builds the model's first layer (where an input layer goes in front)."""
+        layers = [l for l in self.trace.layers if l.cls != "InputLayer"]
+        if not layers or not layers[0].site:
+            return None
+        frame = layers[0].site[0]
+        src = load_source(frame.file)
+        call = call_at(src, frame) if src else None
+        return (src, call) if call is not None else None
+
     def _with_companions(self, fix: Fix, also: list[FixSpec], target: Target) -> Fix | None:
         """One fix made of several edits; an edit that cannot be placed voids the whole fix
         (half of a combined change leaves the script as broken as before)."""
@@ -419,14 +380,14 @@ class Locator:
         if ctx is None:
             return None
         kind = ctx[0]
-        if kind == "guard" and spec.new_value == "{guard}":
-            src, node = ctx[1], ctx[2]
-            new = _guarded(src, node)
+        if kind == "guard" and spec.new_value in ("{guard}", "{guard_probability}"):
+            src, node, func = ctx[1], ctx[2], ctx[3]
+            new = _guarded(src, node, func, probability=spec.new_value == "{guard_probability}")
             return Fix(spec.title, [TextEdit(node_range(src, node), new)]) if new else None
         if kind == "replace_default" and spec.new_value is not None:
             # The class default (fixes every instance); the call-site argument comes as a second fix.
             r = ctx[1]
-            return Fix(spec.title + " (the layer's default)", [TextEdit(node_range(r.src, r.node), _match_quotes(_text_of(r.src, r.node), spec.new_value))])
+            return Fix(spec.title + " (the layer's default)", [TextEdit(node_range(r.src, r.node), match_quotes(text_of(r.src, r.node), spec.new_value))])
         if kind == "replace" and spec.new_value is not None:
             r: Resolved = ctx[1]
             new = spec.new_value
@@ -434,25 +395,25 @@ class Locator:
                 if not isinstance(r.node, nodes.Call):
                     return None
                 new = new.replace("{func}", r.node.func.as_string())
-            new = _match_quotes(_text_of(r.src, r.node), new)
+            new = match_quotes(text_of(r.src, r.node), new)
             return Fix(spec.title, [TextEdit(node_range(r.src, r.node), new)])
         if kind == "insert_kwarg" and spec.new_value is not None and target.arg and "{func}" not in spec.new_value:
             call, src = ctx[1], ctx[2]
-            return Fix(spec.title, [_insert_kwarg(src, call, target.arg, spec.new_value)])
+            return Fix(spec.title, [insert_kwarg(src, call, target.arg, spec.new_value)])
         if kind in ("replace_optimizer", "replace_call") and spec.new_value is not None:
             r = ctx[1]
             new = spec.new_value
             if kind == "replace_optimizer" and target.arg == "learning_rate":
                 cls = self.trace.optimizer.cls if self.trace.optimizer else "Adam"
-                prefix = _keras_prefix(r.src)
+                prefix = keras_prefix(r.src)
                 new = f"{prefix}optimizers.{cls}(learning_rate={spec.new_value})"
             elif "{module}" in new:
                 if not isinstance(r.node, nodes.Call):
                     return None
-                func = _text_of(r.src, r.node.func)
-                new = new.replace("{module}", func.rsplit(".", 1)[0] + "." if "." in func else _keras_prefix(r.src) + "layers.")
+                func = text_of(r.src, r.node.func)
+                new = new.replace("{module}", func.rsplit(".", 1)[0] + "." if "." in func else keras_prefix(r.src) + "layers.")
             else:
-                new = _match_quotes(_text_of(r.src, r.node), new)
+                new = match_quotes(text_of(r.src, r.node), new)
             return Fix(spec.title, [TextEdit(node_range(r.src, r.node), new)])
         if kind == "insert_after" and spec.insert_after:
             src, stmt, name = ctx[1], ctx[2], ctx[3]
@@ -473,10 +434,10 @@ class Locator:
         r: Resolved = ctx[1]
         if not isinstance(r.node, nodes.Call):
             return None
-        existing = _arg_node(r.node, spec.arg, None)
+        existing = arg_node(r.node, spec.arg, None)
         if existing is not None:
             return Fix(spec.title, [TextEdit(node_range(r.src, existing), spec.new_value or "")])
-        return Fix(spec.title, [_insert_kwarg(r.src, r.node, spec.arg or "", spec.new_value or "")])
+        return Fix(spec.title, [insert_kwarg(r.src, r.node, spec.arg or "", spec.new_value or "")])
 
     def _rename_kwarg(self, spec: FixSpec, target: Target, old: str) -> Fix | None:
         frame = target.frame
@@ -547,13 +508,9 @@ def _function_at(code: dict[str, Any] | None) -> tuple[Source, nodes.FunctionDef
     return None
 
 
-def _call_name(call: nodes.Call) -> str:
-    return call.func.attrname if isinstance(call.func, nodes.Attribute) else getattr(call.func, "name", "")
-
-
 def _named_calls(func: nodes.NodeNG, names: list[str]) -> list[nodes.Call]:
     """Calls of functions with these names inside `func`, in source order (`tf.nn.softmax(x)`)."""
-    found = [c for c in func.nodes_of_class(nodes.Call) if _call_name(c) in names]
+    found = [c for c in func.nodes_of_class(nodes.Call) if call_name(c) in names]
     return sorted(found, key=lambda c: (c.lineno, c.col_offset))
 
 
@@ -565,7 +522,7 @@ def _risky_ops(func: nodes.FunctionDef) -> list[nodes.NodeNG]:
     found: list[tuple[int, int, nodes.NodeNG]] = []
     for n in func.nodes_of_class((nodes.Call, nodes.BinOp)):
         if isinstance(n, nodes.Call):
-            name = _call_name(n)
+            name = call_name(n)
             if name in _RISKY and name != "log1p":
                 found.append((_RISKY[name], n.lineno, n))
         elif n.op in ("/", "**", "//"):
@@ -574,61 +531,50 @@ def _risky_ops(func: nodes.FunctionDef) -> list[nodes.NodeNG]:
     return [n for _, _, n in found]
 
 
-def _guarded(src: Source, node: nodes.NodeNG) -> str | None:
-    """`log(x)` -> `log(maximum(x, 1e-7))` in the same namespace; `a / b` -> `a / (b + 1e-7)`."""
+def _guarded(src: Source, node: nodes.NodeNG, func: nodes.NodeNG | None = None, probability: bool = False) -> str | None:
+    """The risky operation made safe the way Keras' own losses do it.
+
+    In a loss `f(y_true, y_pred)`, the prediction is clamped where it enters the log, not
+    the log's whole argument: `log(y_pred + 1)` -> `log(maximum(y_pred, 1e-7) + 1)` (as
+    `keras.losses.msle`), and a probability is clipped into [1e-7, 1 - 1e-7]
+    (`probability`), so `log(1 - y_pred)` is safe too. Elsewhere: `log(x)` ->
+    `log(maximum(x, 1e-7))`, `sqrt(x)` -> `sqrt(maximum(x, 0.0))`, `a / b` -> `a / (b + 1e-7)`.
+    """
     if isinstance(node, nodes.BinOp) and node.op == "/":
-        left = _text_of(src, node.left)
+        left = text_of(src, node.left)
         if isinstance(node.left, (nodes.BinOp, nodes.BoolOp, nodes.Compare, nodes.IfExp, nodes.Lambda)):
             left = f"({left})"
-        return f"{left} / ({_text_of(src, node.right)} + 1e-7)"
-    if isinstance(node, nodes.Call) and node.args:
-        func = _text_of(src, node.func)
-        prefix = func.rsplit(".", 1)[0] + "." if "." in func else ""
-        if prefix in ("", "math.", "np.", "numpy."):
-            prefix = "np." if prefix in ("np.", "numpy.") else ""
-            if not prefix:
-                return None
-        rest = ", ".join(_text_of(src, a) for a in node.args[1:])
-        floor = "0.0" if func.endswith(("sqrt", "rsqrt")) and not func.endswith("rsqrt") else "1e-7"
-        arg = f"{prefix}maximum({_text_of(src, node.args[0])}, {floor})"
-        return f"{func}({arg}{', ' + rest if rest else ''})"
-    return None
+        return f"{left} / ({text_of(src, node.right)} + 1e-7)"
+    if not (isinstance(node, nodes.Call) and node.args):
+        return None
+    name = text_of(src, node.func)
+    prefix = name.rsplit(".", 1)[0] + "." if "." in name else ""
+    if prefix in ("", "math."):
+        return None  # the math module has no elementwise maximum; no safe rewrite in place
+    tf_like = prefix.startswith("tf.")
+    maximum = "tf.maximum" if tf_like else f"{prefix}maximum"
+    clip = (lambda t: f"tf.clip_by_value({t}, 1e-7, 1 - 1e-7)") if tf_like else (lambda t: f"{prefix}clip({t}, 1e-7, 1 - 1e-7)")
+    floor = "0.0" if name.endswith("sqrt") and not name.endswith("rsqrt") else "1e-7"
+    arg, rest = node.args[0], ", ".join(text_of(src, a) for a in node.args[1:])
+    tail = f", {rest}" if rest else ""
+    pred = _prediction_param(func)
+    uses = [n for n in arg.nodes_of_class(nodes.Name) if n.name == pred] if pred and name.endswith("log") else []
+    if uses and all(u.lineno == arg.lineno for u in uses):
+        # Each use of the prediction inside the argument is made safe; the rest of it stays.
+        text, col0 = text_of(src, arg), arg.col_offset
+        safe = clip(pred) if probability else f"{maximum}({pred}, 1e-7)"
+        for use in sorted(uses, key=lambda n: n.col_offset, reverse=True):
+            start, end = use.col_offset - col0, (use.end_col_offset or use.col_offset) - col0
+            text = text[:start] + safe + text[end:]
+        return f"{name}({text}{tail})"
+    if probability and name.endswith("log"):
+        return f"{name}({clip(text_of(src, arg))}{tail})"
+    return f"{name}({maximum}({text_of(src, arg)}, {floor}){tail})"
 
 
-def _text_of(src: Source, node: nodes.NodeNG) -> str:
-    lines = src.lines[node.lineno - 1 : (node.end_lineno or node.lineno)]
-    if not lines:
-        return ""
-    if len(lines) == 1:
-        return lines[0][node.col_offset : node.end_col_offset]
-    return "\n".join([lines[0][node.col_offset :], *lines[1:-1], lines[-1][: node.end_col_offset]])
-
-
-def _match_quotes(old: str, new: str) -> str:
-    if old[:1] == "'" and new[:1] == '"' and new.endswith('"') and "'" not in new[1:-1]:
-        return "'" + new[1:-1] + "'"
-    return new
-
-
-def _insert_kwarg(src: Source, call: nodes.Call, name: str, value: str) -> TextEdit:
-    end_line = call.end_lineno or call.lineno
-    text = src.lines[end_line - 1]
-    close = (call.end_col_offset or len(text)) - 1  # the ')' of the call
-    before = text[:close].rstrip()
-    has_args = bool(call.args or call.keywords)
-    sep = "" if not has_args or before.endswith(",") else ", "
-    if before.endswith(",") and has_args:
-        sep = " "
-    pos = Position(end_line, close + 1)
-    return TextEdit(SourceRange(src.path, pos, pos), f"{sep}{name}={value}")
-
-
-def _keras_prefix(src: Source) -> str:
-    """How this file spells the keras namespace ('keras.', 'tf.keras.', ...)."""
-    text = src.text
-    if re.search(r"^\s*(import keras\b|from tensorflow import keras\b)", text, re.M):
-        return "keras."
-    m = re.search(r"^\s*import tensorflow as (\w+)", text, re.M)
-    if m:
-        return f"{m.group(1)}.keras."
-    return "keras."
+def _prediction_param(func: nodes.NodeNG | None) -> str | None:
+    """The prediction argument of a loss function `(y_true, y_pred)`; None elsewhere."""
+    if not isinstance(func, (nodes.FunctionDef, nodes.Lambda)) or func.args is None:
+        return None
+    names = [a.name for a in func.args.args or []]
+    return names[1] if len(names) == 2 and names[0] != "self" else None  # a method: a layer's call()

@@ -181,13 +181,14 @@ class Trace:
         return self.layers[index] if 0 <= index < len(self.layers) else None
 
 
-def _decode(v: Any) -> Any:
+def decode_event(v: Any) -> Any:
+    """The values the probe channel encoded as strings (NaN, Inf) back as floats."""
     if isinstance(v, str) and v in ("nan", "inf", "-inf"):
         return float(v)
     if isinstance(v, list):
-        return [_decode(x) for x in v]
+        return [decode_event(x) for x in v]
     if isinstance(v, dict):
-        return {k: _decode(x) for k, x in v.items()}
+        return {k: decode_event(x) for k, x in v.items()}
     return v
 
 
@@ -217,7 +218,7 @@ class TraceBuilder:
 
     def feed(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
-        event = _decode(event)
+        event = decode_event(event)
         t = self.trace
         if kind in ("compile", "fit") and t.fit is not None:
             t = self._next_segment(keep_compile=kind == "fit")

@@ -101,6 +101,15 @@ def _last(trace: Trace, keys: tuple[str, ...]) -> float | None:
     return None
 
 
+def _same_layer(before: Trace, after: Trace, index: int | None) -> int | None:
+    """The layer's index in the fixed run: a fix that adds a layer in front (an input
+    Normalization) shifts the indices; layer names do not change."""
+    if index is None or not 0 <= index < len(before.layers):
+        return index
+    name = before.layers[index].name
+    return next((l.index for l in after.layers if l.name == name), index)
+
+
 def outcome(trace: Trace, finding_symptom: str | None = None, layer: int | None = None) -> dict[str, Any]:
     """The measures a verdict compares: finite or not, loss and its drop, accuracy (Keras'
     metric, and the probe's own hit rate over the last epoch, the same whatever the loss),
@@ -341,7 +350,7 @@ async def try_fixes(exp: Experiment, lf: LocatedFinding, fixes: list[Fix], deadl
         return Verification("inconclusive", before, {}, 0, 0, seconds, why)
     # Equal length: the fixed run is judged at the epochs the original showed, the margin only when the original stopped inside an epoch.
     compared = truncated(after_trace, shown) if shown and len(after_trace.epochs) > shown and first_nonfinite(before_trace) is None and before_trace.crash is None else after_trace
-    after = outcome(compared, f.symptom, layer)
+    after = outcome(compared, f.symptom, _same_layer(before_trace, compared, layer))
     remains = any(g.code == f.code and g.severity in ("error", "warning") for g in diagnose(compared)) if compared.crash is None else True
     verdict, reason = judge(before, after, remains, _loss_name(before_trace) != _loss_name(after_trace), f.code in GENERALIZATION)
     if verdict == "refuted" and not after.get("crashed") and len(compared.steps) < MIN_JUDGED_STEPS and _cut_short(before_trace):
@@ -446,8 +455,10 @@ def _conclude(lf: LocatedFinding, tried: list[Fix], summary: VerifySummary, undo
             f.root_cause = winner.root_cause
             if winner.anchor is not None:
                 lf.range = winner.anchor
-        lf.fixes.remove(winner)
-        lf.fixes.insert(0, winner)
+        # The experiment settled the cause: fixes for other candidate causes are no longer
+        # offered (an untried step-size change can make a run that the verified fix heals worse).
+        lf.fixes = [winner, *(fix for fix in lf.fixes if fix is not winner and fix.root_cause == winner.root_cause
+                              and not (fix.verification and fix.verification.verdict == "refuted"))]
         f.message += f" Verified by re-training with the fix: {describe(winner.verification)}."
         return
     if verdicts and all(v == "refuted" for v in verdicts):

@@ -242,13 +242,11 @@ def optimizer_target_and_fixes(trace: Trace) -> tuple[Target, list[FixSpec]]:
 
 
 def data_target_and_fixes(which: str = "x") -> tuple[Target, list[FixSpec]]:
+    """Scaling fixes are built by the locator from every call that feeds the model
+    (training statistics, applied to fit, validation, evaluate and predict alike)."""
     if which == "x":
-        return Target("fit_data", arg="x", position=0), [
-            FixSpec("Standardize the inputs (zero mean, unit variance per feature)", insert_after="{name} = ({name} - {name}.mean(axis=0)) / ({name}.std(axis=0) + 1e-8)"),
-        ]
-    return Target("fit_data", arg="y", position=1), [
-        FixSpec("Standardize the regression targets", insert_after="{name} = ({name} - {name}.mean()) / {name}.std()"),
-    ]
+        return Target("fit_data", arg="x", position=0), [FixSpec("Standardize the inputs", feed="scale_inputs")]
+    return Target("fit_data", arg="y", position=1), [FixSpec("Standardize the regression targets", feed="scale_targets")]
 
 
 def init_target_and_fixes(layer: LayerInfo, same: list[LayerInfo] | None = None) -> tuple[Target, list[FixSpec]]:

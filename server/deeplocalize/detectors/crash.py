@@ -3,6 +3,7 @@ infer a root cause from what the static rules already know."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 from ..findings import Finding, FixSpec, Target
@@ -43,7 +44,7 @@ def detect_crash(trace: Trace, static_findings: list[Finding]) -> list[Finding]:
     inferred = next((f for f in static_findings if f.severity == "error"), None)
     if inferred is not None:
         ev["inferred_from"] = inferred.code
-        fixes = [FixSpec(f.title, new_value=f.new_value, insert_after=f.insert_after, arg=f.arg, target=f.target or inferred.target) for f in inferred.fixes]
+        fixes = [dataclasses.replace(f, target=f.target or inferred.target) for f in inferred.fixes]
         return [Finding("training-crashed", "error", "crash", inferred.root_cause,
                         f"{crash.exc_type}: {msg} — {inferred.message}", target, layer=inferred.layer, evidence=ev, fixes=fixes)]
     return [Finding("script-crashed", "error", "crash", None, f"{crash.exc_type}: {msg}", target, evidence=ev, fixes=[])]

@@ -84,8 +84,9 @@ def detect_epochs(trace: Trace, progress: Progress | None) -> list[Finding]:
     losses = trace.epoch_series("loss")
     losses = losses[np.isfinite(losses)]
     steady = len(losses) >= 4 and bool(np.all(np.diff(losses[-4:]) < 0)) and progress.final_slope > 0.01
-    improving = progress.still_improving or (progress.poor and steady and healthy_updates) or (
-        fit.epochs_requested <= 3 and progress.rel_improvement >= 0.05 and progress.final_slope > 0 and healthy_updates)
+    # Updates far above a healthy size (a diverging step) are not cured by more epochs of the same.
+    improving = healthy_updates and (progress.still_improving or (progress.poor and steady) or (
+        fit.epochs_requested <= 3 and progress.rel_improvement >= 0.05 and progress.final_slope > 0))
     if not improving:
         return []
     far = (progress.accuracy is not None and progress.accuracy < 0.85) or (progress.accuracy is None and progress.rel_improvement < 0.9)

@@ -7,6 +7,7 @@ import math
 from ..findings import Finding, FixSpec, Target
 from ..trace import Trace
 from .common import alternatives, candidate_causes, layer_label, loss_family, lr_info
+from .heads import output_head
 
 _ORDER = ("pre", "out", "grad", "w")
 # The locator rewrites the risky operation it finds (log, sqrt, division) with an epsilon guard.
@@ -53,7 +54,7 @@ def detect_nonfinite(trace: Trace) -> list[Finding]:
             "nan-in-inputs", "error", "nan_inf", "data_normalization",
             f"{x['nonfinite']:.1%} of the input values are NaN/Inf before training starts.",
             Target("fit_data", arg="x", position=0), evidence={"nonfinite_fraction": x["nonfinite"]},
-            fixes=[FixSpec("Replace NaN/Inf inputs by 0", insert_after="{name} = np.nan_to_num({name})")],
+            fixes=[FixSpec("Replace NaN/Inf inputs by 0 (wherever the model gets them)", feed="nan_to_num")],
         )]
     hit = first_nonfinite(trace)
     if hit is None:
@@ -80,7 +81,7 @@ def detect_nonfinite(trace: Trace) -> list[Finding]:
         if loss_family(trace) == "custom" and loss.get("code"):
             return [Finding("nan-in-custom-loss", "error", "nan_inf", "numerical_operation",
                             f"{head}, while the model outputs were finite: an operation in the custom loss '{loss.get('name')}' produced it.",
-                            Target("code", code=loss["code"]), evidence=evidence, observed=observed, fixes=[GUARD])]
+                            Target("code", code=loss["code"]), evidence=evidence, observed=observed, fixes=[_loss_guard(trace)])]
     causes = candidate_causes(trace, diverging=True)
     cause = causes[0]
     evidence.update(cause.evidence)
@@ -90,6 +91,26 @@ def detect_nonfinite(trace: Trace) -> list[Finding]:
     return [Finding("nan-inf", "error", "nan_inf", cause.root, f"{head}; likely cause: {cause.root.replace('_', ' ')}.",
                     cause.target, layer=cause.target.layer if cause.target.layer is not None else layer_idx, evidence=evidence,
                     observed=observed, fixes=cause.fixes, alternatives=alternatives(causes[1:]))]
+
+
+def _loss_guard(trace: Trace) -> FixSpec:
+    """The guard of a custom loss, in the convention of Keras' own losses: the prediction
+    clipped into [eps, 1 - eps] before a log when it is a probability. When the labels are
+    classes but the output layer does not emit probabilities, the guard alone would turn
+    NaN into a meaningless (negative) loss: the output activation comes with it, one fix."""
+    head = output_head(trace)
+    y = trace.fit.y if trace.fit else None
+    if head is None:
+        return GUARD
+    if head.activation in ("softmax", "sigmoid"):
+        return FixSpec("Clip the predictions into [1e-7, 1 - 1e-7] before the log (as Keras' losses do)", new_value="{guard_probability}")
+    units = head.units_layer.units or 1
+    classes = bool(y) and (y.get("one_hot") or (y.get("integer_valued") and (y.get("n_unique") or 99) <= max(units, 2)))
+    if not classes or head.activation not in ("linear", "relu") or head.where != "layer" or head.act_layer is not head.units_layer:
+        return GUARD
+    act = "sigmoid" if units == 1 else "softmax"
+    return FixSpec(f"Use a {act} output and clip the predictions into [1e-7, 1 - 1e-7] before the log", new_value="{guard_probability}",
+                   also=[FixSpec("", new_value=f'"{act}"', target=Target("layer_arg", layer=head.units_layer.index, arg="activation"))])
 
 
 def _risky_code(trace: Trace, pos: int, kind: str, layer_idx: int | None) -> tuple[str, dict, int | None] | None:

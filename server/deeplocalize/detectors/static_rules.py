@@ -181,7 +181,7 @@ def check_labels(trace: Trace) -> list[Finding]:
             "use sparse_categorical_crossentropy (or one-hot encode the labels).",
             Target("compile_arg", arg="loss"), evidence=ev,
             fixes=[FixSpec('Use loss "sparse_categorical_crossentropy"', new_value='"sparse_categorical_crossentropy"'),
-                   FixSpec("One-hot encode the labels", insert_after="{name} = keras.utils.to_categorical({name})", target=Target("fit_data", arg="y", position=1))],
+                   FixSpec("One-hot encode the labels (wherever the model gets them)", feed="one_hot")],
         ))
     elif family == "sparse" and y.get("one_hot"):
         findings.append(Finding(
@@ -203,7 +203,7 @@ def check_labels(trace: Trace) -> list[Finding]:
                 "labels-off-by-one", "error", "label_range", "labels",
                 f"Labels run from {y['min']:.0f} to {y['max']:.0f} but the {units} output units cover classes 0..{units - 1}: shift the labels to start at 0.",
                 Target("fit_data", arg="y", position=1), evidence=ev,
-                fixes=[FixSpec("Shift the labels to start at 0", insert_after="{name} = {name} - {name}.min()")],
+                fixes=[FixSpec("Shift the labels to start at 0 (wherever the model gets them)", feed="labels_shift")],
             ))
         else:
             n = int(y["max"]) + 1
@@ -235,7 +235,7 @@ def check_labels(trace: Trace) -> list[Finding]:
                 "labels-outside-unit-interval", "error", "label_range", "labels",
                 f"binary_crossentropy needs labels in {{0, 1}}, but they are in [{y['min']:.3g}, {y['max']:.3g}].",
                 Target("fit_data", arg="y", position=1), evidence=ev,
-                fixes=[FixSpec("Map the labels to 0/1", insert_after="{name} = ({name} - {name}.min()) / ({name}.max() - {name}.min())")],
+                fixes=[FixSpec("Map the labels to 0/1 (wherever the model gets them)", feed="labels_unit")],
             ))
         elif y.get("integer_valued") and units == 1:
             n = int(y["max"]) + 1

@@ -139,8 +139,10 @@ def _unit_causes(trace: Trace, layer: LayerInfo, fallback: FixSpec, data_first: 
 
     Unscaled inputs explain the first layer's saturation before anything else
     (data_first); then a bad initial weight scale, then a learning rate well
-    above the optimizer's default, then unscaled inputs; the activation itself
-    closes the list (weak when nothing came before it).
+    above the optimizer's default, then unscaled inputs. The activation itself is
+    offered (weak) only when nothing came before it: with unscaled inputs or a bad
+    learning rate, swapping ReLU for leaky ReLU treats the symptom and can make the
+    run diverge where it only stalled.
     """
     out: list[Cause] = []
     xs = x_scale_problem(trace)
@@ -160,7 +162,8 @@ def _unit_causes(trace: Trace, layer: LayerInfo, fallback: FixSpec, data_first: 
     if xs and (first or data_first) and not (data_first and first):
         target, fixes = data_target_and_fixes("x")
         out.append(Cause("data_normalization", target, fixes, dict(xs)))
-    out.append(Cause("activation", Target("layer_arg", layer=layer.index, arg="activation"), [fallback], {}, strong=False))
+    if not out:
+        out.append(Cause("activation", Target("layer_arg", layer=layer.index, arg="activation"), [fallback], {}, strong=False))
     return out
 
 

@@ -96,6 +96,8 @@ class DeepLocalizeServer(LanguageServer):
                 self.log(f"deeplocalize: could not read settings ({type(exc).__name__}); using the last known ones", lsp.MessageType.Warning)
         else:
             self.settings_cache = Settings.from_json(self.init_options.get("settings"), fallback)
+        self.pool.refill = self.settings_cache.warm_worker
+        self.pool.max_spares = self.settings_cache.max_warm_workers
         return self.settings_cache
 
     def doc(self, uri: str) -> DocState:
@@ -194,8 +196,18 @@ class DeepLocalizeServer(LanguageServer):
                 self.status(state, "running")
                 self.refresh_lenses()
                 self.log(f"deeplocalize: analyzing {name} ({reason}) with {options.python}, budget {settings.max_seconds:g} s / {settings.max_epochs or 'all'} epochs")
+                started = time.monotonic()
+
+                def streamed(found: list[LocatedFinding]) -> None:
+                    # Certain before the run ends: squiggled now; the final diagnosis replaces them.
+                    provisional = FileReport(path, "running", time.monotonic() - started, list(found), source=text)
+                    state.report, state.report_run, state.report_key = provisional, run_id, None
+                    self.publish(state, provisional, run_id)
+                    self.log(f"deeplocalize: {name}: {', '.join(lf.finding.code for lf in found)} certain after "
+                             f"{time.monotonic() - started:.1f} s; training goes on until the diagnosis is complete")
+
                 report = await analyze(path, options, pool=self.pool, on_event=progress.on_event, on_output=output.line, text=text,
-                                       warm_next=settings.verify_fixes and settings.warm_worker)
+                                       warm_next=settings.verify_fixes and settings.warm_worker, on_findings=streamed)
         except asyncio.CancelledError:
             self._unfinished(state, progress, output, "cancelled", "Cancelled",
                              f"deeplocalize: run of {name} cancelled; its training process was stopped", lsp.MessageType.Info)

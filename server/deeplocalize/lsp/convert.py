@@ -94,7 +94,8 @@ def _jsonable(v: Any) -> Any:
 
 def code_actions(diag: lsp.Diagnostic, versions: dict[str, int | None]) -> list[lsp.CodeAction]:
     """One quick fix per fix carried in the diagnostic's data; only a fix verified by
-    re-training is preferred (and says so), so an editor never auto-applies a guess."""
+    re-training is preferred (and says so), so an editor never auto-applies a guess, and a
+    fix that re-training refuted is not offered at all."""
     data = diag.data if isinstance(diag.data, dict) else {}
     actions = []
     for fix in data.get("fixes") or []:
@@ -108,7 +109,9 @@ def code_actions(diag: lsp.Diagnostic, versions: dict[str, int | None]) -> list[
             for uri, edits in by_uri.items()
         ]
         verdict = (fix.get("verification") or {}).get("verdict")
-        suffix = {"verified": " (verified)", "refuted": " (did not help in a re-run)"}.get(verdict or "", "")
+        if verdict == "refuted":
+            continue  # re-training with it did not help: not offered (the hover shows what was tried)
+        suffix = " (verified)" if verdict == "verified" else ""
         actions.append(lsp.CodeAction(
             title=f"DeepLocalize: {fix['title']}{suffix}", kind=lsp.CodeActionKind.QuickFix, diagnostics=[diag],
             edit=lsp.WorkspaceEdit(document_changes=changes), is_preferred=verdict == "verified",

@@ -21,6 +21,7 @@ class Settings:
     env: dict[str, str] = field(default_factory=dict)
     debounce_ms: int = 400
     warm_worker: bool = True
+    max_warm_workers: int = 2
     verify_fixes: bool = True
     verify_seconds: float = 60.0
 
@@ -40,6 +41,7 @@ class Settings:
         s.env = {str(k): str(v) for k, v in env.items()} if isinstance(env, dict) else {}
         s.debounce_ms = _num(d.get("debounceMs"), s.debounce_ms, int, 0)
         s.warm_worker = bool(d.get("warmWorker", True))
+        s.max_warm_workers = _num(d.get("maxWarmWorkers"), s.max_warm_workers, int, 1)
         s.verify_fixes = bool(d.get("verifyFixes", True))
         s.verify_seconds = _num(d.get("verifySeconds"), s.verify_seconds, float, 1.0)
         return s

@@ -103,8 +103,14 @@ def main() -> int:
     script = os.path.abspath(job["script"])
     if job.get("seed") is not None:
         keras.utils.set_random_seed(int(job["seed"]))
-    probe = hooks.Probe(channel, max_epochs=job.get("max_epochs"), fetch_every=int(job.get("fetch_every", 1)), max_fits=int(job.get("max_fits", 1)))
-    probe.install()
+    if job.get("record"):
+        # The script runs to its end with only its own results recorded (no layer probes).
+        from deeplocalize.probe import record
+
+        record.install(channel.send, job.get("max_epochs"))
+    else:
+        probe = hooks.Probe(channel, max_epochs=job.get("max_epochs"), fetch_every=int(job.get("fetch_every", 1)), max_fits=int(job.get("max_fits", 1)))
+        probe.install()
     channel.send("started", script=script)
 
     import runpy
