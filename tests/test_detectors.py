@@ -406,3 +406,41 @@ def test_a_silent_failure_stops_the_run_once_established_over_two_epochs():
     rule = det.DecisiveRule()
     assert not any(rule(det_trace) for det_trace in [healthy.trace])
     assert det.silent_failure(healthy.trace) == set()
+
+
+def test_a_loss_guard_comes_with_the_output_activation_when_the_output_is_no_probability():
+    """Clipping alone would turn NaN into a meaningless negative cross-entropy while a relu
+    output still emits values above 1: the activation comes in the same fix."""
+    from deeplocalize.detectors.numerical import _loss_guard
+
+    relu_head = TraceBuilder(["relu", "relu"]).trace
+    spec = _loss_guard(relu_head)
+    assert spec.new_value == "{guard_probability}" and "softmax" in spec.title
+    (also,) = spec.also
+    assert also.new_value == '"softmax"' and (also.target.kind, also.target.layer, also.target.arg) == ("layer_arg", 1, "activation")
+
+    softmax_head = TraceBuilder(["relu", "softmax"]).trace
+    assert _loss_guard(softmax_head).new_value == "{guard_probability}" and not _loss_guard(softmax_head).also
+
+    regression = TraceBuilder(["relu", None], units=[16, 1]).trace
+    regression.fit.y = {"n": 1000, "min": -3.0, "max": 40.0, "integer_valued": False, "shape": [1000]}
+    assert _loss_guard(regression).new_value == "{guard}" and not _loss_guard(regression).also
+
+
+def test_a_runtime_finding_is_streamed_once_it_holds_at_two_epoch_ends_past_its_window():
+    from deeplocalize.engine import StreamedFindings
+
+    b = TraceBuilder(["relu", "softmax"])  # a 20-epoch fit: the window is 5 epochs
+    streamed: list[list[str]] = []
+    stream = StreamedFindings(lambda found: streamed.append([lf.finding.code for lf in found]))
+    stream({"type": "fit"}, b.trace)
+    first_at = None
+    for e in range(8):
+        for _ in range(10):
+            b.step(e, math.log(10), acts=[act(dead=1.0, nonpos=1.0), act()])
+        b.epoch(e, math.log(10), 0.1)
+        stream({"type": "epoch"}, b.trace)
+        if streamed and first_at is None:
+            first_at = e + 1
+    assert streamed[0] == ["dead-relu"] and first_at == 6  # seen at epochs 5 and 6
+    assert len(streamed) == 1  # once, not at every later epoch

@@ -105,7 +105,7 @@ def test_optimizer_given_as_string_is_replaced_by_an_object_with_the_rate(tmp_pa
     assert apply_fix(src, lf.fixes[0]).splitlines()[1] == 'model.compile(optimizer=tf.keras.optimizers.SGD(learning_rate=0.001), loss="mse")'
 
 
-def test_preprocessing_line_is_inserted_after_the_array_fed_to_fit(tmp_path):
+def test_a_data_finding_points_at_the_array_fed_to_fit_and_scales_it_where_it_is_fed(tmp_path):
     path, src = write(tmp_path, '''
         from sklearn.datasets import load_wine
         X, y = load_wine(return_X_y=True)
@@ -113,9 +113,10 @@ def test_preprocessing_line_is_inserted_after_the_array_fed_to_fit(tmp_path):
     ''')
     fit = FitInfo([call_frame(path, src, "model.fit")], None, None, 32, False, 3, 3, 5, False)
     lf = Locator(Trace(str(path), fit=fit)).locate(
-        finding(Target("fit_data", arg="x", position=0), FixSpec("scale", insert_after="{name} = {name} / {name}.max()"), root="data_normalization"))
+        finding(Target("fit_data", arg="x", position=0), FixSpec("scale", feed="scale_inputs"), root="data_normalization"))
     assert lf.range.start.line == 2
-    assert apply_fix(src, lf.fixes[0]).splitlines()[2] == "X = X / X.max()"
+    fixed = apply_fix(src, lf.fixes[0]).splitlines()
+    assert fixed[2:4] == ["x_mean, x_std = X.mean(axis=0), X.std(axis=0) + 1e-8", "model.fit((X - x_mean) / x_std, y, epochs=3)"]
 
 
 def test_custom_code_is_anchored_on_the_risky_operation_and_guarded(tmp_path):

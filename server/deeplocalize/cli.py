@@ -144,8 +144,8 @@ async def _check(args: argparse.Namespace) -> int:
                         for lf in found[len(said):]:
                             said.append(lf)
                             r, f = lf.range, lf.finding
-                            err.print(f"{os.path.relpath(r.file)}:{r.start.line}:{r.start.column}: {f.severity} {f.code} (certain; "
-                                      f"training goes on for the full diagnosis): {f.message}", markup=False, highlight=False)
+                            err.print(f"{os.path.relpath(r.file)}:{r.start.line}:{r.start.column}: {f.severity} {f.code} (found while "
+                                      f"training; the full report follows): {f.message}", markup=False, highlight=False)
 
                 report = await analyze(path, options, pool=pool, on_event=on_event, on_output=on_output, warm_next=not args.no_verify,
                                        on_findings=on_findings)

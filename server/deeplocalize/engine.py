@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .detectors import DecisiveRule, diagnose, measure
+from .detectors import DecisiveRule, diagnose, measure, settled_findings
 from .detectors.static_rules import check_static
 from .findings import SEVERITIES, Finding, LocatedFinding, Position, SourceRange, Target
 from .locate import Locator, frame_range, line_range, load_source
@@ -195,14 +195,15 @@ FindingsCallback = Callable[[list[LocatedFinding]], None]
 
 
 class StreamedFindings:
-    """Findings that are certain before the run ends, reported the moment they are.
+    """Findings that are certain before the run ends, reported the moment they are; the
+    final diagnosis replaces them.
 
     A configuration error (a loss that cannot work with the output activation or the
     labels) is certain once the model, its compile and the fit's data are known, before
-    the first batch; the run goes on until the decisive rule stops it, and the final
-    diagnosis then replaces what was streamed. Checked at the few events where more
-    becomes known (the fit's data, the model preview, first predictions, first step, first
-    epoch), once each per fit.
+    the first batch: checked at the few events where more becomes known (the fit's data,
+    the model preview, first predictions, first step, first epoch), once each per fit. A
+    runtime finding is reported once it holds at two epoch ends in a row past the symptom
+    window (>= 3 epochs and a quarter of the fit), whether or not it stops the run.
     """
 
     CHECKPOINTS = ("fit", "model_preview", "model", "step", "epoch")
@@ -210,22 +211,34 @@ class StreamedFindings:
     def __init__(self, on_findings: FindingsCallback) -> None:
         self.on_findings = on_findings
         self.checked: set[tuple[int, str]] = set()
+        self.previous: dict[int, set[tuple]] = {}
         self.sent: set[tuple] = set()
         self.located: list[LocatedFinding] = []
 
     def __call__(self, event: dict, trace: Trace) -> None:
         kind = event.get("type")
-        if kind not in self.CHECKPOINTS or (id(trace), kind) in self.checked or trace.fit is None or trace.compile is None:
+        if trace.fit is None or trace.compile is None or kind not in self.CHECKPOINTS:
             return
-        self.checked.add((id(trace), kind))
         try:
-            errors = [f for f in check_static(trace) if f.severity == "error"]
-            locator = Locator(trace)
-            located_errors = [locator.locate(f) for f in errors]
+            found: list[Finding] = []
+            if (id(trace), kind) not in self.checked:
+                self.checked.add((id(trace), kind))
+                found += [f for f in check_static(trace) if f.severity == "error"]
+            if kind == "epoch":
+                settled = {_finding_key(f): f for f in settled_findings(trace)}
+                stable = settled.keys() & self.previous.get(id(trace), set())
+                self.previous[id(trace)] = set(settled)
+                found += [settled[k] for k in stable]
+            if found:
+                self._send(trace, found)
         except Exception:  # noqa: BLE001 - a partial trace: the final diagnosis will say it
             return
+
+    def _send(self, trace: Trace, found: list[Finding]) -> None:
+        locator = Locator(trace)
         new = []
-        for f, located in zip(errors, located_errors):
+        for f in found:
+            located = locator.locate(f)
             key = (f.code, located.range.file, located.range.start.line, located.range.start.column)
             if key not in self.sent:
                 self.sent.add(key)
@@ -234,6 +247,10 @@ class StreamedFindings:
         if new:
             self.located += new
             self.on_findings(list(self.located))
+
+
+def _finding_key(f: Finding) -> tuple:
+    return (f.code, f.root_cause, f.target.kind, f.target.layer, f.target.arg)
 
 
 async def verify(

@@ -37,11 +37,11 @@ class Target:
 
 @dataclass
 class FixSpec:
-    """A change expressed on the target: a new value for it, or a line to insert after it."""
+    """A change expressed on the target (a new value for it), or on the data at every
+    call that feeds the model (`feed`)."""
 
     title: str
     new_value: str | None = None
-    insert_after: str | None = None
     arg: str | None = None
     target: Target | None = None
     # Edits applied together with this one, as a single fix (the same setting on

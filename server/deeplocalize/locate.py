@@ -256,7 +256,7 @@ class Locator:
                 stmt = max(stores, key=lambda a: a.lineno)
                 name = text_of(src, stmt.targets[0])
                 rng = node_range(src, stmt)
-                return rng, ("insert_after", src, stmt, name)
+                return rng, ("data", src, stmt, name)
         base = value
         while isinstance(base, nodes.Subscript):
             base = base.value
@@ -288,7 +288,7 @@ class Locator:
             target, name = max(prior, key=lambda a: a.lineno), origin.name
         stmt = target.statement()
         rng = node_range(src, stmt)
-        return rng, ("insert_after", src, stmt, name)
+        return rng, ("data", src, stmt, name)
 
     def _code_anchor(self, code: dict[str, Any]) -> tuple[SourceRange, Any]:
         """The risky operation inside a custom loss or call(): log, sqrt, division, pow, exp."""
@@ -361,7 +361,7 @@ class Locator:
         for spec in also:
             t = spec.target or target
             _, ctx = self._anchor(t)
-            part = self._fix(FixSpec(fix.title, new_value=spec.new_value, insert_after=spec.insert_after, arg=spec.arg), t, ctx)
+            part = self._fix(FixSpec(fix.title, new_value=spec.new_value, arg=spec.arg), t, ctx)
             if part is None:
                 return None
             for e in part.edits:
@@ -415,16 +415,6 @@ class Locator:
             else:
                 new = match_quotes(text_of(r.src, r.node), new)
             return Fix(spec.title, [TextEdit(node_range(r.src, r.node), new)])
-        if kind == "insert_after" and spec.insert_after:
-            src, stmt, name = ctx[1], ctx[2], ctx[3]
-            indent = " " * stmt.col_offset
-            line = (stmt.end_lineno or stmt.lineno) + 1
-            pos = Position(line, 1)
-            text = indent + spec.insert_after.format(name=name) + "\n"
-            if line > len(src.lines):
-                pos = Position(len(src.lines), len(src.lines[-1]) + 1) if src.lines else Position(1, 1)
-                text = "\n" + text.rstrip("\n")
-            return Fix(spec.title, [TextEdit(SourceRange(src.path, pos, pos), text)])
         return None
 
     def _set_kwarg_of_value(self, spec: FixSpec, ctx: Any) -> Fix | None:

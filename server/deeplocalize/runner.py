@@ -415,15 +415,21 @@ class WorkerPool:
                 return
             old = self._spare.pop(key, None)
             if old is not None and old is not worker:
-                old.kill()
+                self._retire(old)
             while self._spare and len(self._spare) >= max(self.max_spares, 1):
-                self._spare.pop(next(iter(self._spare))).kill()  # the least recently started
+                self._retire(self._spare.pop(next(iter(self._spare))))  # the least recently started
             self._spare[key] = worker
         except OSError:
             pass
         finally:
             self._starting.pop(key, None)
             fut.set_result(None)
+
+    def _retire(self, worker: Worker) -> None:
+        """Stop a spare and reap it in the background (no zombie, no transport left to the GC)."""
+        fut = asyncio.ensure_future(worker.stop())
+        self._pending.add(fut)
+        fut.add_done_callback(self._pending.discard)
 
     def drain(self) -> None:
         """Stop the spare workers (the user keeps none between runs); the pool stays usable."""

@@ -181,9 +181,20 @@ def silent_failure(trace: Trace) -> set[tuple]:
     return out
 
 
+def settled_findings(trace: Trace) -> list[Finding]:
+    """Serious findings of a fit seen past the symptom window (the window of
+    `silent_failure`): what may be reported before the run ends once it holds at two
+    epoch ends in a row, whether or not it stops the run."""
+    fit = trace.fit
+    done = len(trace.epochs)
+    if fit is None or done < MIN_EPOCHS_FOR_SYMPTOM or done < MIN_FRACTION_FOR_SYMPTOM * fit.epochs:
+        return []
+    return [f for f in diagnose(trace) if f.severity in ("error", "warning")]
+
+
 def is_decisive(trace: Trace) -> bool:
     """One-shot form of DecisiveRule, for a finished trace."""
     return DecisiveRule()(trace)
 
 
-__all__ = ["diagnose", "is_decisive", "DecisiveRule", "measure", "Progress"]
+__all__ = ["diagnose", "is_decisive", "settled_findings", "DecisiveRule", "measure", "Progress"]

@@ -203,8 +203,8 @@ class DeepLocalizeServer(LanguageServer):
                     provisional = FileReport(path, "running", time.monotonic() - started, list(found), source=text)
                     state.report, state.report_run, state.report_key = provisional, run_id, None
                     self.publish(state, provisional, run_id)
-                    self.log(f"deeplocalize: {name}: {', '.join(lf.finding.code for lf in found)} certain after "
-                             f"{time.monotonic() - started:.1f} s; training goes on until the diagnosis is complete")
+                    self.log(f"deeplocalize: {name}: {', '.join(lf.finding.code for lf in found)} found after "
+                             f"{time.monotonic() - started:.1f} s while training; the full diagnosis follows")
 
                 report = await analyze(path, options, pool=self.pool, on_event=progress.on_event, on_output=output.line, text=text,
                                        warm_next=settings.verify_fixes and settings.warm_worker, on_findings=streamed)

@@ -19,7 +19,7 @@ class Settings:
     max_memory_mb: int | None = 4096
     run: str = "onSave"
     env: dict[str, str] = field(default_factory=dict)
-    debounce_ms: int = 400
+    debounce_ms: int = 150
     warm_worker: bool = True
     max_warm_workers: int = 2
     verify_fixes: bool = True
