@@ -39,6 +39,15 @@ def test_a_classifier_is_judged_by_its_accuracy_not_an_epoch_averaged_loss():
     assert regressions(before, after) == []
 
 
+def test_one_sample_flipping_on_a_tiny_dataset_is_not_a_regression():
+    before = run(fit={"loss": 0.44, "accuracy": 0.6667})
+    after = run(fit={"loss": 0.43, "accuracy": 0.3333})
+    before.fits[0]["samples"] = after.fits[0]["samples"] = 3  # XOR: three training samples
+    assert regressions(before, after) == []
+    before.fits[0]["samples"] = after.fits[0]["samples"] = 300
+    assert regressions(before, after)
+
+
 def test_a_crash_after_the_fix_fails_and_completing_after_a_crash_passes():
     ok = run(fit={"loss": 0.5})
     crashed = run("crashed", message="ValueError: shapes")

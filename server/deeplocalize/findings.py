@@ -123,6 +123,9 @@ class Verification:
     epochs: int
     seconds: float
     reason: str = ""
+    # Codes the fixed run still showed (None: not diagnosed, e.g. it crashed): another
+    # finding of the same fit that is absent there was healed by this fix too.
+    remaining: list[str] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"verdict": self.verdict, "before": self.before, "after": self.after, "steps": self.steps,

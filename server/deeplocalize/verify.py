@@ -351,11 +351,13 @@ async def try_fixes(exp: Experiment, lf: LocatedFinding, fixes: list[Fix], deadl
     # Equal length: the fixed run is judged at the epochs the original showed, the margin only when the original stopped inside an epoch.
     compared = truncated(after_trace, shown) if shown and len(after_trace.epochs) > shown and first_nonfinite(before_trace) is None and before_trace.crash is None else after_trace
     after = outcome(compared, f.symptom, _same_layer(before_trace, compared, layer))
-    remains = any(g.code == f.code and g.severity in ("error", "warning") for g in diagnose(compared)) if compared.crash is None else True
+    after_findings = diagnose(compared) if compared.crash is None else None
+    remains = any(g.code == f.code and g.severity in ("error", "warning") for g in after_findings) if after_findings is not None else True
     verdict, reason = judge(before, after, remains, _loss_name(before_trace) != _loss_name(after_trace), f.code in GENERALIZATION)
     if verdict == "refuted" and not after.get("crashed") and len(compared.steps) < MIN_JUDGED_STEPS and _cut_short(before_trace):
         verdict, reason = "inconclusive", f"only {len(compared.steps)} training steps fit in the analysis' epoch cap: too few to judge this fix"
-    return Verification(verdict, before, after, len(compared.steps), len(compared.epochs), seconds, reason)
+    return Verification(verdict, before, after, len(compared.steps), len(compared.epochs), seconds, reason,
+                        [g.code for g in after_findings] if after_findings is not None else None)
 
 
 async def verify_findings(
@@ -404,8 +406,35 @@ async def verify_findings(
                     fix.verification = replace(v, reason=f"{v.reason}, with the fix of {(second if lf is first else first).finding.code} applied too")
                     _conclude(lf, [fix], summary, undo_demotion=True)
                     await _notify(on_update, lf)
+    for lf, fix in _healed_alongside(findings):
+        # The verified finding carries the fault; this one is its symptom: information.
+        f = lf.finding
+        if lf.confirmation == "unconfirmed":
+            summary.refuted -= 1
+            summary.demoted -= f.message.startswith("Unconfirmed: ")
+            f.message = f.message.removeprefix("Unconfirmed: ").split(" Re-training with ")[0]
+        f.severity = "information" if f.severity == "warning" else f.severity
+        _conclude(lf, [fix], summary)
+        await _notify(on_update, lf)
     summary.seconds = time.monotonic() - start
     return summary
+
+
+def _healed_alongside(findings: list[LocatedFinding]) -> list[tuple[LocatedFinding, Fix]]:
+    """Findings of the same fit that a verified fix healed as well (a flat loss or a stalled
+    update that came from a wrong loss): their symptom is gone from the verified run, so that
+    fix is theirs too, and their own guesses (a step-size change) are withdrawn with it."""
+    out = []
+    for lf in findings:
+        if lf.confirmation == "verified" or lf.finding.code in NOT_TESTABLE or not lf.fixes:
+            continue
+        for other in findings:
+            v = other.fixes[0].verification if other.confirmation == "verified" and other.fixes else None
+            if other is lf or v is None or v.remaining is None or other.fit_index != lf.fit_index or lf.finding.code in v.remaining:
+                continue
+            out.append((lf, replace(other.fixes[0], verification=replace(v, reason=f"{v.reason}; it healed {other.finding.code}, which explains this"))))
+            break
+    return out
 
 
 async def _notify(on_update: UpdateCallback | None, lf: LocatedFinding) -> None:

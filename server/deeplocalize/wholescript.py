@@ -24,7 +24,7 @@ HIGHER_IS_BETTER = ("acc", "auc", "precision", "recall", "f1", "hit")
 # Error metrics in target units, by the power of the target scale they carry.
 ERROR_POWER = {"mse": 2, "mean_squared_error": 2, "mae": 1, "mean_absolute_error": 1, "rmse": 1, "root_mean_squared_error": 1,
                "huber": 1, "log_cosh": 1, "logcosh": 1}
-ACCURACY_SLACK = 0.03  # run-to-run noise of a small test split
+ACCURACY_SLACK = 0.03  # run-to-run noise of a test split (at least one sample's worth)
 LOSS_SLACK = 0.10  # relative
 
 
@@ -106,7 +106,9 @@ def compare(before: dict, after: dict, key: str, value_b: float | None, value_a:
         value_b, value_a = value_b / scale_b**power, value_a / scale_a**power
     elif power and scale_b != scale_a:
         return None
-    if kind > 0 and value_a < value_b - ACCURACY_SLACK:
+    # An accuracy on n samples moves in steps of 1/n: one sample's flip is not a regression.
+    samples = min((before.get("samples") or 10**9), (after.get("samples") or 10**9))
+    if kind > 0 and value_a < value_b - max(ACCURACY_SLACK, 1.0 / samples + 1e-3):
         return f"{key} {value_b:.4g} -> {value_a:.4g}"
     if kind < 0 and value_a > value_b * (1 + LOSS_SLACK) + 1e-6:
         return f"{key} {value_b:.4g} -> {value_a:.4g}" + (" (relative to the targets' spread)" if power and scale_b else "")

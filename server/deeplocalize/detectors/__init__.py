@@ -53,6 +53,9 @@ def diagnose(trace: Trace) -> list[Finding]:
     if first_nonfinite(trace) is None:
         for detector in RUNTIME_DETECTORS:
             findings += detector(trace, progress)
+        # More epochs of a run whose steps diverge only diverge further.
+        if any(f.code in DIVERGING for f in findings):
+            findings = [f for f in findings if f.code != "too-few-epochs"]
         # Configurations that train, only worse: a warning once training confirms it.
         for f in findings:
             if f.code in CONFIRMED_BY_TRAINING and progress is not None and not progress.poor:
@@ -61,6 +64,7 @@ def diagnose(trace: Trace) -> list[Finding]:
 
 
 CONFIRMED_BY_TRAINING = {"regression-loss-on-classes"}
+DIVERGING = {"nan-inf", "exploding-gradients", "learning-rate-too-high", "weights-change-too-fast"}
 
 
 def _key(f: Finding) -> tuple:

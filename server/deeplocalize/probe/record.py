@@ -38,6 +38,15 @@ def _target_scale(y: Any) -> float | None:
     return float(arr.std())
 
 
+def _samples(y: Any, validation_split: float = 0.0) -> int | None:
+    """How many samples an accuracy was measured on (one sample's flip is not evidence)."""
+    try:
+        n = len(y)
+    except TypeError:
+        return None
+    return max(1, int(n * (1.0 - (validation_split or 0.0))))
+
+
 def _loss_name(model: Any) -> str:
     loss = getattr(model, "loss", None)
     return getattr(loss, "__name__", None) or getattr(loss, "name", None) or str(loss)
@@ -62,7 +71,8 @@ def install(send: Send, max_epochs: int | None) -> None:
             depth["fit"] -= 1
         logs = {k: _number(v[-1]) for k, v in (getattr(history, "history", None) or {}).items() if v}
         y = args[1] if len(args) > 1 else kwargs.get("y")
-        send("script_fit", logs=logs, loss=_loss_name(self), target_scale=_target_scale(y))
+        send("script_fit", logs=logs, loss=_loss_name(self), target_scale=_target_scale(y),
+             samples=_samples(y, kwargs.get("validation_split", 0.0)))
         return history
 
     def recorded_evaluate(self, *args, **kwargs):  # noqa: ANN001
@@ -71,7 +81,8 @@ def install(send: Send, max_epochs: int | None) -> None:
         wants_dict = bool(kwargs.pop("return_dict", False))
         logs = evaluate(self, *args, return_dict=True, **kwargs)
         y = args[1] if len(args) > 1 else kwargs.get("y")
-        send("script_evaluate", results={k: _number(v) for k, v in logs.items()}, loss=_loss_name(self), target_scale=_target_scale(y))
+        send("script_evaluate", results={k: _number(v) for k, v in logs.items()}, loss=_loss_name(self), target_scale=_target_scale(y),
+             samples=_samples(y))
         return logs if wants_dict else self._flatten_metrics_in_order(logs)
 
     keras.Model.fit = recorded_fit
