@@ -484,10 +484,10 @@ def _conclude(lf: LocatedFinding, tried: list[Fix], summary: VerifySummary, undo
             f.root_cause = winner.root_cause
             if winner.anchor is not None:
                 lf.range = winner.anchor
-        # The experiment settled the cause: fixes for other candidate causes are no longer
-        # offered (an untried step-size change can make a run that the verified fix heals worse).
-        lf.fixes = [winner, *(fix for fix in lf.fixes if fix is not winner and fix.root_cause == winner.root_cause
-                              and not (fix.verification and fix.verification.verdict == "refuted"))]
+        # The experiment settled the cause: untried fixes for other candidate causes are
+        # withdrawn (an untried step-size change can make a run that the verified fix heals
+        # worse); tried ones stay as evidence (a refuted fix is shown, never offered).
+        lf.fixes = [winner, *(fix for fix in lf.fixes if fix is not winner and (fix.root_cause == winner.root_cause or fix.verification))]
         f.message += f" Verified by re-training with the fix: {describe(winner.verification)}."
         return
     if verdicts and all(v == "refuted" for v in verdicts):
