@@ -74,9 +74,9 @@ def test_every_verified_fix_on_a_real_program_heals_it_when_applied_and_trained(
 def test_every_fix_offered_on_a_real_program_keeps_the_whole_script_right(summary):
     """Each offered fix applied and run to the script's last line (its evaluate, predict and
     prints): it completes, and its own results are not worse. Every fit is capped at the same
-    5 epochs before and after, to keep CI short; benchmarks/whole_script_fixes.py runs them in full."""
+    8 epochs before and after, to keep CI short; benchmarks/whole_script_fixes.py runs them in full."""
     reports = [s.report for s in summary.scores if s.expectation.buggy]
-    checks = asyncio.run(check_many(reports, RunOptions(max_seconds=240, max_epochs=5), parallel=2))
+    checks = asyncio.run(check_many(reports, RunOptions(max_seconds=240, max_epochs=8), parallel=2))
     assert len(checks) >= 25, len(checks)
     failing = [f"{c.finding}: {c.fix}: {c.problems}" for c in checks if c.problems]
     assert not failing, failing
