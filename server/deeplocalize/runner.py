@@ -367,42 +367,53 @@ class Worker:
 
 
 class WorkerPool:
-    """Warm workers (TensorFlow imported, waiting for a job), at most one per
-    (interpreter, environment) and `max_spares` in all, the least recently used
-    stopped first. An idle worker blocks on its control pipe: no CPU, about 0.5 GB of
-    memory. With `refill`, taking a warm worker starts its successor at once, so a
-    save right after a run also finds TensorFlow imported."""
+    """Warm workers (TensorFlow imported, waiting for a job): at most `max_spares` idle
+    in all, for whichever (interpreter, environment) keys are in use, the least recently
+    started stopped first. An idle worker blocks on its control pipe: no CPU, about 0.5 GB
+    of memory. With `refill`, taking a warm worker starts its successor at once; with two
+    spares, a save right after a short run finds one that has already imported TensorFlow
+    (an import takes longer than a run that stops at a configuration error)."""
 
-    def __init__(self, refill: bool = False, max_spares: int = 2) -> None:
+    def __init__(self, refill: bool = False, max_spares: int = 1) -> None:
         self.refill = refill
         self.max_spares = max_spares
-        self._spare: dict[tuple, Worker] = {}
+        self._spare: list[tuple[tuple, Worker]] = []  # oldest first
         self._starting: dict[tuple, asyncio.Future] = {}
         self._pending: set[asyncio.Future] = set()
         self._closed = False
 
+    def _count(self, key: tuple) -> int:
+        return sum(k == key for k, _ in self._spare)
+
+    def _pop(self, key: tuple) -> Worker | None:
+        for i, (k, worker) in enumerate(self._spare):
+            if k == key:
+                del self._spare[i]
+                return worker
+        return None
+
     async def take(self, options: RunOptions) -> Worker:
         key = options.key()
         starting = self._starting.get(key)
-        if starting is not None and key not in self._spare:
+        if starting is not None and not self._count(key):
             try:
                 await asyncio.shield(starting)  # one is on its way: cheaper than a new import
             except Exception:  # noqa: BLE001
                 pass
-        worker = self._spare.pop(key, None)
-        if worker is not None and worker.alive() and not worker.used:
-            worker.options = options
-            if self.refill:
-                asyncio.ensure_future(self.prewarm(options))
-            return worker
-        if worker is not None:
+        while (worker := self._pop(key)) is not None:
+            if worker.alive() and not worker.used:
+                worker.options = options
+                if self.refill:
+                    asyncio.ensure_future(self.prewarm(options))
+                return worker
             worker.kill()
         return await Worker(options).start()
 
     async def prewarm(self, options: RunOptions) -> None:
+        """Start one more idle worker for these options, up to `max_spares` (one import at a time per key)."""
         key = options.key()
-        current = self._spare.get(key)
-        if (current is not None and current.alive() and not current.used) or key in self._starting or self._closed:
+        self._spare = [(k, w) for k, w in self._spare if w.alive() and not w.used]
+        if self._count(key) >= max(self.max_spares, 1) or key in self._starting or self._closed:
             return
         fut = asyncio.get_running_loop().create_future()
         self._starting[key] = fut
@@ -413,17 +424,16 @@ class WorkerPool:
             if self._closed:  # closed while it started: it must not outlive the pool
                 worker.kill()
                 return
-            old = self._spare.pop(key, None)
-            if old is not None and old is not worker:
-                self._retire(old)
             while self._spare and len(self._spare) >= max(self.max_spares, 1):
-                self._retire(self._spare.pop(next(iter(self._spare))))  # the least recently started
-            self._spare[key] = worker
+                self._retire(self._spare.pop(0)[1])  # the least recently started
+            self._spare.append((key, worker))
         except OSError:
             pass
         finally:
             self._starting.pop(key, None)
             fut.set_result(None)
+        if self.refill and self._count(key) < self.max_spares and not self._closed:
+            asyncio.ensure_future(self.prewarm(options))  # fill up to the depth, one import at a time
 
     def _retire(self, worker: Worker) -> None:
         """Stop a spare and reap it in the background (no zombie, no transport left to the GC)."""
@@ -433,21 +443,19 @@ class WorkerPool:
 
     def drain(self) -> None:
         """Stop the spare workers (the user keeps none between runs); the pool stays usable."""
-        for worker in self._spare.values():
+        for _, worker in self._spare:
             worker.kill()
         self._spare.clear()
 
     def close(self) -> None:
         self._closed = True
-        for worker in self._spare.values():
-            worker.kill()
-        self._spare.clear()
+        self.drain()
 
     async def ready(self, options: RunOptions) -> bool:
-        """Prewarm if needed and wait until the spare worker has imported TensorFlow (the
+        """Prewarm if needed and wait until a spare worker has imported TensorFlow (the
         editor's steady state: benchmarks time analyses from there)."""
         await self.prewarm(options)
-        worker = self._spare.get(options.key())
+        worker = next((w for k, w in self._spare if k == options.key()), None)
         return bool(worker is not None and await worker.wait_ready())
 
     async def aclose(self) -> None:
@@ -455,12 +463,12 @@ class WorkerPool:
         self._closed = True
         if self._pending:
             await asyncio.wait(list(self._pending), timeout=15)
-        spares = list(self._spare.values())
+        spares = [w for _, w in self._spare]
         self._spare.clear()
         await asyncio.gather(*(w.stop() for w in spares))
 
     def pids(self) -> list[int]:
-        return [w.pid for w in self._spare.values() if w.pid]
+        return [w.pid for _, w in self._spare if w.pid]
 
 
 async def run_script(
