@@ -370,9 +370,10 @@ class WorkerPool:
     """Warm workers (TensorFlow imported, waiting for a job): at most `max_spares` idle
     in all, for whichever (interpreter, environment) keys are in use, the least recently
     started stopped first. An idle worker blocks on its control pipe: no CPU, about 0.5 GB
-    of memory. With `refill`, taking a warm worker starts its successor at once; with two
-    spares, a save right after a short run finds one that has already imported TensorFlow
-    (an import takes longer than a run that stops at a configuration error)."""
+    of memory. With `refill`, the pool is topped up when a worker is taken and none is left,
+    else when its run ends; with two spares, a save right after a short run finds one that
+    has already imported TensorFlow (an import takes longer than a run that stops at a
+    configuration error), and no import competes with a run for the CPU."""
 
     def __init__(self, refill: bool = False, max_spares: int = 1) -> None:
         self.refill = refill
@@ -403,7 +404,9 @@ class WorkerPool:
         while (worker := self._pop(key)) is not None:
             if worker.alive() and not worker.used:
                 worker.options = options
-                if self.refill:
+                if self.refill and not self._count(key):
+                    # None left: the successor starts now. With one left, it starts when this run
+                    # ends (run_script), so its import does not slow this run's first squiggle.
                     asyncio.ensure_future(self.prewarm(options))
                 return worker
             worker.kill()
@@ -490,6 +493,8 @@ async def run_script(
         return await worker.run(script, on_event=on_event, on_output=on_output, should_stop=should_stop, source=source, record=record)
     finally:
         worker.kill()
+        if pool is not None and pool.refill:
+            asyncio.ensure_future(pool.prewarm(options))
         if worker.proc is not None and worker.proc.returncode is None:
             try:
                 await asyncio.shield(worker.stop())
