@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .detectors import DecisiveRule, diagnose, measure, settled_findings
+from .detectors import DecisiveRule, diagnose, measure, settled_findings, symptom_key
 from .detectors.static_rules import check_static
 from .findings import SEVERITIES, Finding, LocatedFinding, Position, SourceRange, Target
 from .locate import Locator, frame_range, line_range, load_source
@@ -225,7 +225,7 @@ class StreamedFindings:
                 self.checked.add((id(trace), kind))
                 found += [f for f in check_static(trace) if f.severity == "error"]
             if kind == "epoch":
-                settled = {_finding_key(f): f for f in settled_findings(trace)}
+                settled = {symptom_key(f): f for f in settled_findings(trace)}
                 stable = settled.keys() & self.previous.get(id(trace), set())
                 self.previous[id(trace)] = set(settled)
                 found += [settled[k] for k in stable]
@@ -247,10 +247,6 @@ class StreamedFindings:
         if new:
             self.located += new
             self.on_findings(list(self.located))
-
-
-def _finding_key(f: Finding) -> tuple:
-    return (f.code, f.root_cause, f.target.kind, f.target.layer, f.target.arg)
 
 
 async def verify(

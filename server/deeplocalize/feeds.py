@@ -181,7 +181,7 @@ def transform_everywhere(feeds: Feeds, which: str, template: Callable[[str], str
 
 
 def training_expr(feeds: Feeds, which: str) -> str | None:
-    fit_feed = next(f for f in feeds.calls if f.call is feeds.fit) if any(f.call is feeds.fit for f in feeds.calls) else None
+    fit_feed = next((f for f in feeds.calls if f.call is feeds.fit), None)
     node = (fit_feed.x if which == "x" else fit_feed.y) if fit_feed else None
     if node is None:
         return None

@@ -181,8 +181,13 @@ def silent_failure(trace: Trace) -> set[tuple]:
             continue
         if f.code == "not-learning" and (progress is None or progress.rel_improvement >= 0.02 or progress.oscillation > 0.5):
             continue
-        out.add((f.code, f.root_cause, f.target.kind, f.target.layer, f.target.arg))
+        out.add(symptom_key(f))
     return out
+
+
+def symptom_key(f: Finding) -> tuple:
+    """The same symptom blamed on the same element, across epochs of one fit."""
+    return (f.code, f.root_cause, f.target.kind, f.target.layer, f.target.arg)
 
 
 def settled_findings(trace: Trace) -> list[Finding]:
@@ -201,4 +206,4 @@ def is_decisive(trace: Trace) -> bool:
     return DecisiveRule()(trace)
 
 
-__all__ = ["diagnose", "is_decisive", "settled_findings", "DecisiveRule", "measure", "Progress"]
+__all__ = ["diagnose", "is_decisive", "settled_findings", "symptom_key", "DecisiveRule", "measure", "Progress"]
