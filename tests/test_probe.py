@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 
+import psutil
 import pytest
 
 from deeplocalize.runner import RunOptions, Worker, WorkerPool, run_script
@@ -158,6 +159,27 @@ def test_taking_a_warm_worker_starts_its_successor_at_once(tmp_path):
     first, successor, after = asyncio.run(go())
     assert successor and successor != first
     assert len(after) == 1 and after != successor
+
+
+def test_draining_the_pool_also_stops_a_start_scheduled_during_the_run(tmp_path):
+    """With warm workers off, no process outlives the run: a spare whose start was scheduled
+    while the run went on (the next experiment's) is stopped too, not left idle."""
+    script = tmp_path / "quick.py"
+    script.write_text("print('hi')\n")
+
+    async def go():
+        pool = WorkerPool(refill=False)
+        try:
+            await run_script(str(script), RunOptions(), pool=pool, keep_warm=True)
+            pool.prewarm_soon(RunOptions())  # scheduled, not yet started, when the run ends
+            await pool.drain()
+            await asyncio.sleep(0.5)
+            return pool.pids(), [p for p in psutil.Process().children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE]
+        finally:
+            await pool.aclose()
+
+    pids, children = asyncio.run(go())
+    assert pids == [] and children == []
 
 
 def test_recurrent_and_wrapper_layers_train_unchanged_under_the_probe(tmp_path):

@@ -125,7 +125,7 @@ async def _check(args: argparse.Namespace) -> int:
                 err.print(f"deeplocalize: no such file: {path}", style="red")
                 return 2
             if i + 1 < len(args.files):
-                asyncio.ensure_future(pool.prewarm(options))  # overlap the next TensorFlow import with this run
+                pool.prewarm_soon(options)  # overlap the next TensorFlow import with this run
 
             def on_event(event: dict, trace: Any, _p: str = path) -> None:
                 if show_progress and event.get("type") == "epoch" and trace.fit:

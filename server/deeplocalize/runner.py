@@ -381,7 +381,9 @@ class WorkerPool:
         self._spare: list[tuple[tuple, Worker]] = []  # oldest first
         self._starting: dict[tuple, asyncio.Future] = {}
         self._pending: set[asyncio.Future] = set()
+        self._scheduled: set[asyncio.Future] = set()
         self._closed = False
+        self._draining = False
 
     def _count(self, key: tuple) -> int:
         return sum(k == key for k, _ in self._spare)
@@ -407,7 +409,7 @@ class WorkerPool:
                 if self.refill and not self._count(key):
                     # None left: the successor starts now. With one left, it starts when this run
                     # ends (run_script), so its import does not slow this run's first squiggle.
-                    asyncio.ensure_future(self.prewarm(options))
+                    self.prewarm_soon(options)
                 return worker
             worker.kill()
         return await Worker(options).start()
@@ -416,7 +418,7 @@ class WorkerPool:
         """Start one more idle worker for these options, up to `max_spares` (one import at a time per key)."""
         key = options.key()
         self._spare = [(k, w) for k, w in self._spare if w.alive() and not w.used]
-        if self._count(key) >= max(self.max_spares, 1) or key in self._starting or self._closed:
+        if self._count(key) >= max(self.max_spares, 1) or key in self._starting or self._closed or self._draining:
             return
         fut = asyncio.get_running_loop().create_future()
         self._starting[key] = fut
@@ -424,7 +426,7 @@ class WorkerPool:
         fut.add_done_callback(self._pending.discard)
         try:
             worker = await Worker(options).start()
-            if self._closed:  # closed while it started: it must not outlive the pool
+            if self._closed or self._draining:  # it must not outlive the pool or the run
                 worker.kill()
                 return
             while self._spare and len(self._spare) >= max(self.max_spares, 1):
@@ -436,7 +438,14 @@ class WorkerPool:
             self._starting.pop(key, None)
             fut.set_result(None)
         if self.refill and self._count(key) < self.max_spares and not self._closed:
-            asyncio.ensure_future(self.prewarm(options))  # fill up to the depth, one import at a time
+            self.prewarm_soon(options)  # fill up to the depth, one import at a time
+
+    def prewarm_soon(self, options: RunOptions) -> None:
+        """Prewarm in the background, tracked, so that `drain` can wait for a start that is
+        already scheduled instead of finding its worker idle after the user's run ended."""
+        task = asyncio.ensure_future(self.prewarm(options))
+        self._scheduled.add(task)
+        task.add_done_callback(self._scheduled.discard)
 
     def _retire(self, worker: Worker) -> None:
         """Stop a spare and reap it in the background (no zombie, no transport left to the GC)."""
@@ -444,15 +453,26 @@ class WorkerPool:
         self._pending.add(fut)
         fut.add_done_callback(self._pending.discard)
 
-    def drain(self) -> None:
-        """Stop the spare workers (the user keeps none between runs); the pool stays usable."""
+    async def drain(self) -> None:
+        """Stop the spare workers (the user keeps none between runs); the pool stays usable.
+        Starts already scheduled are let finish first (a process spawn, not an import), so none
+        lands in the pool afterwards."""
+        self._draining = True
+        try:
+            if self._scheduled:
+                await asyncio.wait(list(self._scheduled), timeout=15)
+            self._kill_spares()
+        finally:
+            self._draining = False
+
+    def _kill_spares(self) -> None:
         for _, worker in self._spare:
             worker.kill()
         self._spare.clear()
 
     def close(self) -> None:
         self._closed = True
-        self.drain()
+        self._kill_spares()
 
     async def ready(self, options: RunOptions) -> bool:
         """Prewarm if needed and wait until a spare worker has imported TensorFlow (the
@@ -488,13 +508,13 @@ async def run_script(
     """`keep_warm`: start the next worker while this one trains (another run follows)."""
     worker = await pool.take(options) if pool is not None else await Worker(options).start()
     if keep_warm and pool is not None:
-        asyncio.ensure_future(pool.prewarm(options))
+        pool.prewarm_soon(options)
     try:
         return await worker.run(script, on_event=on_event, on_output=on_output, should_stop=should_stop, source=source, record=record)
     finally:
         worker.kill()
         if pool is not None and pool.refill:
-            asyncio.ensure_future(pool.prewarm(options))
+            pool.prewarm_soon(options)
         if worker.proc is not None and worker.proc.returncode is None:
             try:
                 await asyncio.shield(worker.stop())

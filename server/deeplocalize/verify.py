@@ -387,7 +387,7 @@ async def verify_findings(
             if fix.verification.reason == "verification budget used up":
                 break
             if exp.pool is not None:
-                asyncio.ensure_future(exp.pool.prewarm(exp.options))  # the next candidate's run
+                exp.pool.prewarm_soon(exp.options)  # the next candidate's run
         _conclude(lf, tried, summary)
         if lf.confirmation != "verified":
             unresolved.append(lf)

@@ -155,7 +155,7 @@ class DeepLocalizeServer(LanguageServer):
             await self._analyze_and_verify(state, reason, previous)
         finally:
             if not self.settings_cache.warm_worker and not self.shutting_down:
-                self.pool.drain()  # workers started for the experiments never outlive the run
+                await self.pool.drain()  # workers started for the experiments never outlive the run
 
     async def _analyze_and_verify(self, state: DocState, reason: str, previous: asyncio.Task | None) -> None:
         if previous is not None:
@@ -225,7 +225,7 @@ class DeepLocalizeServer(LanguageServer):
             if not self.shutting_down:
                 self.refresh_lenses()  # also after a cancel or a failure: the lens must stop saying "training"
             if self.settings_cache.warm_worker and not self.shutting_down:
-                asyncio.ensure_future(self.pool.prewarm(options))
+                self.pool.prewarm_soon(options)
         output.flush()
         state.report, state.report_run = report, run_id  # hovers follow it while experiments run
         self._finished(state, report, run_id)
@@ -275,7 +275,7 @@ class DeepLocalizeServer(LanguageServer):
             if not self.shutting_down:
                 self.refresh_lenses()
                 if self.settings_cache.warm_worker:
-                    asyncio.ensure_future(self.pool.prewarm(options))
+                    self.pool.prewarm_soon(options)
         if summary is not None:
             self.log(f"deeplocalize: {name}: verification {summary.verified} verified, {summary.refuted} unconfirmed, "
                      f"{summary.inconclusive} inconclusive in {summary.seconds:.1f} s")
@@ -450,7 +450,7 @@ async def on_initialized(ls: DeepLocalizeServer, params: lsp.InitializedParams) 
     ls.log(f"deeplocalize {__version__}: server on Python {sys.version.split()[0]}; training interpreter {settings.run_options().python}"
            + ("" if ls.trusted() else " (workspace not trusted: no user code will run)"))
     if settings.warm_worker and ls.trusted():
-        asyncio.ensure_future(ls.pool.prewarm(settings.run_options()))
+        ls.pool.prewarm_soon(settings.run_options())
 
 
 @server.feature(lsp.WORKSPACE_DID_CHANGE_CONFIGURATION)
