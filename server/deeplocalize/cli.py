@@ -20,6 +20,7 @@ from .engine import EnvironmentProblem, FileReport, analyze, verify
 from .findings import Fix
 from .runner import RunOptions, WorkerPool
 from .verify import describe
+from .vocab import is_serious
 
 JSON_VERSION = 2  # 2: fixes carry "preferred", "root_cause" and "verification"; findings "confirmation"
 
@@ -165,7 +166,7 @@ async def _check(args: argparse.Namespace) -> int:
         await pool.aclose()
     if args.format == "json":
         print(json.dumps({"version": JSON_VERSION, "files": [r.to_json() for r in reports]}, indent=2))
-    found = any(f.finding.severity in ("error", "warning") for r in reports for f in r.findings)
+    found = any(is_serious(f.finding.severity) for r in reports for f in r.findings)
     return 1 if found else 0
 
 

@@ -12,13 +12,37 @@ from typing import Callable
 
 from .detectors import DecisiveRule, diagnose, measure, settled_findings, symptom_key
 from .detectors.static_rules import check_static
-from .findings import SEVERITIES, Finding, LocatedFinding, Position, SourceRange, Target
+from .findings import Finding, LocatedFinding, Position, SourceRange, Target
 from .locate import Locator, frame_range, line_range, load_source
+from .rules import Rule, rule
 from .runner import EventCallback, OutputCallback, RunOptions, RunResult, WorkerPool, run_script
 from .trace import Trace
 from .verify import Experiment, UpdateCallback, VerifySummary, testable, verify_findings
+from .vocab import KERAS_MODULES, ReportStatus, is_serious, rank
 
-KERAS_MODULES = ("keras", "tensorflow", "tf_keras")
+# Findings about the run itself, not the network: never verified by a re-run.
+_RUN = frozenset({"not_testable"})
+SYNTAX_ERROR = rule("syntax-error", "run", "error", "syntax-error", "The file does not parse; nothing was run.", traits=_RUN)
+PROCESS_DIED = rule(
+    "training-process-died", "run", "error", "training-process-died",
+    "The training process died (killed from outside, or the interpreter itself failed); findings are those seen so far.", traits=_RUN)
+BUDGET = rule(
+    "budget-exceeded", "run", "information", "budget-exceeded",
+    "The run hit its time budget (`--max-seconds`, `deeplocalize.maxSeconds`): the whole process tree is stopped and the findings "
+    "are those seen so far.", traits=_RUN)
+MEMORY = rule(
+    "memory-exceeded", "run", "warning", "memory-exceeded",
+    "The run hit its memory budget (`--max-memory-mb`, `deeplocalize.maxMemoryMb`): the whole process tree is stopped.", traits=_RUN)
+CAPPED = rule(
+    "analysis-capped", "run", "information", "analysis-capped",
+    "The script asks for more epochs than the analysis trains (`--max-epochs`, `deeplocalize.maxEpochs`) and no fault showed within the cap.",
+    details="Information only: the cap is the analysis' choice, never blamed on the script (no too-few-epochs or too-few-steps "
+            "finding is ever based on the capped count).", traits=_RUN)
+PROBE_DEGRADED = rule(
+    "probe-degraded", "run", "hint", "probe-degraded",
+    "The probe could not record per-layer statistics for this model (an unusual layer or training step);",
+    details="the analysis fell back to the loss and the configuration checks. The run itself was not affected.", traits=_RUN)
+NO_TRAINING = rule("no-training", "run", "hint", "no-training", "The script ended without calling `fit()` on a Keras model.", traits=_RUN)
 
 
 class EnvironmentProblem(Exception):
@@ -28,7 +52,7 @@ class EnvironmentProblem(Exception):
 @dataclass
 class FileReport:
     path: str
-    status: str  # ok | crashed | timeout | not_keras | syntax_error
+    status: ReportStatus
     duration_s: float
     findings: list[LocatedFinding] = field(default_factory=list)
     trace: Trace | None = None
@@ -49,7 +73,7 @@ class FileReport:
     @property
     def worst(self) -> str | None:
         sev = [f.finding.severity for f in self.findings]
-        return min(sev, key=SEVERITIES.index) if sev else None
+        return min(sev, key=rank) if sev else None
 
 
 def syntax_error(text: str, path: str) -> SourceRange | None:
@@ -94,8 +118,8 @@ def uses_keras(text: str, path: str, depth: int = 0) -> bool:
     return False
 
 
-def _info(code: str, message: str, rng: SourceRange, severity: str = "information", evidence: dict | None = None) -> LocatedFinding:
-    return LocatedFinding(Finding(code, severity, code, None, message, Target("frame"), evidence=evidence or {}), rng, [], None)
+def _run_finding(r: Rule, message: str, rng: SourceRange, evidence: dict | None = None) -> LocatedFinding:
+    return LocatedFinding(r.finding(message, Target("frame"), evidence=evidence or {}), rng, [], None)
 
 
 def _worker_failed_to_start(run: RunResult) -> bool:
@@ -127,16 +151,10 @@ async def analyze(
             text = Path(path).read_text(encoding="utf-8", errors="replace")
         except OSError as exc:
             raise FileNotFoundError(f"cannot read {path}: {exc.strerror}") from exc
-    bad = syntax_error(text, path)
-    if bad is not None:
-        try:
-            compile(text, path, "exec")
-        except SyntaxError as exc:
-            msg = f"SyntaxError: {exc.msg}"
-        f = Finding("syntax-error", "error", "syntax_error", None, msg, Target("frame"))
-        return FileReport(path, "syntax_error", time.monotonic() - start, [LocatedFinding(f, bad, [], None)])
-    if not uses_keras(text, path):
-        return FileReport(path, "not_keras", time.monotonic() - start, [], message="the script does not import Keras or TensorFlow")
+    unrunnable = _not_runnable(text, path)
+    if unrunnable is not None:
+        unrunnable.duration_s = time.monotonic() - start
+        return unrunnable
 
     # The experiments' worker imports TensorFlow while this run trains; a healthy script
     # leaves it as the next analysis' warm worker.
@@ -150,45 +168,72 @@ async def analyze(
 
     run = await run_script(path, options, pool=pool, on_event=events, on_output=on_output, should_stop=DecisiveRule(), source=source,
                            keep_warm=warm_next)
-    trace = run.trace
-    if trace.unsupported:
-        raise EnvironmentProblem(f"the interpreter {options.python} cannot run the probe: {trace.unsupported}")
+    _check_environment(run, options)
+    traces = run.traces or [run.trace]
+    findings = diagnose_fits(traces)
+    findings += _about_the_run(run, options, findings, load_source(path), path)
+    # Hover and the code lens follow the first fit; every fit's findings are in `findings`.
+    return FileReport(path, _status(run), time.monotonic() - start, findings, traces[0], run, source=text)
+
+
+def _not_runnable(text: str, path: str) -> FileReport | None:
+    """A file that does not parse or does not use Keras: reported without running anything."""
+    bad = syntax_error(text, path)
+    if bad is not None:
+        try:
+            compile(text, path, "exec")
+        except SyntaxError as exc:
+            msg = f"SyntaxError: {exc.msg}"
+        return FileReport(path, "syntax_error", 0.0, [LocatedFinding(SYNTAX_ERROR.finding(msg, Target("frame")), bad, [], None)])
+    if not uses_keras(text, path):
+        return FileReport(path, "not_keras", 0.0, [], message="the script does not import Keras or TensorFlow")
+    return None
+
+
+def _check_environment(run: RunResult, options: RunOptions) -> None:
+    if run.trace.unsupported:
+        raise EnvironmentProblem(f"the interpreter {options.python} cannot run the probe: {run.trace.unsupported}")
     if _worker_failed_to_start(run):
         tail = "\n".join(run.output[-5:])
         raise EnvironmentProblem(f"the interpreter {options.python} cannot run the probe (cannot import TensorFlow/Keras):\n{tail}")
 
-    locator = Locator(trace)
-    findings = diagnose_fits(run.traces or [trace])
-    src = load_source(path)
-    status = "ok"
-    if run.status == "crashed" or (run.status == "failed"):
-        status = "crashed"
+
+def _status(run: RunResult) -> ReportStatus:
+    if run.status in ("crashed", "failed", "memory"):
+        return "crashed"
+    return "timeout" if run.status == "timeout" else "ok"
+
+
+def _about_the_run(run: RunResult, options: RunOptions, findings: list[LocatedFinding], src, path: str) -> list[LocatedFinding]:
+    """What the user should know about how the run went: its budgets, its cap, the probe, no fit at all."""
+    trace = run.trace
+    traces = run.traces or [trace]
+    fallback = Locator(trace)._fallback()
+    out: list[LocatedFinding] = []
     if run.status == "failed":
-        findings.append(_info("training-process-died", run.message or "the training process died", line_range(src, path, 1), "error", {"output": run.output[-5:]}))
+        out.append(_run_finding(PROCESS_DIED, run.message or "the training process died", line_range(src, path, 1), {"output": run.output[-5:]}))
     elif run.status == "timeout":
-        status = "timeout"
-        anchor = findings[0].range if findings else locator._fallback()
-        findings.append(_info("budget-exceeded", f"Training {run.message}; findings are those seen so far.", _first_line(anchor), evidence={"max_seconds": options.max_seconds, "steps_seen": len(trace.steps)}))
+        anchor = findings[0].range if findings else fallback
+        out.append(_run_finding(BUDGET, f"Training {run.message}; findings are those seen so far.", _first_line(anchor),
+                              {"max_seconds": options.max_seconds, "steps_seen": len(trace.steps)}))
     elif run.status == "memory":
-        status = "crashed"
-        findings.append(_info("memory-exceeded", f"Training {run.message}.", _first_line(locator._fallback()), "warning", {"max_memory_mb": options.max_memory_mb}))
+        out.append(_run_finding(MEMORY, f"Training {run.message}.", _first_line(fallback), {"max_memory_mb": options.max_memory_mb}))
     # Capped while the loss was still falling: no verdict on the epochs after the cap.
-    capped = [t for t in (run.traces or [trace]) if t.fit_end and t.fit_end.get("reason") == "capped" and t.fit is not None
+    capped = [t for t in traces if t.fit_end and t.fit_end.get("reason") == "capped" and t.fit is not None
               and (p := measure(t)) is not None and p.still_improving]
-    if capped and not any(f.finding.severity in ("error", "warning") for f in findings):
+    if capped and not any(is_serious(f.finding.severity) for f in findings + out):
         fit = capped[0].fit
-        findings.append(_info("analysis-capped", f"The analysis trained {fit.epochs} of the {fit.epochs_requested} epochs this fit asks for "
+        out.append(_run_finding(CAPPED, f"The analysis trained {fit.epochs} of the {fit.epochs_requested} epochs this fit asks for "
                               "(the epoch cap, --max-epochs / deeplocalize.maxEpochs); no fault showed in that time, and nothing is said "
-                              "about the epochs after it.", _first_line(frame_range(fit.site[0]) if fit.site else locator._fallback()),
-                              evidence={"epochs_analyzed": fit.epochs, "epochs_requested": fit.epochs_requested}))
+                              "about the epochs after it.", _first_line(frame_range(fit.site[0]) if fit.site else fallback),
+                              {"epochs_analyzed": fit.epochs, "epochs_requested": fit.epochs_requested}))
     if trace.probe_errors:
-        findings.append(_info("probe-degraded", "Per-layer statistics could not be recorded for this model, so only the loss and the "
-                              f"configuration were checked ({trace.probe_errors[0]}).", _first_line(locator._fallback()), "hint"))
-    if run.status in ("finished",) and not any(t.fit for t in run.traces or [trace]) and trace.crash is None:
+        out.append(_run_finding(PROBE_DEGRADED, "Per-layer statistics could not be recorded for this model, so only the loss and the "
+                              f"configuration were checked ({trace.probe_errors[0]}).", _first_line(fallback)))
+    if run.status == "finished" and not any(t.fit for t in traces) and trace.crash is None:
         how = "called sys.exit() before training" if trace.end_reason == "sys_exit" else "finished without training a Keras model with fit()"
-        findings.append(_info("no-training", f"The script {how}; nothing to analyze.", line_range(src, path, 1), "hint"))
-    # Hover and the code lens follow the first fit; every fit's findings are in `findings`.
-    return FileReport(path, status, time.monotonic() - start, findings, (run.traces or [trace])[0], run, source=text)
+        out.append(_run_finding(NO_TRAINING, f"The script {how}; nothing to analyze.", line_range(src, path, 1)))
+    return out
 
 
 FindingsCallback = Callable[[list[LocatedFinding]], None]
@@ -265,7 +310,7 @@ async def verify(
         await pool.prewarm(options)  # no-op when the run already started one
     exp = Experiment(report.path, report.source, report.run, options, pool)
     report.verification = await verify_findings(exp, report.findings, budget_s, on_update, on_progress)
-    report.findings.sort(key=lambda f: SEVERITIES.index(f.finding.severity))
+    report.findings.sort(key=lambda f: rank(f.finding.severity))
     report.duration_s += time.monotonic() - started
     return report.verification
 
@@ -274,7 +319,6 @@ def diagnose_fits(traces: list[Trace]) -> list[LocatedFinding]:
     """Each fit diagnosed with its own compile and located with its own call sites;
     a fault seen in several fits (the same code at the same place) is reported once."""
     kept: dict[tuple, LocatedFinding] = {}
-    order = list(SEVERITIES)
     for t in traces:
         if t.fit is None and t.crash is None and t is not traces[0]:
             continue
@@ -284,9 +328,9 @@ def diagnose_fits(traces: list[Trace]) -> list[LocatedFinding]:
             located.fit_index = t.fit_index
             key = (f.code, located.range.start.line, located.range.start.column)
             cur = kept.get(key)
-            if cur is None or order.index(f.severity) < order.index(cur.finding.severity):
+            if cur is None or rank(f.severity) < rank(cur.finding.severity):
                 kept[key] = located
-    return sorted(kept.values(), key=lambda f: order.index(f.finding.severity))
+    return sorted(kept.values(), key=lambda f: rank(f.finding.severity))
 
 
 def _first_line(rng: SourceRange) -> SourceRange:

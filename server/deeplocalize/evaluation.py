@@ -15,8 +15,8 @@ from pathlib import Path
 
 from .engine import FileReport, analyze, verify
 from .runner import RunOptions, WorkerPool
+from .vocab import is_serious
 
-SERIOUS = ("error", "warning")
 
 
 @dataclass
@@ -62,7 +62,7 @@ def load_expectations(fixtures_dir: Path) -> list[Expectation]:
 
 
 def score(exp: Expectation, report: FileReport) -> Score:
-    serious = [f for f in report.findings if f.finding.severity in SERIOUS]
+    serious = [f for f in report.findings if is_serious(f.finding.severity)]
     covers = lambda f: any(f.range.start.line <= line <= f.range.end.line for line in exp.lines)  # noqa: E731
     localized = any(covers(f) for f in serious)
     diagnosed = any(covers(f) and f.finding.root_cause in exp.root_causes for f in serious)
@@ -116,7 +116,7 @@ async def verified_fixes_heal(summary: Summary, options: RunOptions, parallel: i
             report = await analyze(str(s.expectation.path), options, pool=pool, text=fixed)
         # The symptom the fix was verified on must be gone; a milder one of the same cause may follow
         # (a diverging rate lowered to the optimizer's usual one can then learn slowly within the cap).
-        left = [f for f in report.findings if f.finding.severity in SERIOUS and f.finding.code == lf.finding.code]
+        left = [f for f in report.findings if is_serious(f.finding.severity) and f.finding.code == lf.finding.code]
         if left or report.status == "crashed":
             return f"{s.expectation.path.name}: {lf.finding.code} fixed by '{lf.preferred.title}' still shows " + "; ".join(
                 f"{f.finding.severity} {f.finding.code}[{f.finding.root_cause}]" for f in left) + f" ({report.status})"

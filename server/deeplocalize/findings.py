@@ -12,12 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .trace import Frame
-
-ROOT_CAUSES = (
-    "activation", "loss", "learning_rate", "optimizer", "initialization", "data_normalization",
-    "labels", "architecture", "regularization", "batch_size", "epochs", "numerical_operation",
-)
-SEVERITIES = ("error", "warning", "information", "hint")
+from .vocab import ROOT_CAUSES, SEVERITIES, VERDICTS, Confirmation, Verdict  # noqa: F401 - ROOT_CAUSES, SEVERITIES, VERDICTS re-exported
 
 
 @dataclass
@@ -109,14 +104,11 @@ class TextEdit:
     new_text: str
 
 
-VERDICTS = ("verified", "refuted", "inconclusive")
-
-
 @dataclass
 class Verification:
     """What re-training with a fix applied changed: the symptom's measures before and after."""
 
-    verdict: str  # verified | refuted | inconclusive
+    verdict: Verdict
     before: dict[str, Any]
     after: dict[str, Any]
     steps: int
@@ -150,8 +142,7 @@ class LocatedFinding:
     range: SourceRange
     fixes: list[Fix]
     layer: dict[str, Any] | None
-    # verified | unconfirmed | inconclusive, once the fixes were tried; None: not tried.
-    confirmation: str | None = None
+    confirmation: Confirmation | None = None  # once the fixes were tried; None: not tried
     fit_index: int = 0  # which fit of the script showed it
 
     @property

@@ -27,17 +27,11 @@ from .detectors.progress import ACCURACY_KEYS, VAL_ACCURACY_KEYS
 from .edits import apply_fix
 from .findings import Fix, LocatedFinding, Verification
 from .runner import RunOptions, RunResult, WorkerPool, run_script
+from .rules import has_trait
 from .trace import Trace
+from .vocab import is_serious
 
-# A short re-run cannot test these: their fix changes the training length itself, or
-# they are about the analysis, not the script.
-NOT_TESTABLE = {
-    "too-few-epochs", "too-few-steps", "analysis-capped", "budget-exceeded", "memory-exceeded", "training-process-died",
-    "probe-degraded", "no-training", "syntax-error", "labels-unrelated-to-inputs", "nan-in-inputs",
-}
 MAX_TRIES_PER_FINDING = 3
-# Symptoms seen on held-out data: their fixes are judged on validation accuracy first.
-GENERALIZATION = {"dropout-too-high", "regularization-dominates"}
 MIN_JUDGED_EPOCHS = 3  # a fix is never judged on a single epoch when the fit asks for more
 MIN_JUDGED_STEPS = 50  # nor refuted on fewer steps than this when the analysis cut the fit short
 # Per-layer statistic that shows each symptom, for the numbers next to the verdict.
@@ -68,7 +62,12 @@ class VerifySummary:
 
 def testable(lf: LocatedFinding) -> bool:
     f = lf.finding
-    return f.severity in ("error", "warning") and f.code not in NOT_TESTABLE and any(fix.edits for fix in lf.fixes)
+    return is_serious(f.severity) and not _untestable(f.code) and any(fix.edits for fix in lf.fixes)
+
+
+def _untestable(code: str) -> bool:
+    """A short re-run cannot test it: its fix changes the training length or the data, or it is about the run."""
+    return has_trait(code, "not_testable")
 
 
 # ------------------------------------------------------------------ measures
@@ -352,8 +351,8 @@ async def try_fixes(exp: Experiment, lf: LocatedFinding, fixes: list[Fix], deadl
     compared = truncated(after_trace, shown) if shown and len(after_trace.epochs) > shown and first_nonfinite(before_trace) is None and before_trace.crash is None else after_trace
     after = outcome(compared, f.symptom, _same_layer(before_trace, compared, layer))
     after_findings = diagnose(compared) if compared.crash is None else None
-    remains = any(g.code == f.code and g.severity in ("error", "warning") for g in after_findings) if after_findings is not None else True
-    verdict, reason = judge(before, after, remains, _loss_name(before_trace) != _loss_name(after_trace), f.code in GENERALIZATION)
+    remains = any(g.code == f.code and is_serious(g.severity) for g in after_findings) if after_findings is not None else True
+    verdict, reason = judge(before, after, remains, _loss_name(before_trace) != _loss_name(after_trace), has_trait(f.code, "generalization"))
     if verdict == "refuted" and not after.get("crashed") and len(compared.steps) < MIN_JUDGED_STEPS and _cut_short(before_trace):
         verdict, reason = "inconclusive", f"only {len(compared.steps)} training steps fit in the analysis' epoch cap: too few to judge this fix"
     return Verification(verdict, before, after, len(compared.steps), len(compared.epochs), seconds, reason,
@@ -426,7 +425,7 @@ def _healed_alongside(findings: list[LocatedFinding]) -> list[tuple[LocatedFindi
     fix is theirs too, and their own guesses (a step-size change) are withdrawn with it."""
     out = []
     for lf in findings:
-        if lf.confirmation == "verified" or lf.finding.code in NOT_TESTABLE or not lf.fixes:
+        if lf.confirmation == "verified" or _untestable(lf.finding.code) or not lf.fixes:
             continue
         for other in findings:
             v = other.fixes[0].verification if other.confirmation == "verified" and other.fixes else None
@@ -450,7 +449,7 @@ def _partner(lf: LocatedFinding, findings: list[LocatedFinding]) -> LocatedFindi
     another cause, whose fix is tried together with the fault's."""
     for other in findings:
         f = other.finding
-        if (other is not lf and f.severity == "information" and other.confirmation is None and f.code not in NOT_TESTABLE
+        if (other is not lf and f.severity == "information" and other.confirmation is None and not _untestable(f.code)
                 and f.root_cause and f.root_cause != lf.finding.root_cause and other.fixes and other.fixes[0].edits):
             return other
     return None

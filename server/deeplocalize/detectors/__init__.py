@@ -9,7 +9,9 @@ from __future__ import annotations
 from typing import Callable
 
 from ..findings import Finding
+from ..rules import REGISTRY
 from ..trace import Trace
+from ..vocab import is_serious, rank
 from .crash import detect_crash
 from .curves import detect_batch_size, detect_epochs, detect_not_learning, detect_regularization, detect_unrelated_labels
 from .numerical import detect_nonfinite, first_nonfinite, step_has_nonfinite
@@ -38,7 +40,11 @@ RUNTIME_DETECTORS: list[RuntimeDetector] = [
     detect_not_learning,
 ]
 
-_RANK = {"error": 0, "warning": 1, "information": 2, "hint": 3}
+
+
+def _has(f: Finding, trait: str) -> bool:
+    r = REGISTRY.get(f.code)
+    return r is not None and r.has(trait)
 
 
 def diagnose(trace: Trace) -> list[Finding]:
@@ -54,17 +60,13 @@ def diagnose(trace: Trace) -> list[Finding]:
         for detector in RUNTIME_DETECTORS:
             findings += detector(trace, progress)
         # More epochs of a run whose steps diverge only diverge further.
-        if any(f.code in DIVERGING for f in findings):
+        if any(_has(f, "diverging") for f in findings):
             findings = [f for f in findings if f.code != "too-few-epochs"]
         # Configurations that train, only worse: a warning once training confirms it.
         for f in findings:
-            if f.code in CONFIRMED_BY_TRAINING and progress is not None and not progress.poor:
+            if _has(f, "confirmed_by_training") and progress is not None and not progress.poor:
                 f.severity = "information"
     return _merge(findings)
-
-
-CONFIRMED_BY_TRAINING = {"regression-loss-on-classes"}
-DIVERGING = {"nan-inf", "exploding-gradients", "learning-rate-too-high", "weights-change-too-fast"}
 
 
 def _key(f: Finding) -> tuple:
@@ -83,33 +85,31 @@ def _merge(findings: list[Finding]) -> list[Finding]:
             kept[k] = f
             continue
         cur = kept[k]
-        if _RANK[f.severity] < _RANK[cur.severity]:
+        if rank(f.severity) < rank(cur.severity):
             f.evidence.setdefault("also_observed", []).append(cur.symptom)
             kept[k] = f
         else:
             cur.evidence.setdefault("also_observed", []).append(f.symptom)
     out = list(kept.values())
     # Specific evidence explains generic symptoms and fallback causes: those yield.
-    strong = any(f.confidence == "strong" and f.severity in ("error", "warning") for f in out)
-    weak_warnings = [f for f in out if f.confidence == "weak" and f.severity in ("error", "warning")]
+    strong = any(f.confidence == "strong" and is_serious(f.severity) for f in out)
+    weak_warnings = [f for f in out if f.confidence == "weak" and is_serious(f.severity)]
     for f in weak_warnings:
         if strong:
             f.severity = "information"
     if not strong and len(weak_warnings) > 1:
         # Among fallbacks, keep the most specific one as the warning.
-        order = {code: i for i, code in enumerate(WEAK_PREFERENCE)}
-        weak_warnings.sort(key=lambda f: order.get(f.code, len(order)))
+        weak_warnings.sort(key=_fallback_rank)
         for f in weak_warnings[1:]:
             f.severity = "information"
-    return sorted(out, key=lambda f: _RANK[f.severity])
+    return sorted(out, key=lambda f: rank(f.severity))
 
 
-WEAK_PREFERENCE = ["exploding-gradients", "too-few-epochs", "weights-barely-change", "saturated-activation", "dead-relu", "vanishing-gradients", "not-learning"]
+def _fallback_rank(f: Finding) -> int:
+    r = REGISTRY.get(f.code)
+    return r.fallback_rank if r is not None and r.fallback_rank is not None else len(REGISTRY)
 
 
-# Symptoms that, once established over a window, do not heal by themselves: the run
-# can stop there and let experiments, not more epochs, settle the cause.
-ESTABLISHED = {"dead-relu", "saturated-activation", "vanishing-gradients", "exploding-gradients", "not-learning"}
 MIN_EPOCHS_FOR_SYMPTOM = 3
 MIN_FRACTION_FOR_SYMPTOM = 0.25  # of the fit's epochs
 
@@ -177,7 +177,8 @@ def silent_failure(trace: Trace) -> set[tuple]:
     progress = measure(trace)
     out = set()
     for f in diagnose(trace):
-        if f.severity not in ("error", "warning") or f.code not in ESTABLISHED:
+        # Symptoms that do not heal by themselves: the run can stop and let experiments settle the cause.
+        if not is_serious(f.severity) or not _has(f, "established"):
             continue
         if f.code == "not-learning" and (progress is None or progress.rel_improvement >= 0.02 or progress.oscillation > 0.5):
             continue
@@ -198,7 +199,7 @@ def settled_findings(trace: Trace) -> list[Finding]:
     done = len(trace.epochs)
     if fit is None or done < MIN_EPOCHS_FOR_SYMPTOM or done < MIN_FRACTION_FOR_SYMPTOM * fit.epochs:
         return []
-    return [f for f in diagnose(trace) if f.severity in ("error", "warning")]
+    return [f for f in diagnose(trace) if is_serious(f.severity)]
 
 
 def is_decisive(trace: Trace) -> bool:

@@ -7,7 +7,20 @@ import dataclasses
 import re
 
 from ..findings import Finding, FixSpec, Target
+from ..rules import rule
 from ..trace import Trace
+
+KERAS3 = rule(
+    "keras3-incompatible", "run", "error", "crash",
+    "A Keras 2 idiom that Keras 3 rejects (`lr=`, `nb_epoch=`, `keras.layers.core`, ...). Not a DNN fault.")
+TRAINING_CRASHED = rule(
+    "training-crashed", "run", "error", "crash",
+    "The script raised, and the checks before training explain why (e.g. integer labels with categorical cross-entropy):",
+    details="the range is the innermost frame in your code, the root cause and fixes are those of the explaining check.",
+    causes=("loss", "labels", "activation", "architecture"))
+SCRIPT_CRASHED = rule(
+    "script-crashed", "run", "error", "crash",
+    "The script raised; the range is the innermost frame in your code.")
 
 # Keras 2 keyword -> Keras 3 keyword.
 KERAS2_KWARGS = {"lr": "learning_rate", "nb_epoch": "epochs", "init": "kernel_initializer", "output_dim": "units",
@@ -35,16 +48,12 @@ def detect_crash(trace: Trace, static_findings: list[Finding]) -> list[Finding]:
     if m and m.group(1) in KERAS2_KWARGS:
         old = m.group(1)
         new = KERAS2_KWARGS[old]
-        return [Finding("keras3-incompatible", "error", "crash", None,
-                        f"Not valid Keras 3: the keyword '{old}' was renamed '{new}'. ({crash.exc_type}: {msg})",
-                        target, evidence=ev, fixes=[FixSpec(f"Rename '{old}' to '{new}'", new_value=new, arg=f"rename:{old}")])]
+        return [KERAS3.finding(f"Not valid Keras 3: the keyword '{old}' was renamed '{new}'. ({crash.exc_type}: {msg})", target, evidence=ev, fixes=[FixSpec(f"Rename '{old}' to '{new}'", new_value=new, arg=f"rename:{old}")])]
     if crash.exc_type in ("ModuleNotFoundError", "ImportError", "AttributeError") and any(mod.split(".")[-1] in crash.message for mod in KERAS2_MODULES + ("predict_classes",)):
-        return [Finding("keras3-incompatible", "error", "crash", None,
-                        f"Not valid Keras 3 (a Keras 2 API): {crash.exc_type}: {msg}", target, evidence=ev, fixes=[])]
+        return [KERAS3.finding(f"Not valid Keras 3 (a Keras 2 API): {crash.exc_type}: {msg}", target, evidence=ev, fixes=[])]
     inferred = next((f for f in static_findings if f.severity == "error"), None)
     if inferred is not None:
         ev["inferred_from"] = inferred.code
         fixes = [dataclasses.replace(f, target=f.target or inferred.target) for f in inferred.fixes]
-        return [Finding("training-crashed", "error", "crash", inferred.root_cause,
-                        f"{crash.exc_type}: {msg} — {inferred.message}", target, layer=inferred.layer, evidence=ev, fixes=fixes)]
-    return [Finding("script-crashed", "error", "crash", None, f"{crash.exc_type}: {msg}", target, evidence=ev, fixes=[])]
+        return [TRAINING_CRASHED.finding(f"{crash.exc_type}: {msg} — {inferred.message}", target, root_cause=inferred.root_cause, layer=inferred.layer, evidence=ev, fixes=fixes)]
+    return [SCRIPT_CRASHED.finding(f"{crash.exc_type}: {msg}", target, evidence=ev, fixes=[])]

@@ -8,7 +8,42 @@ import numpy as np
 from ..findings import Finding, FixSpec, Target
 from ..trace import Trace
 from .common import Cause, alternatives, candidate_causes, layer_label, lr_info, median_log_update_ratio, x_scale_problem, y_scale_problem, data_target_and_fixes
+from ..rules import rule
 from .progress import ACCURACY_KEYS, VAL_ACCURACY_KEYS, Progress
+
+REGULARIZATION = rule(
+    "regularization-dominates", "training", "warning", "underfitting",
+    "The weight penalty is more than {penalty_share:.0%} of the loss early in training while the model underfits.",
+    causes=("regularization",), thresholds={"penalty_share": 0.5}, traits=frozenset({"generalization"}))
+DROPOUT = rule(
+    "dropout-too-high", "training", "warning", "underfitting",
+    "A dropout rate of {rate:g} or more while the model underfits.",
+    causes=("regularization",), thresholds={"rate": 0.7}, traits=frozenset({"generalization"}))
+FEW_STEPS = rule(
+    "too-few-steps", "training", "warning", "slow_convergence",
+    "One or two weight updates per epoch (a batch as large as the data, fewer than {total_steps:g} updates in all) while the model is still far from fitting.",
+    causes=("batch_size",), thresholds={"total_steps": 100}, traits=frozenset({"not_testable"}))
+BATCH_ONE = rule(
+    "batch-size-one", "training", "warning", "noisy_gradient",
+    "Batch size 1 with a noisy, failing loss: every step follows one sample's gradient.",
+    causes=("batch_size",))
+FEW_EPOCHS = rule(
+    "too-few-epochs", "training", "warning", "underfitting",
+    "`fit` ended by itself (not by DeepLocalize's epoch cap) while the loss was still falling fast and accuracy was low.",
+    details="Never reported when the steps diverge (more epochs of the same only diverge further).",
+    causes=("epochs",), traits=frozenset({"not_testable"}), fallback_rank=1)
+NOT_LEARNING = rule(
+    "not-learning", "training", "warning", "loss_not_decreasing",
+    "Generic: the loss does not decrease, accuracy stays at chance, or the loss oscillates;",
+    details="the root cause is the result of elimination and the finding yields (becomes information) when a more specific finding exists.",
+    causes=("initialization", "learning_rate", "optimizer", "data_normalization", "loss", "activation"),
+    traits=frozenset({"established"}), fallback_rank=6)
+UNRELATED_LABELS = rule(
+    "labels-unrelated-to-inputs", "training", "warning", "no_generalization",
+    "Training accuracy rises while validation accuracy stays at chance for the whole run:",
+    details="the model memorizes labels that do not follow from the inputs (labels shuffled on their own, misaligned after a sort "
+            "or a split). Points at the line that last assigns the labels passed to `fit`.",
+    causes=("labels",), traits=frozenset({"not_testable"}))
 
 
 def detect_regularization(trace: Trace, progress: Progress | None) -> list[Finding]:
@@ -21,7 +56,7 @@ def detect_regularization(trace: Trace, progress: Progress | None) -> list[Findi
     n = max(3, len(loss) // 10)
     if len(loss) >= 3 and progress.poor:
         share = float(np.nanmedian(reg[:n] / np.maximum(np.abs(loss[:n]), 1e-12)))
-        if share > 0.5:
+        if share > REGULARIZATION["penalty_share"]:
             best, best_val = None, 0.0
             for l in trace.layers:
                 v = trace.series(f"L{l.index}.reg", "value")[:n]
@@ -29,24 +64,16 @@ def detect_regularization(trace: Trace, progress: Progress | None) -> list[Findi
                 if len(v) and float(np.median(v)) > best_val:
                     best, best_val = l, float(np.median(v))
             if best is not None:
-                return [Finding("regularization-dominates", "warning", "underfitting", "regularization",
-                                f"The weight penalty is {share:.0%} of the loss, so training shrinks weights instead of fitting the data; "
-                                f"{layer_label(best)} contributes the most.",
-                                Target("layer_arg", layer=best.index, arg="kernel_regularizer"), layer=best.index,
-                                evidence={"regularization_share": round(share, 3)},
-                                fixes=[FixSpec("Use a 1e-4 penalty", new_value="{func}(1e-4)")])]
+                return [REGULARIZATION.finding(f"The weight penalty is {share:.0%} of the loss, so training shrinks weights instead of fitting the data; "
+                                f"{layer_label(best)} contributes the most.", Target("layer_arg", layer=best.index, arg="kernel_regularizer"), layer=best.index, evidence={"regularization_share": round(share, 3)}, fixes=[FixSpec("Use a 1e-4 penalty", new_value="{func}(1e-4)")])]
     heavy = [l for l in trace.layers if l.cls in ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "AlphaDropout", "GaussianDropout")
-             and l.rate is not None and l.rate >= 0.7]
+             and l.rate is not None and l.rate >= DROPOUT["rate"]]
     if heavy and (progress.poor or (progress.val_gap is not None and progress.val_gap > 0.1)):
         l = heavy[0]
         # Every such layer in one fix: lowering one still leaves the others starving the model.
         also = [FixSpec("", new_value="0.2", target=Target("layer_arg", layer=o.index, arg="rate", position=0)) for o in heavy[1:]]
-        return [Finding("dropout-too-high", "warning", "underfitting", "regularization",
-                        f"{layer_label(l)} drops {l.rate:.0%} of its inputs and the model underfits"
-                        + (f" (validation accuracy is {progress.val_gap:.0%} above training accuracy)" if progress.val_gap and progress.val_gap > 0.1 else "") + ".",
-                        Target("layer_arg", layer=l.index, arg="rate", position=0), layer=l.index,
-                        evidence={"dropout_rate": l.rate, "train_accuracy": progress.accuracy, "val_gap": progress.val_gap},
-                        fixes=[FixSpec("Use a dropout rate of 0.2" + (f" on all {len(heavy)} dropout layers" if also else ""), new_value="0.2", also=also)])]
+        return [DROPOUT.finding(f"{layer_label(l)} drops {l.rate:.0%} of its inputs and the model underfits"
+                        + (f" (validation accuracy is {progress.val_gap:.0%} above training accuracy)" if progress.val_gap and progress.val_gap > 0.1 else "") + ".", Target("layer_arg", layer=l.index, arg="rate", position=0), layer=l.index, evidence={"dropout_rate": l.rate, "train_accuracy": progress.accuracy, "val_gap": progress.val_gap}, fixes=[FixSpec("Use a dropout rate of 0.2" + (f" on all {len(heavy)} dropout layers" if also else ""), new_value="0.2", also=also)])]
     return []
 
 
@@ -59,17 +86,11 @@ def detect_batch_size(trace: Trace, progress: Progress | None) -> list[Finding]:
     n = fit.x["n"]
     # What the script asked for, not what the analysis' epoch cap let run.
     total_steps = fit.steps_per_epoch * max(1, fit.epochs_requested)
-    if fit.steps_per_epoch <= 2 and n >= 200 and total_steps < 100 and (progress.poor or progress.still_improving):
-        return [Finding("too-few-steps", "warning", "slow_convergence", "batch_size",
-                        f"batch_size={fit.batch_size} on {n} samples gives {fit.steps_per_epoch} update(s) per epoch "
-                        f"({total_steps} in all): the model is still far from fitting. Use smaller batches.",
-                        Target("fit_arg", arg="batch_size", position=2), evidence={"batch_size": fit.batch_size, "samples": n, "steps_per_epoch": fit.steps_per_epoch},
-                        fixes=[FixSpec("Use batch_size=32", new_value="32")])]
+    if fit.steps_per_epoch <= 2 and n >= 200 and total_steps < FEW_STEPS["total_steps"] and (progress.poor or progress.still_improving):
+        return [FEW_STEPS.finding(f"batch_size={fit.batch_size} on {n} samples gives {fit.steps_per_epoch} update(s) per epoch "
+                        f"({total_steps} in all): the model is still far from fitting. Use smaller batches.", Target("fit_arg", arg="batch_size", position=2), evidence={"batch_size": fit.batch_size, "samples": n, "steps_per_epoch": fit.steps_per_epoch}, fixes=[FixSpec("Use batch_size=32", new_value="32")])]
     if fit.batch_size == 1 and n >= 500 and (progress.oscillation > 0.3 or progress.poor):
-        return [Finding("batch-size-one", "warning", "noisy_gradient", "batch_size",
-                        f"batch_size=1 on {n} samples: every step follows one sample's gradient, so the loss is noisy and training is slow.",
-                        Target("fit_arg", arg="batch_size", position=2), evidence={"batch_size": 1, "samples": n},
-                        fixes=[FixSpec("Use batch_size=32", new_value="32")])]
+        return [BATCH_ONE.finding(f"batch_size=1 on {n} samples: every step follows one sample's gradient, so the loss is noisy and training is slow.", Target("fit_arg", arg="batch_size", position=2), evidence={"batch_size": 1, "samples": n}, fixes=[FixSpec("Use batch_size=32", new_value="32")])]
     return []
 
 
@@ -98,11 +119,8 @@ def detect_epochs(trace: Trace, progress: Progress | None) -> list[Finding]:
     new = max(20, fit.epochs_requested * 10)
     trend = (f"still falling {progress.final_slope:.0%} per epoch" if progress.still_improving
              else f"still falling (down {progress.rel_improvement:.0%} so far)")
-    return [Finding("too-few-epochs", severity, "underfitting", "epochs",
-                    f"Training stops after {fit.epochs_requested} epoch(s) while the loss is {trend}"
-                    + (f" (accuracy {progress.accuracy:.2f})" if progress.accuracy is not None else "") + ".",
-                    Target("fit_arg", arg="epochs", position=3), evidence={"epochs": fit.epochs_requested, "last_epoch_loss_drop": round(progress.final_slope, 3), "accuracy": progress.accuracy},
-                    fixes=[FixSpec(f"Train for {new} epochs", new_value=str(new))], confidence="weak")]
+    return [FEW_EPOCHS.finding(f"Training stops after {fit.epochs_requested} epoch(s) while the loss is {trend}"
+                    + (f" (accuracy {progress.accuracy:.2f})" if progress.accuracy is not None else "") + ".", Target("fit_arg", arg="epochs", position=3), severity=severity, evidence={"epochs": fit.epochs_requested, "last_epoch_loss_drop": round(progress.final_slope, 3), "accuracy": progress.accuracy}, fixes=[FixSpec(f"Train for {new} epochs", new_value=str(new))], confidence="weak")]
 
 
 def detect_not_learning(trace: Trace, progress: Progress | None) -> list[Finding]:
@@ -137,8 +155,7 @@ def detect_not_learning(trace: Trace, progress: Progress | None) -> list[Finding
     else:
         what = (f"The model stays at chance level (loss {progress.initial_loss:.4g} -> {progress.final_loss:.4g} over {progress.steps} steps"
                 + (f", accuracy {progress.accuracy:.2f} vs {progress.chance_accuracy:.2f} by always guessing the majority" if progress.accuracy is not None and progress.chance_accuracy is not None else "") + ")")
-    return [Finding("not-learning", "warning", symptom, root, f"{what}; likely cause: {root.replace('_', ' ')}.",
-                    target, layer=target.layer, evidence=ev, fixes=fixes, confidence="weak", alternatives=alternatives(causes[1:]))]
+    return [NOT_LEARNING.finding(f"{what}; likely cause: {root.replace('_', ' ')}.", target, root_cause=root, symptom=symptom, layer=target.layer, evidence=ev, fixes=fixes, confidence="weak", alternatives=alternatives(causes[1:]))]
 
 
 def _distinct(causes: list[Cause]) -> list[Cause]:
@@ -182,10 +199,7 @@ def detect_unrelated_labels(trace: Trace, progress: Progress | None) -> list[Fin
     # BatchNormalization's moving statistics need a few hundred steps: until then validation
     # can sit at chance in a healthy model.
     warming_up = any(l.cls == "BatchNormalization" for l in trace.layers) and progress.steps < 500
-    return [Finding("labels-unrelated-to-inputs", "information" if warming_up else "warning", "no_generalization", "labels",
-                    f"Training accuracy rises from {acc[0]:.2f} to {acc[-1]:.2f} but validation accuracy stays at chance "
+    return [UNRELATED_LABELS.finding(f"Training accuracy rises from {acc[0]:.2f} to {acc[-1]:.2f} but validation accuracy stays at chance "
                     f"({float(np.max(val)):.2f} at best, chance {chance:.2f}): the labels do not follow from the inputs "
-                    "(shuffled or misaligned with the samples?).",
-                    Target("fit_data", arg="y", position=1),
-                    evidence={"train_accuracy_first": round(float(acc[0]), 3), "train_accuracy_last": round(float(acc[-1]), 3),
+                    "(shuffled or misaligned with the samples?).", Target("fit_data", arg="y", position=1), severity="information" if warming_up else "warning", evidence={"train_accuracy_first": round(float(acc[0]), 3), "train_accuracy_last": round(float(acc[-1]), 3),
                               "val_accuracy_best": round(float(np.max(val)), 3), "chance_accuracy": round(chance, 3)}, fixes=[])]

@@ -7,7 +7,30 @@ import math
 from ..findings import Finding, FixSpec, Target
 from ..trace import Trace
 from .common import alternatives, candidate_causes, layer_label, loss_family, lr_info
+from ..rules import rule
 from .heads import output_head
+
+NAN_IN_INPUTS = rule(
+    "nan-in-inputs", "training", "error", "nan_inf", "The training inputs contain NaN/Inf before any step.",
+    causes=("data_normalization",), traits=frozenset({"not_testable"}))
+NAN_IN_CODE = rule(
+    "nan-in-custom-code", "training", "error", "nan_inf",
+    "The first NaN/Inf is born inside user code (a custom layer's `call`, a `Lambda`, the model's `call()`) while its inputs were finite.",
+    details="The range is the risky operation (log, sqrt, division, pow); the fix guards it with an epsilon, the way Keras' own "
+            "losses do (see [Fixes that keep the whole script right](#fixes-that-keep-the-whole-script-right)).",
+    causes=("numerical_operation",))
+NAN_IN_LOSS = rule(
+    "nan-in-custom-loss", "training", "error", "nan_inf",
+    "The first NaN/Inf is born inside a custom loss while the model's outputs were finite.",
+    details="The guard clamps the prediction where it enters the log, or clips a probability into [1e-7, 1 - 1e-7]; when the "
+            "labels are classes but the output layer emits no probabilities, the output activation comes with it, as one fix.",
+    causes=("numerical_operation",))
+NAN_INF = rule(
+    "nan-inf", "training", "error", "nan_inf",
+    "The first NaN/Inf in forward values, gradients, weights or loss, with the layer and step where it appeared.",
+    details="The root cause is found by elimination: initial weight scale, learning rate far above the optimizer's default, a "
+            "slow-by-default optimizer, unscaled inputs or targets.",
+    causes=("initialization", "learning_rate", "optimizer", "data_normalization"), traits=frozenset({"diverging"}))
 
 _ORDER = ("pre", "out", "grad", "w")
 # The locator rewrites the risky operation it finds (log, sqrt, division) with an epsilon guard.
@@ -50,12 +73,7 @@ def first_nonfinite(trace: Trace) -> tuple[int, str, int | None] | None:
 def detect_nonfinite(trace: Trace) -> list[Finding]:
     x = trace.fit.x if trace.fit else None
     if x and (x.get("nonfinite") or 0) > 0:
-        return [Finding(
-            "nan-in-inputs", "error", "nan_inf", "data_normalization",
-            f"{x['nonfinite']:.1%} of the input values are NaN/Inf before training starts.",
-            Target("fit_data", arg="x", position=0), evidence={"nonfinite_fraction": x["nonfinite"]},
-            fixes=[FixSpec("Replace NaN/Inf inputs by 0 (wherever the model gets them)", feed="nan_to_num")],
-        )]
+        return [NAN_IN_INPUTS.finding(f"{x['nonfinite']:.1%} of the input values are NaN/Inf before training starts.", Target("fit_data", arg="x", position=0), evidence={"nonfinite_fraction": x["nonfinite"]}, fixes=[FixSpec("Replace NaN/Inf inputs by 0 (wherever the model gets them)", feed="nan_to_num")])]
     hit = first_nonfinite(trace)
     if hit is None:
         return []
@@ -70,27 +88,20 @@ def detect_nonfinite(trace: Trace) -> list[Finding]:
     culprit = _risky_code(trace, pos, kind, layer_idx)
     if culprit is not None:
         where_code, code, idx = culprit
-        return [Finding("nan-in-custom-code", "error", "nan_inf", "numerical_operation",
-                        f"{head}: an operation in {where_code} ({', '.join(code.get('risky') or ['its computation'])}) produced it"
+        return [NAN_IN_CODE.finding(f"{head}: an operation in {where_code} ({', '.join(code.get('risky') or ['its computation'])}) produced it"
                         + (" while its inputs and weights were finite." if kind in ("pre", "out") and idx == layer_idx else
-                           ", and the non-finite values spread from there."),
-                        Target("code", layer=idx, code=code), layer=idx, evidence=evidence, observed=observed,
-                        fixes=[GUARD])]
+                           ", and the non-finite values spread from there."), Target("code", layer=idx, code=code), layer=idx, evidence=evidence, observed=observed, fixes=[GUARD])]
     if kind == "loss" and trace.compile is not None:
         loss = trace.compile.loss
         if loss_family(trace) == "custom" and loss.get("code"):
-            return [Finding("nan-in-custom-loss", "error", "nan_inf", "numerical_operation",
-                            f"{head}, while the model outputs were finite: an operation in the custom loss '{loss.get('name')}' produced it.",
-                            Target("code", code=loss["code"]), evidence=evidence, observed=observed, fixes=[_loss_guard(trace)])]
+            return [NAN_IN_LOSS.finding(f"{head}, while the model outputs were finite: an operation in the custom loss '{loss.get('name')}' produced it.", Target("code", code=loss["code"]), evidence=evidence, observed=observed, fixes=[_loss_guard(trace)])]
     causes = candidate_causes(trace, diverging=True)
     cause = causes[0]
     evidence.update(cause.evidence)
     growth = _grad_growth(trace, pos)
     if growth:
         evidence["gradient_norm_growth"] = growth
-    return [Finding("nan-inf", "error", "nan_inf", cause.root, f"{head}; likely cause: {cause.root.replace('_', ' ')}.",
-                    cause.target, layer=cause.target.layer if cause.target.layer is not None else layer_idx, evidence=evidence,
-                    observed=observed, fixes=cause.fixes, alternatives=alternatives(causes[1:]))]
+    return [NAN_INF.finding(f"{head}; likely cause: {cause.root.replace('_', ' ')}.", cause.target, root_cause=cause.root, layer=cause.target.layer if cause.target.layer is not None else layer_idx, evidence=evidence, observed=observed, fixes=cause.fixes, alternatives=alternatives(causes[1:]))]
 
 
 def _loss_guard(trace: Trace) -> FixSpec:

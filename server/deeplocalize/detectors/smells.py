@@ -11,7 +11,29 @@ from ..findings import Finding, FixSpec, Target
 from ..trace import Trace
 from .common import data_target_and_fixes, layer_label, x_scale_problem, y_scale_problem
 from .heads import effective_activation, output_head
+from ..rules import rule
 from .progress import Progress
+
+UNSCALED_INPUTS = rule(
+    "unscaled-inputs", "smell", "warning", "input_range",
+    "Inputs have large magnitudes or very different feature scales, and the model fits the training data poorly",
+    details="(information only when training goes well; raw integer values such as pixels never divided by 255 are a warning). "
+            "Fix: a Normalization layer adapted on the training inputs, or a StandardScaler / training statistics applied wherever "
+            "the model gets data.",
+    causes=("data_normalization",))
+UNSCALED_TARGETS = rule(
+    "unscaled-targets", "smell", "warning", "target_range",
+    "Regression targets are large, which scales the loss and the gradients.",
+    details="Fix: standardize the targets with training statistics wherever the model gets them, predictions mapped back to the original units.",
+    causes=("data_normalization",))
+SOFTMAX_HIDDEN = rule(
+    "softmax-in-hidden-layer", "smell", "warning", "activation_misuse",
+    "A hidden layer uses softmax, which forces its units to sum to 1, and the model fits poorly. Fix: relu.",
+    causes=("activation",))
+LINEAR_NETWORK = rule(
+    "no-nonlinearity", "smell", "warning", "underfitting",
+    "No hidden layer has an activation, so the network is linear, and it fits poorly. Fix: relu on the hidden layers.",
+    causes=("activation",))
 
 _DENSE_LIKE = {"Dense", "Conv1D", "Conv2D", "Conv3D", "EinsumDense"}
 
@@ -30,18 +52,14 @@ def detect_unscaled_data(trace: Trace, progress: Progress | None) -> list[Findin
             severity = "warning"
             xs = {**xs, "integer_valued": True}
         target, fixes = data_target_and_fixes("x")
-        out.append(Finding("unscaled-inputs", severity, "input_range", "data_normalization",
-                           f"Inputs are not scaled (max |x| = {xs['input_abs_max']:g}"
+        out.append(UNSCALED_INPUTS.finding(f"Inputs are not scaled (max |x| = {xs['input_abs_max']:g}"
                            + (f", feature scales differ {xs['feature_scale_spread']:g}x" if xs.get("feature_scale_spread") else "")
                            + ")" + (" and the model fits the training data poorly." if progress.poor else
-                                    "; integer values fed raw (e.g. pixels never divided by 255)." if raw else "."),
-                           target, evidence=xs, fixes=fixes))
+                                    "; integer values fed raw (e.g. pixels never divided by 255)." if raw else "."), target, severity=severity, evidence=xs, fixes=fixes))
     ys = y_scale_problem(trace)
     if ys and progress.rel_improvement < 0.9:
         target, fixes = data_target_and_fixes("y")
-        out.append(Finding("unscaled-targets", severity, "target_range", "data_normalization",
-                           f"Regression targets are large (max |y| = {ys['target_abs_max']:g}); the loss and gradients scale with them.",
-                           target, evidence=ys, fixes=fixes))
+        out.append(UNSCALED_TARGETS.finding(f"Regression targets are large (max |y| = {ys['target_abs_max']:g}); the loss and gradients scale with them.", target, severity=severity, evidence=ys, fixes=fixes))
     return out
 
 
@@ -57,16 +75,10 @@ def detect_activation_smells(trace: Trace, progress: Progress | None) -> list[Fi
             if head_like:
                 continue
             arg = Target("layer_arg", layer=setter.index, arg="activation", position=0 if setter.cls == "Activation" else None)
-            return [Finding("softmax-in-hidden-layer", "warning", "activation_misuse", "activation",
-                            f"{layer_label(setter)} applies softmax to a hidden layer: it squashes its units to sum to 1, starving the layers after it.",
-                            arg if setter.cls in ("Dense", "Activation") or setter is l else Target("layer", layer=setter.index), layer=setter.index,
-                            fixes=[FixSpec('Use activation "relu"', new_value='"relu"')] if setter.cls in ("Dense", "Activation") or setter is l else [])]
+            return [SOFTMAX_HIDDEN.finding(f"{layer_label(setter)} applies softmax to a hidden layer: it squashes its units to sum to 1, starving the layers after it.", arg if setter.cls in ("Dense", "Activation") or setter is l else Target("layer", layer=setter.index), layer=setter.index, fixes=[FixSpec('Use activation "relu"', new_value='"relu"')] if setter.cls in ("Dense", "Activation") or setter is l else [])]
     has_nonlinearity = any(l.activation not in (None, "linear") for l in hidden) or any(
         l.cls in ("Activation", "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax") for l in trace.layers if not l.is_output)
     if hidden and not has_nonlinearity:
         first = hidden[0]
-        return [Finding("no-nonlinearity", "warning", "underfitting", "activation",
-                        f"None of the {len(hidden)} hidden layer(s) has an activation, so the whole network is linear and cannot fit this data.",
-                        Target("layer_arg", layer=first.index, arg="activation"), layer=first.index,
-                        fixes=[FixSpec('Use activation "relu"', new_value='"relu"')], confidence="weak")]
+        return [LINEAR_NETWORK.finding(f"None of the {len(hidden)} hidden layer(s) has an activation, so the whole network is linear and cannot fit this data.", Target("layer_arg", layer=first.index, arg="activation"), layer=first.index, fixes=[FixSpec('Use activation "relu"', new_value='"relu"')], confidence="weak")]
     return []

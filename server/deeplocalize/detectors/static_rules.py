@@ -8,9 +8,85 @@ from typing import Any, Callable
 import math
 
 from ..findings import Finding, FixSpec, Target
+from ..rules import Rule, rule
 from ..trace import Trace
 from .common import ACTIVATION_RANGE, RELU_LIKE, from_logits, layer_label, loss_family
 from .heads import Head, activation_fix, activation_target, output_head
+
+
+def _static(code: str, summary: str, causes: tuple, severity: str = "error", symptom: str = "output_range", **kw: Any) -> Rule:
+    return rule(code, "static", severity, symptom, summary, causes=causes, **kw)
+
+
+NOT_DISTRIBUTION = _static(
+    "output-not-distribution",
+    "Cross-entropy expects probabilities but the output layer's activation (relu, linear, tanh, ...) does not produce a distribution.",
+    ("activation",), details="An error for relu/linear outputs; information for non-negative ones (sigmoid, softplus), which Keras "
+    "renormalizes. Fix: `softmax` on the output layer, or `from_logits=True` on the loss.")
+NOT_PROBABILITY = _static(
+    "output-not-probability", "`binary_crossentropy` with an output activation other than sigmoid: outputs are not in [0, 1]. Fix: `sigmoid`.",
+    ("activation",))
+SOFTMAX_ONE_UNIT = _static(
+    "softmax-single-unit", "`softmax` over one unit always outputs 1.0: nothing can be learned. Fix: `sigmoid` (classification) or linear.",
+    ("activation",))
+CATEGORICAL_ONE_UNIT = _static(
+    "loss-single-unit-categorical", "Categorical cross-entropy over one output unit is identically 0. Fix: `binary_crossentropy`.",
+    ("loss",), symptom="loss_mismatch")
+BINARY_MULTICLASS = _static(
+    "binary-loss-multiclass", "`binary_crossentropy` on a multi-class softmax. Fix: `categorical_crossentropy` / `sparse_categorical_crossentropy`.",
+    ("loss",), symptom="loss_mismatch")
+BINARY_MULTICLASS_LABELS = _static(
+    "binary-loss-multiclass-labels", "Labels have more than two classes but the model is a one-unit binary classifier.",
+    ("loss",), symptom="label_range", details="Fix (one change): the loss, the output units and softmax together.")
+FROM_LOGITS = _static(
+    "from-logits-on-probabilities", "The loss says `from_logits=True` but the model already ends in softmax/sigmoid.",
+    ("loss",), severity="warning", symptom="loss_mismatch",
+    details="When a layer applies that activation, Keras 3 on TensorFlow computes the loss from the logits behind it anyway (and "
+    "warns), so training is unaffected: information (a re-run with the fix confirms it changes nothing). When the activation is "
+    "applied elsewhere (a `Lambda`, the model's `call()`), probabilities may be squashed twice and learning slows: warning. "
+    "Fix: `from_logits=False`.")
+REGRESSION_ON_CLASSES = _static(
+    "regression-loss-on-classes", "A regression loss (MSE, MAE) on a softmax classifier with one-hot or class-index labels.",
+    ("loss",), severity="warning", symptom="loss_mismatch", traits=frozenset({"confirmed_by_training"}),
+    details="It trains, but its gradient vanishes on confidently wrong classes: a warning only when training fits the data "
+    "poorly, else information. Fix: a cross-entropy loss.")
+MULTI_LABEL = _static(
+    "multi-label-softmax", "Targets with several 1s in a row (multi-label) on a softmax output: the classes compete for one unit of probability,",
+    ("activation",), details="so the model cannot say \"both\". Fix (one fix, two edits): sigmoid output units and `binary_crossentropy`.")
+NOT_CLASS_INDICES = _static(
+    "labels-not-class-indices", "`sparse_categorical_crossentropy` on labels that are not whole class indices",
+    ("labels",), symptom="label_range", details="(e.g. labels divided by 255 together with the pixels): they are truncated to the "
+    "wrong classes. Points at the line that last assigns the labels.")
+CONTINUOUS = _static(
+    "classification-loss-on-continuous", "A cross-entropy loss on continuous targets (more than {distinct:g} distinct values). Fix: a regression loss such as `mse`.",
+    ("loss",), symptom="loss_mismatch", thresholds={"distinct": 20})
+TARGETS_OUT_OF_RANGE = _static(
+    "output-range-targets", "Regression targets lie outside what the output activation can produce (e.g. sigmoid for unbounded targets).",
+    ("activation",), details="Fix: a linear output.")
+NOT_ONE_HOT = _static(
+    "labels-not-one-hot", "Integer class labels with `categorical_crossentropy` (Keras 3 raises a rank error).",
+    ("loss",), symptom="loss_mismatch", details="Fix: `sparse_categorical_crossentropy`, or one-hot encode the labels.")
+ONE_HOT_SPARSE = _static(
+    "labels-one-hot-sparse", "One-hot labels with `sparse_categorical_crossentropy`. Fix: `categorical_crossentropy`.",
+    ("loss",), symptom="loss_mismatch")
+OFF_BY_ONE = _static(
+    "labels-off-by-one", "Labels run 1..C while the output has C units (classes 0..C-1). Fix: shift the labels to start at 0.",
+    ("labels",), symptom="label_range")
+TOO_FEW_UNITS = _static(
+    "output-units-too-few", "The output layer has fewer units than there are classes in the (class-index) labels. Fix: one unit per class.",
+    ("architecture",), symptom="label_range")
+UNITS_MISMATCH = _static(
+    "output-units-mismatch", "The output layer's units differ from the width of the one-hot labels. Fix: one unit per class.",
+    ("architecture",), symptom="label_range")
+BINARY_LABEL_SHAPE = _static(
+    "binary-loss-label-shape", "`binary_crossentropy` on an output with several units while the labels are one class index per sample",
+    ("loss",), symptom="loss_mismatch", details="(Keras 3 raises a rank error). Fix: `sparse_categorical_crossentropy` (or one sigmoid unit).")
+LABELS_NOT_01 = _static(
+    "labels-outside-unit-interval", "Binary labels that are not 0/1 (e.g. -1/+1) for binary cross-entropy. Fix: map them to 0/1.",
+    ("labels",), symptom="label_range")
+RANK_MISMATCH = _static(
+    "output-rank-mismatch", "The model's output has more dimensions than the labels (e.g. images fed to Dense layers without `Flatten`).",
+    ("architecture",), symptom="shape_mismatch")
 
 
 def _act_fix(trace: Trace, head: Head, new: str, why: str) -> tuple[Target, list[FixSpec]]:
@@ -50,10 +126,8 @@ def _from_logits_on_probabilities(head: Any, act: str, add: Callable[..., None])
     TensorFlow sees the logits behind it and computes the loss from them anyway (with a
     warning): training is unaffected, so it is information; applied elsewhere it may not be."""
     declared = head.where == "layer"
-    add("from-logits-on-probabilities", "information" if declared else "warning", "loss",
-        f"The loss expects logits (from_logits=True) but the output layer already applies {act}"
-        + ("; Keras computes this loss from the logits behind that activation anyway, so training is unaffected, but the setting says the opposite of what the model does." if declared else "."),
-        Target("compile_arg", arg="loss"), [FixSpec("Set from_logits=False", new_value="False", arg="from_logits")], "loss_mismatch")
+    add(FROM_LOGITS, f"The loss expects logits (from_logits=True) but the output layer already applies {act}"
+        + ("; Keras computes this loss from the logits behind that activation anyway, so training is unaffected, but the setting says the opposite of what the model does." if declared else "."), Target("compile_arg", arg="loss"), [FixSpec("Set from_logits=False", new_value="False", arg="from_logits")], severity="information" if declared else "warning")
 
 
 def check_output_and_loss(trace: Trace) -> list[Finding]:
@@ -70,32 +144,28 @@ def check_output_and_loss(trace: Trace) -> list[Finding]:
     if head.where != "layer":
         ev["activation_applied_in"] = head.where
 
-    def add(code: str, severity: str, root: str, message: str, target: Target, fixes: list[FixSpec], symptom: str = "output_range") -> None:
-        findings.append(Finding(code, severity, symptom, root, message, target, layer=out.index if target.layer is not None else None, evidence=dict(ev), fixes=fixes))
+    def add(r: Rule, message: str, target: Target, fixes: list[FixSpec], severity: str | None = None) -> None:
+        findings.append(r.finding(message, target, severity=severity, layer=out.index if target.layer is not None else None, evidence=dict(ev), fixes=fixes))
 
     logits = from_logits(trace)
     if units == 1 and act == "softmax":
         new = "sigmoid" if family in ("binary", "categorical", "sparse") else "linear"
         t, f = _act_fix(trace, head, new, "")
-        add("softmax-single-unit", "error", "activation",
-            f"softmax over a single unit always outputs 1.0, so {_where(head)} cannot learn; use {new}.", t, f)
+        add(SOFTMAX_ONE_UNIT, f"softmax over a single unit always outputs 1.0, so {_where(head)} cannot learn; use {new}.", t, f)
         return findings
     if family in ("categorical", "binary") and act == "softmax" and y and y.get("multi_hot") and (units or 0) > 1:
         t = activation_target(trace, head)
         fix = activation_fix(trace, head, "sigmoid", 'Use a sigmoid output and loss "binary_crossentropy" (several labels per sample)')
         if fix is not None:
             fix.also = [FixSpec("", new_value='"binary_crossentropy"', target=Target("compile_arg", arg="loss"))] if family == "categorical" else []
-        add("multi-label-softmax", "error", "activation",
-            f"Samples carry several labels at once (up to {y.get('max_labels_per_row', '?'):g} per row), but {_where(head)} is a softmax, "
-            "which makes the classes compete for one share of probability; a multi-label output needs sigmoid units and binary cross-entropy.",
-            t, [fix] if fix else [])
+        add(MULTI_LABEL, f"Samples carry several labels at once (up to {y.get('max_labels_per_row', '?'):g} per row), but {_where(head)} is a softmax, "
+            "which makes the classes compete for one share of probability; a multi-label output needs sigmoid units and binary cross-entropy.", t, [fix] if fix else [])
         return findings
     if family in ("categorical", "sparse"):
         if units == 1:
             if family == "categorical":
                 t, f = _loss_fix("binary_crossentropy")
-                add("loss-single-unit-categorical", "error", "loss",
-                    "categorical cross-entropy over a single output unit is always 0: nothing is learned. With one unit use binary_crossentropy.", t, f, "loss_mismatch")
+                add(CATEGORICAL_ONE_UNIT, "categorical cross-entropy over a single output unit is always 0: nothing is learned. With one unit use binary_crossentropy.", t, f)
                 return findings
         if logits:
             if act in ("softmax", "sigmoid"):
@@ -108,9 +178,8 @@ def check_output_and_loss(trace: Trace) -> list[Finding]:
             # Keras renormalizes non-negative outputs to sum to 1 before the log, so sigmoid
             # units still train (just unusually); negative or all-zero outputs do not.
             sev = "error" if act in RELU_LIKE or act == "linear" else ("information" if act in ("sigmoid", "hard_sigmoid", "softplus", "exponential") else "warning")
-            add("output-not-distribution", sev, "activation",
-                f"{family} cross-entropy expects probabilities, but {_where(head)} outputs values in "
-                f"{_fmt_range(act)}: the loss is undefined or misleading.", t, f)
+            add(NOT_DISTRIBUTION, f"{family} cross-entropy expects probabilities, but {_where(head)} outputs values in "
+                f"{_fmt_range(act)}: the loss is undefined or misleading.", t, f, severity=sev)
     elif family == "binary":
         if logits:
             if act == "sigmoid":
@@ -119,32 +188,27 @@ def check_output_and_loss(trace: Trace) -> list[Finding]:
         if units and units > 2 and act == "softmax":
             new = "categorical_crossentropy" if y and y.get("one_hot") else "sparse_categorical_crossentropy"
             t, f = _loss_fix(new)
-            add("binary-loss-multiclass", "error", "loss",
-                f"binary cross-entropy on a {units}-way softmax treats each class as an independent yes/no; use {new}.", t, f, "loss_mismatch")
+            add(BINARY_MULTICLASS, f"binary cross-entropy on a {units}-way softmax treats each class as an independent yes/no; use {new}.", t, f)
         elif act not in ("sigmoid", "softmax", "hard_sigmoid"):
             t, f = _act_fix(trace, head, "sigmoid", " (binary cross-entropy needs outputs in [0, 1])")
-            add("output-not-probability", "error", "activation",
-                f"binary cross-entropy expects probabilities in [0, 1], but {_where(head)} outputs values in {_fmt_range(act)}.", t, f)
+            add(NOT_PROBABILITY, f"binary cross-entropy expects probabilities in [0, 1], but {_where(head)} outputs values in {_fmt_range(act)}.", t, f)
     elif family == "regression":
         class_index = bool(y and y.get("integer_valued") and (units or 0) > 1 and len(y.get("shape") or []) == 1)
         if y and (y.get("one_hot") or class_index) and act == "softmax":
             new = "categorical_crossentropy" if y.get("one_hot") else "sparse_categorical_crossentropy"
             t, f = _loss_fix(new)
             # Trains, but slowly: a warning only once training confirms it (see diagnose()).
-            add("regression-loss-on-classes", "warning", "loss",
-                f"A regression loss ({trace.compile.loss.get('name')}) on a {units}-way softmax classifier gives vanishing gradients "
-                f"once a class is wrong with confidence; use {new}.", t, f, "loss_mismatch")
+            add(REGRESSION_ON_CLASSES, f"A regression loss ({trace.compile.loss.get('name')}) on a {units}-way softmax classifier gives vanishing gradients "
+                f"once a class is wrong with confidence; use {new}.", t, f)
         elif y and act == "sigmoid" and units == 1 and y.get("integer_valued") and y.get("n_unique") == 2 and y.get("min") == 0 and y.get("max") == 1:
             t, f = _loss_fix("binary_crossentropy")
-            add("regression-loss-on-classes", "warning", "loss",
-                f"A regression loss ({trace.compile.loss.get('name')}) on a sigmoid binary classifier: its gradient vanishes where the "
-                "sigmoid saturates on a wrong answer; use binary_crossentropy.", t, f, "loss_mismatch")
+            add(REGRESSION_ON_CLASSES, f"A regression loss ({trace.compile.loss.get('name')}) on a sigmoid binary classifier: its gradient vanishes where the "
+                "sigmoid saturates on a wrong answer; use binary_crossentropy.", t, f)
         elif y and y.get("min") is not None:
             lo, hi = ACTIVATION_RANGE.get(act, (-math.inf, math.inf))
             if (y["min"] < lo - 1e-6 or y["max"] > hi + 1e-6) and (y.get("n_unique") or 0) > 2:
                 t, f = _act_fix(trace, head, "linear", " (regression targets outside the activation's range)")
-                add("output-range-targets", "error", "activation",
-                    f"Targets span [{y['min']:.3g}, {y['max']:.3g}] but {_where(head)} can only output {_fmt_range(act)}.", t, f)
+                add(TARGETS_OUT_OF_RANGE, f"Targets span [{y['min']:.3g}, {y['max']:.3g}] but {_where(head)} can only output {_fmt_range(act)}.", t, f)
     return findings
 
 
@@ -167,90 +231,38 @@ def check_labels(trace: Trace) -> list[Finding]:
     expected_rank = (len(shape) + 1 if one_dim else len(shape)) if family == "sparse" else max(len(shape), 2)
     if out_shape and shape and len(out_shape) > expected_rank:
         first = next((l for l in trace.layers if l.output_shape and len(l.output_shape) > expected_rank and l.cls in ("Dense", "EinsumDense")), out)
-        findings.append(Finding(
-            "output-rank-mismatch", "error", "shape_mismatch", "architecture",
-            f"The model outputs shape {tuple(out_shape)} but the labels have shape {tuple(shape)}: {layer_label(first)} receives "
-            f"a {len(first.output_shape or out_shape)}-D tensor (missing Flatten or pooling before the Dense layers?).",
-            Target("layer", layer=first.index), layer=first.index, evidence={**ev, "output_shape": out_shape}, fixes=[],
-        ))
+        findings.append(RANK_MISMATCH.finding(f"The model outputs shape {tuple(out_shape)} but the labels have shape {tuple(shape)}: {layer_label(first)} receives "
+            f"a {len(first.output_shape or out_shape)}-D tensor (missing Flatten or pooling before the Dense layers?).", Target("layer", layer=first.index), layer=first.index, evidence={**ev, "output_shape": out_shape}, fixes=[]))
         return findings
     if family == "categorical" and one_dim and y.get("integer_valued") and units > 1:
-        findings.append(Finding(
-            "labels-not-one-hot", "error", "loss_mismatch", "loss",
-            f"categorical_crossentropy needs one-hot labels of width {units}, but the labels are class indices {tuple(shape)}; "
-            "use sparse_categorical_crossentropy (or one-hot encode the labels).",
-            Target("compile_arg", arg="loss"), evidence=ev,
-            fixes=[FixSpec('Use loss "sparse_categorical_crossentropy"', new_value='"sparse_categorical_crossentropy"'),
-                   FixSpec("One-hot encode the labels (wherever the model gets them)", feed="one_hot")],
-        ))
+        findings.append(NOT_ONE_HOT.finding(f"categorical_crossentropy needs one-hot labels of width {units}, but the labels are class indices {tuple(shape)}; "
+            "use sparse_categorical_crossentropy (or one-hot encode the labels).", Target("compile_arg", arg="loss"), evidence=ev, fixes=[FixSpec('Use loss "sparse_categorical_crossentropy"', new_value='"sparse_categorical_crossentropy"'),
+                   FixSpec("One-hot encode the labels (wherever the model gets them)", feed="one_hot")]))
     elif family == "sparse" and y.get("one_hot"):
-        findings.append(Finding(
-            "labels-one-hot-sparse", "error", "loss_mismatch", "loss",
-            "sparse_categorical_crossentropy needs class indices, but the labels are one-hot; use categorical_crossentropy.",
-            Target("compile_arg", arg="loss"), evidence=ev,
-            fixes=[FixSpec('Use loss "categorical_crossentropy"', new_value='"categorical_crossentropy"')],
-        ))
+        findings.append(ONE_HOT_SPARSE.finding("sparse_categorical_crossentropy needs class indices, but the labels are one-hot; use categorical_crossentropy.", Target("compile_arg", arg="loss"), evidence=ev, fixes=[FixSpec('Use loss "categorical_crossentropy"', new_value='"categorical_crossentropy"')]))
     elif family == "sparse" and one_dim and units > 1 and not y.get("integer_valued") and 0 < (y.get("n_unique") or 0) <= 2 * units:
-        findings.append(Finding(
-            "labels-not-class-indices", "error", "label_range", "labels",
-            f"sparse_categorical_crossentropy needs integer class indices 0..{units - 1}, but the labels are fractions in "
-            f"[{y['min']:.3g}, {y['max']:.3g}] (scaled like the inputs?): they are truncated to other classes.",
-            Target("fit_data", arg="y", position=1), evidence=ev, fixes=[],
-        ))
+        findings.append(NOT_CLASS_INDICES.finding(f"sparse_categorical_crossentropy needs integer class indices 0..{units - 1}, but the labels are fractions in "
+            f"[{y['min']:.3g}, {y['max']:.3g}] (scaled like the inputs?): they are truncated to other classes.", Target("fit_data", arg="y", position=1), evidence=ev, fixes=[]))
     elif family == "sparse" and one_dim and units > 1 and y["max"] >= units:
         if y["min"] >= 1 and int(y["max"]) == units:
-            findings.append(Finding(
-                "labels-off-by-one", "error", "label_range", "labels",
-                f"Labels run from {y['min']:.0f} to {y['max']:.0f} but the {units} output units cover classes 0..{units - 1}: shift the labels to start at 0.",
-                Target("fit_data", arg="y", position=1), evidence=ev,
-                fixes=[FixSpec("Shift the labels to start at 0 (wherever the model gets them)", feed="labels_shift")],
-            ))
+            findings.append(OFF_BY_ONE.finding(f"Labels run from {y['min']:.0f} to {y['max']:.0f} but the {units} output units cover classes 0..{units - 1}: shift the labels to start at 0.", Target("fit_data", arg="y", position=1), evidence=ev, fixes=[FixSpec("Shift the labels to start at 0 (wherever the model gets them)", feed="labels_shift")]))
         else:
             n = int(y["max"]) + 1
-            findings.append(Finding(
-                "output-units-too-few", "error", "label_range", "architecture",
-                f"Labels go up to {y['max']:.0f} ({n} classes) but the {layer_label(out)} has only {units} units.",
-                Target("layer_arg", layer=out.index, arg="units", position=0), layer=out.index, evidence=ev,
-                fixes=[FixSpec(f"Use {n} output units", new_value=str(n))],
-            ))
+            findings.append(TOO_FEW_UNITS.finding(f"Labels go up to {y['max']:.0f} ({n} classes) but the {layer_label(out)} has only {units} units.", Target("layer_arg", layer=out.index, arg="units", position=0), layer=out.index, evidence=ev, fixes=[FixSpec(f"Use {n} output units", new_value=str(n))]))
     elif family == "categorical" and len(shape) >= 2 and shape[-1] != units and units > 1:
-        findings.append(Finding(
-            "output-units-mismatch", "error", "label_range", "architecture",
-            f"Labels are one-hot of width {shape[-1]} but the {layer_label(out)} has {units} units.",
-            Target("layer_arg", layer=out.index, arg="units", position=0), layer=out.index, evidence=ev,
-            fixes=[FixSpec(f"Use {shape[-1]} output units", new_value=str(shape[-1]))],
-        ))
+        findings.append(UNITS_MISMATCH.finding(f"Labels are one-hot of width {shape[-1]} but the {layer_label(out)} has {units} units.", Target("layer_arg", layer=out.index, arg="units", position=0), layer=out.index, evidence=ev, fixes=[FixSpec(f"Use {shape[-1]} output units", new_value=str(shape[-1]))]))
     elif family == "binary" and one_dim and units >= 2 and not y.get("one_hot"):
-        findings.append(Finding(
-            "binary-loss-label-shape", "error", "loss_mismatch", "loss",
-            f"binary_crossentropy compares each output unit with a label, but the {layer_label(out)} has {units} units "
-            f"and the labels are one class index per sample {tuple(shape)}; use sparse_categorical_crossentropy.",
-            Target("compile_arg", arg="loss"), evidence=ev,
-            fixes=[FixSpec('Use loss "sparse_categorical_crossentropy"', new_value='"sparse_categorical_crossentropy"')],
-        ))
+        findings.append(BINARY_LABEL_SHAPE.finding(f"binary_crossentropy compares each output unit with a label, but the {layer_label(out)} has {units} units "
+            f"and the labels are one class index per sample {tuple(shape)}; use sparse_categorical_crossentropy.", Target("compile_arg", arg="loss"), evidence=ev, fixes=[FixSpec('Use loss "sparse_categorical_crossentropy"', new_value='"sparse_categorical_crossentropy"')]))
     elif family == "binary" and (y["min"] < 0 or y["max"] > 1):
         uniq = y.get("n_unique") or 0
         if uniq <= 2:
-            findings.append(Finding(
-                "labels-outside-unit-interval", "error", "label_range", "labels",
-                f"binary_crossentropy needs labels in {{0, 1}}, but they are in [{y['min']:.3g}, {y['max']:.3g}].",
-                Target("fit_data", arg="y", position=1), evidence=ev,
-                fixes=[FixSpec("Map the labels to 0/1 (wherever the model gets them)", feed="labels_unit")],
-            ))
+            findings.append(LABELS_NOT_01.finding(f"binary_crossentropy needs labels in {{0, 1}}, but they are in [{y['min']:.3g}, {y['max']:.3g}].", Target("fit_data", arg="y", position=1), evidence=ev, fixes=[FixSpec("Map the labels to 0/1 (wherever the model gets them)", feed="labels_unit")]))
         elif y.get("integer_valued") and units == 1:
             n = int(y["max"]) + 1
-            findings.append(Finding(
-                "binary-loss-multiclass-labels", "error", "label_range", "loss",
-                f"Labels have {uniq} classes but the model is a binary classifier (1 sigmoid unit, binary_crossentropy).",
-                Target("compile_arg", arg="loss"), evidence=ev,
-                fixes=[_multiclass_head_fix(trace, out, n)],
-            ))
-    elif family in ("categorical", "sparse", "binary") and not y.get("integer_valued") and (y.get("n_unique") or 0) > 20 and not y.get("one_hot"):
-        findings.append(Finding(
-            "classification-loss-on-continuous", "error", "loss_mismatch", "loss",
-            f"The targets are continuous ({y.get('n_unique')} distinct values) but the loss is a classification loss; use a regression loss.",
-            Target("compile_arg", arg="loss"), evidence=ev, fixes=[FixSpec('Use loss "mse"', new_value='"mse"')],
-        ))
+            findings.append(BINARY_MULTICLASS_LABELS.finding(f"Labels have {uniq} classes but the model is a binary classifier (1 sigmoid unit, binary_crossentropy).", Target("compile_arg", arg="loss"), evidence=ev, fixes=[_multiclass_head_fix(trace, out, n)]))
+    elif family in ("categorical", "sparse", "binary") and not y.get("integer_valued") and (y.get("n_unique") or 0) > CONTINUOUS["distinct"] and not y.get("one_hot"):
+        findings.append(CONTINUOUS.finding(f"The targets are continuous ({y.get('n_unique')} distinct values) but the loss is a classification loss; use a regression loss.", Target("compile_arg", arg="loss"), evidence=ev, fixes=[FixSpec('Use loss "mse"', new_value='"mse"')]))
     return findings
 
 
@@ -262,12 +274,8 @@ def _check_observed_labels(trace: Trace, family: str) -> list[Finding]:
     lo, hi = min(r.get("min", 0.0) for r in rows), max(r.get("max", 0.0) for r in rows)
     if lo >= 0.0 and hi <= 1.0:
         return []
-    return [Finding(
-        "labels-outside-unit-interval", "error", "label_range", "labels",
-        f"binary_crossentropy needs labels in {{0, 1}}, but the batches fed to fit carry labels in [{lo:.3g}, {hi:.3g}] "
-        "(the loss goes negative or explodes).",
-        Target("fit_data", arg="y", position=1), evidence={"label_min": lo, "label_max": hi, "seen_in": "first batches"}, fixes=[],
-    )]
+    return [LABELS_NOT_01.finding(f"binary_crossentropy needs labels in {{0, 1}}, but the batches fed to fit carry labels in [{lo:.3g}, {hi:.3g}] "
+        "(the loss goes negative or explodes).", Target("fit_data", arg="y", position=1), evidence={"label_min": lo, "label_max": hi, "seen_in": "first batches"}, fixes=[])]
 
 
 def check_static(trace: Trace) -> list[Finding]:

@@ -13,8 +13,50 @@ from .common import (
     layer_label, lr_info, lr_target_and_fixes, median_log_update_ratio, optimizer_target_and_fixes, window, x_scale_problem,
     data_target_and_fixes,
 )
+from ..rules import rule
 from .numerical import first_nonfinite
 from .progress import Progress
+
+_DIVERGING_CAUSES = ("initialization", "learning_rate", "optimizer", "data_normalization")
+EXPLODING = rule(
+    "exploding-gradients", "training", "error", "exploding_gradient",
+    "Gradient norm grows >{gradient_growth:g}x (or weights >{weight_growth:g}x) during training; the layer where it starts is reported.",
+    causes=_DIVERGING_CAUSES, thresholds={"gradient_growth": 1e3, "weight_growth": 100, "layer_growth": 100},
+    traits=frozenset({"diverging", "established"}), fallback_rank=0)
+VANISHING = rule(
+    "vanishing-gradients", "training", "warning", "vanishing_gradient",
+    "The first layer's gradient is <1/{ratio_inverse:g} of the last layer's (and tiny in absolute terms) while the model is not learning;",
+    details="blamed on saturating activations, tiny initial weights, or depth.",
+    causes=("activation", "initialization", "architecture"), thresholds={"ratio_inverse": 1000, "first_norm": 1e-4, "window": 0.5},
+    traits=frozenset({"established"}), fallback_rank=5)
+DEAD_RELU = rule(
+    "dead-relu", "training", "warning", "dead_relu",
+    "At least {dead_fraction:.0%} of a ReLU layer's units output 0 for every sample over the last {window:.0%} of training.",
+    details="A warning when all of them are dead or the model fits poorly, else information.",
+    causes=("initialization", "learning_rate", "data_normalization", "activation"), thresholds={"dead_fraction": 0.7, "window": 0.3},
+    traits=frozenset({"established"}), fallback_rank=4)
+SATURATED = rule(
+    "saturated-activation", "training", "warning", "saturation",
+    "More than {saturated_fraction:.0%} of a sigmoid/tanh layer's inputs are beyond +-5, where its gradient is about 0.",
+    causes=("data_normalization", "initialization", "learning_rate", "activation"), thresholds={"saturated_fraction": 0.5, "window": 0.3},
+    traits=frozenset({"established"}), fallback_rank=3)
+BAD_INIT = rule(
+    "bad-initialization", "training", "warning", "weight_scale",
+    "Kernel std x sqrt(fan_in) at the first step is far from the ~1 of variance-preserving initializers (zeros, or huge).",
+    details="A warning when the hidden layers start all-equal, far too small or uncentered, or training shows the symptom; else information.",
+    causes=("initialization",), thresholds={"too_small": 0.02, "uncentered": 1.0})
+_UPDATES = "Median log10(|dW|/|W|) per step is below {too_slow:g} (too slow) or above {too_fast:g} (too fast) while training fails."
+SLOW_UPDATES = rule(
+    "weights-barely-change", "training", "warning", "slow_updates", _UPDATES,
+    causes=("learning_rate", "optimizer"), thresholds={"too_slow": -4.0, "too_fast": -0.7}, fallback_rank=2)
+FAST_UPDATES = rule(
+    "weights-change-too-fast", "training", "warning", "fast_updates", _UPDATES,
+    causes=("learning_rate",), thresholds={"too_slow": -4.0, "too_fast": -0.7}, traits=frozenset({"diverging"}))
+LR_TOO_HIGH = rule(
+    "learning-rate-too-high", "training", "warning", "fast_updates",
+    "The learning rate is at least {rate_ratio:g}x the optimizer's usual rate and the model fits the training data poorly (without diverging):",
+    details="steps overshoot, the loss bounces, validation accuracy jumps between epochs. Fix: the usual rate.",
+    causes=("learning_rate",), thresholds={"rate_ratio": 10}, traits=frozenset({"diverging"}))
 
 
 def _grad_norm(trace: Trace, layer: LayerInfo) -> np.ndarray:
@@ -34,7 +76,7 @@ def detect_exploding(trace: Trace, progress: Progress | None) -> list[Finding]:
     wn = [trace.series(f"L{l.index}.w", "norm") for l in layers]
     w_growth = max((float(np.nanmax(w) / max(w[0], 1e-12)) for w in wn if len(w) and np.isfinite(w[0])), default=1.0)
     # Ratios, not magnitudes: large targets give large but steady gradients.
-    if not (base > 0 and (peak / base > 1e3 or (peak > 1e4 and peak / base > 100) or w_growth > 100)):
+    if not (base > 0 and (peak / base > EXPLODING["gradient_growth"] or (peak > 1e4 and peak / base > 100) or w_growth > EXPLODING["weight_growth"])):
         return []
     # Weights that grew while the loss fell a lot are learning, unless they grew without bound.
     if progress is not None and not progress.poor and progress.rel_improvement > 0.5 and w_growth < 1e3 and peak / base < 1e4:
@@ -44,7 +86,7 @@ def detect_exploding(trace: Trace, progress: Progress | None) -> list[Finding]:
     for l in layers:
         g = _grad_norm(trace, l)
         g = g[np.isfinite(g)]
-        if len(g) >= 3 and g[0] > 0 and np.max(g) / g[0] > 100:
+        if len(g) >= 3 and g[0] > 0 and np.max(g) / g[0] > EXPLODING["layer_growth"]:
             start = l
             break
     start = start or layers[-1]
@@ -52,26 +94,22 @@ def detect_exploding(trace: Trace, progress: Progress | None) -> list[Finding]:
     cause = causes[0]
     ev = dict(cause.evidence)
     ev.update({"gradient_norm_growth": round(peak / base, 1), "weight_norm_growth": round(w_growth, 1)})
-    return [Finding("exploding-gradients", "error", "exploding_gradient", cause.root,
-                    (f"Gradients explode (norm x{peak / base:.3g}, weights x{w_growth:.3g})" if peak / base > 100 else f"Training diverges: weights grow x{w_growth:.3g} (gradient norm x{peak / base:.3g})")
-                    + f" starting at {layer_label(start)}; likely cause: {cause.root.replace('_', ' ')}.",
-                    cause.target, layer=cause.target.layer if cause.target.layer is not None else start.index, evidence=ev, fixes=cause.fixes,
-                    observed={"layer": start.index, "where": "grad"}, confidence="strong" if cause.strong else "weak",
-                    alternatives=alternatives(causes[1:]))]
+    return [EXPLODING.finding((f"Gradients explode (norm x{peak / base:.3g}, weights x{w_growth:.3g})" if peak / base > 100 else f"Training diverges: weights grow x{w_growth:.3g} (gradient norm x{peak / base:.3g})")
+                    + f" starting at {layer_label(start)}; likely cause: {cause.root.replace('_', ' ')}.", cause.target, root_cause=cause.root, layer=cause.target.layer if cause.target.layer is not None else start.index, evidence=ev, fixes=cause.fixes, observed={"layer": start.index, "where": "grad"}, confidence="strong" if cause.strong else "weak", alternatives=alternatives(causes[1:]))]
 
 
 def detect_vanishing(trace: Trace, progress: Progress | None) -> list[Finding]:
     layers = trace.trainable_layers
     if len(layers) < 3 or len(trace.steps) < 10:
         return []
-    norms = {l.index: window(_grad_norm(trace, l), 0.5) for l in layers}
+    norms = {l.index: window(_grad_norm(trace, l), VANISHING["window"]) for l in layers}
     last = float(np.median(norms[layers[-1].index])) if len(norms[layers[-1].index]) else 0.0
     first = float(np.median(norms[layers[0].index])) if len(norms[layers[0].index]) else 0.0
     if last <= 0:
         return []
     ratio = first / last
     absolute = all(float(np.median(v)) < 1e-7 for v in norms.values() if len(v))
-    if not ((ratio < 1e-3 and first < 1e-4) or absolute or (ratio < 1e-4)):
+    if not ((ratio < 1 / VANISHING["ratio_inverse"] and first < VANISHING["first_norm"]) or absolute or (ratio < 1e-4)):
         return []
     if progress is not None and not progress.poor:
         return []
@@ -89,23 +127,15 @@ def detect_vanishing(trace: Trace, progress: Progress | None) -> list[Finding]:
         deepest = max((st for l, st in stack if l.index <= start.index), key=lambda st: st.index, default=setters[0])
         also = [FixSpec("", new_value='"relu"', target=activation_arg_target(st)) for st in setters if st is not deepest]
         title = 'Use activation "relu"' + (f" on all {len(setters)} {deepest.activation} layers" if also else "")
-        return [Finding("vanishing-gradients", "warning", "vanishing_gradient", "activation",
-                        f"Gradients vanish towards the input (first/last layer gradient ratio {ratio:.2g}), starting at {layer_label(start)}: "
-                        f"{len(setters)} {deepest.activation} layers squash the gradient; use relu.",
-                        activation_arg_target(deepest), layer=deepest.index, evidence=ev,
-                        fixes=[FixSpec(title, new_value='"relu"', also=also)], observed={"layer": start.index, "where": "grad"})]
+        return [VANISHING.finding(f"Gradients vanish towards the input (first/last layer gradient ratio {ratio:.2g}), starting at {layer_label(start)}: "
+                        f"{len(setters)} {deepest.activation} layers squash the gradient; use relu.", activation_arg_target(deepest), root_cause="activation", layer=deepest.index, evidence=ev, fixes=[FixSpec(title, new_value='"relu"', also=also)], observed={"layer": start.index, "where": "grad"})]
     bad = bad_init_layers(trace)
     if bad:
         layer, scale = bad[0]
         target, fixes = init_target_and_fixes(layer, [l for l, _ in bad])
         ev["init_scale"] = round(scale, 4)
-        return [Finding("vanishing-gradients", "warning", "vanishing_gradient", "initialization",
-                        f"Gradients vanish towards the input (ratio {ratio:.2g}); {layer_label(layer)} starts with weights at {scale:.2g}x a variance-preserving scale.",
-                        target, layer=layer.index, evidence=ev, fixes=fixes, observed={"layer": start.index, "where": "grad"})]
-    return [Finding("vanishing-gradients", "warning", "vanishing_gradient", "architecture",
-                    f"Gradients vanish towards the input (ratio {ratio:.2g}), starting at {layer_label(start)}.",
-                    Target("layer", layer=start.index), layer=start.index, evidence=ev, fixes=[], observed={"layer": start.index, "where": "grad"},
-                    confidence="weak")]
+        return [VANISHING.finding(f"Gradients vanish towards the input (ratio {ratio:.2g}); {layer_label(layer)} starts with weights at {scale:.2g}x a variance-preserving scale.", target, root_cause="initialization", layer=layer.index, evidence=ev, fixes=fixes, observed={"layer": start.index, "where": "grad"})]
+    return [VANISHING.finding(f"Gradients vanish towards the input (ratio {ratio:.2g}), starting at {layer_label(start)}.", Target("layer", layer=start.index), root_cause="architecture", layer=start.index, evidence=ev, fixes=[], observed={"layer": start.index, "where": "grad"}, confidence="weak")]
 
 
 def detect_dead_relu(trace: Trace, progress: Progress | None) -> list[Finding]:
@@ -113,11 +143,11 @@ def detect_dead_relu(trace: Trace, progress: Progress | None) -> list[Finding]:
     for l in trace.layers:
         if l.activation not in RELU_LIKE or l.is_output:
             continue
-        dead = window(trace.series(f"L{l.index}.out", "dead_units"), 0.3)
+        dead = window(trace.series(f"L{l.index}.out", "dead_units"), DEAD_RELU["window"])
         if len(dead) < 3:
             continue
         frac = float(np.median(dead))
-        if frac < 0.7:
+        if frac < DEAD_RELU["dead_fraction"]:
             continue
         ev = {"dead_unit_fraction": round(frac, 3)}
         severity = "warning" if (frac >= 0.99 or (progress is not None and progress.poor)) else "information"
@@ -125,11 +155,7 @@ def detect_dead_relu(trace: Trace, progress: Progress | None) -> list[Finding]:
         cause = causes[0]
         root, target, fixes = cause.root, cause.target, cause.fixes
         ev.update(cause.evidence)
-        out.append(Finding("dead-relu", severity, "dead_relu", root,
-                           f"{frac:.0%} of the units of {layer_label(l)} output 0 for every sample (dead ReLUs); likely cause: {root.replace('_', ' ')}.",
-                           target, layer=target.layer if target.layer is not None else l.index, evidence=ev, fixes=fixes,
-                           observed={"layer": l.index, "where": "out"}, confidence="strong" if cause.strong else "weak",
-                           alternatives=alternatives(causes[1:])))
+        out.append(DEAD_RELU.finding(f"{frac:.0%} of the units of {layer_label(l)} output 0 for every sample (dead ReLUs); likely cause: {root.replace('_', ' ')}.", target, root_cause=root, severity=severity, layer=target.layer if target.layer is not None else l.index, evidence=ev, fixes=fixes, observed={"layer": l.index, "where": "out"}, confidence="strong" if cause.strong else "weak", alternatives=alternatives(causes[1:])))
         break  # the first dead layer starves everything after it
     return out
 
@@ -178,8 +204,8 @@ def detect_saturation(trace: Trace, progress: Progress | None) -> list[Finding]:
             continue
         if l.is_output and (progress is None or not progress.stalled):
             continue
-        sat = window(trace.series(f"L{l.index}.pre", "sat5"), 0.3)
-        if len(sat) < 3 or float(np.median(sat)) <= 0.5:
+        sat = window(trace.series(f"L{l.index}.pre", "sat5"), SATURATED["window"])
+        if len(sat) < 3 or float(np.median(sat)) <= SATURATED["saturated_fraction"]:
             continue
         frac = float(np.median(sat))
         ev = {"saturated_fraction": round(frac, 3), "threshold": "|x| > 5"}
@@ -188,11 +214,7 @@ def detect_saturation(trace: Trace, progress: Progress | None) -> list[Finding]:
         cause = causes[0]
         root, target, fixes = cause.root, cause.target, cause.fixes
         ev.update(cause.evidence)
-        return [Finding("saturated-activation", severity, "saturation", root,
-                        f"{frac:.0%} of the inputs of the {l.activation} in {layer_label(l)} are beyond +-5, where its gradient is ~0; likely cause: {root.replace('_', ' ')}.",
-                        target, layer=target.layer if target.layer is not None else l.index, evidence=ev, fixes=fixes,
-                        observed={"layer": l.index, "where": "pre"}, confidence="strong" if cause.strong else "weak",
-                        alternatives=alternatives(causes[1:]))]
+        return [SATURATED.finding(f"{frac:.0%} of the inputs of the {l.activation} in {layer_label(l)} are beyond +-5, where its gradient is ~0; likely cause: {root.replace('_', ' ')}.", target, root_cause=root, severity=severity, layer=target.layer if target.layer is not None else l.index, evidence=ev, fixes=fixes, observed={"layer": l.index, "where": "pre"}, confidence="strong" if cause.strong else "weak", alternatives=alternatives(causes[1:]))]
     return []
 
 
@@ -204,7 +226,7 @@ def detect_bad_init(trace: Trace, progress: Progress | None) -> list[Finding]:
     for layer, scale in bad:
         hidden = not layer.is_output
         symptom = (progress is not None and progress.poor) or _unit_trouble(trace)
-        if ((scale < 0.02 or (init_offset(trace, layer) or 0) > 1.0) and hidden) or symptom:
+        if ((scale < BAD_INIT["too_small"] or (init_offset(trace, layer) or 0) > BAD_INIT["uncentered"]) and hidden) or symptom:
             severity = "warning"
         else:
             severity = "information"
@@ -212,14 +234,12 @@ def detect_bad_init(trace: Trace, progress: Progress | None) -> list[Finding]:
         offset = init_offset(trace, layer)
         if scale < 1e-6:
             desc = "all-equal (e.g. zeros)"
-        elif offset is not None and offset > 1.0 and 0.02 <= scale <= 6.0:
+        elif offset is not None and offset > BAD_INIT["uncentered"] and BAD_INIT["too_small"] <= scale <= 6.0:
             desc = f"uncentered (weights mostly of one sign: |mean| = {offset:.2g}x their std)"
         else:
             desc = "too small" if scale < 1 else "too large"
         others = f" ({len(bad) - 1} more layer(s) start the same way; the fix changes all of them)" if len(bad) > 1 else ""
-        out.append(Finding("bad-initialization", severity, "weight_scale", "initialization",
-                           f"The kernel of {layer_label(layer)} starts {desc}: std x sqrt(fan_in) = {scale:.3g} (variance-preserving inits give ~1){others}.",
-                           target, layer=layer.index, evidence={"init_scale": round(scale, 5)}, fixes=fixes, observed={"layer": layer.index, "where": "w"}))
+        out.append(BAD_INIT.finding(f"The kernel of {layer_label(layer)} starts {desc}: std x sqrt(fan_in) = {scale:.3g} (variance-preserving inits give ~1){others}.", target, severity=severity, layer=layer.index, evidence={"init_scale": round(scale, 5)}, fixes=fixes, observed={"layer": layer.index, "where": "w"}))
         break
     return out
 
@@ -229,9 +249,10 @@ def _unit_trouble(trace: Trace) -> bool:
     for l in trace.layers:
         if l.is_output:
             continue
-        sat = window(trace.series(f"L{l.index}.pre", "sat5"), 0.3)
-        dead = window(trace.series(f"L{l.index}.out", "dead_units"), 0.3)
-        if (l.activation in SATURATING and len(sat) and float(np.median(sat)) > 0.5) or (l.activation in RELU_LIKE and len(dead) and float(np.median(dead)) > 0.7):
+        sat = window(trace.series(f"L{l.index}.pre", "sat5"), SATURATED["window"])
+        dead = window(trace.series(f"L{l.index}.out", "dead_units"), DEAD_RELU["window"])
+        if (l.activation in SATURATING and len(sat) and float(np.median(sat)) > SATURATED["saturated_fraction"]) or (
+                l.activation in RELU_LIKE and len(dead) and float(np.median(dead)) > DEAD_RELU["dead_fraction"]):
             return True
     return False
 
@@ -245,33 +266,25 @@ def detect_update_ratio(trace: Trace, progress: Progress | None) -> list[Finding
         return []
     cls, lr, ratio = lr_info(trace)
     ev = {"median_log10_update_ratio": round(med, 2), "learning_rate": lr, "optimizer": cls}
-    if med < -4.0 and progress.poor and ratio < 3:
+    if med < SLOW_UPDATES["too_slow"] and progress.poor and ratio < 3:
         if cls in SLOW_BY_DEFAULT and (lr is None or abs(ratio - 1) < 1e-6):
             target, fixes = optimizer_target_and_fixes(trace)
-            return [Finding("weights-barely-change", "warning", "slow_updates", "optimizer",
-                            f"Weights change by 10^{med:.1f} of their norm per step (healthy: 10^-4..10^-1): {cls} at its default rate is too slow for this model.",
-                            target, evidence=ev, fixes=fixes)]
+            return [SLOW_UPDATES.finding(f"Weights change by 10^{med:.1f} of their norm per step (healthy: 10^-4..10^-1): {cls} at its default rate is too slow for this model.", target, root_cause="optimizer", evidence=ev, fixes=fixes)]
         target, fixes = lr_target_and_fixes(trace, "up")
         explicit = lr is not None and ratio <= 0.5
-        return [Finding("weights-barely-change", "warning", "slow_updates", "learning_rate",
-                        f"Weights change by 10^{med:.1f} of their norm per step (healthy: 10^-4..10^-1): the learning rate {lr:g} is too low.",
-                        target, evidence=ev, fixes=fixes, confidence="strong" if explicit else "weak")]
-    if med > -0.7 and (progress.poor or progress.oscillation > 0.3):
+        return [SLOW_UPDATES.finding(f"Weights change by 10^{med:.1f} of their norm per step (healthy: 10^-4..10^-1): the learning rate {lr:g} is too low.", target, root_cause="learning_rate", evidence=ev, fixes=fixes, confidence="strong" if explicit else "weak")]
+    if med > FAST_UPDATES["too_fast"] and (progress.poor or progress.oscillation > 0.3):
         target, fixes = lr_target_and_fixes(trace, "down")
-        return [Finding("weights-change-too-fast", "warning", "fast_updates", "learning_rate",
-                        f"Weights change by 10^{med:.1f} of their norm per step (healthy: 10^-4..10^-1): the learning rate {lr:g} is too high.",
-                        target, evidence=ev, fixes=fixes)]
-    if lr is not None and ratio >= 10 and progress.poor and not progress.stalled:
+        return [FAST_UPDATES.finding(f"Weights change by 10^{med:.1f} of their norm per step (healthy: 10^-4..10^-1): the learning rate {lr:g} is too high.", target, evidence=ev, fixes=fixes)]
+    if lr is not None and ratio >= LR_TOO_HIGH["rate_ratio"] and progress.poor and not progress.stalled:
         # Far above the optimizer's usual rate and fitting poorly: steps overshoot the minimum
         # (the loss bounces instead of settling), even where weights do not blow up.
         target, fixes = lr_target_and_fixes(trace, "down")
         swing = _val_swing(trace)
         ev.update({"default_learning_rate": DEFAULT_LR.get(cls, 0.001), "train_accuracy": progress.accuracy, "validation_accuracy_swing": swing})
-        return [Finding("learning-rate-too-high", "warning", "fast_updates", "learning_rate",
-                        f"The learning rate {lr:g} is {ratio:.0f}x {cls}'s usual {DEFAULT_LR.get(cls, 0.001):g} and the model fits poorly"
+        return [LR_TOO_HIGH.finding(f"The learning rate {lr:g} is {ratio:.0f}x {cls}'s usual {DEFAULT_LR.get(cls, 0.001):g} and the model fits poorly"
                         + (f" (training accuracy {progress.accuracy:.2f}" if progress.accuracy is not None else " (")
-                        + (f", validation accuracy jumps by {swing:.2f} between epochs)" if swing else ")") + ": steps overshoot the minimum.",
-                        target, evidence=ev, fixes=fixes)]
+                        + (f", validation accuracy jumps by {swing:.2f} between epochs)" if swing else ")") + ": steps overshoot the minimum.", target, evidence=ev, fixes=fixes)]
     return []
 
 

@@ -31,6 +31,7 @@ from ..trace import Trace
 from .convert import code_actions, overlaps, to_diagnostic, uri_of
 from .hover import layer_markdown, layers_at, verification_markdown
 from .settings import Settings
+from ..vocab import is_serious
 
 COMMAND_ANALYZE = "deeplocalize.analyze"
 COMMAND_CANCEL = "deeplocalize.cancel"
@@ -240,7 +241,7 @@ class DeepLocalizeServer(LanguageServer):
         self.refresh_lenses()
 
     def _finished(self, state: DocState, report: FileReport, run_id: str) -> None:
-        serious = [f for f in report.findings if f.finding.severity in ("error", "warning")]
+        serious = [f for f in report.findings if is_serious(f.finding.severity)]
         state.last_outcome = (f"{len(serious)} fault{'s' if len(serious) != 1 else ''}" if serious else "no faults") + f", {report.duration_s:.1f} s"
         self.publish(state, report, run_id)
         for lf in report.findings:

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from lsprotocol import types as lsp
 from pygls.uris import from_fs_path
 
 from ..findings import LocatedFinding, SourceRange
+from ..rules import docs_path
 from ..trace import Trace
 
 SOURCE = "deeplocalize"
-DOCS = Path(__file__).resolve().parents[3] / "docs" / "diagnostics.md"
 SEVERITY = {
     "error": lsp.DiagnosticSeverity.Error,
     "warning": lsp.DiagnosticSeverity.Warning,
@@ -29,7 +28,7 @@ def to_range(r: SourceRange) -> lsp.Range:
 
 
 def docs_href(code: str) -> str:
-    return f"{from_fs_path(str(DOCS))}#{code}"
+    return f"{from_fs_path(str(docs_path()))}#{code}"
 
 
 def uri_of(path: str) -> str:

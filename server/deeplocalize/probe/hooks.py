@@ -20,6 +20,7 @@ from keras.src.optimizers.base_optimizer import BaseOptimizer
 from keras.src.trainers.trainer import Trainer
 from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
 
+from ..vocab import KERAS_MODULES
 from . import stats as S
 from .channel import Channel
 from .sites import user_call_chain
@@ -58,6 +59,11 @@ class _Collector:
     def owns(self, tensor: Any) -> bool:
         return isinstance(tensor, tf.Tensor) and getattr(tensor, "graph", None) is self.graph
 
+
+
+def _from_keras(layer: Any) -> bool:
+    """A layer class Keras (or TensorFlow) defines, as opposed to the user's own."""
+    return type(layer).__module__.split(".")[0] in KERAS_MODULES
 
 def _first_tensor(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
@@ -113,7 +119,7 @@ def _user_code_of(layer: Any) -> dict[str, Any] | None:
     """User code that computes this layer's output: a custom call() or a Lambda's function."""
     if type(layer).__name__ == "Lambda":
         return _code_location(getattr(layer, "function", None))
-    if type(layer).__module__.split(".")[0] in ("keras", "tensorflow", "tf_keras"):
+    if _from_keras(layer):
         return None
     return _code_location(type(layer).call)
 
@@ -614,7 +620,7 @@ class Probe:
                     "kernel_initializer": _describe_initializer(getattr(layer, "kernel_initializer", None)),
                     "kernel_regularizer": _describe_regularizer(getattr(layer, "kernel_regularizer", None)),
                     "is_output": id(layer) in out_ids,
-                    "custom": type(layer).__module__.split(".")[0] not in ("keras", "tensorflow", "tf_keras"),
+                    "custom": not _from_keras(layer),
                     "call_code": _user_code_of(layer),
                     "init_code": _custom_init_code(layer),
                     "inputs": _inbound(layer, index_of),
@@ -692,7 +698,7 @@ def _initial_kernels(layers: list[Any]) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {}
     for i, layer in enumerate(layers):
         kernel = getattr(layer, "kernel", None)
-        if kernel is None and type(layer).__module__.split(".")[0] not in ("keras", "tensorflow", "tf_keras"):
+        if kernel is None and not _from_keras(layer):
             kernel = next((w for w in layer.trainable_weights if len(w.shape) >= 2), None)
         shape = getattr(kernel, "shape", None)
         if kernel is None or shape is None or len(shape) < 2:
@@ -742,7 +748,7 @@ def _code_location(fn: Any) -> dict[str, Any] | None:
 
 def _custom_init_code(layer: Any) -> dict[str, Any] | None:
     """Where a custom layer sets its defaults (`__init__`) and creates its weights (`build`)."""
-    if type(layer).__module__.split(".")[0] in ("keras", "tensorflow", "tf_keras"):
+    if _from_keras(layer):
         return None
     init = _code_location(type(layer).__init__)
     build = _code_location(getattr(type(layer), "build", None))
