@@ -119,7 +119,7 @@ def render_markdown(rules: Mapping[str, Rule]) -> str:
     """The rules part of docs/diagnostics.md: one `### code` section per rule, by section."""
     out = [_BEGIN, ""]
     for section, title in SECTION_TITLES.items():
-        members = [r for r in rules.values() if r.section == section]
+        members = sorted((r for r in rules.values() if r.section == section), key=lambda r: r.code)  # stable whatever the import order
         if not members:
             continue
         out += [f"## {title}", ""]

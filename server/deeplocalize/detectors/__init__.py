@@ -6,39 +6,24 @@ so each can be tested on a synthetic trace without TensorFlow.
 
 from __future__ import annotations
 
-from typing import Callable
+import importlib
+import pkgutil
 
 from ..findings import Finding
 from ..rules import REGISTRY
 from ..trace import Trace
 from ..vocab import is_serious, rank
 from .crash import detect_crash
-from .curves import detect_batch_size, detect_epochs, detect_not_learning, detect_regularization, detect_unrelated_labels
 from .numerical import detect_nonfinite, first_nonfinite, step_has_nonfinite
 from .progress import Progress, measure
-from .smells import detect_activation_smells, detect_unscaled_data
+from .registry import RuntimeDetector, runtime_detectors
 from .static_rules import check_static
-from .training import detect_bad_init, detect_dead_relu, detect_exploding, detect_saturation, detect_update_ratio, detect_vanishing
 
-RuntimeDetector = Callable[[Trace, "Progress | None"], list[Finding]]
+# Every module of this package, so that each `@runtime_detector` and each rule is registered.
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
-# Ordered from the most specific evidence to the most generic symptom: when two
-# detectors blame the same source element, the earlier one's finding is kept.
-RUNTIME_DETECTORS: list[RuntimeDetector] = [
-    detect_exploding,
-    detect_vanishing,
-    detect_saturation,
-    detect_dead_relu,
-    detect_bad_init,
-    detect_activation_smells,
-    detect_regularization,
-    detect_batch_size,
-    detect_update_ratio,
-    detect_epochs,
-    detect_unrelated_labels,
-    detect_unscaled_data,
-    detect_not_learning,
-]
+RUNTIME_DETECTORS: list[RuntimeDetector] = runtime_detectors()
 
 
 

@@ -9,6 +9,7 @@ from ..findings import Finding, FixSpec, Target
 from ..trace import Trace
 from .common import Cause, alternatives, candidate_causes, layer_label, lr_info, median_log_update_ratio, x_scale_problem, y_scale_problem, data_target_and_fixes
 from ..rules import rule
+from .registry import runtime_detector
 from .progress import ACCURACY_KEYS, VAL_ACCURACY_KEYS, Progress
 
 REGULARIZATION = rule(
@@ -46,6 +47,7 @@ UNRELATED_LABELS = rule(
     causes=("labels",), traits=frozenset({"not_testable"}))
 
 
+@runtime_detector(70)
 def detect_regularization(trace: Trace, progress: Progress | None) -> list[Finding]:
     if progress is None:
         return []
@@ -77,6 +79,7 @@ def detect_regularization(trace: Trace, progress: Progress | None) -> list[Findi
     return []
 
 
+@runtime_detector(80)
 def detect_batch_size(trace: Trace, progress: Progress | None) -> list[Finding]:
     fit = trace.fit
     if fit is None or progress is None or not fit.steps_per_epoch or not (fit.x and fit.x.get("n")):
@@ -94,6 +97,7 @@ def detect_batch_size(trace: Trace, progress: Progress | None) -> list[Finding]:
     return []
 
 
+@runtime_detector(100)
 def detect_epochs(trace: Trace, progress: Progress | None) -> list[Finding]:
     fit = trace.fit
     if fit is None or progress is None or not trace.fit_end or trace.fit_end.get("reason") != "completed":
@@ -123,6 +127,7 @@ def detect_epochs(trace: Trace, progress: Progress | None) -> list[Finding]:
                     + (f" (accuracy {progress.accuracy:.2f})" if progress.accuracy is not None else "") + ".", Target("fit_arg", arg="epochs", position=3), severity=severity, evidence={"epochs": fit.epochs_requested, "last_epoch_loss_drop": round(progress.final_slope, 3), "accuracy": progress.accuracy}, fixes=[FixSpec(f"Train for {new} epochs", new_value=str(new))], confidence="weak")]
 
 
+@runtime_detector(130)
 def detect_not_learning(trace: Trace, progress: Progress | None) -> list[Finding]:
     """Loss not decreasing / accuracy at chance / oscillating, with the cause found by elimination."""
     # An oscillating loss is a fault only while the model fits poorly: near zero, relative
@@ -158,6 +163,7 @@ def detect_not_learning(trace: Trace, progress: Progress | None) -> list[Finding
     return [NOT_LEARNING.finding(f"{what}; likely cause: {root.replace('_', ' ')}.", target, root_cause=root, symptom=symptom, layer=target.layer, evidence=ev, fixes=fixes, confidence="weak", alternatives=alternatives(causes[1:]))]
 
 
+
 def _distinct(causes: list[Cause]) -> list[Cause]:
     """Each (root cause, source element) once, in the order given."""
     seen: set[tuple] = set()
@@ -183,6 +189,7 @@ def first_series(trace: Trace, names: tuple[str, ...]) -> np.ndarray:
     return np.array([])
 
 
+@runtime_detector(110)
 def detect_unrelated_labels(trace: Trace, progress: Progress | None) -> list[Finding]:
     """Training accuracy climbs while validation accuracy stays at chance for the whole run:
     the model memorizes labels that do not follow from the inputs (shuffled or misaligned labels)."""

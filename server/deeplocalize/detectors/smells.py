@@ -12,6 +12,7 @@ from ..trace import Trace
 from .common import data_target_and_fixes, layer_label, x_scale_problem, y_scale_problem
 from .heads import effective_activation, output_head
 from ..rules import rule
+from .registry import runtime_detector
 from .progress import Progress
 
 UNSCALED_INPUTS = rule(
@@ -38,6 +39,7 @@ LINEAR_NETWORK = rule(
 _DENSE_LIKE = {"Dense", "Conv1D", "Conv2D", "Conv3D", "EinsumDense"}
 
 
+@runtime_detector(120)
 def detect_unscaled_data(trace: Trace, progress: Progress | None) -> list[Finding]:
     if progress is None:
         return []
@@ -63,6 +65,7 @@ def detect_unscaled_data(trace: Trace, progress: Progress | None) -> list[Findin
     return out
 
 
+@runtime_detector(60)
 def detect_activation_smells(trace: Trace, progress: Progress | None) -> list[Finding]:
     if progress is None or not progress.poor:
         return []

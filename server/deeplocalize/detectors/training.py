@@ -14,6 +14,7 @@ from .common import (
     data_target_and_fixes,
 )
 from ..rules import rule
+from .registry import runtime_detector
 from .numerical import first_nonfinite
 from .progress import Progress
 
@@ -63,6 +64,7 @@ def _grad_norm(trace: Trace, layer: LayerInfo) -> np.ndarray:
     return trace.series(f"L{layer.index}.grad", "norm")
 
 
+@runtime_detector(10)
 def detect_exploding(trace: Trace, progress: Progress | None) -> list[Finding]:
     layers = trace.trainable_layers
     if not layers or len(trace.steps) < 5:
@@ -98,6 +100,7 @@ def detect_exploding(trace: Trace, progress: Progress | None) -> list[Finding]:
                     + f" starting at {layer_label(start)}; likely cause: {cause.root.replace('_', ' ')}.", cause.target, root_cause=cause.root, layer=cause.target.layer if cause.target.layer is not None else start.index, evidence=ev, fixes=cause.fixes, observed={"layer": start.index, "where": "grad"}, confidence="strong" if cause.strong else "weak", alternatives=alternatives(causes[1:]))]
 
 
+@runtime_detector(20)
 def detect_vanishing(trace: Trace, progress: Progress | None) -> list[Finding]:
     layers = trace.trainable_layers
     if len(layers) < 3 or len(trace.steps) < 10:
@@ -138,6 +141,7 @@ def detect_vanishing(trace: Trace, progress: Progress | None) -> list[Finding]:
     return [VANISHING.finding(f"Gradients vanish towards the input (ratio {ratio:.2g}), starting at {layer_label(start)}.", Target("layer", layer=start.index), root_cause="architecture", layer=start.index, evidence=ev, fixes=[], observed={"layer": start.index, "where": "grad"}, confidence="weak")]
 
 
+@runtime_detector(40)
 def detect_dead_relu(trace: Trace, progress: Progress | None) -> list[Finding]:
     out = []
     for l in trace.layers:
@@ -198,6 +202,7 @@ def _first_trainable(trace: Trace) -> int | None:
     return t[0].index if t else None
 
 
+@runtime_detector(30)
 def detect_saturation(trace: Trace, progress: Progress | None) -> list[Finding]:
     for l in trace.layers:
         if l.activation not in SATURATING:
@@ -218,6 +223,7 @@ def detect_saturation(trace: Trace, progress: Progress | None) -> list[Finding]:
     return []
 
 
+@runtime_detector(50)
 def detect_bad_init(trace: Trace, progress: Progress | None) -> list[Finding]:
     out = []
     if trace.continues:  # weights trained by an earlier fit are not an initialization
@@ -257,6 +263,7 @@ def _unit_trouble(trace: Trace) -> bool:
     return False
 
 
+@runtime_detector(90)
 def detect_update_ratio(trace: Trace, progress: Progress | None) -> list[Finding]:
     """Weights that barely move (too slow) or jump (too fast) relative to their norm."""
     if progress is None or len(trace.steps) < 10 or first_nonfinite(trace) is not None:
