@@ -137,6 +137,26 @@ def test_not_learning_is_a_weak_finding_that_yields_to_specific_evidence():
     assert all(x.severity == "information" for x in f if x.code == "not-learning")
 
 
+def test_a_schedule_that_cuts_the_rate_to_nothing_before_the_model_fits_is_blamed():
+    def run(losses, accuracies, rates):
+        tb = TraceBuilder(["relu", "softmax"])
+        for e, (l, a, r) in enumerate(zip(losses, accuracies, rates)):
+            for _ in range(10):
+                tb.step(e, l)
+            tb.epoch(e, l, a)
+            tb.trace.epochs[-1].logs["learning_rate"] = r
+        return [f for f in diagnose(tb.trace) if f.code == "learning-rate-decayed-away"]
+
+    cut = [1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-8, 1e-8]
+    stalled = [2.30, 2.10, 2.05, 2.04, 2.04, 2.04, 2.04, 2.04]
+    found = run(stalled, [0.12, 0.2, 0.22, 0.22, 0.22, 0.22, 0.22, 0.22], cut)
+    assert len(found) == 1 and found[0].severity == "warning" and found[0].root_cause == "learning_rate"
+    assert found[0].target.kind == "fit_arg" and found[0].target.arg == "callbacks" and found[0].evidence["cut_at_epoch"] == 5
+    # The same cut once the model fits, or a flat loss at a steady rate: not this fault.
+    assert not run([2.3, 1.0, 0.5, 0.3, 0.2, 0.15, 0.12, 0.1], [0.3, 0.7, 0.85, 0.9, 0.95, 0.96, 0.97, 0.97], cut)
+    assert not run(stalled, [0.12, 0.2, 0.22, 0.22, 0.22, 0.22, 0.22, 0.22], [1e-3] * 8)
+
+
 def test_too_few_epochs_only_when_the_run_ended_by_itself_while_improving():
     def run(reason):
         tb = TraceBuilder(["relu", "softmax"])

@@ -163,6 +163,39 @@ def detect_not_learning(trace: Trace, progress: Progress | None) -> list[Finding
     return [NOT_LEARNING.finding(f"{what}; likely cause: {root.replace('_', ' ')}.", target, root_cause=root, symptom=symptom, layer=target.layer, evidence=ev, fixes=fixes, confidence="weak", alternatives=alternatives(causes[1:]))]
 
 
+LR_DECAYED = rule(
+    "learning-rate-decayed-away", "training", "warning", "loss_not_decreasing",
+    "A learning-rate schedule or callback (ReduceLROnPlateau, LearningRateScheduler) cut the rate below 1/{decay:g} of where it "
+    "started, the loss stopped falling (less than {flat:.0%}) from then on, and the model still fits poorly.",
+    details="The steps became too small to learn anything: a `min_lr`, a gentler `factor` or a slower schedule lets training go on. "
+            "Read from the `learning_rate` the callbacks log at each epoch.",
+    causes=("learning_rate",), thresholds={"decay": 1000, "flat": 0.01})
+
+
+@runtime_detector(125)  # before not-learning, which would blame the initial rate
+def detect_learning_rate_decayed_away(trace: Trace, progress: Progress | None) -> list[Finding]:
+    if progress is None or not progress.poor:
+        return []
+    rates, losses = trace.epoch_series("learning_rate"), trace.epoch_series("loss")
+    logged = np.isfinite(rates) & (rates > 0) & np.isfinite(losses)
+    if logged.sum() < 3:
+        return []
+    rates, losses = rates[logged], losses[logged]
+    start = lr_info(trace)[1] or float(rates[0])
+    cut = np.flatnonzero(rates < start / LR_DECAYED["decay"])
+    if not len(cut) or len(losses) - cut[0] < 2:
+        return []
+    after = losses[cut[0]:]
+    if (after[0] - float(np.min(after))) / max(abs(float(after[0])), 1e-12) > LR_DECAYED["flat"]:
+        return []  # still learning at the small rate
+    epoch = int(cut[0]) + 1
+    return [LR_DECAYED.finding(
+        f"The learning rate was cut from {start:g} to {rates[cut[0]]:.2g} by epoch {epoch} and to {rates[-1]:.2g} at the end; "
+        f"the loss has not fallen since ({after[0]:.4g} -> {after[-1]:.4g}) and the model still fits poorly.",
+        Target("fit_arg", arg="callbacks"),
+        evidence={"initial_learning_rate": start, "final_learning_rate": float(rates[-1]), "cut_at_epoch": epoch,
+                  "loss_at_cut": round(float(after[0]), 4), "final_loss": round(float(after[-1]), 4)})]
+
 
 def _distinct(causes: list[Cause]) -> list[Cause]:
     """Each (root cause, source element) once, in the order given."""
