@@ -48,12 +48,24 @@ def detect_crash(trace: Trace, static_findings: list[Finding]) -> list[Finding]:
     if m and m.group(1) in KERAS2_KWARGS:
         old = m.group(1)
         new = KERAS2_KWARGS[old]
-        return [KERAS3.finding(f"Not valid Keras 3: the keyword '{old}' was renamed '{new}'. ({crash.exc_type}: {msg})", target, evidence=ev, fixes=[FixSpec(f"Rename '{old}' to '{new}'", new_value=new, arg=f"rename:{old}")])]
+        return [KERAS3.finding(
+            f"Not valid Keras 3: the keyword '{old}' was renamed '{new}'. ({crash.exc_type}: {msg})",
+            target,
+            evidence=ev,
+            fixes=[FixSpec(f"Rename '{old}' to '{new}'", new_value=new, arg=f"rename:{old}")],
+        )]
     if crash.exc_type in ("ModuleNotFoundError", "ImportError", "AttributeError") and any(mod.split(".")[-1] in crash.message for mod in KERAS2_MODULES + ("predict_classes",)):
         return [KERAS3.finding(f"Not valid Keras 3 (a Keras 2 API): {crash.exc_type}: {msg}", target, evidence=ev, fixes=[])]
     inferred = next((f for f in static_findings if f.severity == "error"), None)
     if inferred is not None:
         ev["inferred_from"] = inferred.code
         fixes = [dataclasses.replace(f, target=f.target or inferred.target) for f in inferred.fixes]
-        return [TRAINING_CRASHED.finding(f"{crash.exc_type}: {msg} — {inferred.message}", target, root_cause=inferred.root_cause, layer=inferred.layer, evidence=ev, fixes=fixes)]
+        return [TRAINING_CRASHED.finding(
+            f"{crash.exc_type}: {msg} — {inferred.message}",
+            target,
+            root_cause=inferred.root_cause,
+            layer=inferred.layer,
+            evidence=ev,
+            fixes=fixes,
+        )]
     return [SCRIPT_CRASHED.finding(f"{crash.exc_type}: {msg}", target, evidence=ev, fixes=[])]

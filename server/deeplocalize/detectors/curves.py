@@ -66,16 +66,28 @@ def detect_regularization(trace: Trace, progress: Progress | None) -> list[Findi
                 if len(v) and float(np.median(v)) > best_val:
                     best, best_val = l, float(np.median(v))
             if best is not None:
-                return [REGULARIZATION.finding(f"The weight penalty is {share:.0%} of the loss, so training shrinks weights instead of fitting the data; "
-                                f"{layer_label(best)} contributes the most.", Target("layer_arg", layer=best.index, arg="kernel_regularizer"), layer=best.index, evidence={"regularization_share": round(share, 3)}, fixes=[FixSpec("Use a 1e-4 penalty", new_value="{func}(1e-4)")])]
+                return [REGULARIZATION.finding(
+                    f"The weight penalty is {share:.0%} of the loss, so training shrinks weights instead of fitting the data; "
+                        f"{layer_label(best)} contributes the most.",
+                    Target("layer_arg", layer=best.index, arg="kernel_regularizer"),
+                    layer=best.index,
+                    evidence={"regularization_share": round(share, 3)},
+                    fixes=[FixSpec("Use a 1e-4 penalty", new_value="{func}(1e-4)")],
+                )]
     heavy = [l for l in trace.layers if l.cls in ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "AlphaDropout", "GaussianDropout")
              and l.rate is not None and l.rate >= DROPOUT["rate"]]
     if heavy and (progress.poor or (progress.val_gap is not None and progress.val_gap > 0.1)):
         l = heavy[0]
         # Every such layer in one fix: lowering one still leaves the others starving the model.
         also = [FixSpec("", new_value="0.2", target=Target("layer_arg", layer=o.index, arg="rate", position=0)) for o in heavy[1:]]
-        return [DROPOUT.finding(f"{layer_label(l)} drops {l.rate:.0%} of its inputs and the model underfits"
-                        + (f" (validation accuracy is {progress.val_gap:.0%} above training accuracy)" if progress.val_gap and progress.val_gap > 0.1 else "") + ".", Target("layer_arg", layer=l.index, arg="rate", position=0), layer=l.index, evidence={"dropout_rate": l.rate, "train_accuracy": progress.accuracy, "val_gap": progress.val_gap}, fixes=[FixSpec("Use a dropout rate of 0.2" + (f" on all {len(heavy)} dropout layers" if also else ""), new_value="0.2", also=also)])]
+        return [DROPOUT.finding(
+            f"{layer_label(l)} drops {l.rate:.0%} of its inputs and the model underfits"
+                + (f" (validation accuracy is {progress.val_gap:.0%} above training accuracy)" if progress.val_gap and progress.val_gap > 0.1 else "") + ".",
+            Target("layer_arg", layer=l.index, arg="rate", position=0),
+            layer=l.index,
+            evidence={"dropout_rate": l.rate, "train_accuracy": progress.accuracy, "val_gap": progress.val_gap},
+            fixes=[FixSpec("Use a dropout rate of 0.2" + (f" on all {len(heavy)} dropout layers" if also else ""), new_value="0.2", also=also)],
+        )]
     return []
 
 
@@ -90,10 +102,20 @@ def detect_batch_size(trace: Trace, progress: Progress | None) -> list[Finding]:
     # What the script asked for, not what the analysis' epoch cap let run.
     total_steps = fit.steps_per_epoch * max(1, fit.epochs_requested)
     if fit.steps_per_epoch <= 2 and n >= 200 and total_steps < FEW_STEPS["total_steps"] and (progress.poor or progress.still_improving):
-        return [FEW_STEPS.finding(f"batch_size={fit.batch_size} on {n} samples gives {fit.steps_per_epoch} update(s) per epoch "
-                        f"({total_steps} in all): the model is still far from fitting. Use smaller batches.", Target("fit_arg", arg="batch_size", position=2), evidence={"batch_size": fit.batch_size, "samples": n, "steps_per_epoch": fit.steps_per_epoch}, fixes=[FixSpec("Use batch_size=32", new_value="32")])]
+        return [FEW_STEPS.finding(
+            f"batch_size={fit.batch_size} on {n} samples gives {fit.steps_per_epoch} update(s) per epoch "
+                f"({total_steps} in all): the model is still far from fitting. Use smaller batches.",
+            Target("fit_arg", arg="batch_size", position=2),
+            evidence={"batch_size": fit.batch_size, "samples": n, "steps_per_epoch": fit.steps_per_epoch},
+            fixes=[FixSpec("Use batch_size=32", new_value="32")],
+        )]
     if fit.batch_size == 1 and n >= 500 and (progress.oscillation > 0.3 or progress.poor):
-        return [BATCH_ONE.finding(f"batch_size=1 on {n} samples: every step follows one sample's gradient, so the loss is noisy and training is slow.", Target("fit_arg", arg="batch_size", position=2), evidence={"batch_size": 1, "samples": n}, fixes=[FixSpec("Use batch_size=32", new_value="32")])]
+        return [BATCH_ONE.finding(
+            f"batch_size=1 on {n} samples: every step follows one sample's gradient, so the loss is noisy and training is slow.",
+            Target("fit_arg", arg="batch_size", position=2),
+            evidence={"batch_size": 1, "samples": n},
+            fixes=[FixSpec("Use batch_size=32", new_value="32")],
+        )]
     return []
 
 
@@ -123,8 +145,15 @@ def detect_epochs(trace: Trace, progress: Progress | None) -> list[Finding]:
     new = max(20, fit.epochs_requested * 10)
     trend = (f"still falling {progress.final_slope:.0%} per epoch" if progress.still_improving
              else f"still falling (down {progress.rel_improvement:.0%} so far)")
-    return [FEW_EPOCHS.finding(f"Training stops after {fit.epochs_requested} epoch(s) while the loss is {trend}"
-                    + (f" (accuracy {progress.accuracy:.2f})" if progress.accuracy is not None else "") + ".", Target("fit_arg", arg="epochs", position=3), severity=severity, evidence={"epochs": fit.epochs_requested, "last_epoch_loss_drop": round(progress.final_slope, 3), "accuracy": progress.accuracy}, fixes=[FixSpec(f"Train for {new} epochs", new_value=str(new))], confidence="weak")]
+    return [FEW_EPOCHS.finding(
+        f"Training stops after {fit.epochs_requested} epoch(s) while the loss is {trend}"
+            + (f" (accuracy {progress.accuracy:.2f})" if progress.accuracy is not None else "") + ".",
+        Target("fit_arg", arg="epochs", position=3),
+        severity=severity,
+        evidence={"epochs": fit.epochs_requested, "last_epoch_loss_drop": round(progress.final_slope, 3), "accuracy": progress.accuracy},
+        fixes=[FixSpec(f"Train for {new} epochs", new_value=str(new))],
+        confidence="weak",
+    )]
 
 
 @runtime_detector(130)
@@ -160,7 +189,17 @@ def detect_not_learning(trace: Trace, progress: Progress | None) -> list[Finding
     else:
         what = (f"The model stays at chance level (loss {progress.initial_loss:.4g} -> {progress.final_loss:.4g} over {progress.steps} steps"
                 + (f", accuracy {progress.accuracy:.2f} vs {progress.chance_accuracy:.2f} by always guessing the majority" if progress.accuracy is not None and progress.chance_accuracy is not None else "") + ")")
-    return [NOT_LEARNING.finding(f"{what}; likely cause: {root.replace('_', ' ')}.", target, root_cause=root, symptom=symptom, layer=target.layer, evidence=ev, fixes=fixes, confidence="weak", alternatives=alternatives(causes[1:]))]
+    return [NOT_LEARNING.finding(
+        f"{what}; likely cause: {root.replace('_', ' ')}.",
+        target,
+        root_cause=root,
+        symptom=symptom,
+        layer=target.layer,
+        evidence=ev,
+        fixes=fixes,
+        confidence="weak",
+        alternatives=alternatives(causes[1:]),
+    )]
 
 
 LR_DECAYED = rule(
@@ -239,7 +278,13 @@ def detect_unrelated_labels(trace: Trace, progress: Progress | None) -> list[Fin
     # BatchNormalization's moving statistics need a few hundred steps: until then validation
     # can sit at chance in a healthy model.
     warming_up = any(l.cls == "BatchNormalization" for l in trace.layers) and progress.steps < 500
-    return [UNRELATED_LABELS.finding(f"Training accuracy rises from {acc[0]:.2f} to {acc[-1]:.2f} but validation accuracy stays at chance "
-                    f"({float(np.max(val)):.2f} at best, chance {chance:.2f}): the labels do not follow from the inputs "
-                    "(shuffled or misaligned with the samples?).", Target("fit_data", arg="y", position=1), severity="information" if warming_up else "warning", evidence={"train_accuracy_first": round(float(acc[0]), 3), "train_accuracy_last": round(float(acc[-1]), 3),
-                              "val_accuracy_best": round(float(np.max(val)), 3), "chance_accuracy": round(chance, 3)}, fixes=[])]
+    return [UNRELATED_LABELS.finding(
+        f"Training accuracy rises from {acc[0]:.2f} to {acc[-1]:.2f} but validation accuracy stays at chance "
+            f"({float(np.max(val)):.2f} at best, chance {chance:.2f}): the labels do not follow from the inputs "
+            "(shuffled or misaligned with the samples?).",
+        Target("fit_data", arg="y", position=1),
+        severity="information" if warming_up else "warning",
+        evidence={"train_accuracy_first": round(float(acc[0]), 3), "train_accuracy_last": round(float(acc[-1]), 3),
+            "val_accuracy_best": round(float(np.max(val)), 3), "chance_accuracy": round(chance, 3)},
+        fixes=[],
+    )]

@@ -73,7 +73,12 @@ def first_nonfinite(trace: Trace) -> tuple[int, str, int | None] | None:
 def detect_nonfinite(trace: Trace) -> list[Finding]:
     x = trace.fit.x if trace.fit else None
     if x and (x.get("nonfinite") or 0) > 0:
-        return [NAN_IN_INPUTS.finding(f"{x['nonfinite']:.1%} of the input values are NaN/Inf before training starts.", Target("fit_data", arg="x", position=0), evidence={"nonfinite_fraction": x["nonfinite"]}, fixes=[FixSpec("Replace NaN/Inf inputs by 0 (wherever the model gets them)", feed="nan_to_num")])]
+        return [NAN_IN_INPUTS.finding(
+            f"{x['nonfinite']:.1%} of the input values are NaN/Inf before training starts.",
+            Target("fit_data", arg="x", position=0),
+            evidence={"nonfinite_fraction": x["nonfinite"]},
+            fixes=[FixSpec("Replace NaN/Inf inputs by 0 (wherever the model gets them)", feed="nan_to_num")],
+        )]
     hit = first_nonfinite(trace)
     if hit is None:
         return []
@@ -88,20 +93,42 @@ def detect_nonfinite(trace: Trace) -> list[Finding]:
     culprit = _risky_code(trace, pos, kind, layer_idx)
     if culprit is not None:
         where_code, code, idx = culprit
-        return [NAN_IN_CODE.finding(f"{head}: an operation in {where_code} ({', '.join(code.get('risky') or ['its computation'])}) produced it"
-                        + (" while its inputs and weights were finite." if kind in ("pre", "out") and idx == layer_idx else
-                           ", and the non-finite values spread from there."), Target("code", layer=idx, code=code), layer=idx, evidence=evidence, observed=observed, fixes=[GUARD])]
+        return [NAN_IN_CODE.finding(
+            f"{head}: an operation in {where_code} ({', '.join(code.get('risky') or ['its computation'])}) produced it"
+                + (" while its inputs and weights were finite." if kind in ("pre", "out") and idx == layer_idx else
+                ", and the non-finite values spread from there."),
+            Target("code", layer=idx, code=code),
+            layer=idx,
+            evidence=evidence,
+            observed=observed,
+            fixes=[GUARD],
+        )]
     if kind == "loss" and trace.compile is not None:
         loss = trace.compile.loss
         if loss_family(trace) == "custom" and loss.get("code"):
-            return [NAN_IN_LOSS.finding(f"{head}, while the model outputs were finite: an operation in the custom loss '{loss.get('name')}' produced it.", Target("code", code=loss["code"]), evidence=evidence, observed=observed, fixes=[_loss_guard(trace)])]
+            return [NAN_IN_LOSS.finding(
+                f"{head}, while the model outputs were finite: an operation in the custom loss '{loss.get('name')}' produced it.",
+                Target("code", code=loss["code"]),
+                evidence=evidence,
+                observed=observed,
+                fixes=[_loss_guard(trace)],
+            )]
     causes = candidate_causes(trace, diverging=True)
     cause = causes[0]
     evidence.update(cause.evidence)
     growth = _grad_growth(trace, pos)
     if growth:
         evidence["gradient_norm_growth"] = growth
-    return [NAN_INF.finding(f"{head}; likely cause: {cause.root.replace('_', ' ')}.", cause.target, root_cause=cause.root, layer=cause.target.layer if cause.target.layer is not None else layer_idx, evidence=evidence, observed=observed, fixes=cause.fixes, alternatives=alternatives(causes[1:]))]
+    return [NAN_INF.finding(
+        f"{head}; likely cause: {cause.root.replace('_', ' ')}.",
+        cause.target,
+        root_cause=cause.root,
+        layer=cause.target.layer if cause.target.layer is not None else layer_idx,
+        evidence=evidence,
+        observed=observed,
+        fixes=cause.fixes,
+        alternatives=alternatives(causes[1:]),
+    )]
 
 
 def _loss_guard(trace: Trace) -> FixSpec:

@@ -54,14 +54,26 @@ def detect_unscaled_data(trace: Trace, progress: Progress | None) -> list[Findin
             severity = "warning"
             xs = {**xs, "integer_valued": True}
         target, fixes = data_target_and_fixes("x")
-        out.append(UNSCALED_INPUTS.finding(f"Inputs are not scaled (max |x| = {xs['input_abs_max']:g}"
-                           + (f", feature scales differ {xs['feature_scale_spread']:g}x" if xs.get("feature_scale_spread") else "")
-                           + ")" + (" and the model fits the training data poorly." if progress.poor else
-                                    "; integer values fed raw (e.g. pixels never divided by 255)." if raw else "."), target, severity=severity, evidence=xs, fixes=fixes))
+        out.append(UNSCALED_INPUTS.finding(
+            f"Inputs are not scaled (max |x| = {xs['input_abs_max']:g}"
+                + (f", feature scales differ {xs['feature_scale_spread']:g}x" if xs.get("feature_scale_spread") else "")
+                + ")" + (" and the model fits the training data poorly." if progress.poor else
+                "; integer values fed raw (e.g. pixels never divided by 255)." if raw else "."),
+            target,
+            severity=severity,
+            evidence=xs,
+            fixes=fixes,
+        ))
     ys = y_scale_problem(trace)
     if ys and progress.rel_improvement < 0.9:
         target, fixes = data_target_and_fixes("y")
-        out.append(UNSCALED_TARGETS.finding(f"Regression targets are large (max |y| = {ys['target_abs_max']:g}); the loss and gradients scale with them.", target, severity=severity, evidence=ys, fixes=fixes))
+        out.append(UNSCALED_TARGETS.finding(
+            f"Regression targets are large (max |y| = {ys['target_abs_max']:g}); the loss and gradients scale with them.",
+            target,
+            severity=severity,
+            evidence=ys,
+            fixes=fixes,
+        ))
     return out
 
 
@@ -78,10 +90,21 @@ def detect_activation_smells(trace: Trace, progress: Progress | None) -> list[Fi
             if head_like:
                 continue
             arg = Target("layer_arg", layer=setter.index, arg="activation", position=0 if setter.cls == "Activation" else None)
-            return [SOFTMAX_HIDDEN.finding(f"{layer_label(setter)} applies softmax to a hidden layer: it squashes its units to sum to 1, starving the layers after it.", arg if setter.cls in ("Dense", "Activation") or setter is l else Target("layer", layer=setter.index), layer=setter.index, fixes=[FixSpec('Use activation "relu"', new_value='"relu"')] if setter.cls in ("Dense", "Activation") or setter is l else [])]
+            return [SOFTMAX_HIDDEN.finding(
+                f"{layer_label(setter)} applies softmax to a hidden layer: it squashes its units to sum to 1, starving the layers after it.",
+                arg if setter.cls in ("Dense", "Activation") or setter is l else Target("layer", layer=setter.index),
+                layer=setter.index,
+                fixes=[FixSpec('Use activation "relu"', new_value='"relu"')] if setter.cls in ("Dense", "Activation") or setter is l else [],
+            )]
     has_nonlinearity = any(l.activation not in (None, "linear") for l in hidden) or any(
         l.cls in ("Activation", "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax") for l in trace.layers if not l.is_output)
     if hidden and not has_nonlinearity:
         first = hidden[0]
-        return [LINEAR_NETWORK.finding(f"None of the {len(hidden)} hidden layer(s) has an activation, so the whole network is linear and cannot fit this data.", Target("layer_arg", layer=first.index, arg="activation"), layer=first.index, fixes=[FixSpec('Use activation "relu"', new_value='"relu"')], confidence="weak")]
+        return [LINEAR_NETWORK.finding(
+            f"None of the {len(hidden)} hidden layer(s) has an activation, so the whole network is linear and cannot fit this data.",
+            Target("layer_arg", layer=first.index, arg="activation"),
+            layer=first.index,
+            fixes=[FixSpec('Use activation "relu"', new_value='"relu"')],
+            confidence="weak",
+        )]
     return []

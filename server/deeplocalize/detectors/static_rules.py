@@ -126,8 +126,14 @@ def _from_logits_on_probabilities(head: Any, act: str, add: Callable[..., None])
     TensorFlow sees the logits behind it and computes the loss from them anyway (with a
     warning): training is unaffected, so it is information; applied elsewhere it may not be."""
     declared = head.where == "layer"
-    add(FROM_LOGITS, f"The loss expects logits (from_logits=True) but the output layer already applies {act}"
-        + ("; Keras computes this loss from the logits behind that activation anyway, so training is unaffected, but the setting says the opposite of what the model does." if declared else "."), Target("compile_arg", arg="loss"), [FixSpec("Set from_logits=False", new_value="False", arg="from_logits")], severity="information" if declared else "warning")
+    add(
+        FROM_LOGITS,
+        f"The loss expects logits (from_logits=True) but the output layer already applies {act}"
+            + ("; Keras computes this loss from the logits behind that activation anyway, so training is unaffected, but the setting says the opposite of what the model does." if declared else "."),
+        Target("compile_arg", arg="loss"),
+        [FixSpec("Set from_logits=False", new_value="False", arg="from_logits")],
+        severity="information" if declared else "warning",
+    )
 
 
 def check_output_and_loss(trace: Trace) -> list[Finding]:
@@ -145,7 +151,14 @@ def check_output_and_loss(trace: Trace) -> list[Finding]:
         ev["activation_applied_in"] = head.where
 
     def add(r: Rule, message: str, target: Target, fixes: list[FixSpec], severity: str | None = None) -> None:
-        findings.append(r.finding(message, target, severity=severity, layer=out.index if target.layer is not None else None, evidence=dict(ev), fixes=fixes))
+        findings.append(r.finding(
+            message,
+            target,
+            severity=severity,
+            layer=out.index if target.layer is not None else None,
+            evidence=dict(ev),
+            fixes=fixes,
+        ))
 
     logits = from_logits(trace)
     if units == 1 and act == "softmax":
@@ -158,14 +171,24 @@ def check_output_and_loss(trace: Trace) -> list[Finding]:
         fix = activation_fix(trace, head, "sigmoid", 'Use a sigmoid output and loss "binary_crossentropy" (several labels per sample)')
         if fix is not None:
             fix.also = [FixSpec("", new_value='"binary_crossentropy"', target=Target("compile_arg", arg="loss"))] if family == "categorical" else []
-        add(MULTI_LABEL, f"Samples carry several labels at once (up to {y.get('max_labels_per_row', '?'):g} per row), but {_where(head)} is a softmax, "
-            "which makes the classes compete for one share of probability; a multi-label output needs sigmoid units and binary cross-entropy.", t, [fix] if fix else [])
+        add(
+            MULTI_LABEL,
+            f"Samples carry several labels at once (up to {y.get('max_labels_per_row', '?'):g} per row), but {_where(head)} is a softmax, "
+                "which makes the classes compete for one share of probability; a multi-label output needs sigmoid units and binary cross-entropy.",
+            t,
+            [fix] if fix else [],
+        )
         return findings
     if family in ("categorical", "sparse"):
         if units == 1:
             if family == "categorical":
                 t, f = _loss_fix("binary_crossentropy")
-                add(CATEGORICAL_ONE_UNIT, "categorical cross-entropy over a single output unit is always 0: nothing is learned. With one unit use binary_crossentropy.", t, f)
+                add(
+                    CATEGORICAL_ONE_UNIT,
+                    "categorical cross-entropy over a single output unit is always 0: nothing is learned. With one unit use binary_crossentropy.",
+                    t,
+                    f,
+                )
                 return findings
         if logits:
             if act in ("softmax", "sigmoid"):
@@ -191,24 +214,44 @@ def check_output_and_loss(trace: Trace) -> list[Finding]:
             add(BINARY_MULTICLASS, f"binary cross-entropy on a {units}-way softmax treats each class as an independent yes/no; use {new}.", t, f)
         elif act not in ("sigmoid", "softmax", "hard_sigmoid"):
             t, f = _act_fix(trace, head, "sigmoid", " (binary cross-entropy needs outputs in [0, 1])")
-            add(NOT_PROBABILITY, f"binary cross-entropy expects probabilities in [0, 1], but {_where(head)} outputs values in {_fmt_range(act)}.", t, f)
+            add(
+                NOT_PROBABILITY,
+                f"binary cross-entropy expects probabilities in [0, 1], but {_where(head)} outputs values in {_fmt_range(act)}.",
+                t,
+                f,
+            )
     elif family == "regression":
         class_index = bool(y and y.get("integer_valued") and (units or 0) > 1 and len(y.get("shape") or []) == 1)
         if y and (y.get("one_hot") or class_index) and act == "softmax":
             new = "categorical_crossentropy" if y.get("one_hot") else "sparse_categorical_crossentropy"
             t, f = _loss_fix(new)
             # Trains, but slowly: a warning only once training confirms it (see diagnose()).
-            add(REGRESSION_ON_CLASSES, f"A regression loss ({trace.compile.loss.get('name')}) on a {units}-way softmax classifier gives vanishing gradients "
-                f"once a class is wrong with confidence; use {new}.", t, f)
+            add(
+                REGRESSION_ON_CLASSES,
+                f"A regression loss ({trace.compile.loss.get('name')}) on a {units}-way softmax classifier gives vanishing gradients "
+                    f"once a class is wrong with confidence; use {new}.",
+                t,
+                f,
+            )
         elif y and act == "sigmoid" and units == 1 and y.get("integer_valued") and y.get("n_unique") == 2 and y.get("min") == 0 and y.get("max") == 1:
             t, f = _loss_fix("binary_crossentropy")
-            add(REGRESSION_ON_CLASSES, f"A regression loss ({trace.compile.loss.get('name')}) on a sigmoid binary classifier: its gradient vanishes where the "
-                "sigmoid saturates on a wrong answer; use binary_crossentropy.", t, f)
+            add(
+                REGRESSION_ON_CLASSES,
+                f"A regression loss ({trace.compile.loss.get('name')}) on a sigmoid binary classifier: its gradient vanishes where the "
+                    "sigmoid saturates on a wrong answer; use binary_crossentropy.",
+                t,
+                f,
+            )
         elif y and y.get("min") is not None:
             lo, hi = ACTIVATION_RANGE.get(act, (-math.inf, math.inf))
             if (y["min"] < lo - 1e-6 or y["max"] > hi + 1e-6) and (y.get("n_unique") or 0) > 2:
                 t, f = _act_fix(trace, head, "linear", " (regression targets outside the activation's range)")
-                add(TARGETS_OUT_OF_RANGE, f"Targets span [{y['min']:.3g}, {y['max']:.3g}] but {_where(head)} can only output {_fmt_range(act)}.", t, f)
+                add(
+                    TARGETS_OUT_OF_RANGE,
+                    f"Targets span [{y['min']:.3g}, {y['max']:.3g}] but {_where(head)} can only output {_fmt_range(act)}.",
+                    t,
+                    f,
+                )
     return findings
 
 
@@ -231,38 +274,96 @@ def check_labels(trace: Trace) -> list[Finding]:
     expected_rank = (len(shape) + 1 if one_dim else len(shape)) if family == "sparse" else max(len(shape), 2)
     if out_shape and shape and len(out_shape) > expected_rank:
         first = next((l for l in trace.layers if l.output_shape and len(l.output_shape) > expected_rank and l.cls in ("Dense", "EinsumDense")), out)
-        findings.append(RANK_MISMATCH.finding(f"The model outputs shape {tuple(out_shape)} but the labels have shape {tuple(shape)}: {layer_label(first)} receives "
-            f"a {len(first.output_shape or out_shape)}-D tensor (missing Flatten or pooling before the Dense layers?).", Target("layer", layer=first.index), layer=first.index, evidence={**ev, "output_shape": out_shape}, fixes=[]))
+        findings.append(RANK_MISMATCH.finding(
+            f"The model outputs shape {tuple(out_shape)} but the labels have shape {tuple(shape)}: {layer_label(first)} receives "
+                f"a {len(first.output_shape or out_shape)}-D tensor (missing Flatten or pooling before the Dense layers?).",
+            Target("layer", layer=first.index),
+            layer=first.index,
+            evidence={**ev, "output_shape": out_shape},
+            fixes=[],
+        ))
         return findings
     if family == "categorical" and one_dim and y.get("integer_valued") and units > 1:
-        findings.append(NOT_ONE_HOT.finding(f"categorical_crossentropy needs one-hot labels of width {units}, but the labels are class indices {tuple(shape)}; "
-            "use sparse_categorical_crossentropy (or one-hot encode the labels).", Target("compile_arg", arg="loss"), evidence=ev, fixes=[FixSpec('Use loss "sparse_categorical_crossentropy"', new_value='"sparse_categorical_crossentropy"'),
-                   FixSpec("One-hot encode the labels (wherever the model gets them)", feed="one_hot")]))
+        findings.append(NOT_ONE_HOT.finding(
+            f"categorical_crossentropy needs one-hot labels of width {units}, but the labels are class indices {tuple(shape)}; "
+                "use sparse_categorical_crossentropy (or one-hot encode the labels).",
+            Target("compile_arg", arg="loss"),
+            evidence=ev,
+            fixes=[FixSpec('Use loss "sparse_categorical_crossentropy"', new_value='"sparse_categorical_crossentropy"'),
+                FixSpec("One-hot encode the labels (wherever the model gets them)", feed="one_hot")],
+        ))
     elif family == "sparse" and y.get("one_hot"):
-        findings.append(ONE_HOT_SPARSE.finding("sparse_categorical_crossentropy needs class indices, but the labels are one-hot; use categorical_crossentropy.", Target("compile_arg", arg="loss"), evidence=ev, fixes=[FixSpec('Use loss "categorical_crossentropy"', new_value='"categorical_crossentropy"')]))
+        findings.append(ONE_HOT_SPARSE.finding(
+            "sparse_categorical_crossentropy needs class indices, but the labels are one-hot; use categorical_crossentropy.",
+            Target("compile_arg", arg="loss"),
+            evidence=ev,
+            fixes=[FixSpec('Use loss "categorical_crossentropy"', new_value='"categorical_crossentropy"')],
+        ))
     elif family == "sparse" and one_dim and units > 1 and not y.get("integer_valued") and 0 < (y.get("n_unique") or 0) <= 2 * units:
-        findings.append(NOT_CLASS_INDICES.finding(f"sparse_categorical_crossentropy needs integer class indices 0..{units - 1}, but the labels are fractions in "
-            f"[{y['min']:.3g}, {y['max']:.3g}] (scaled like the inputs?): they are truncated to other classes.", Target("fit_data", arg="y", position=1), evidence=ev, fixes=[]))
+        findings.append(NOT_CLASS_INDICES.finding(
+            f"sparse_categorical_crossentropy needs integer class indices 0..{units - 1}, but the labels are fractions in "
+                f"[{y['min']:.3g}, {y['max']:.3g}] (scaled like the inputs?): they are truncated to other classes.",
+            Target("fit_data", arg="y", position=1),
+            evidence=ev,
+            fixes=[],
+        ))
     elif family == "sparse" and one_dim and units > 1 and y["max"] >= units:
         if y["min"] >= 1 and int(y["max"]) == units:
-            findings.append(OFF_BY_ONE.finding(f"Labels run from {y['min']:.0f} to {y['max']:.0f} but the {units} output units cover classes 0..{units - 1}: shift the labels to start at 0.", Target("fit_data", arg="y", position=1), evidence=ev, fixes=[FixSpec("Shift the labels to start at 0 (wherever the model gets them)", feed="labels_shift")]))
+            findings.append(OFF_BY_ONE.finding(
+                f"Labels run from {y['min']:.0f} to {y['max']:.0f} but the {units} output units cover classes 0..{units - 1}: shift the labels to start at 0.",
+                Target("fit_data", arg="y", position=1),
+                evidence=ev,
+                fixes=[FixSpec("Shift the labels to start at 0 (wherever the model gets them)", feed="labels_shift")],
+            ))
         else:
             n = int(y["max"]) + 1
-            findings.append(TOO_FEW_UNITS.finding(f"Labels go up to {y['max']:.0f} ({n} classes) but the {layer_label(out)} has only {units} units.", Target("layer_arg", layer=out.index, arg="units", position=0), layer=out.index, evidence=ev, fixes=[FixSpec(f"Use {n} output units", new_value=str(n))]))
+            findings.append(TOO_FEW_UNITS.finding(
+                f"Labels go up to {y['max']:.0f} ({n} classes) but the {layer_label(out)} has only {units} units.",
+                Target("layer_arg", layer=out.index, arg="units", position=0),
+                layer=out.index,
+                evidence=ev,
+                fixes=[FixSpec(f"Use {n} output units", new_value=str(n))],
+            ))
     elif family == "categorical" and len(shape) >= 2 and shape[-1] != units and units > 1:
-        findings.append(UNITS_MISMATCH.finding(f"Labels are one-hot of width {shape[-1]} but the {layer_label(out)} has {units} units.", Target("layer_arg", layer=out.index, arg="units", position=0), layer=out.index, evidence=ev, fixes=[FixSpec(f"Use {shape[-1]} output units", new_value=str(shape[-1]))]))
+        findings.append(UNITS_MISMATCH.finding(
+            f"Labels are one-hot of width {shape[-1]} but the {layer_label(out)} has {units} units.",
+            Target("layer_arg", layer=out.index, arg="units", position=0),
+            layer=out.index,
+            evidence=ev,
+            fixes=[FixSpec(f"Use {shape[-1]} output units", new_value=str(shape[-1]))],
+        ))
     elif family == "binary" and one_dim and units >= 2 and not y.get("one_hot"):
-        findings.append(BINARY_LABEL_SHAPE.finding(f"binary_crossentropy compares each output unit with a label, but the {layer_label(out)} has {units} units "
-            f"and the labels are one class index per sample {tuple(shape)}; use sparse_categorical_crossentropy.", Target("compile_arg", arg="loss"), evidence=ev, fixes=[FixSpec('Use loss "sparse_categorical_crossentropy"', new_value='"sparse_categorical_crossentropy"')]))
+        findings.append(BINARY_LABEL_SHAPE.finding(
+            f"binary_crossentropy compares each output unit with a label, but the {layer_label(out)} has {units} units "
+                f"and the labels are one class index per sample {tuple(shape)}; use sparse_categorical_crossentropy.",
+            Target("compile_arg", arg="loss"),
+            evidence=ev,
+            fixes=[FixSpec('Use loss "sparse_categorical_crossentropy"', new_value='"sparse_categorical_crossentropy"')],
+        ))
     elif family == "binary" and (y["min"] < 0 or y["max"] > 1):
         uniq = y.get("n_unique") or 0
         if uniq <= 2:
-            findings.append(LABELS_NOT_01.finding(f"binary_crossentropy needs labels in {{0, 1}}, but they are in [{y['min']:.3g}, {y['max']:.3g}].", Target("fit_data", arg="y", position=1), evidence=ev, fixes=[FixSpec("Map the labels to 0/1 (wherever the model gets them)", feed="labels_unit")]))
+            findings.append(LABELS_NOT_01.finding(
+                f"binary_crossentropy needs labels in {{0, 1}}, but they are in [{y['min']:.3g}, {y['max']:.3g}].",
+                Target("fit_data", arg="y", position=1),
+                evidence=ev,
+                fixes=[FixSpec("Map the labels to 0/1 (wherever the model gets them)", feed="labels_unit")],
+            ))
         elif y.get("integer_valued") and units == 1:
             n = int(y["max"]) + 1
-            findings.append(BINARY_MULTICLASS_LABELS.finding(f"Labels have {uniq} classes but the model is a binary classifier (1 sigmoid unit, binary_crossentropy).", Target("compile_arg", arg="loss"), evidence=ev, fixes=[_multiclass_head_fix(trace, out, n)]))
+            findings.append(BINARY_MULTICLASS_LABELS.finding(
+                f"Labels have {uniq} classes but the model is a binary classifier (1 sigmoid unit, binary_crossentropy).",
+                Target("compile_arg", arg="loss"),
+                evidence=ev,
+                fixes=[_multiclass_head_fix(trace, out, n)],
+            ))
     elif family in ("categorical", "sparse", "binary") and not y.get("integer_valued") and (y.get("n_unique") or 0) > CONTINUOUS["distinct"] and not y.get("one_hot"):
-        findings.append(CONTINUOUS.finding(f"The targets are continuous ({y.get('n_unique')} distinct values) but the loss is a classification loss; use a regression loss.", Target("compile_arg", arg="loss"), evidence=ev, fixes=[FixSpec('Use loss "mse"', new_value='"mse"')]))
+        findings.append(CONTINUOUS.finding(
+            f"The targets are continuous ({y.get('n_unique')} distinct values) but the loss is a classification loss; use a regression loss.",
+            Target("compile_arg", arg="loss"),
+            evidence=ev,
+            fixes=[FixSpec('Use loss "mse"', new_value='"mse"')],
+        ))
     return findings
 
 
@@ -274,8 +375,13 @@ def _check_observed_labels(trace: Trace, family: str) -> list[Finding]:
     lo, hi = min(r.get("min", 0.0) for r in rows), max(r.get("max", 0.0) for r in rows)
     if lo >= 0.0 and hi <= 1.0:
         return []
-    return [LABELS_NOT_01.finding(f"binary_crossentropy needs labels in {{0, 1}}, but the batches fed to fit carry labels in [{lo:.3g}, {hi:.3g}] "
-        "(the loss goes negative or explodes).", Target("fit_data", arg="y", position=1), evidence={"label_min": lo, "label_max": hi, "seen_in": "first batches"}, fixes=[])]
+    return [LABELS_NOT_01.finding(
+        f"binary_crossentropy needs labels in {{0, 1}}, but the batches fed to fit carry labels in [{lo:.3g}, {hi:.3g}] "
+            "(the loss goes negative or explodes).",
+        Target("fit_data", arg="y", position=1),
+        evidence={"label_min": lo, "label_max": hi, "seen_in": "first batches"},
+        fixes=[],
+    )]
 
 
 def check_static(trace: Trace) -> list[Finding]:

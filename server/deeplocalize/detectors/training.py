@@ -96,8 +96,18 @@ def detect_exploding(trace: Trace, progress: Progress | None) -> list[Finding]:
     cause = causes[0]
     ev = dict(cause.evidence)
     ev.update({"gradient_norm_growth": round(peak / base, 1), "weight_norm_growth": round(w_growth, 1)})
-    return [EXPLODING.finding((f"Gradients explode (norm x{peak / base:.3g}, weights x{w_growth:.3g})" if peak / base > 100 else f"Training diverges: weights grow x{w_growth:.3g} (gradient norm x{peak / base:.3g})")
-                    + f" starting at {layer_label(start)}; likely cause: {cause.root.replace('_', ' ')}.", cause.target, root_cause=cause.root, layer=cause.target.layer if cause.target.layer is not None else start.index, evidence=ev, fixes=cause.fixes, observed={"layer": start.index, "where": "grad"}, confidence="strong" if cause.strong else "weak", alternatives=alternatives(causes[1:]))]
+    return [EXPLODING.finding(
+        (f"Gradients explode (norm x{peak / base:.3g}, weights x{w_growth:.3g})" if peak / base > 100 else f"Training diverges: weights grow x{w_growth:.3g} (gradient norm x{peak / base:.3g})")
+            + f" starting at {layer_label(start)}; likely cause: {cause.root.replace('_', ' ')}.",
+        cause.target,
+        root_cause=cause.root,
+        layer=cause.target.layer if cause.target.layer is not None else start.index,
+        evidence=ev,
+        fixes=cause.fixes,
+        observed={"layer": start.index, "where": "grad"},
+        confidence="strong" if cause.strong else "weak",
+        alternatives=alternatives(causes[1:]),
+    )]
 
 
 @runtime_detector(20)
@@ -130,15 +140,40 @@ def detect_vanishing(trace: Trace, progress: Progress | None) -> list[Finding]:
         deepest = max((st for l, st in stack if l.index <= start.index), key=lambda st: st.index, default=setters[0])
         also = [FixSpec("", new_value='"relu"', target=activation_arg_target(st)) for st in setters if st is not deepest]
         title = 'Use activation "relu"' + (f" on all {len(setters)} {deepest.activation} layers" if also else "")
-        return [VANISHING.finding(f"Gradients vanish towards the input (first/last layer gradient ratio {ratio:.2g}), starting at {layer_label(start)}: "
-                        f"{len(setters)} {deepest.activation} layers squash the gradient; use relu.", activation_arg_target(deepest), root_cause="activation", layer=deepest.index, evidence=ev, fixes=[FixSpec(title, new_value='"relu"', also=also)], observed={"layer": start.index, "where": "grad"})]
+        return [VANISHING.finding(
+            f"Gradients vanish towards the input (first/last layer gradient ratio {ratio:.2g}), starting at {layer_label(start)}: "
+                f"{len(setters)} {deepest.activation} layers squash the gradient; use relu.",
+            activation_arg_target(deepest),
+            root_cause="activation",
+            layer=deepest.index,
+            evidence=ev,
+            fixes=[FixSpec(title, new_value='"relu"', also=also)],
+            observed={"layer": start.index, "where": "grad"},
+        )]
     bad = bad_init_layers(trace)
     if bad:
         layer, scale = bad[0]
         target, fixes = init_target_and_fixes(layer, [l for l, _ in bad])
         ev["init_scale"] = round(scale, 4)
-        return [VANISHING.finding(f"Gradients vanish towards the input (ratio {ratio:.2g}); {layer_label(layer)} starts with weights at {scale:.2g}x a variance-preserving scale.", target, root_cause="initialization", layer=layer.index, evidence=ev, fixes=fixes, observed={"layer": start.index, "where": "grad"})]
-    return [VANISHING.finding(f"Gradients vanish towards the input (ratio {ratio:.2g}), starting at {layer_label(start)}.", Target("layer", layer=start.index), root_cause="architecture", layer=start.index, evidence=ev, fixes=[], observed={"layer": start.index, "where": "grad"}, confidence="weak")]
+        return [VANISHING.finding(
+            f"Gradients vanish towards the input (ratio {ratio:.2g}); {layer_label(layer)} starts with weights at {scale:.2g}x a variance-preserving scale.",
+            target,
+            root_cause="initialization",
+            layer=layer.index,
+            evidence=ev,
+            fixes=fixes,
+            observed={"layer": start.index, "where": "grad"},
+        )]
+    return [VANISHING.finding(
+        f"Gradients vanish towards the input (ratio {ratio:.2g}), starting at {layer_label(start)}.",
+        Target("layer", layer=start.index),
+        root_cause="architecture",
+        layer=start.index,
+        evidence=ev,
+        fixes=[],
+        observed={"layer": start.index, "where": "grad"},
+        confidence="weak",
+    )]
 
 
 @runtime_detector(40)
@@ -159,7 +194,18 @@ def detect_dead_relu(trace: Trace, progress: Progress | None) -> list[Finding]:
         cause = causes[0]
         root, target, fixes = cause.root, cause.target, cause.fixes
         ev.update(cause.evidence)
-        out.append(DEAD_RELU.finding(f"{frac:.0%} of the units of {layer_label(l)} output 0 for every sample (dead ReLUs); likely cause: {root.replace('_', ' ')}.", target, root_cause=root, severity=severity, layer=target.layer if target.layer is not None else l.index, evidence=ev, fixes=fixes, observed={"layer": l.index, "where": "out"}, confidence="strong" if cause.strong else "weak", alternatives=alternatives(causes[1:])))
+        out.append(DEAD_RELU.finding(
+            f"{frac:.0%} of the units of {layer_label(l)} output 0 for every sample (dead ReLUs); likely cause: {root.replace('_', ' ')}.",
+            target,
+            root_cause=root,
+            severity=severity,
+            layer=target.layer if target.layer is not None else l.index,
+            evidence=ev,
+            fixes=fixes,
+            observed={"layer": l.index, "where": "out"},
+            confidence="strong" if cause.strong else "weak",
+            alternatives=alternatives(causes[1:]),
+        ))
         break  # the first dead layer starves everything after it
     return out
 
@@ -219,7 +265,18 @@ def detect_saturation(trace: Trace, progress: Progress | None) -> list[Finding]:
         cause = causes[0]
         root, target, fixes = cause.root, cause.target, cause.fixes
         ev.update(cause.evidence)
-        return [SATURATED.finding(f"{frac:.0%} of the inputs of the {l.activation} in {layer_label(l)} are beyond +-5, where its gradient is ~0; likely cause: {root.replace('_', ' ')}.", target, root_cause=root, severity=severity, layer=target.layer if target.layer is not None else l.index, evidence=ev, fixes=fixes, observed={"layer": l.index, "where": "pre"}, confidence="strong" if cause.strong else "weak", alternatives=alternatives(causes[1:]))]
+        return [SATURATED.finding(
+            f"{frac:.0%} of the inputs of the {l.activation} in {layer_label(l)} are beyond +-5, where its gradient is ~0; likely cause: {root.replace('_', ' ')}.",
+            target,
+            root_cause=root,
+            severity=severity,
+            layer=target.layer if target.layer is not None else l.index,
+            evidence=ev,
+            fixes=fixes,
+            observed={"layer": l.index, "where": "pre"},
+            confidence="strong" if cause.strong else "weak",
+            alternatives=alternatives(causes[1:]),
+        )]
     return []
 
 
@@ -245,7 +302,15 @@ def detect_bad_init(trace: Trace, progress: Progress | None) -> list[Finding]:
         else:
             desc = "too small" if scale < 1 else "too large"
         others = f" ({len(bad) - 1} more layer(s) start the same way; the fix changes all of them)" if len(bad) > 1 else ""
-        out.append(BAD_INIT.finding(f"The kernel of {layer_label(layer)} starts {desc}: std x sqrt(fan_in) = {scale:.3g} (variance-preserving inits give ~1){others}.", target, severity=severity, layer=layer.index, evidence={"init_scale": round(scale, 5)}, fixes=fixes, observed={"layer": layer.index, "where": "w"}))
+        out.append(BAD_INIT.finding(
+            f"The kernel of {layer_label(layer)} starts {desc}: std x sqrt(fan_in) = {scale:.3g} (variance-preserving inits give ~1){others}.",
+            target,
+            severity=severity,
+            layer=layer.index,
+            evidence={"init_scale": round(scale, 5)},
+            fixes=fixes,
+            observed={"layer": layer.index, "where": "w"},
+        ))
         break
     return out
 
@@ -276,22 +341,45 @@ def detect_update_ratio(trace: Trace, progress: Progress | None) -> list[Finding
     if med < SLOW_UPDATES["too_slow"] and progress.poor and ratio < 3:
         if cls in SLOW_BY_DEFAULT and (lr is None or abs(ratio - 1) < 1e-6):
             target, fixes = optimizer_target_and_fixes(trace)
-            return [SLOW_UPDATES.finding(f"Weights change by 10^{med:.1f} of their norm per step (healthy: 10^-4..10^-1): {cls} at its default rate is too slow for this model.", target, root_cause="optimizer", evidence=ev, fixes=fixes)]
+            return [SLOW_UPDATES.finding(
+                f"Weights change by 10^{med:.1f} of their norm per step (healthy: 10^-4..10^-1): {cls} at its default rate is too slow for this model.",
+                target,
+                root_cause="optimizer",
+                evidence=ev,
+                fixes=fixes,
+            )]
         target, fixes = lr_target_and_fixes(trace, "up")
         explicit = lr is not None and ratio <= 0.5
-        return [SLOW_UPDATES.finding(f"Weights change by 10^{med:.1f} of their norm per step (healthy: 10^-4..10^-1): the learning rate {lr:g} is too low.", target, root_cause="learning_rate", evidence=ev, fixes=fixes, confidence="strong" if explicit else "weak")]
+        return [SLOW_UPDATES.finding(
+            f"Weights change by 10^{med:.1f} of their norm per step (healthy: 10^-4..10^-1): the learning rate {lr:g} is too low.",
+            target,
+            root_cause="learning_rate",
+            evidence=ev,
+            fixes=fixes,
+            confidence="strong" if explicit else "weak",
+        )]
     if med > FAST_UPDATES["too_fast"] and (progress.poor or progress.oscillation > 0.3):
         target, fixes = lr_target_and_fixes(trace, "down")
-        return [FAST_UPDATES.finding(f"Weights change by 10^{med:.1f} of their norm per step (healthy: 10^-4..10^-1): the learning rate {lr:g} is too high.", target, evidence=ev, fixes=fixes)]
+        return [FAST_UPDATES.finding(
+            f"Weights change by 10^{med:.1f} of their norm per step (healthy: 10^-4..10^-1): the learning rate {lr:g} is too high.",
+            target,
+            evidence=ev,
+            fixes=fixes,
+        )]
     if lr is not None and ratio >= LR_TOO_HIGH["rate_ratio"] and progress.poor and not progress.stalled:
         # Far above the optimizer's usual rate and fitting poorly: steps overshoot the minimum
         # (the loss bounces instead of settling), even where weights do not blow up.
         target, fixes = lr_target_and_fixes(trace, "down")
         swing = _val_swing(trace)
         ev.update({"default_learning_rate": DEFAULT_LR.get(cls, 0.001), "train_accuracy": progress.accuracy, "validation_accuracy_swing": swing})
-        return [LR_TOO_HIGH.finding(f"The learning rate {lr:g} is {ratio:.0f}x {cls}'s usual {DEFAULT_LR.get(cls, 0.001):g} and the model fits poorly"
-                        + (f" (training accuracy {progress.accuracy:.2f}" if progress.accuracy is not None else " (")
-                        + (f", validation accuracy jumps by {swing:.2f} between epochs)" if swing else ")") + ": steps overshoot the minimum.", target, evidence=ev, fixes=fixes)]
+        return [LR_TOO_HIGH.finding(
+            f"The learning rate {lr:g} is {ratio:.0f}x {cls}'s usual {DEFAULT_LR.get(cls, 0.001):g} and the model fits poorly"
+                + (f" (training accuracy {progress.accuracy:.2f}" if progress.accuracy is not None else " (")
+                + (f", validation accuracy jumps by {swing:.2f} between epochs)" if swing else ")") + ": steps overshoot the minimum.",
+            target,
+            evidence=ev,
+            fixes=fixes,
+        )]
     return []
 
 
