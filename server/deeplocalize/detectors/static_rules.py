@@ -3,6 +3,7 @@ output activation vs loss vs labels. They fire before any training step."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import math
@@ -136,123 +137,166 @@ def _from_logits_on_probabilities(head: Any, act: str, add: Callable[..., None])
     )
 
 
+@dataclass
+class _Output:
+    """The output head and the loss as the output checks see them; findings collect in `findings`."""
+
+    trace: Trace
+    head: Head
+    family: str
+    y: dict | None
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def act(self) -> str:
+        return self.head.activation
+
+    @property
+    def units(self) -> int | None:
+        return self.head.units
+
+    def add(self, r: Rule, message: str, target: Target, fixes: list[FixSpec], severity: str | None = None) -> None:
+        ev = {"output_activation": self.act, "output_units": self.units, "loss": self.trace.compile.loss.get("name"), "loss_family": self.family}
+        if self.head.where != "layer":
+            ev["activation_applied_in"] = self.head.where
+        layer = self.head.act_layer.index if target.layer is not None else None
+        self.findings.append(r.finding(message, target, severity=severity, layer=layer, evidence=ev, fixes=fixes))
+
+
 def check_output_and_loss(trace: Trace) -> list[Finding]:
     head = output_head(trace)
     family = loss_family(trace)
     if head is None or trace.compile is None or family in ("unknown",):
         return []
-    out = head.act_layer
-    y = trace.fit.y if trace.fit else None
-    act = head.activation
-    units = head.units
-    findings: list[Finding] = []
-    ev = {"output_activation": act, "output_units": units, "loss": trace.compile.loss.get("name"), "loss_family": family}
-    if head.where != "layer":
-        ev["activation_applied_in"] = head.where
+    o = _Output(trace, head, family, trace.fit.y if trace.fit else None)
+    if not _softmax_one_unit(o) and not _multi_label(o):
+        {"categorical": _categorical_output, "sparse": _categorical_output, "binary": _binary_output,
+         "regression": _regression_output}.get(family, lambda o: None)(o)
+    return o.findings
 
-    def add(r: Rule, message: str, target: Target, fixes: list[FixSpec], severity: str | None = None) -> None:
-        findings.append(r.finding(
-            message,
-            target,
-            severity=severity,
-            layer=out.index if target.layer is not None else None,
-            evidence=dict(ev),
-            fixes=fixes,
-        ))
 
-    logits = from_logits(trace)
-    if units == 1 and act == "softmax":
-        new = "sigmoid" if family in ("binary", "categorical", "sparse") else "linear"
-        t, f = _act_fix(trace, head, new, "")
-        add(SOFTMAX_ONE_UNIT, f"softmax over a single unit always outputs 1.0, so {_where(head)} cannot learn; use {new}.", t, f)
-        return findings
-    if family in ("categorical", "binary") and act == "softmax" and y and y.get("multi_hot") and (units or 0) > 1:
-        t = activation_target(trace, head)
-        fix = activation_fix(trace, head, "sigmoid", 'Use a sigmoid output and loss "binary_crossentropy" (several labels per sample)')
-        if fix is not None:
-            fix.also = [FixSpec("", new_value='"binary_crossentropy"', target=Target("compile_arg", arg="loss"))] if family == "categorical" else []
-        add(
-            MULTI_LABEL,
-            f"Samples carry several labels at once (up to {y.get('max_labels_per_row', '?'):g} per row), but {_where(head)} is a softmax, "
-                "which makes the classes compete for one share of probability; a multi-label output needs sigmoid units and binary cross-entropy.",
-            t,
-            [fix] if fix else [],
-        )
-        return findings
-    if family in ("categorical", "sparse"):
-        if units == 1:
-            if family == "categorical":
-                t, f = _loss_fix("binary_crossentropy")
-                add(
-                    CATEGORICAL_ONE_UNIT,
-                    "categorical cross-entropy over a single output unit is always 0: nothing is learned. With one unit use binary_crossentropy.",
-                    t,
-                    f,
-                )
-                return findings
-        if logits:
-            if act in ("softmax", "sigmoid"):
-                _from_logits_on_probabilities(head, act, add)
-            return findings
-        if act != "softmax" and units and units > 1:
-            t, f = _act_fix(trace, head, "softmax", " (cross-entropy needs a probability distribution)")
-            if head.where == "layer" and head.act_layer is head.units_layer:
-                f.append(FixSpec("Keep the activation and compute the loss from logits", new_value="True", arg="from_logits", target=Target("compile_arg", arg="loss")))
-            # Keras renormalizes non-negative outputs to sum to 1 before the log, so sigmoid
-            # units still train (just unusually); negative or all-zero outputs do not.
-            sev = "error" if act in RELU_LIKE or act == "linear" else ("information" if act in ("sigmoid", "hard_sigmoid", "softplus", "exponential") else "warning")
-            add(NOT_DISTRIBUTION, f"{family} cross-entropy expects probabilities, but {_where(head)} outputs values in "
-                f"{_fmt_range(act)}: the loss is undefined or misleading.", t, f, severity=sev)
-    elif family == "binary":
-        if logits:
-            if act == "sigmoid":
-                _from_logits_on_probabilities(head, act, add)
-            return findings
-        if units and units > 2 and act == "softmax":
-            new = "categorical_crossentropy" if y and y.get("one_hot") else "sparse_categorical_crossentropy"
-            t, f = _loss_fix(new)
-            add(BINARY_MULTICLASS, f"binary cross-entropy on a {units}-way softmax treats each class as an independent yes/no; use {new}.", t, f)
-        elif act not in ("sigmoid", "softmax", "hard_sigmoid"):
-            t, f = _act_fix(trace, head, "sigmoid", " (binary cross-entropy needs outputs in [0, 1])")
-            add(
-                NOT_PROBABILITY,
-                f"binary cross-entropy expects probabilities in [0, 1], but {_where(head)} outputs values in {_fmt_range(act)}.",
-                t,
-                f,
-            )
-    elif family == "regression":
-        class_index = bool(y and y.get("integer_valued") and (units or 0) > 1 and len(y.get("shape") or []) == 1)
-        if y and (y.get("one_hot") or class_index) and act == "softmax":
-            new = "categorical_crossentropy" if y.get("one_hot") else "sparse_categorical_crossentropy"
-            t, f = _loss_fix(new)
-            # Trains, but slowly: a warning only once training confirms it (see diagnose()).
-            add(
-                REGRESSION_ON_CLASSES,
-                f"A regression loss ({trace.compile.loss.get('name')}) on a {units}-way softmax classifier gives vanishing gradients "
-                    f"once a class is wrong with confidence; use {new}.",
-                t,
-                f,
-            )
-        elif y and act == "sigmoid" and units == 1 and y.get("integer_valued") and y.get("n_unique") == 2 and y.get("min") == 0 and y.get("max") == 1:
-            t, f = _loss_fix("binary_crossentropy")
-            add(
-                REGRESSION_ON_CLASSES,
-                f"A regression loss ({trace.compile.loss.get('name')}) on a sigmoid binary classifier: its gradient vanishes where the "
-                    "sigmoid saturates on a wrong answer; use binary_crossentropy.",
-                t,
-                f,
-            )
-        elif y and y.get("min") is not None:
-            lo, hi = ACTIVATION_RANGE.get(act, (-math.inf, math.inf))
-            if (y["min"] < lo - 1e-6 or y["max"] > hi + 1e-6) and (y.get("n_unique") or 0) > 2:
-                t, f = _act_fix(trace, head, "linear", " (regression targets outside the activation's range)")
-                add(
-                    TARGETS_OUT_OF_RANGE,
-                    f"Targets span [{y['min']:.3g}, {y['max']:.3g}] but {_where(head)} can only output {_fmt_range(act)}.",
-                    t,
-                    f,
-                )
-    return findings
+def _softmax_one_unit(o: _Output) -> bool:
+    if o.units != 1 or o.act != "softmax":
+        return False
+    new = "sigmoid" if o.family in ("binary", "categorical", "sparse") else "linear"
+    t, f = _act_fix(o.trace, o.head, new, "")
+    o.add(SOFTMAX_ONE_UNIT, f"softmax over a single unit always outputs 1.0, so {_where(o.head)} cannot learn; use {new}.", t, f)
+    return True
+
+
+def _multi_label(o: _Output) -> bool:
+    y = o.y
+    if not (o.family in ("categorical", "binary") and o.act == "softmax" and y and y.get("multi_hot") and (o.units or 0) > 1):
+        return False
+    t = activation_target(o.trace, o.head)
+    fix = activation_fix(o.trace, o.head, "sigmoid", 'Use a sigmoid output and loss "binary_crossentropy" (several labels per sample)')
+    if fix is not None:
+        fix.also = [FixSpec("", new_value='"binary_crossentropy"', target=Target("compile_arg", arg="loss"))] if o.family == "categorical" else []
+    o.add(
+        MULTI_LABEL,
+        f"Samples carry several labels at once (up to {y.get('max_labels_per_row', '?'):g} per row), but {_where(o.head)} is a softmax, "
+        "which makes the classes compete for one share of probability; a multi-label output needs sigmoid units and binary cross-entropy.",
+        t,
+        [fix] if fix else [],
+    )
+    return True
+
+
+def _categorical_output(o: _Output) -> None:
+    act, units = o.act, o.units
+    if units == 1 and o.family == "categorical":
+        t, f = _loss_fix("binary_crossentropy")
+        o.add(CATEGORICAL_ONE_UNIT, "categorical cross-entropy over a single output unit is always 0: nothing is learned. "
+              "With one unit use binary_crossentropy.", t, f)
+        return
+    if from_logits(o.trace):
+        if act in ("softmax", "sigmoid"):
+            _from_logits_on_probabilities(o.head, act, o.add)
+        return
+    if act != "softmax" and units and units > 1:
+        t, f = _act_fix(o.trace, o.head, "softmax", " (cross-entropy needs a probability distribution)")
+        if o.head.where == "layer" and o.head.act_layer is o.head.units_layer:
+            f.append(FixSpec("Keep the activation and compute the loss from logits", new_value="True", arg="from_logits",
+                             target=Target("compile_arg", arg="loss")))
+        # Keras renormalizes non-negative outputs to sum to 1 before the log, so sigmoid
+        # units still train (just unusually); negative or all-zero outputs do not.
+        sev = "error" if act in RELU_LIKE or act == "linear" else ("information" if act in ("sigmoid", "hard_sigmoid", "softplus", "exponential") else "warning")
+        o.add(NOT_DISTRIBUTION, f"{o.family} cross-entropy expects probabilities, but {_where(o.head)} outputs values in "
+              f"{_fmt_range(act)}: the loss is undefined or misleading.", t, f, severity=sev)
+
+
+def _binary_output(o: _Output) -> None:
+    act, units = o.act, o.units
+    if from_logits(o.trace):
+        if act == "sigmoid":
+            _from_logits_on_probabilities(o.head, act, o.add)
+        return
+    if units and units > 2 and act == "softmax":
+        new = "categorical_crossentropy" if o.y and o.y.get("one_hot") else "sparse_categorical_crossentropy"
+        t, f = _loss_fix(new)
+        o.add(BINARY_MULTICLASS, f"binary cross-entropy on a {units}-way softmax treats each class as an independent yes/no; use {new}.", t, f)
+    elif act not in ("sigmoid", "softmax", "hard_sigmoid"):
+        t, f = _act_fix(o.trace, o.head, "sigmoid", " (binary cross-entropy needs outputs in [0, 1])")
+        o.add(NOT_PROBABILITY, f"binary cross-entropy expects probabilities in [0, 1], but {_where(o.head)} outputs values in {_fmt_range(act)}.", t, f)
+
+
+def _regression_output(o: _Output) -> None:
+    y, act, units = o.y, o.act, o.units
+    if not y:
+        return
+    loss = o.trace.compile.loss.get("name")
+    class_index = bool(y.get("integer_valued") and (units or 0) > 1 and len(y.get("shape") or []) == 1)
+    if (y.get("one_hot") or class_index) and act == "softmax":
+        new = "categorical_crossentropy" if y.get("one_hot") else "sparse_categorical_crossentropy"
+        t, f = _loss_fix(new)
+        # Trains, but slowly: a warning only once training confirms it (see diagnose()).
+        o.add(REGRESSION_ON_CLASSES, f"A regression loss ({loss}) on a {units}-way softmax classifier gives vanishing gradients "
+              f"once a class is wrong with confidence; use {new}.", t, f)
+    elif act == "sigmoid" and units == 1 and y.get("integer_valued") and y.get("n_unique") == 2 and y.get("min") == 0 and y.get("max") == 1:
+        t, f = _loss_fix("binary_crossentropy")
+        o.add(REGRESSION_ON_CLASSES, f"A regression loss ({loss}) on a sigmoid binary classifier: its gradient vanishes where the "
+              "sigmoid saturates on a wrong answer; use binary_crossentropy.", t, f)
+    elif y.get("min") is not None:
+        lo, hi = ACTIVATION_RANGE.get(act, (-math.inf, math.inf))
+        if (y["min"] < lo - 1e-6 or y["max"] > hi + 1e-6) and (y.get("n_unique") or 0) > 2:
+            t, f = _act_fix(o.trace, o.head, "linear", " (regression targets outside the activation's range)")
+            o.add(TARGETS_OUT_OF_RANGE, f"Targets span [{y['min']:.3g}, {y['max']:.3g}] but {_where(o.head)} can only output {_fmt_range(act)}.", t, f)
+
+
+@dataclass
+class _Labels:
+    """The labels handed to `fit` next to the output layer they are compared with."""
+
+    trace: Trace
+    y: dict
+    out: Any  # the output layer that sets the units
+    family: str
+
+    @property
+    def units(self) -> int:
+        return self.out.units or 0
+
+    @property
+    def shape(self) -> list[int]:
+        return self.y.get("shape") or []
+
+    @property
+    def one_dim(self) -> bool:
+        shape = self.shape
+        return len(shape) == 1 or (len(shape) == 2 and shape[-1] == 1)
+
+    @property
+    def ev(self) -> dict[str, Any]:
+        y = self.y
+        return {"label_min": y.get("min"), "label_max": y.get("max"), "label_shape": y.get("shape"), "output_units": self.units, "loss_family": self.family}
+
+    def units_fix(self, r: Rule, message: str, n: int) -> Finding:
+        return r.finding(message, Target("layer_arg", layer=self.out.index, arg="units", position=0), layer=self.out.index, evidence=self.ev,
+                         fixes=[FixSpec(f"Use {n} output units", new_value=str(n))])
+
+
+def _labels_y() -> Target:
+    return Target("fit_data", arg="y", position=1)
 
 
 def check_labels(trace: Trace) -> list[Finding]:
@@ -264,107 +308,87 @@ def check_labels(trace: Trace) -> list[Finding]:
         return _check_observed_labels(trace, family)
     if head is None or not y or y.get("min") is None:
         return []
-    out = head.units_layer
-    findings: list[Finding] = []
-    units = out.units or 0
-    ev = {"label_min": y.get("min"), "label_max": y.get("max"), "label_shape": y.get("shape"), "output_units": units, "loss_family": family}
-    shape = y.get("shape") or []
-    one_dim = len(shape) == 1 or (len(shape) == 2 and shape[-1] == 1)
-    out_shape = (trace.output_layer.output_shape if trace.output_layer else None) or out.output_shape or []
-    expected_rank = (len(shape) + 1 if one_dim else len(shape)) if family == "sparse" else max(len(shape), 2)
-    if out_shape and shape and len(out_shape) > expected_rank:
-        first = next((l for l in trace.layers if l.output_shape and len(l.output_shape) > expected_rank and l.cls in ("Dense", "EinsumDense")), out)
-        findings.append(RANK_MISMATCH.finding(
-            f"The model outputs shape {tuple(out_shape)} but the labels have shape {tuple(shape)}: {layer_label(first)} receives "
-                f"a {len(first.output_shape or out_shape)}-D tensor (missing Flatten or pooling before the Dense layers?).",
-            Target("layer", layer=first.index),
-            layer=first.index,
-            evidence={**ev, "output_shape": out_shape},
-            fixes=[],
-        ))
-        return findings
-    if family == "categorical" and one_dim and y.get("integer_valued") and units > 1:
-        findings.append(NOT_ONE_HOT.finding(
-            f"categorical_crossentropy needs one-hot labels of width {units}, but the labels are class indices {tuple(shape)}; "
-                "use sparse_categorical_crossentropy (or one-hot encode the labels).",
-            Target("compile_arg", arg="loss"),
-            evidence=ev,
-            fixes=[FixSpec('Use loss "sparse_categorical_crossentropy"', new_value='"sparse_categorical_crossentropy"'),
-                FixSpec("One-hot encode the labels (wherever the model gets them)", feed="one_hot")],
-        ))
-    elif family == "sparse" and y.get("one_hot"):
-        findings.append(ONE_HOT_SPARSE.finding(
-            "sparse_categorical_crossentropy needs class indices, but the labels are one-hot; use categorical_crossentropy.",
-            Target("compile_arg", arg="loss"),
-            evidence=ev,
-            fixes=[FixSpec('Use loss "categorical_crossentropy"', new_value='"categorical_crossentropy"')],
-        ))
-    elif family == "sparse" and one_dim and units > 1 and not y.get("integer_valued") and 0 < (y.get("n_unique") or 0) <= 2 * units:
-        findings.append(NOT_CLASS_INDICES.finding(
-            f"sparse_categorical_crossentropy needs integer class indices 0..{units - 1}, but the labels are fractions in "
-                f"[{y['min']:.3g}, {y['max']:.3g}] (scaled like the inputs?): they are truncated to other classes.",
-            Target("fit_data", arg="y", position=1),
-            evidence=ev,
-            fixes=[],
-        ))
-    elif family == "sparse" and one_dim and units > 1 and y["max"] >= units:
-        if y["min"] >= 1 and int(y["max"]) == units:
-            findings.append(OFF_BY_ONE.finding(
-                f"Labels run from {y['min']:.0f} to {y['max']:.0f} but the {units} output units cover classes 0..{units - 1}: shift the labels to start at 0.",
-                Target("fit_data", arg="y", position=1),
-                evidence=ev,
-                fixes=[FixSpec("Shift the labels to start at 0 (wherever the model gets them)", feed="labels_shift")],
-            ))
-        else:
-            n = int(y["max"]) + 1
-            findings.append(TOO_FEW_UNITS.finding(
-                f"Labels go up to {y['max']:.0f} ({n} classes) but the {layer_label(out)} has only {units} units.",
-                Target("layer_arg", layer=out.index, arg="units", position=0),
-                layer=out.index,
-                evidence=ev,
-                fixes=[FixSpec(f"Use {n} output units", new_value=str(n))],
-            ))
-    elif family == "categorical" and len(shape) >= 2 and shape[-1] != units and units > 1:
-        findings.append(UNITS_MISMATCH.finding(
-            f"Labels are one-hot of width {shape[-1]} but the {layer_label(out)} has {units} units.",
-            Target("layer_arg", layer=out.index, arg="units", position=0),
-            layer=out.index,
-            evidence=ev,
-            fixes=[FixSpec(f"Use {shape[-1]} output units", new_value=str(shape[-1]))],
-        ))
-    elif family == "binary" and one_dim and units >= 2 and not y.get("one_hot"):
-        findings.append(BINARY_LABEL_SHAPE.finding(
-            f"binary_crossentropy compares each output unit with a label, but the {layer_label(out)} has {units} units "
-                f"and the labels are one class index per sample {tuple(shape)}; use sparse_categorical_crossentropy.",
-            Target("compile_arg", arg="loss"),
-            evidence=ev,
-            fixes=[FixSpec('Use loss "sparse_categorical_crossentropy"', new_value='"sparse_categorical_crossentropy"')],
-        ))
-    elif family == "binary" and (y["min"] < 0 or y["max"] > 1):
-        uniq = y.get("n_unique") or 0
-        if uniq <= 2:
-            findings.append(LABELS_NOT_01.finding(
-                f"binary_crossentropy needs labels in {{0, 1}}, but they are in [{y['min']:.3g}, {y['max']:.3g}].",
-                Target("fit_data", arg="y", position=1),
-                evidence=ev,
-                fixes=[FixSpec("Map the labels to 0/1 (wherever the model gets them)", feed="labels_unit")],
-            ))
-        elif y.get("integer_valued") and units == 1:
-            n = int(y["max"]) + 1
-            findings.append(BINARY_MULTICLASS_LABELS.finding(
-                f"Labels have {uniq} classes but the model is a binary classifier (1 sigmoid unit, binary_crossentropy).",
-                Target("compile_arg", arg="loss"),
-                evidence=ev,
-                fixes=[_multiclass_head_fix(trace, out, n)],
-            ))
-    elif family in ("categorical", "sparse", "binary") and not y.get("integer_valued") and (y.get("n_unique") or 0) > CONTINUOUS["distinct"] and not y.get("one_hot"):
-        findings.append(CONTINUOUS.finding(
+    labels = _Labels(trace, y, head.units_layer, family)
+    rank = _rank_mismatch(labels)
+    if rank is not None:
+        return [rank]
+    found = _class_labels(labels) if family in ("categorical", "sparse") else _binary_labels(labels) if family == "binary" else None
+    if found is None and family in ("categorical", "sparse", "binary") and not y.get("integer_valued") and not y.get("one_hot") \
+            and (y.get("n_unique") or 0) > CONTINUOUS["distinct"]:
+        found = CONTINUOUS.finding(
             f"The targets are continuous ({y.get('n_unique')} distinct values) but the loss is a classification loss; use a regression loss.",
-            Target("compile_arg", arg="loss"),
-            evidence=ev,
-            fixes=[FixSpec('Use loss "mse"', new_value='"mse"')],
-        ))
-    return findings
+            Target("compile_arg", arg="loss"), evidence=labels.ev, fixes=[FixSpec('Use loss "mse"', new_value='"mse"')])
+    return [found] if isinstance(found, Finding) else []
+
+
+def _rank_mismatch(labels: _Labels) -> Finding | None:
+    trace, shape, out = labels.trace, labels.shape, labels.out
+    out_shape = (trace.output_layer.output_shape if trace.output_layer else None) or out.output_shape or []
+    expected_rank = (len(shape) + 1 if labels.one_dim else len(shape)) if labels.family == "sparse" else max(len(shape), 2)
+    if not (out_shape and shape and len(out_shape) > expected_rank):
+        return None
+    first = next((l for l in trace.layers if l.output_shape and len(l.output_shape) > expected_rank and l.cls in ("Dense", "EinsumDense")), out)
+    return RANK_MISMATCH.finding(
+        f"The model outputs shape {tuple(out_shape)} but the labels have shape {tuple(shape)}: {layer_label(first)} receives "
+        f"a {len(first.output_shape or out_shape)}-D tensor (missing Flatten or pooling before the Dense layers?).",
+        Target("layer", layer=first.index), layer=first.index, evidence={**labels.ev, "output_shape": out_shape}, fixes=[])
+
+
+def _class_labels(labels: _Labels) -> Finding | None:
+    """Categorical and sparse cross-entropy: one-hot vs indices, index range vs units."""
+    y, units, shape, family = labels.y, labels.units, labels.shape, labels.family
+    sparse_1d = family == "sparse" and labels.one_dim and units > 1
+    if family == "categorical" and labels.one_dim and y.get("integer_valued") and units > 1:
+        return NOT_ONE_HOT.finding(
+            f"categorical_crossentropy needs one-hot labels of width {units}, but the labels are class indices {tuple(shape)}; "
+            "use sparse_categorical_crossentropy (or one-hot encode the labels).",
+            Target("compile_arg", arg="loss"), evidence=labels.ev,
+            fixes=[FixSpec('Use loss "sparse_categorical_crossentropy"', new_value='"sparse_categorical_crossentropy"'),
+                   FixSpec("One-hot encode the labels (wherever the model gets them)", feed="one_hot")])
+    if family == "sparse" and y.get("one_hot"):
+        return ONE_HOT_SPARSE.finding(
+            "sparse_categorical_crossentropy needs class indices, but the labels are one-hot; use categorical_crossentropy.",
+            Target("compile_arg", arg="loss"), evidence=labels.ev,
+            fixes=[FixSpec('Use loss "categorical_crossentropy"', new_value='"categorical_crossentropy"')])
+    if sparse_1d and not y.get("integer_valued") and 0 < (y.get("n_unique") or 0) <= 2 * units:
+        return NOT_CLASS_INDICES.finding(
+            f"sparse_categorical_crossentropy needs integer class indices 0..{units - 1}, but the labels are fractions in "
+            f"[{y['min']:.3g}, {y['max']:.3g}] (scaled like the inputs?): they are truncated to other classes.",
+            _labels_y(), evidence=labels.ev, fixes=[])
+    if sparse_1d and y["max"] >= units:
+        if y["min"] >= 1 and int(y["max"]) == units:
+            return OFF_BY_ONE.finding(
+                f"Labels run from {y['min']:.0f} to {y['max']:.0f} but the {units} output units cover classes 0..{units - 1}: shift the labels to start at 0.",
+                _labels_y(), evidence=labels.ev, fixes=[FixSpec("Shift the labels to start at 0 (wherever the model gets them)", feed="labels_shift")])
+        n = int(y["max"]) + 1
+        return labels.units_fix(TOO_FEW_UNITS, f"Labels go up to {y['max']:.0f} ({n} classes) but the {layer_label(labels.out)} has only {units} units.", n)
+    if family == "categorical" and len(shape) >= 2 and shape[-1] != units and units > 1:
+        return labels.units_fix(UNITS_MISMATCH, f"Labels are one-hot of width {shape[-1]} but the {layer_label(labels.out)} has {units} units.", shape[-1])
+    return None
+
+
+def _binary_labels(labels: _Labels) -> Finding | bool | None:
+    """Binary cross-entropy: label shape vs units, labels outside {0, 1}. False: labels out of
+    range that no check here explains (then nothing else is said about them)."""
+    y, units = labels.y, labels.units
+    if labels.one_dim and units >= 2 and not y.get("one_hot"):
+        return BINARY_LABEL_SHAPE.finding(
+            f"binary_crossentropy compares each output unit with a label, but the {layer_label(labels.out)} has {units} units "
+            f"and the labels are one class index per sample {tuple(labels.shape)}; use sparse_categorical_crossentropy.",
+            Target("compile_arg", arg="loss"), evidence=labels.ev,
+            fixes=[FixSpec('Use loss "sparse_categorical_crossentropy"', new_value='"sparse_categorical_crossentropy"')])
+    if not (y["min"] < 0 or y["max"] > 1):
+        return None
+    uniq = y.get("n_unique") or 0
+    if uniq <= 2:
+        return LABELS_NOT_01.finding(
+            f"binary_crossentropy needs labels in {{0, 1}}, but they are in [{y['min']:.3g}, {y['max']:.3g}].",
+            _labels_y(), evidence=labels.ev, fixes=[FixSpec("Map the labels to 0/1 (wherever the model gets them)", feed="labels_unit")])
+    if y.get("integer_valued") and units == 1:
+        return BINARY_MULTICLASS_LABELS.finding(
+            f"Labels have {uniq} classes but the model is a binary classifier (1 sigmoid unit, binary_crossentropy).",
+            Target("compile_arg", arg="loss"), evidence=labels.ev, fixes=[_multiclass_head_fix(labels.trace, labels.out, int(y["max"]) + 1)])
+    return False
 
 
 def _check_observed_labels(trace: Trace, family: str) -> list[Finding]:
