@@ -23,6 +23,7 @@ import psutil
 
 from .probe.child import OUTPUT_MARKER  # stdlib-only module: safe to import here
 from .trace import Trace, TraceBuilder, decode_event
+from .vocab import RunStatus
 
 CHILD = Path(__file__).resolve().parent / "probe" / "child.py"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # colors and cursor moves of progress bars
@@ -53,13 +54,13 @@ class RunOptions:
 
 @dataclass
 class RunResult:
-    """How a run ended. `status`: finished | crashed | timeout | memory | cancelled | decisive | failed.
+    """How a run ended (`status`, see vocab.RunStatus).
 
     `trace` is the last fit's (where a crash or the end of the script is recorded);
     `traces` holds one per analyzed fit, in order.
     """
 
-    status: str
+    status: RunStatus
     trace: Trace
     duration_s: float
     returncode: int | None = None
@@ -248,18 +249,33 @@ class Worker:
         assert self.proc is not None and self._events is not None and not self.used
         self.used = True
         opts = self.options
-        builder = TraceBuilder(script)
-        output: collections.deque[str] = collections.deque(maxlen=opts.output_lines)
-        startup: collections.deque[str] = collections.deque(maxlen=opts.output_lines)
-        start = time.monotonic()
-        status = {"value": "finished", "message": ""}
-
-        job = {"script": script, "argv": argv or [], "max_epochs": opts.max_epochs, "seed": opts.seed, "fetch_every": opts.fetch_every, "cwd": opts.cwd, "max_fits": opts.max_fits}
+        job = {"script": script, "argv": argv or [], "max_epochs": opts.max_epochs, "seed": opts.seed, "fetch_every": opts.fetch_every,
+               "cwd": opts.cwd, "max_fits": opts.max_fits}
         if source is not None:
             job["source"] = source
         if record:
             job["record"] = True
-        script_results: list[dict] = []
+        self._send(job)
+        job_state = _JobState(TraceBuilder(script), opts.output_lines)
+        watcher = asyncio.ensure_future(self._watch_budgets(job_state))
+        try:
+            await asyncio.gather(self._read_events(job_state, on_event, should_stop), self._read_output(job_state, on_output))
+            returncode = await self.proc.wait()
+        except asyncio.CancelledError:
+            self.kill()
+            job_state.end("cancelled", "cancelled")
+            try:
+                await asyncio.shield(self.proc.wait())
+            except BaseException:  # noqa: BLE001
+                pass
+            raise
+        finally:
+            watcher.cancel()
+            self.kill()
+        return job_state.result(returncode)
+
+    def _send(self, job: dict) -> None:
+        """The job goes down the control pipe, which is then closed: one job per worker."""
         try:
             os.write(self._control_w, (json.dumps(job) + "\n").encode())
         except OSError:
@@ -269,101 +285,97 @@ class Worker:
                 os.close(self._control_w)
                 self._control_w = None
 
-        async def read_events() -> None:
-            assert self._events is not None
-            if self.ready_event is not None:  # read early by wait_ready()
-                builder.feed(self.ready_event)
-                if on_event is not None:
-                    on_event(self.ready_event, builder.trace)
-            while True:
-                line = await self._events.readline()
-                if not line:
-                    return
-                try:
-                    event = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if event.get("type") in ("script_fit", "script_evaluate"):
-                    script_results.append(decode_event(event))
-                    continue
-                builder.feed(event)
-                if on_event is not None:
-                    on_event(event, builder.trace)
-                if should_stop is not None and event.get("type") in ("step", "epoch", "model") and status["value"] == "finished":
-                    if should_stop(builder.trace):
-                        status["value"] = "decisive"
-                        self.kill()
-                        return
-
-        async def read_output() -> None:
-            assert self.proc is not None and self.proc.stdout is not None
-            pending = b""
-            # stdout and stderr share one pipe: each carries the marker once.
-            markers_left = 2
-            while True:
-                chunk = await self.proc.stdout.read(65536)
-                if not chunk:
-                    break
-                pending += chunk
-                *lines, pending = pending.split(b"\n")
-                for raw in lines:
-                    # A progress bar redraws with \r: keep its final state, without terminal escapes.
-                    text = ANSI.sub("", raw.decode("utf-8", "replace").split("\r")[-1]).rstrip()
-                    if markers_left:
-                        if OUTPUT_MARKER in text:
-                            markers_left -= 1
-                        elif text:
-                            startup.append(text)
-                        continue
-                    if text:
-                        output.append(text)
-                        if on_output is not None:
-                            on_output(text)
-                if len(pending) > 1 << 16:
-                    pending = pending[-(1 << 16) :]
-            if pending.strip():
-                output.append(pending.decode("utf-8", "replace").split("\r")[-1].rstrip())
-
-        async def watch_budgets() -> None:
-            assert self.proc is not None
-            while self.proc.returncode is None:
-                await asyncio.sleep(0.25)
-                if time.monotonic() - start > opts.max_seconds:
-                    status["value"], status["message"] = "timeout", f"stopped after the {opts.max_seconds:g} s budget"
-                    self.kill()
-                    return
-                if opts.max_memory_mb and tree_rss_mb(self.proc.pid) > opts.max_memory_mb:
-                    status["value"], status["message"] = "memory", f"stopped: memory above the {opts.max_memory_mb} MB budget"
-                    self.kill()
-                    return
-
-        watcher = asyncio.ensure_future(watch_budgets())
-        try:
-            await asyncio.gather(read_events(), read_output())
-            returncode = await self.proc.wait()
-        except asyncio.CancelledError:
-            self.kill()
-            status["value"], status["message"] = "cancelled", "cancelled"
+    async def _read_events(self, job: "_JobState", on_event: EventCallback | None, should_stop: StopPredicate | None) -> None:
+        assert self._events is not None
+        builder = job.builder
+        if self.ready_event is not None:  # read early by wait_ready()
+            builder.feed(self.ready_event)
+            if on_event is not None:
+                on_event(self.ready_event, builder.trace)
+        while line := await self._events.readline():
             try:
-                await asyncio.shield(self.proc.wait())
-            except BaseException:  # noqa: BLE001
-                pass
-            raise
-        finally:
-            watcher.cancel()
-            self.kill()
-        trace = builder.trace
-        if not output and startup and not trace.versions:
-            output.extend(startup)  # the worker died before the script: its start-up errors matter
-        if status["value"] == "finished":
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if event.get("type") in ("script_fit", "script_evaluate"):
+                job.script_results.append(decode_event(event))
+                continue
+            builder.feed(event)
+            if on_event is not None:
+                on_event(event, builder.trace)
+            if should_stop is not None and event.get("type") in ("step", "epoch", "model") and job.status == "finished" and should_stop(builder.trace):
+                job.end("decisive")
+                self.kill()
+                return
+
+    async def _read_output(self, job: "_JobState", on_output: OutputCallback | None) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        pending = b""
+        # stdout and stderr share one pipe: each carries the marker once.
+        markers_left = 2
+        while chunk := await self.proc.stdout.read(65536):
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for raw in lines:
+                # A progress bar redraws with \r: keep its final state, without terminal escapes.
+                text = ANSI.sub("", raw.decode("utf-8", "replace").split("\r")[-1]).rstrip()
+                if markers_left:
+                    if OUTPUT_MARKER in text:
+                        markers_left -= 1
+                    elif text:
+                        job.startup.append(text)
+                    continue
+                if text:
+                    job.output.append(text)
+                    if on_output is not None:
+                        on_output(text)
+            if len(pending) > 1 << 16:
+                pending = pending[-(1 << 16) :]
+        if pending.strip():
+            job.output.append(pending.decode("utf-8", "replace").split("\r")[-1].rstrip())
+
+    async def _watch_budgets(self, job: "_JobState") -> None:
+        assert self.proc is not None
+        opts = self.options
+        while self.proc.returncode is None:
+            await asyncio.sleep(0.25)
+            if time.monotonic() - job.start > opts.max_seconds:
+                job.end("timeout", f"stopped after the {opts.max_seconds:g} s budget")
+                self.kill()
+                return
+            if opts.max_memory_mb and tree_rss_mb(self.proc.pid) > opts.max_memory_mb:
+                job.end("memory", f"stopped: memory above the {opts.max_memory_mb} MB budget")
+                self.kill()
+                return
+
+
+class _JobState:
+    """What the readers and the budget watcher of one job share while it runs."""
+
+    def __init__(self, builder: TraceBuilder, output_lines: int) -> None:
+        self.builder = builder
+        self.output: collections.deque[str] = collections.deque(maxlen=output_lines)
+        self.startup: collections.deque[str] = collections.deque(maxlen=output_lines)
+        self.start = time.monotonic()
+        self.status: RunStatus = "finished"
+        self.message = ""
+        self.script_results: list[dict] = []
+
+    def end(self, status: RunStatus, message: str = "") -> None:
+        self.status, self.message = status, message
+
+    def result(self, returncode: int | None) -> RunResult:
+        trace = self.builder.trace
+        if not self.output and self.startup and not trace.versions:
+            self.output.extend(self.startup)  # the worker died before the script: its start-up errors matter
+        if self.status == "finished":
             if trace.crash is not None:
-                status["value"] = "crashed"
+                self.end("crashed")
             elif returncode not in (0, None) and trace.end_reason is None:
-                status["value"] = "failed"
-                status["message"] = f"the training process died (exit code {returncode})" + (
-                    ": killed by a signal, possibly out of memory" if returncode and returncode < 0 else ""
-                )
-        return RunResult(status["value"], trace, time.monotonic() - start, returncode, list(output), status["message"], list(builder.traces), script_results)
+                self.end("failed", f"the training process died (exit code {returncode})" + (
+                    ": killed by a signal, possibly out of memory" if returncode and returncode < 0 else ""))
+        return RunResult(self.status, trace, time.monotonic() - self.start, returncode, list(self.output), self.message,
+                         list(self.builder.traces), self.script_results)
 
 
 class WorkerPool:

@@ -79,6 +79,24 @@ def main() -> int:
     from deeplocalize.probe import channel as channel_mod  # stdlib only
 
     channel = channel_mod.Channel(opts.events_fd)
+    keras = _import_keras(channel)
+    job = _wait_for_job(opts.control_fd)
+    if job is None:
+        return 0
+    script = os.path.abspath(job["script"])
+    if job.get("seed") is not None:
+        keras.utils.set_random_seed(int(job["seed"]))
+    _install(job, channel)
+    channel.send("started", script=script)
+    _enter_script(script, job)
+    code = _run_script(script, job, channel)
+    # Skip TensorFlow's slow interpreter teardown: everything is reported.
+    os._exit(code)
+
+
+def _import_keras(channel: Any) -> Any:
+    """Import Keras and TensorFlow (the ~4 s a warm worker saves) and say `ready`, or exit
+    with `unsupported` when this interpreter's Keras cannot be probed."""
     import keras
 
     if keras.backend.backend() != "tensorflow" or not _keras_supported(keras.__version__):
@@ -89,20 +107,24 @@ def main() -> int:
         os._exit(3)
     import tensorflow as tf
 
-    from deeplocalize.probe import hooks, sites, stats
+    from deeplocalize.probe import stats
 
     stats.prebuild()
     channel.send("ready", keras=keras.__version__, tensorflow=tf.__version__, python=sys.version.split()[0], pid=os.getpid())
     channel.flush()
+    return keras
 
-    with os.fdopen(opts.control_fd, "r") as control:
+
+def _wait_for_job(control_fd: int) -> dict | None:
+    """Block (idle, no CPU) until the parent sends the job; None when it closed the pipe instead."""
+    with os.fdopen(control_fd, "r") as control:
         line = control.readline()
-    if not line:
-        return 0
-    job = json.loads(line)
-    script = os.path.abspath(job["script"])
-    if job.get("seed") is not None:
-        keras.utils.set_random_seed(int(job["seed"]))
+    return json.loads(line) if line else None
+
+
+def _install(job: dict, channel: Any) -> None:
+    from deeplocalize.probe import hooks
+
     if job.get("record"):
         # The script runs to its end with only its own results recorded (no layer probes).
         from deeplocalize.probe import record
@@ -111,13 +133,12 @@ def main() -> int:
     else:
         probe = hooks.Probe(channel, max_epochs=job.get("max_epochs"), fetch_every=int(job.get("fetch_every", 1)), max_fits=int(job.get("max_fits", 1)))
         probe.install()
-    channel.send("started", script=script)
 
-    import runpy
 
+def _enter_script(script: str, job: dict) -> None:
+    """The interpreter as `python script.py` leaves it: argv, sys.path[0], working directory."""
     if _SERVER_DIR in sys.path:
         sys.path.remove(_SERVER_DIR)
-
     sys.argv = [script, *job.get("argv", [])]
     sys.path[0] = os.path.dirname(script)
     os.chdir(job.get("cwd") or os.path.dirname(script))
@@ -126,6 +147,14 @@ def main() -> int:
     for stream in (sys.stderr, sys.stdout):
         stream.write(OUTPUT_MARKER + "\n")
         stream.flush()
+
+
+def _run_script(script: str, job: dict, channel: Any) -> int:
+    """Run the user's script; how it ended is the last event. Returns the exit code."""
+    import runpy
+
+    from deeplocalize.probe import hooks, sites
+
     code = 0
     try:
         if job.get("source") is not None:
@@ -150,8 +179,7 @@ def main() -> int:
             except Exception:  # noqa: BLE001
                 pass
         channel.flush()
-    # Skip TensorFlow's slow interpreter teardown: everything is reported.
-    os._exit(code)
+    return code
 
 
 if __name__ == "__main__":
