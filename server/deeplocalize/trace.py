@@ -222,75 +222,93 @@ class TraceBuilder:
         t = self.trace
         if kind in ("compile", "fit") and t.fit is not None:
             t = self._next_segment(keep_compile=kind == "fit")
-        if kind == "ready":
-            t.versions = {k: str(event.get(k)) for k in ("keras", "tensorflow", "python")}
-        elif kind == "compile":
-            opt = _optimizer(event.get("optimizer"))
-            t.compile = CompileInfo(
-                site=[Frame.from_dict(f) for f in event.get("site", [])],
-                loss=event.get("loss") or {},
-                optimizer=opt,
-                optimizer_given_as=event.get("optimizer_given_as", ""),
-                metrics=event.get("metrics", []),
-            )
-            t.optimizer = t.optimizer or opt
-        elif kind == "fit":
-            t.fit = FitInfo(
-                site=[Frame.from_dict(f) for f in event.get("site", [])],
-                x=event.get("x"),
-                y=event.get("y"),
-                batch_size=event.get("batch_size"),
-                batch_size_given=bool(event.get("batch_size_given")),
-                epochs_requested=int(event.get("epochs_requested") or 1),
-                epochs=int(event.get("epochs") or 1),
-                steps_per_epoch=event.get("steps_per_epoch"),
-                validation=bool(event.get("validation")),
-            )
-            t.model_id = event.get("model_id")
-            t.continues = bool(event.get("continues"))
-            t.weight_ids = set(event.get("weight_ids") or [])
-            for earlier in self.traces[:-1]:
-                if (t.model_id is not None and earlier.model_id == t.model_id) or (earlier.weight_ids & t.weight_ids):
-                    earlier.continued_later = True
-        elif kind == "model":
-            t.model_class = event.get("model_class", "")
-            t.model_call_code = event.get("model_call_code")
+        handler = getattr(self, f"_on_{kind}", None) if isinstance(kind, str) and kind.isidentifier() else None
+        if handler is not None:
+            handler(t, event)
+
+    # One handler per event type of the probe (probe/hooks.py and child.py send them).
+    def _on_ready(self, t: Trace, event: dict[str, Any]) -> None:
+        t.versions = {k: str(event.get(k)) for k in ("keras", "tensorflow", "python")}
+
+    def _on_compile(self, t: Trace, event: dict[str, Any]) -> None:
+        opt = _optimizer(event.get("optimizer"))
+        t.compile = CompileInfo(
+            site=[Frame.from_dict(f) for f in event.get("site", [])],
+            loss=event.get("loss") or {},
+            optimizer=opt,
+            optimizer_given_as=event.get("optimizer_given_as", ""),
+            metrics=event.get("metrics", []),
+        )
+        t.optimizer = t.optimizer or opt
+
+    def _on_fit(self, t: Trace, event: dict[str, Any]) -> None:
+        t.fit = FitInfo(
+            site=[Frame.from_dict(f) for f in event.get("site", [])],
+            x=event.get("x"),
+            y=event.get("y"),
+            batch_size=event.get("batch_size"),
+            batch_size_given=bool(event.get("batch_size_given")),
+            epochs_requested=int(event.get("epochs_requested") or 1),
+            epochs=int(event.get("epochs") or 1),
+            steps_per_epoch=event.get("steps_per_epoch"),
+            validation=bool(event.get("validation")),
+        )
+        t.model_id = event.get("model_id")
+        t.continues = bool(event.get("continues"))
+        t.weight_ids = set(event.get("weight_ids") or [])
+        for earlier in self.traces[:-1]:
+            if (t.model_id is not None and earlier.model_id == t.model_id) or (earlier.weight_ids & t.weight_ids):
+                earlier.continued_later = True
+
+    def _on_model(self, t: Trace, event: dict[str, Any]) -> None:
+        t.model_class = event.get("model_class", "")
+        t.model_call_code = event.get("model_call_code")
+        t.layers = [_layer(d) for d in event.get("layers", [])]
+        self._layouts[int(event.get("layout_id", 0))] = [(k, int(n)) for k, n in event.get("layout", [])]
+        for k, names in (event.get("fields") or {}).items():
+            self._fields[k] = tuple(names)
+        opt = _optimizer(event.get("optimizer"))
+        if opt is not None:
+            if opt.learning_rate is None and t.optimizer is not None:
+                opt.learning_rate = t.optimizer.learning_rate
+            t.optimizer = opt
+
+    def _on_model_preview(self, t: Trace, event: dict[str, Any]) -> None:
+        if not t.layers or t.fit_index > 0:
             t.layers = [_layer(d) for d in event.get("layers", [])]
-            self._layouts[int(event.get("layout_id", 0))] = [(k, int(n)) for k, n in event.get("layout", [])]
-            for k, names in (event.get("fields") or {}).items():
-                self._fields[k] = tuple(names)
-            opt = _optimizer(event.get("optimizer"))
-            if opt is not None:
-                if opt.learning_rate is None and t.optimizer is not None:
-                    opt.learning_rate = t.optimizer.learning_rate
-                t.optimizer = opt
-        elif kind == "model_preview":
-            if not t.layers or t.fit_index > 0:
-                t.layers = [_layer(d) for d in event.get("layers", [])]
-        elif kind == "layout":
-            self._layouts[int(event["id"])] = [(k, int(n)) for k, n in event.get("layout", [])]
-        elif kind == "step":
-            t.steps.append(StepRecord(int(event["epoch"]), int(event["step"]), int(event["g"]), self._unpack(event["v"])))
-        elif kind == "epoch":
-            t.epochs.append(EpochRecord(int(event["epoch"]), event.get("logs", {}), float(event.get("seconds", 0.0))))
-        elif kind == "fit_end":
-            t.fit_end = event
-        elif kind == "crash":
-            t.crash = CrashInfo(
-                exc_type=event.get("exc_type", "Exception"),
-                message=event.get("message", ""),
-                frames=[Frame.from_dict(f) for f in event.get("frames", [])],
-                traceback=event.get("traceback", ""),
-                exc_module=event.get("exc_module", ""),
-            )
-        elif kind == "unsupported":
-            t.unsupported = str(event.get("message", "unsupported Keras"))
-        elif kind == "initial_weights":
-            t.initial_kernels = {int(k): tuple(float(x) for x in v) for k, v in (event.get("kernels") or {}).items()}
-        elif kind == "probe_error":
-            t.probe_errors.append(f"{event.get('where')}: {event.get('message')}")
-        elif kind == "end":
-            t.end_reason = event.get("reason")
+
+    def _on_layout(self, t: Trace, event: dict[str, Any]) -> None:
+        self._layouts[int(event["id"])] = [(k, int(n)) for k, n in event.get("layout", [])]
+
+    def _on_step(self, t: Trace, event: dict[str, Any]) -> None:
+        t.steps.append(StepRecord(int(event["epoch"]), int(event["step"]), int(event["g"]), self._unpack(event["v"])))
+
+    def _on_epoch(self, t: Trace, event: dict[str, Any]) -> None:
+        t.epochs.append(EpochRecord(int(event["epoch"]), event.get("logs", {}), float(event.get("seconds", 0.0))))
+
+    def _on_fit_end(self, t: Trace, event: dict[str, Any]) -> None:
+        t.fit_end = event
+
+    def _on_crash(self, t: Trace, event: dict[str, Any]) -> None:
+        t.crash = CrashInfo(
+            exc_type=event.get("exc_type", "Exception"),
+            message=event.get("message", ""),
+            frames=[Frame.from_dict(f) for f in event.get("frames", [])],
+            traceback=event.get("traceback", ""),
+            exc_module=event.get("exc_module", ""),
+        )
+
+    def _on_unsupported(self, t: Trace, event: dict[str, Any]) -> None:
+        t.unsupported = str(event.get("message", "unsupported Keras"))
+
+    def _on_initial_weights(self, t: Trace, event: dict[str, Any]) -> None:
+        t.initial_kernels = {int(k): tuple(float(x) for x in v) for k, v in (event.get("kernels") or {}).items()}
+
+    def _on_probe_error(self, t: Trace, event: dict[str, Any]) -> None:
+        t.probe_errors.append(f"{event.get('where')}: {event.get('message')}")
+
+    def _on_end(self, t: Trace, event: dict[str, Any]) -> None:
+        t.end_reason = event.get("reason")
 
     def _unpack(self, flat: list[float]) -> dict[str, dict[str, float]]:
         values: dict[str, dict[str, float]] = {}

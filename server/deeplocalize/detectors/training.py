@@ -127,20 +127,20 @@ def detect_vanishing(trace: Trace, progress: Progress | None) -> list[Finding]:
     if progress is not None and not progress.poor:
         return []
     # Where it starts: walking from the output, the first layer whose gradient is < 1% of the output layer's.
-    start = layers[0]
-    for l in reversed(layers[:-1]):
-        v = norms[l.index]
-        if len(v) and float(np.median(v)) / last < 1e-2:
-            start = l
-            break
-    stack = saturating_stack(trace)
+    start = next((l for l in reversed(layers[:-1]) if len(norms[l.index]) and float(np.median(norms[l.index])) / last < 1e-2), layers[0])
     ev = {"first_to_last_gradient_ratio": float(f"{ratio:.3g}"), "first_layer_gradient_norm": float(f"{first:.3g}")}
+    return [_vanishing_cause(trace, start, ratio, ev)]
+
+
+def _vanishing_cause(trace: Trace, start: LayerInfo, ratio: float, ev: dict) -> Finding:
+    """Saturating activations first, then a bad initial scale; else the depth itself (weak)."""
+    stack = saturating_stack(trace)
     if stack:
         setters = [st for _, st in stack]
         deepest = max((st for l, st in stack if l.index <= start.index), key=lambda st: st.index, default=setters[0])
         also = [FixSpec("", new_value='"relu"', target=activation_arg_target(st)) for st in setters if st is not deepest]
         title = 'Use activation "relu"' + (f" on all {len(setters)} {deepest.activation} layers" if also else "")
-        return [VANISHING.finding(
+        return VANISHING.finding(
             f"Gradients vanish towards the input (first/last layer gradient ratio {ratio:.2g}), starting at {layer_label(start)}: "
                 f"{len(setters)} {deepest.activation} layers squash the gradient; use relu.",
             activation_arg_target(deepest),
@@ -149,13 +149,13 @@ def detect_vanishing(trace: Trace, progress: Progress | None) -> list[Finding]:
             evidence=ev,
             fixes=[FixSpec(title, new_value='"relu"', also=also)],
             observed={"layer": start.index, "where": "grad"},
-        )]
+        )
     bad = bad_init_layers(trace)
     if bad:
         layer, scale = bad[0]
         target, fixes = init_target_and_fixes(layer, [l for l, _ in bad])
         ev["init_scale"] = round(scale, 4)
-        return [VANISHING.finding(
+        return VANISHING.finding(
             f"Gradients vanish towards the input (ratio {ratio:.2g}); {layer_label(layer)} starts with weights at {scale:.2g}x a variance-preserving scale.",
             target,
             root_cause="initialization",
@@ -163,8 +163,8 @@ def detect_vanishing(trace: Trace, progress: Progress | None) -> list[Finding]:
             evidence=ev,
             fixes=fixes,
             observed={"layer": start.index, "where": "grad"},
-        )]
-    return [VANISHING.finding(
+        )
+    return VANISHING.finding(
         f"Gradients vanish towards the input (ratio {ratio:.2g}), starting at {layer_label(start)}.",
         Target("layer", layer=start.index),
         root_cause="architecture",
@@ -173,7 +173,7 @@ def detect_vanishing(trace: Trace, progress: Progress | None) -> list[Finding]:
         fixes=[],
         observed={"layer": start.index, "where": "grad"},
         confidence="weak",
-    )]
+    )
 
 
 @runtime_detector(40)

@@ -26,12 +26,12 @@ from .. import __version__
 from ..engine import EnvironmentProblem, FileReport, analyze, syntax_error, uses_keras, verify
 from ..findings import LocatedFinding
 from ..runner import RunOptions, WorkerPool, kill_all
-from ..verify import testable
 from ..trace import Trace
+from ..verify import testable
+from ..vocab import is_serious
 from .convert import code_actions, overlaps, to_diagnostic, uri_of
 from .hover import layer_markdown, layers_at, verification_markdown
 from .settings import Settings
-from ..vocab import is_serious
 
 COMMAND_ANALYZE = "deeplocalize.analyze"
 COMMAND_CANCEL = "deeplocalize.cancel"
@@ -168,28 +168,51 @@ class DeepLocalizeServer(LanguageServer):
             self.log("deeplocalize: the workspace is not trusted, so no user code is run. Trust the workspace to analyze training scripts.", lsp.MessageType.Warning)
             return
         settings = await self.settings(state.uri)
+        text = self._text_to_run(state)
+        if text is None:
+            return
+        key = hashlib.sha256((text + repr(settings.key())).encode()).hexdigest()
+        if state.report is not None and state.report_key == key:
+            self.log(f"deeplocalize: {os.path.basename(state.path)} unchanged since the last run; reusing its results")
+            self.publish(state, state.report, state.report_run)
+            return
+        name = os.path.basename(state.path)
+        options = settings.run_options()
+        options.cwd = self.workspace_folder_of(state.path)
+        run_id = f"deeplocalize/{uuid.uuid4()}"  # also the progress token
+        progress = _Progress(self, run_id, name)
+        await progress.begin(asyncio.current_task())
+        report = await self._first_diagnosis(state, reason, settings, options, text, run_id, progress)
+        if report is None:
+            return
+        if settings.verify_fixes and any(testable(f) for f in report.findings):
+            # The first diagnosis is out; experiments update it in place.
+            self.log(f"deeplocalize: {name}: first diagnosis published ({state.last_outcome}); verifying its fixes by re-training")
+            await self._verify(state, report, run_id, options, settings.verify_seconds, progress)
+        self.log(f"deeplocalize: {name}: {report.status}, {state.last_outcome}")
+        state.report_key = key  # reused on an unchanged save only once complete
+        progress.end(state.last_outcome)
+        self.status(state, "done", state.last_outcome)
+        self.refresh_lenses()
+
+    def _text_to_run(self, state: DocState) -> str | None:
+        """The saved text, or None (logged, diagnostics cleared) when there is nothing to run."""
         path = state.path
         try:
             text = Path(path).read_text(encoding="utf-8", errors="replace")
         except OSError as exc:
             self.log(f"deeplocalize: cannot read {path}: {exc.strerror}", lsp.MessageType.Error)
-            return
+            return None
         if syntax_error(text, path) is None and not uses_keras(text, path):
             self.log(f"deeplocalize: {os.path.basename(path)} does not use Keras/TensorFlow; nothing to run")
             self.publish(state, None, "")
-            return
-        key = hashlib.sha256((text + repr(settings.key())).encode()).hexdigest()
-        if state.report is not None and state.report_key == key:
-            self.log(f"deeplocalize: {os.path.basename(path)} unchanged since the last run; reusing its results")
-            self.publish(state, state.report, state.report_run)
-            return
-        name = os.path.basename(path)
-        options = settings.run_options()
-        options.cwd = self.workspace_folder_of(path)
-        run_id = f"deeplocalize/{uuid.uuid4()}"  # also the progress token
-        progress = _Progress(self, run_id, name)
-        task = asyncio.current_task()
-        await progress.begin(task)
+            return None
+        return text
+
+    async def _first_diagnosis(self, state: DocState, reason: str, settings: Settings, options: RunOptions, text: str, run_id: str,
+                               progress: "_Progress") -> FileReport | None:
+        """The probed run, its findings streamed while it trains, then published; None when it did not finish."""
+        path, name = state.path, os.path.basename(state.path)
         output = _OutputLog(self, name)
         try:
             async with self.gate:
@@ -216,11 +239,11 @@ class DeepLocalizeServer(LanguageServer):
         except EnvironmentProblem as exc:
             self._unfinished(state, progress, output, "failed", "interpreter problem", f"deeplocalize: {exc}", lsp.MessageType.Error)
             self.show(f"DeepLocalize cannot train with {options.python}: TensorFlow/Keras not importable. Pick another interpreter or install tensorflow in it.", lsp.MessageType.Error)
-            return
+            return None
         except Exception as exc:  # noqa: BLE001 - the server must survive anything a run does
             self._unfinished(state, progress, output, "failed", "internal error",
                              f"deeplocalize: internal error while analyzing {name}: {type(exc).__name__}: {exc}", lsp.MessageType.Error)
-            return
+            return None
         finally:
             state.running_since = None
             if not self.shutting_down:
@@ -230,15 +253,7 @@ class DeepLocalizeServer(LanguageServer):
         output.flush()
         state.report, state.report_run = report, run_id  # hovers follow it while experiments run
         self._finished(state, report, run_id)
-        if settings.verify_fixes and any(testable(f) for f in report.findings):
-            # The first diagnosis is out; experiments update it in place.
-            self.log(f"deeplocalize: {name}: first diagnosis published ({state.last_outcome}); verifying its fixes by re-training")
-            await self._verify(state, report, run_id, options, settings.verify_seconds, progress)
-        self.log(f"deeplocalize: {name}: {report.status}, {state.last_outcome}")
-        state.report_key = key  # reused on an unchanged save only once complete
-        progress.end(state.last_outcome)
-        self.status(state, "done", state.last_outcome)
-        self.refresh_lenses()
+        return report
 
     def _finished(self, state: DocState, report: FileReport, run_id: str) -> None:
         serious = [f for f in report.findings if is_serious(f.finding.severity)]

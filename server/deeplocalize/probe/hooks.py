@@ -65,6 +65,38 @@ def _from_keras(layer: Any) -> bool:
     """A layer class Keras (or TensorFlow) defines, as opposed to the user's own."""
     return type(layer).__module__.split(".")[0] in KERAS_MODULES
 
+
+_Part = tuple[str, int, Callable[[], tf.Tensor]]
+
+
+def _layer_parts(i: int, layer: Any, col: "_Collector", sampled: list[_Part], always: list[_Part], reg_total: list[tf.Tensor]) -> None:
+    """One layer's statistics, as (name, size, in-graph computation): activations, gradients,
+    weights and update on sampled steps; its regularization penalty on every step."""
+    if i in col.outputs:
+        sampled.append((f"L{i}.out", len(S.ACT_FIELDS), lambda t=col.outputs[i]: S.activation_stats(t)))
+    if i in col.pre:
+        sampled.append((f"L{i}.pre", len(S.ACT_FIELDS), lambda t=col.pre[i]: S.activation_stats(t)))
+    if i in col.grads:
+        sampled.append((f"L{i}.grad", len(S.GRAD_FIELDS), lambda g=col.grads[i]: S.gradient_stats(g)))
+        kernel = getattr(layer, "kernel", None)
+        # Weights *before* this step's update, so step 0 shows the initialization.
+        before = col.weights_before[i]
+        if kernel is not None and before:
+            kernel_t = before[0]
+        else:  # a custom layer's own weight matrix (add_weight), if it has one
+            kernel_t = next((b for b in before if len(b.shape) >= 2), None)
+        sampled.append((f"L{i}.w", len(S.WEIGHT_FIELDS), lambda w=before, k=kernel_t: S.weight_stats(w, k)))
+        sampled.append((f"L{i}.upd", len(S.UPDATE_FIELDS), lambda b=before, a=col.weights_after[i]: S.update_norm(b, a)))
+    try:
+        has_reg = getattr(layer, "kernel_regularizer", None) is not None or getattr(layer, "bias_regularizer", None) is not None
+        reg = list(layer.losses) if has_reg else []
+    except Exception:  # noqa: BLE001
+        reg = []
+    if reg:
+        value = tf.add_n([tf.cast(tf.reshape(r, []), tf.float32) for r in reg])
+        reg_total.append(value)
+        always.append((f"L{i}.reg", 1, lambda v=value: tf.reshape(v, [1])))
+
 def _first_tensor(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return _first_tensor(value[0]) if value else None
@@ -525,30 +557,7 @@ class Probe:
         sampled: list[tuple[str, int, Callable[[], tf.Tensor]]] = []
         reg_total: list[Callable[[], tf.Tensor]] = []
         for i, layer in enumerate(layers):
-            if i in col.outputs:
-                sampled.append((f"L{i}.out", len(S.ACT_FIELDS), lambda t=col.outputs[i]: S.activation_stats(t)))
-            if i in col.pre:
-                sampled.append((f"L{i}.pre", len(S.ACT_FIELDS), lambda t=col.pre[i]: S.activation_stats(t)))
-            if i in col.grads:
-                sampled.append((f"L{i}.grad", len(S.GRAD_FIELDS), lambda g=col.grads[i]: S.gradient_stats(g)))
-                kernel = getattr(layer, "kernel", None)
-                # Weights *before* this step's update, so step 0 shows the initialization.
-                before = col.weights_before[i]
-                if kernel is not None and before:
-                    kernel_t = before[0]
-                else:  # a custom layer's own weight matrix (add_weight), if it has one
-                    kernel_t = next((b for b in before if len(b.shape) >= 2), None)
-                sampled.append((f"L{i}.w", len(S.WEIGHT_FIELDS), lambda w=before, k=kernel_t: S.weight_stats(w, k)))
-                sampled.append((f"L{i}.upd", len(S.UPDATE_FIELDS), lambda b=before, a=col.weights_after[i]: S.update_norm(b, a)))
-            try:
-                has_reg = getattr(layer, "kernel_regularizer", None) is not None or getattr(layer, "bias_regularizer", None) is not None
-                reg = list(layer.losses) if has_reg else []
-            except Exception:  # noqa: BLE001
-                reg = []
-            if reg:
-                value = tf.add_n([tf.cast(tf.reshape(r, []), tf.float32) for r in reg])
-                reg_total.append(value)
-                always.append((f"L{i}.reg", 1, lambda v=value: tf.reshape(v, [1])))
+            _layer_parts(i, layer, col, sampled, always, reg_total)
         if col.loss is not None:
             reg_sum = tf.add_n(reg_total) if reg_total else tf.constant(0.0)
             always.append(("loss", len(S.LOSS_FIELDS), lambda l=col.loss, r=reg_sum: S.scalar_stats([l, r])))
