@@ -244,7 +244,7 @@ def test_output_activation_set_by_a_separate_layer_is_checked_and_located_there(
     f = [x for x in diagnose(tb.trace) if x.code == "output-not-distribution"]
     assert f and f[0].severity == "error" and f[0].root_cause == "activation"
     assert f[0].target.kind == "layer" and f[0].target.layer == 2  # the ReLU() call is replaced
-    assert "Activation(" in f[0].fixes[0].new_value
+    assert f[0].fixes[0].layer_call == 'Activation("softmax")'
     ok = _with_activation_layer("Activation", "softmax").healthy()
     assert serious(diagnose(ok.trace)) == []
 
@@ -435,16 +435,16 @@ def test_a_loss_guard_comes_with_the_output_activation_when_the_output_is_no_pro
 
     relu_head = TraceBuilder(["relu", "relu"]).trace
     spec = _loss_guard(relu_head)
-    assert spec.new_value == "{guard_probability}" and "softmax" in spec.title
+    assert spec.guard == "probability" and "softmax" in spec.title
     (also,) = spec.also
     assert also.new_value == '"softmax"' and (also.target.kind, also.target.layer, also.target.arg) == ("layer_arg", 1, "activation")
 
     softmax_head = TraceBuilder(["relu", "softmax"]).trace
-    assert _loss_guard(softmax_head).new_value == "{guard_probability}" and not _loss_guard(softmax_head).also
+    assert _loss_guard(softmax_head).guard == "probability" and not _loss_guard(softmax_head).also
 
     regression = TraceBuilder(["relu", None], units=[16, 1]).trace
     regression.fit.y = {"n": 1000, "min": -3.0, "max": 40.0, "integer_valued": False, "shape": [1000]}
-    assert _loss_guard(regression).new_value == "{guard}" and not _loss_guard(regression).also
+    assert _loss_guard(regression).guard == "operand" and not _loss_guard(regression).also
 
 
 def test_a_runtime_finding_is_streamed_once_it_holds_at_two_epoch_ends_past_its_window():

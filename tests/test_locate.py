@@ -128,7 +128,7 @@ def test_custom_code_is_anchored_on_the_risky_operation_and_guarded(tmp_path):
             return tf.reduce_mean(tf.math.log(y_pred) * diff)
     ''')
     code = {"file": str(path), "line": 3, "function": "my_loss"}
-    lf = Locator(Trace(str(path))).locate(finding(Target("code", code=code), FixSpec("guard", new_value="{guard}"), root="numerical_operation"))
+    lf = Locator(Trace(str(path))).locate(finding(Target("code", code=code), FixSpec("guard", guard="operand"), root="numerical_operation"))
     assert lf.range.start.line == 5 and src.splitlines()[4][lf.range.start.column - 1:].startswith("tf.math.log(y_pred)")
     assert "tf.math.log(tf.maximum(y_pred, 1e-7))" in apply_fix(src, lf.fixes[0])
 
@@ -151,7 +151,7 @@ def test_loss_guards_follow_the_keras_losses_convention(tmp_path, expr, probabil
             return {expr}
     ''')
     code = {"file": str(path), "line": 5, "function": "my_loss"}
-    spec = FixSpec("guard", new_value="{guard_probability}" if probability else "{guard}")
+    spec = FixSpec("guard", guard="probability" if probability else "operand")
     lf = Locator(Trace(str(path))).locate(finding(Target("code", code=code), spec, root="numerical_operation"))
     assert apply_fix(src, lf.fixes[0]).splitlines()[5].strip() == f"return {expected}"
 
@@ -174,5 +174,22 @@ def test_keras2_keyword_is_renamed_in_place(tmp_path):
     ''')
     frame = Frame(str(path), 2, 2, 6, 35)
     lf = Locator(Trace(str(path))).locate(Finding("keras3-incompatible", "error", "crash", None, "m", Target("frame", frame=frame),
-                                                  fixes=[FixSpec("rename", new_value="learning_rate", arg="rename:lr")]))
+                                                  fixes=[FixSpec("rename", new_value="learning_rate", rename="lr")]))
     assert apply_fix(src, lf.fixes[0]).splitlines()[1] == "opt = keras.optimizers.SGD(learning_rate=0.01)"
+
+
+def test_a_layer_is_replaced_from_its_own_module_and_a_penalty_keeps_its_function(tmp_path):
+    path, src = write(tmp_path, '''
+        import keras
+        model = keras.Sequential([
+            keras.layers.Dense(10, kernel_regularizer=keras.regularizers.l2(0.5)),
+            keras.layers.ReLU(),
+        ])
+    ''')
+    layers = [LayerInfo(0, "d0", "Dense", site=[call_frame(path, src, "keras.layers.Dense")]),
+              LayerInfo(1, "r", "ReLU", site=[call_frame(path, src, "keras.layers.ReLU")])]
+    loc = Locator(Trace(str(path), layers=layers))
+    act = loc.locate(finding(Target("layer", layer=1), FixSpec("softmax", layer_call='Activation("softmax")')))
+    assert apply_fix(src, act.fixes[0]).splitlines()[3].strip() == 'keras.layers.Activation("softmax"),'
+    reg = loc.locate(finding(Target("layer_arg", layer=0, arg="kernel_regularizer"), FixSpec("penalty", call_args="1e-4"), root="regularization"))
+    assert apply_fix(src, reg.fixes[0]).splitlines()[2].strip() == "keras.layers.Dense(10, kernel_regularizer=keras.regularizers.l2(1e-4)),"

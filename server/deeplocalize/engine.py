@@ -208,7 +208,7 @@ def _about_the_run(run: RunResult, options: RunOptions, findings: list[LocatedFi
     """What the user should know about how the run went: its budgets, its cap, the probe, no fit at all."""
     trace = run.trace
     traces = run.traces or [trace]
-    fallback = Locator(trace)._fallback()
+    fallback = Locator(trace).fallback()
     out: list[LocatedFinding] = []
     if run.status == "failed":
         out.append(_run_finding(PROCESS_DIED, run.message or "the training process died", line_range(src, path, 1), {"output": run.output[-5:]}))

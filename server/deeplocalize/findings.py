@@ -9,7 +9,7 @@ run on synthetic traces and the locator run on source text alone.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from .trace import Frame
 from .vocab import ROOT_CAUSES, SEVERITIES, VERDICTS, Confirmation, Verdict  # noqa: F401 - ROOT_CAUSES, SEVERITIES, VERDICTS re-exported
@@ -30,10 +30,22 @@ class Target:
     code: dict[str, Any] | None = None
 
 
+FeedChange = Literal["scale_inputs", "scale_targets", "one_hot", "labels_shift", "labels_unit", "nan_to_num"]
+
+
 @dataclass
 class FixSpec:
-    """A change expressed on the target (a new value for it), or on the data at every
-    call that feeds the model (`feed`)."""
+    """A change expressed on the target, in exactly one of these ways:
+
+    - `new_value`: the text that replaces the target's value (or is inserted as `arg=`);
+    - `call_args`: the same callable called with these arguments (`l2(0.1)` -> `l2(1e-4)`);
+    - `layer_call`: a layer of the module the target's layer comes from (`layers.Softmax()` ->
+      `layers.Activation("sigmoid")`), written as that module is imported;
+    - `guard`: the risky operation at the target rewritten with an epsilon guard, as Keras'
+      losses do ("operand": log/sqrt/division of a value; "probability": clipped into [eps, 1 - eps]);
+    - `rename`: the keyword of that name renamed to `new_value` (a Keras 2 keyword);
+    - `feed`: the data changed at every call that feeds the model (feeds.py), not at one line.
+    """
 
     title: str
     new_value: str | None = None
@@ -42,9 +54,11 @@ class FixSpec:
     # Edits applied together with this one, as a single fix (the same setting on
     # several layers, an activation and the loss that goes with it).
     also: list["FixSpec"] = field(default_factory=list)
-    # A change to the data at every call that feeds the model (feeds.py), not at one
-    # line: "scale_inputs", "scale_targets", "one_hot", "labels_shift", "labels_unit", "nan_to_num".
-    feed: str | None = None
+    feed: FeedChange | None = None
+    call_args: str | None = None
+    layer_call: str | None = None
+    guard: Literal["operand", "probability"] | None = None
+    rename: str | None = None
 
 
 @dataclass

@@ -9,6 +9,7 @@ caller's call site.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -116,6 +117,67 @@ def resolve_value(src: Source, node: nodes.NodeNG, chain: list[Frame], depth: in
     return Resolved(src, node)
 
 
+# Where a fix is written, as `_anchor` found it next to the range it reports.
+@dataclass
+class ReplaceValue:
+    """The value given for the target (followed back to where it is defined)."""
+
+    resolved: Resolved
+
+
+@dataclass
+class ReplaceCall:
+    """The whole call that creates the target (a layer, an optimizer)."""
+
+    resolved: Resolved
+
+
+@dataclass
+class ReplaceOptimizer:
+    """An optimizer given as a string (`optimizer="adam"`): replaced by a constructed one."""
+
+    resolved: Resolved
+
+
+@dataclass
+class ReplaceDefault:
+    """A custom layer's default for a setting the call leaves out; the call may get it too."""
+
+    resolved: Resolved
+    call: nodes.Call
+    src: Source
+    param: str | None
+
+
+@dataclass
+class InsertKwarg:
+    """A call that does not set the target: the keyword goes in."""
+
+    call: nodes.Call
+    src: Source
+
+
+@dataclass
+class DataStatement:
+    """The statement that last assigns the data passed to fit."""
+
+    src: Source
+    stmt: nodes.NodeNG
+    name: str
+
+
+@dataclass
+class GuardSite:
+    """A risky operation (log, sqrt, division) inside user code."""
+
+    src: Source
+    node: nodes.NodeNG
+    func: nodes.NodeNG | None
+
+
+FixSite = ReplaceValue | ReplaceCall | ReplaceOptimizer | ReplaceDefault | InsertKwarg | DataStatement | GuardSite | None
+
+
 class Locator:
     """Anchors findings of one trace in the user's source."""
 
@@ -137,26 +199,26 @@ class Locator:
             layer = {"name": l.name, "index": l.index, "class": l.cls}
         return LocatedFinding(finding, anchor, fixes, layer)
 
-    def _fixes(self, specs: list[FixSpec], target: Target, arg_site: Any, root_cause: str | None, anchor: SourceRange) -> list[Fix]:
+    def _fixes(self, specs: list[FixSpec], target: Target, site: FixSite, root_cause: str | None, anchor: SourceRange) -> list[Fix]:
         fixes = []
         for spec in specs:
             if spec.feed:
                 fixes += self._feed_fixes(spec)
                 continue
-            fix = self._fix(spec, target, arg_site)
+            fix = self._fix(spec, target, site)
             if fix is not None and spec.also:
                 fix = self._with_companions(fix, spec.also, target)
             if fix is not None:
                 fixes.append(fix)
-            if arg_site and arg_site[0] == "replace_default" and arg_site[4] and spec.new_value:
-                _, _, call, src, param = arg_site
-                fixes.append(Fix(spec.title + " (at this call)", [insert_kwarg(src, call, param, spec.new_value)]))
+            if isinstance(site, ReplaceDefault) and site.param and spec.new_value:
+                fixes.append(Fix(spec.title + " (at this call)", [insert_kwarg(site.src, site.call, site.param, spec.new_value)]))
         for fix in fixes:
             fix.root_cause, fix.anchor = root_cause, anchor
         return fixes
 
     # ------------------------------------------------------------ anchors
-    def _fallback(self) -> SourceRange:
+    def fallback(self) -> SourceRange:
+        """Where a finding without a place of its own is reported: the fit (or compile) call."""
         for info in (self.trace.fit, self.trace.compile):
             if info is not None and info.site:
                 return frame_range(info.site[0])
@@ -176,31 +238,31 @@ class Locator:
             return t.fit.site if t.fit else []
         return []
 
-    def _anchor(self, target: Target) -> tuple[SourceRange, Any]:
+    def _anchor(self, target: Target) -> tuple[SourceRange, FixSite]:
         """(range to report, context for fixes)."""
         if target.kind == "frame":
-            return (frame_range(target.frame) if target.frame else self._fallback()), None
+            return (frame_range(target.frame) if target.frame else self.fallback()), None
         if target.kind == "code":
             return self._code_anchor(target.code or {})
         chain = self._site_for(target)
         if not chain:
-            return self._fallback(), None
+            return self.fallback(), None
         frame = chain[0]
         src = load_source(frame.file)
         call = call_at(src, frame) if src else None
         if call is None:
             return frame_range(frame), None
         if target.kind == "layer":
-            return node_range(src, call), ("replace_call", Resolved(src, call))
+            return node_range(src, call), ReplaceCall(Resolved(src, call))
         if target.kind == "optimizer_arg" and not (self.trace.optimizer and self.trace.optimizer.site):
             # Optimizer given as a string: the compile call's optimizer= value.
             value = arg_node(call, "optimizer", 0)
             if value is None:
                 return node_range(src, call), None
             r = resolve_value(src, value, chain[1:])
-            return node_range(r.src, r.node), ("replace_optimizer", r)
+            return node_range(r.src, r.node), ReplaceOptimizer(r)
         if target.kind == "optimizer_arg" and target.arg is None:
-            return node_range(src, call), ("replace_call", Resolved(src, call))
+            return node_range(src, call), ReplaceCall(Resolved(src, call))
         if target.kind == "fit_data":
             value = arg_node(call, target.arg, target.position)
             if value is None:
@@ -212,11 +274,11 @@ class Locator:
         if value is None and target.kind == "layer_arg" and target.arg:
             default = self._custom_default(target)
             if default is not None:
-                return node_range(default[0].src, default[0].node), ("replace_default", default[0], call, src, default[1])
+                return node_range(default[0].src, default[0].node), ReplaceDefault(default[0], call, src, default[1])
         if value is None:
-            return node_range(src, call), ("insert_kwarg", call, src)
+            return node_range(src, call), InsertKwarg(call, src)
         resolved = resolve_value(src, value, chain[1:])
-        return node_range(resolved.src, resolved.node), ("replace", resolved)
+        return node_range(resolved.src, resolved.node), ReplaceValue(resolved)
 
     def _custom_default(self, target: Target) -> tuple[Resolved, str | None] | None:
         """A custom layer's setting that the call site leaves to a default: the default in
@@ -245,7 +307,7 @@ class Locator:
                     return Resolved(src, value), None
         return None
 
-    def _data_anchor(self, src: Source, value: nodes.NodeNG, call: nodes.Call) -> tuple[SourceRange, Any]:
+    def _data_anchor(self, src: Source, value: nodes.NodeNG, call: nodes.Call) -> tuple[SourceRange, FixSite]:
         """The statement that last assigns the array fed to fit (where preprocessing belongs)."""
         if isinstance(value, nodes.Subscript) and isinstance(value.slice, nodes.Const) and isinstance(value.value, nodes.Name):
             # `fit(data["x"], ...)`: the item assignment that stores the array, even inside the helper that builds the dict.
@@ -256,7 +318,7 @@ class Locator:
                 stmt = max(stores, key=lambda a: a.lineno)
                 name = text_of(src, stmt.targets[0])
                 rng = node_range(src, stmt)
-                return rng, ("data", src, stmt, name)
+                return rng, DataStatement(src, stmt, name)
         base = value
         while isinstance(base, nodes.Subscript):
             base = base.value
@@ -288,13 +350,13 @@ class Locator:
             target, name = max(prior, key=lambda a: a.lineno), origin.name
         stmt = target.statement()
         rng = node_range(src, stmt)
-        return rng, ("data", src, stmt, name)
+        return rng, DataStatement(src, stmt, name)
 
-    def _code_anchor(self, code: dict[str, Any]) -> tuple[SourceRange, Any]:
+    def _code_anchor(self, code: dict[str, Any]) -> tuple[SourceRange, FixSite]:
         """The risky operation inside a custom loss or call(): log, sqrt, division, pow, exp."""
         path, line = code.get("file"), code.get("line")
         if not path or not line:
-            return self._fallback(), None
+            return self.fallback(), None
         src = load_source(path)
         if src is None or src.module is None:
             return line_range(src, path, int(line)), None
@@ -312,7 +374,7 @@ class Locator:
             return line_range(src, path, int(line)), None
         risky = _risky_ops(func)
         if risky:
-            return node_range(src, risky[0]), ("guard", src, risky[0], func)
+            return node_range(src, risky[0]), GuardSite(src, risky[0], func)
         return SourceRange(path, Position(func.lineno, func.col_offset + 1), Position(func.lineno, len(src.lines[func.lineno - 1]) + 1)), None
 
     # --------------------------------------------------------------- fixes
@@ -360,8 +422,8 @@ class Locator:
         edits = list(fix.edits)
         for spec in also:
             t = spec.target or target
-            _, ctx = self._anchor(t)
-            part = self._fix(FixSpec(fix.title, new_value=spec.new_value, arg=spec.arg), t, ctx)
+            _, site = self._anchor(t)
+            part = self._fix(dataclasses.replace(spec, title=fix.title, target=None, also=[]), t, site)
             if part is None:
                 return None
             for e in part.edits:
@@ -369,61 +431,47 @@ class Locator:
                     edits.append(e)
         return Fix(fix.title, edits)
 
-    def _fix(self, spec: FixSpec, target: Target, ctx: Any) -> Fix | None:
+    def _fix(self, spec: FixSpec, target: Target, site: FixSite) -> Fix | None:
         if spec.target is not None and spec.target is not target:
-            _, ctx = self._anchor(spec.target)
+            _, site = self._anchor(spec.target)
             target = spec.target
-        if spec.arg and spec.arg.startswith("rename:"):
-            return self._rename_kwarg(spec, target, spec.arg.split(":", 1)[1])
+        if spec.rename:
+            return self._rename_kwarg(spec, target, spec.rename)
         if spec.arg and target.kind == "compile_arg":
-            return self._set_kwarg_of_value(spec, ctx)
-        if ctx is None:
-            return None
-        kind = ctx[0]
-        if kind == "guard" and spec.new_value in ("{guard}", "{guard_probability}"):
-            src, node, func = ctx[1], ctx[2], ctx[3]
-            new = _guarded(src, node, func, probability=spec.new_value == "{guard_probability}")
-            return Fix(spec.title, [TextEdit(node_range(src, node), new)]) if new else None
-        if kind == "replace_default" and spec.new_value is not None:
-            # The class default (fixes every instance); the call-site argument comes as a second fix.
-            r = ctx[1]
-            return Fix(spec.title + " (the layer's default)", [TextEdit(node_range(r.src, r.node), match_quotes(text_of(r.src, r.node), spec.new_value))])
-        if kind == "replace" and spec.new_value is not None:
-            r: Resolved = ctx[1]
-            new = spec.new_value
-            if "{func}" in new:
+            return self._set_kwarg_of_value(spec, site)
+        match site:
+            case GuardSite(src, node, func) if spec.guard:
+                new = _guarded(src, node, func, probability=spec.guard == "probability")
+                return Fix(spec.title, [TextEdit(node_range(src, node), new)]) if new else None
+            case ReplaceDefault(r) if spec.new_value is not None:
+                # The class default (fixes every instance); the call-site argument comes as a second fix.
+                return Fix(spec.title + " (the layer's default)", [TextEdit(node_range(r.src, r.node), match_quotes(text_of(r.src, r.node), spec.new_value))])
+            case ReplaceValue(r) if spec.call_args is not None:
                 if not isinstance(r.node, nodes.Call):
                     return None
-                new = new.replace("{func}", r.node.func.as_string())
-            new = match_quotes(text_of(r.src, r.node), new)
-            return Fix(spec.title, [TextEdit(node_range(r.src, r.node), new)])
-        if kind == "insert_kwarg" and spec.new_value is not None and target.arg and "{func}" not in spec.new_value:
-            call, src = ctx[1], ctx[2]
-            return Fix(spec.title, [insert_kwarg(src, call, target.arg, spec.new_value)])
-        if kind in ("replace_optimizer", "replace_call") and spec.new_value is not None:
-            r = ctx[1]
-            new = spec.new_value
-            if kind == "replace_optimizer" and target.arg == "learning_rate":
+                return Fix(spec.title, [TextEdit(node_range(r.src, r.node), f"{r.node.func.as_string()}({spec.call_args})")])
+            case ReplaceValue(r) if spec.new_value is not None:
+                return Fix(spec.title, [TextEdit(node_range(r.src, r.node), match_quotes(text_of(r.src, r.node), spec.new_value))])
+            case InsertKwarg(call, src) if spec.new_value is not None and target.arg:
+                return Fix(spec.title, [insert_kwarg(src, call, target.arg, spec.new_value)])
+            case ReplaceOptimizer(r) if spec.new_value is not None and target.arg == "learning_rate":
                 cls = self.trace.optimizer.cls if self.trace.optimizer else "Adam"
-                prefix = keras_prefix(r.src)
-                new = f"{prefix}optimizers.{cls}(learning_rate={spec.new_value})"
-            elif "{module}" in new:
+                return Fix(spec.title, [TextEdit(node_range(r.src, r.node), f"{keras_prefix(r.src)}optimizers.{cls}(learning_rate={spec.new_value})")])
+            case ReplaceCall(r) | ReplaceOptimizer(r) if spec.layer_call is not None:
                 if not isinstance(r.node, nodes.Call):
                     return None
                 func = text_of(r.src, r.node.func)
-                new = new.replace("{module}", func.rsplit(".", 1)[0] + "." if "." in func else keras_prefix(r.src) + "layers.")
-            else:
-                new = match_quotes(text_of(r.src, r.node), new)
-            return Fix(spec.title, [TextEdit(node_range(r.src, r.node), new)])
+                module = func.rsplit(".", 1)[0] + "." if "." in func else keras_prefix(r.src) + "layers."
+                return Fix(spec.title, [TextEdit(node_range(r.src, r.node), module + spec.layer_call)])
+            case ReplaceCall(r) | ReplaceOptimizer(r) if spec.new_value is not None:
+                return Fix(spec.title, [TextEdit(node_range(r.src, r.node), match_quotes(text_of(r.src, r.node), spec.new_value))])
         return None
 
-    def _set_kwarg_of_value(self, spec: FixSpec, ctx: Any) -> Fix | None:
+    def _set_kwarg_of_value(self, spec: FixSpec, site: FixSite) -> Fix | None:
         """Set e.g. from_logits= on a loss given as an object; on a string loss, no edit applies."""
-        if ctx is None or ctx[0] != "replace":
+        if not isinstance(site, ReplaceValue) or not isinstance(site.resolved.node, nodes.Call):
             return None
-        r: Resolved = ctx[1]
-        if not isinstance(r.node, nodes.Call):
-            return None
+        r = site.resolved
         existing = arg_node(r.node, spec.arg, None)
         if existing is not None:
             return Fix(spec.title, [TextEdit(node_range(r.src, existing), spec.new_value or "")])

@@ -52,7 +52,7 @@ def detect_crash(trace: Trace, static_findings: list[Finding]) -> list[Finding]:
             f"Not valid Keras 3: the keyword '{old}' was renamed '{new}'. ({crash.exc_type}: {msg})",
             target,
             evidence=ev,
-            fixes=[FixSpec(f"Rename '{old}' to '{new}'", new_value=new, arg=f"rename:{old}")],
+            fixes=[FixSpec(f"Rename '{old}' to '{new}'", new_value=new, rename=old)],
         )]
     if crash.exc_type in ("ModuleNotFoundError", "ImportError", "AttributeError") and any(mod.split(".")[-1] in crash.message for mod in KERAS2_MODULES + ("predict_classes",)):
         return [KERAS3.finding(f"Not valid Keras 3 (a Keras 2 API): {crash.exc_type}: {msg}", target, evidence=ev, fixes=[])]

@@ -72,7 +72,7 @@ def detect_regularization(trace: Trace, progress: Progress | None) -> list[Findi
                     Target("layer_arg", layer=best.index, arg="kernel_regularizer"),
                     layer=best.index,
                     evidence={"regularization_share": round(share, 3)},
-                    fixes=[FixSpec("Use a 1e-4 penalty", new_value="{func}(1e-4)")],
+                    fixes=[FixSpec("Use a 1e-4 penalty", call_args="1e-4")],
                 )]
     heavy = [l for l in trace.layers if l.cls in ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "AlphaDropout", "GaussianDropout")
              and l.rate is not None and l.rate >= DROPOUT["rate"]]

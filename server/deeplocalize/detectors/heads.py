@@ -146,5 +146,5 @@ def activation_fix(trace: Trace, head: Head, new: str, title: str) -> FixSpec | 
     if head.where != "layer":
         return None
     if layer.cls in ACTIVATION_ONLY - {"Activation"}:
-        return FixSpec(title, new_value=f'{{module}}Activation("{new}")')
+        return FixSpec(title, layer_call=f'Activation("{new}")')
     return FixSpec(title, new_value=f'"{new}"')

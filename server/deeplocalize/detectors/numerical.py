@@ -34,7 +34,7 @@ NAN_INF = rule(
 
 _ORDER = ("pre", "out", "grad", "w")
 # The locator rewrites the risky operation it finds (log, sqrt, division) with an epsilon guard.
-GUARD = FixSpec("Guard the operation against zero/negative inputs", new_value="{guard}")
+GUARD = FixSpec("Guard the operation against zero/negative inputs", guard="operand")
 _WHERE = {"pre": "pre-activation", "out": "forward output", "grad": "gradient", "w": "weights"}
 
 
@@ -141,13 +141,13 @@ def _loss_guard(trace: Trace) -> FixSpec:
     if head is None:
         return GUARD
     if head.activation in ("softmax", "sigmoid"):
-        return FixSpec("Clip the predictions into [1e-7, 1 - 1e-7] before the log (as Keras' losses do)", new_value="{guard_probability}")
+        return FixSpec("Clip the predictions into [1e-7, 1 - 1e-7] before the log (as Keras' losses do)", guard="probability")
     units = head.units_layer.units or 1
     classes = bool(y) and (y.get("one_hot") or (y.get("integer_valued") and (y.get("n_unique") or 99) <= max(units, 2)))
     if not classes or head.activation not in ("linear", "relu") or head.where != "layer" or head.act_layer is not head.units_layer:
         return GUARD
     act = "sigmoid" if units == 1 else "softmax"
-    return FixSpec(f"Use a {act} output and clip the predictions into [1e-7, 1 - 1e-7] before the log", new_value="{guard_probability}",
+    return FixSpec(f"Use a {act} output and clip the predictions into [1e-7, 1 - 1e-7] before the log", guard="probability",
                    also=[FixSpec("", new_value=f'"{act}"', target=Target("layer_arg", layer=head.units_layer.index, arg="activation"))])
 
 
