@@ -11,18 +11,9 @@ from typing import Any
 
 import numpy as np
 
-FIELDS: dict[str, tuple[str, ...]] = {
-    "out": ("mean", "std", "min", "max", "mean_abs", "nonfinite", "nonpos", "dead_units", "sat5"),
-    "pre": ("mean", "std", "min", "max", "mean_abs", "nonfinite", "nonpos", "dead_units", "sat5"),
-    "grad": ("norm", "mean_abs", "max_abs", "nonfinite", "zero"),
-    "w": ("norm", "std", "mean_abs", "nonfinite", "kernel_std", "fan_in"),
-    "upd": ("norm",),
-    "reg": ("value",),
-    "loss": ("loss", "reg"),
-    "y": ("min", "max", "mean", "nonfinite"),
-    "y_pred": ("min", "max", "mean", "std", "nonfinite", "rowsum_mean", "rowsum_std"),
-    "hit": ("rate",),
-}
+from .vocab import STAT_FIELDS
+
+FIELDS = STAT_FIELDS  # field names of each statistics vector (vocab.py)
 
 
 @dataclass

@@ -5,7 +5,7 @@ severity or status cannot be spelt two ways."""
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Literal, TypedDict, get_args
 
 Severity = Literal["error", "warning", "information", "hint"]
 SEVERITIES: tuple[Severity, ...] = get_args(Severity)
@@ -28,6 +28,84 @@ Verdict = Literal["verified", "refuted", "inconclusive"]
 VERDICTS: tuple[Verdict, ...] = get_args(Verdict)
 Confirmation = Literal["verified", "unconfirmed", "inconclusive"]
 CONFIRMATIONS: tuple[Confirmation, ...] = get_args(Confirmation)
+
+
+
+# The probe's per-step statistics, one vector per (layer, kind), named field by field. The
+# probe computes them in this order (probe/stats.py); the trace reads them by these names.
+class ActivationStats(TypedDict):
+    mean: float
+    std: float
+    min: float
+    max: float
+    mean_abs: float
+    nonfinite: float  # fraction of values that are NaN/Inf
+    nonpos: float  # fraction <= 0
+    dead_units: float  # fraction of units that are <= 0 for every sample of the batch
+    sat5: float  # fraction with |x| > 5 (where sigmoid/tanh saturate)
+
+
+class GradientStats(TypedDict):
+    norm: float
+    mean_abs: float
+    max_abs: float
+    nonfinite: float
+    zero: float
+
+
+class WeightStats(TypedDict):
+    norm: float
+    std: float
+    mean_abs: float
+    nonfinite: float
+    kernel_std: float
+    fan_in: float
+
+
+class UpdateStats(TypedDict):
+    norm: float  # |W_after - W_before|
+
+
+class PenaltyStats(TypedDict):
+    value: float
+
+
+class LossStats(TypedDict):
+    loss: float
+    reg: float
+
+
+class TargetStats(TypedDict):
+    min: float
+    max: float
+    mean: float
+    nonfinite: float
+
+
+class PredictionStats(TypedDict):
+    min: float
+    max: float
+    mean: float
+    std: float
+    nonfinite: float
+    rowsum_mean: float
+    rowsum_std: float
+
+
+class HitStats(TypedDict):
+    rate: float
+
+
+def fields(stats: type) -> tuple[str, ...]:
+    return tuple(stats.__annotations__)
+
+
+# Statistics kind (the part after "L3." in a key, or the whole key) -> field names in vector order.
+STAT_FIELDS: dict[str, tuple[str, ...]] = {
+    "out": fields(ActivationStats), "pre": fields(ActivationStats), "grad": fields(GradientStats), "w": fields(WeightStats),
+    "upd": fields(UpdateStats), "reg": fields(PenaltyStats), "loss": fields(LossStats), "y": fields(TargetStats),
+    "y_pred": fields(PredictionStats), "hit": fields(HitStats),
+}
 
 # Top-level modules whose import means the script trains with Keras.
 KERAS_MODULES = ("keras", "tensorflow", "tf_keras")

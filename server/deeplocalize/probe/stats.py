@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-# Field names of each statistics vector, shared with the parent through the
-# layout event so the two sides never hard-code offsets independently.
-ACT_FIELDS = ("mean", "std", "min", "max", "mean_abs", "nonfinite", "nonpos", "dead_units", "sat5")
-GRAD_FIELDS = ("norm", "mean_abs", "max_abs", "nonfinite", "zero")
-WEIGHT_FIELDS = ("norm", "std", "mean_abs", "nonfinite", "kernel_std", "fan_in")
-UPDATE_FIELDS = ("norm",)
-REG_FIELDS = ("value",)
-LOSS_FIELDS = ("loss", "reg")
-Y_FIELDS = ("min", "max", "mean", "nonfinite")
-YPRED_FIELDS = ("min", "max", "mean", "std", "nonfinite", "rowsum_mean", "rowsum_std")
-HIT_FIELDS = ("rate",)
+from ..vocab import STAT_FIELDS
+
+# Field names of each statistics vector (named once, in vocab.py), shared with the parent
+# through the layout event so the two sides never hard-code offsets independently.
+ACT_FIELDS = STAT_FIELDS["out"]
+GRAD_FIELDS = STAT_FIELDS["grad"]
+WEIGHT_FIELDS = STAT_FIELDS["w"]
+UPDATE_FIELDS = STAT_FIELDS["upd"]
+REG_FIELDS = STAT_FIELDS["reg"]
+LOSS_FIELDS = STAT_FIELDS["loss"]
+Y_FIELDS = STAT_FIELDS["y"]
+YPRED_FIELDS = STAT_FIELDS["y_pred"]
+HIT_FIELDS = STAT_FIELDS["hit"]
 
 
 _ANY = tf.TensorSpec(shape=None, dtype=tf.float32)
