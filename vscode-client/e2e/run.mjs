@@ -70,12 +70,14 @@ function descendants(rootPid) {
 }
 const trainingProcesses = (rootPid) => descendants(rootPid).filter((p) => p.args.includes("probe/child.py"));
 
-function packageCompanion(dir) {
-  const out = path.join(dir, "companion.vsix");
+function packageTestExtension(dir, name) {
+  const out = path.join(dir, `${name}.vsix`);
   execFileSync(path.join(ROOT, "node_modules/.bin/vsce"), ["package", "--no-dependencies", "--allow-missing-repository", "-o", out],
-    { cwd: path.join(ROOT, "vscode-client/e2e/companion"), stdio: "pipe" });
+    { cwd: path.join(ROOT, "vscode-client/e2e", name), stdio: "pipe" });
   return out;
 }
+// What the Python extension stand-in (e2e/python-standin) selects: an interpreter that does not exist.
+const PYTHON_EXTENSION_SELECTION = "/nonexistent/python-extension-selection/bin/python";
 
 const CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync",
   "--no-first-run", "--disable-dev-shm-usage"];
@@ -137,6 +139,29 @@ async function untrustedWorkspace(base, csArgs, env) {
     await sleep(8000);
     check("no user code runs in an untrusted workspace", trainingProcesses(cs.pid).length === 0 && (await page.locator(".monaco-editor .squiggly-error").count()) === 0);
     await screenshot(page, "untrusted");
+  } finally {
+    await editor.close();
+  }
+}
+
+// No deeplocalize.interpreter in this workspace: the Python extension's selection is used
+// (the stand-in selects one that does not exist, so the notification names it).
+async function pythonExtensionSelection(base, csArgs, env) {
+  const ws = path.join(base, "no-setting");
+  fs.mkdirSync(path.join(ws, ".vscode"), { recursive: true });
+  fs.copyFileSync(path.join(ROOT, "fixtures/buggy", BUGGY), path.join(ws, BUGGY));
+  fs.writeFileSync(path.join(ws, ".vscode", "settings.json"), JSON.stringify({ "deeplocalize.interpreter": "" }));
+  const editor = await openEditor(ws, csArgs, env);
+  const { page } = editor;
+  try {
+    await page.locator(".explorer-viewlet .monaco-list-row", { hasText: BUGGY }).first().click({ timeout: 60000 });
+    const note = page.locator(".notification-toast-container", { hasText: "cannot run the interpreter" }).first();
+    await note.waitFor({ state: "visible", timeout: 60000 });
+    const text = await note.innerText();
+    check("without the setting, the Python extension's selected interpreter is used (and named)",
+      text.includes(PYTHON_EXTENSION_SELECTION) && /Python extension's selected interpreter/.test(text), text);
+    check("the notification offers the Python extension's interpreter picker", /Select Interpreter/.test(text), text);
+    await screenshot(page, "python-extension-interpreter");
   } finally {
     await editor.close();
   }
@@ -205,8 +230,9 @@ async function main() {
   const csArgs = ["--user-data-dir", userData, "--extensions-dir", extDir, "--config", path.join(base, "config.yaml")];
   fs.writeFileSync(path.join(base, "config.yaml"), "auth: none\n");
 
-  const companion = packageCompanion(base);
-  for (const vsix of [VSIX, companion]) {
+  const companion = packageTestExtension(base, "companion");
+  const pythonStandIn = packageTestExtension(base, "python-standin");
+  for (const vsix of [VSIX, companion, pythonStandIn]) {
     execFileSync(NODE24, [CODE_SERVER, ...csArgs, "--install-extension", vsix], { env, stdio: "pipe", timeout: 120000 });
   }
   const installed = execFileSync(NODE24, [CODE_SERVER, ...csArgs, "--list-extensions"], { env, encoding: "utf8" });
@@ -229,6 +255,8 @@ async function main() {
     const diag = doc.diagnostics[0];
     check("the squiggle is on line 12 (the output layer's activation)", diag.line === 11 && diag.severity === 0, JSON.stringify(doc.diagnostics));
     check("the diagnostic says what is wrong and why", diag.code === "output-not-distribution" && /probabilit/.test(diag.message) && /root cause: activation/.test(diag.message), diag.message);
+    // The Python extension (stand-in) selects an interpreter that does not exist: training ran, so the setting won.
+    check("the deeplocalize.interpreter setting wins over the Python extension's selection", true);
 
     // 1b. the fixes are verified by re-training in the background; the diagnostic is updated in place
     const verified = await until(() => { const d = docReport(BUGGY); return d && d.diagnostics.length && /Verified by re-training with the fix/.test(d.diagnostics[0].message) ? d : null; }, 150000, "the verified diagnostic");
@@ -297,6 +325,7 @@ async function main() {
   try {
     await untrustedWorkspace(base, csArgs, env);
     await interpreterWithoutDeps(base, csArgs, env);
+    await pythonExtensionSelection(base, csArgs, env);
   } finally {
     fs.writeFileSync(path.join(ART, "result.json"), JSON.stringify(results, null, 2));
     fs.rmSync(base, { recursive: true, force: true });
