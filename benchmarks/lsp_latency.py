@@ -61,11 +61,6 @@ async def start(settings: dict) -> tuple[LanguageClient, dict]:
     def progress(params):
         pass
 
-    @client.feature(lsp.WINDOW_LOG_MESSAGE)
-    def log(params: lsp.LogMessageParams):
-        if "in process" in params.message:
-            state["events"].put_nowait(("training", None, time.perf_counter(), None))
-
     @client.feature(lsp.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
     def diags(params: lsp.PublishDiagnosticsParams):
         state["final"][params.uri] = params.diagnostics
@@ -75,6 +70,8 @@ async def start(settings: dict) -> tuple[LanguageClient, dict]:
     def status(params):
         phase = params.phase if hasattr(params, "phase") else params["phase"]
         uri = params.uri if hasattr(params, "uri") else params["uri"]
+        if phase == "running" and getattr(params, "pid", None):
+            state["events"].put_nowait(("training", None, time.perf_counter(), None))  # the training process started
         state["events"].put_nowait(("status", uri, time.perf_counter(), phase))
 
     @client.feature(lsp.WORKSPACE_CODE_LENS_REFRESH)

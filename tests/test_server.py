@@ -33,6 +33,12 @@ async def client(lsp_client: LanguageClient):
     def _refresh(params: None) -> None:  # VS Code re-requests lenses; the test asks explicitly
         return None
 
+    lsp_client.run_status = []
+
+    @lsp_client.feature("deeplocalize/runStatus")
+    def _run_status(params) -> None:  # what the server says it is doing, as the VS Code status bar sees it
+        lsp_client.run_status.append(params._asdict())  # pygls gives unknown notifications' params as a namedtuple
+
     lsp_client.set_configuration({"run": "onSave", "maxSeconds": 90, "maxEpochs": 20, "debounceMs": 200, "warmWorker": False}, section="deeplocalize")
     await lsp_client.initialize_session(lsp.InitializeParams(
         capabilities=client_capabilities("visual-studio-code"), initialization_options={"interpreter": sys.executable}))
@@ -55,12 +61,17 @@ def logs(client: LanguageClient) -> list[str]:
     return [m.message for m in client.log_messages]
 
 
+def statuses(client: LanguageClient, name: str | None = None, phase: str | None = None) -> list[dict]:
+    """The server's `deeplocalize/runStatus` notifications, optionally for one file and phase."""
+    return [s for s in client.run_status if (name is None or s["file"] == name) and (phase is None or s["phase"] == phase)]
+
+
 def finished(client: LanguageClient, name: str, count: int = 1) -> bool:
-    return sum(bool(re.match(rf"deeplocalize: {re.escape(name)}: (ok|crashed|timeout|not_keras|syntax_error), ", m)) for m in logs(client)) >= count
+    return sum(bool(s.get("status")) for s in statuses(client, name, "done")) >= count
 
 
 def training_pids(client: LanguageClient) -> list[int]:
-    return [int(m) for m in re.findall(r"in process (\d+)", "\n".join(logs(client)))]
+    return [s["pid"] for s in statuses(client, phase="running") if s.get("pid")]
 
 
 def child_processes(client: LanguageClient) -> list[psutil.Process]:
@@ -130,8 +141,8 @@ async def test_nan_fixture_diagnostic_quick_fix_progress_hover_and_lens(client: 
     assert "fault" in client.progress_reports[token][-1].message
 
     # the first diagnosis was published before the experiments, which then updated it in place
-    order = [m for m in logs(client) if "first diagnosis published" in m or re.match(rf"deeplocalize: {path.name}: ok, ", m)]
-    assert "first diagnosis published" in order[0] and len(order) == 2
+    order = [(s["phase"], s.get("status")) for s in statuses(client, path.name) if s["phase"] in ("verifying", "done")]
+    assert order == [("verifying", None), ("done", "ok")]
     assert top.data["confirmation"] == "verified" and "Verified by re-training with the fix" in top.message
     verification = top.data["fixes"][0]["verification"]
     assert verification["verdict"] == "verified" and verification["after"]["accuracy"] > verification["before"]["accuracy"] + 0.3
@@ -167,7 +178,7 @@ async def test_nan_fixture_diagnostic_quick_fix_progress_hover_and_lens(client: 
     # the same content again: results are reused, nothing trains
     n_pids = len(training_pids(client))
     save(client, uri)
-    await until(lambda: any("reusing its results" in m for m in logs(client)), 30, "reuse")
+    await until(lambda: any(s.get("reused") for s in statuses(client, path.name, "done")), 30, "reuse")
     assert len(training_pids(client)) == n_pids
 
 
@@ -180,7 +191,7 @@ async def test_a_certain_configuration_error_is_squiggled_before_training_ends(c
     early = await until(lambda: client.diagnostics.get(uri), 90, "the streamed diagnostic")
     assert not finished(client, path.name), "the diagnostic came only with the final report"
     assert [(d.code, d.range.start.line) for d in early] == [("output-not-distribution", 9)]
-    assert any("while training; the full diagnosis follows" in m for m in logs(client))
+    assert any(s.get("provisional") == ["output-not-distribution"] for s in statuses(client, path.name, "running"))
     await until(lambda: finished(client, path.name), what="the run to finish")
     final = [d for d in client.diagnostics[uri] if d.code == "output-not-distribution"]
     assert len(final) == 1 and final[0].range == early[0].range
@@ -219,7 +230,7 @@ async def test_cancel_by_command_and_by_progress_kills_the_training_process(clie
             token = next(t for t in client.progress_reports if t not in getattr(client, "_seen", set()))
             client.window_work_done_progress_cancel(lsp.WorkDoneProgressCancelParams(token=token))
         await until(lambda: gone(pid), 20, f"process {pid} to be killed ({how})")
-        await until(lambda: sum("cancelled; its training process was stopped" in m for m in logs(client)) == attempt + 1, 20, "cancel log")
+        await until(lambda: len([s for s in statuses(client, path.name, "cancelled") if s.get("stage") == "run"]) == attempt + 1, 20, "the cancel")
         client._seen = set(client.progress_reports)
         assert child_processes(client) == []
 
@@ -228,12 +239,12 @@ async def test_cancel_during_verification_keeps_the_first_diagnosis_and_kills_th
     uri, path = open_copy(client, tmp_path, FIXTURES / "buggy/b03_deep_sigmoid.py")
     original = path.read_text()
     save(client, uri)
-    await until(lambda: any("first diagnosis published" in m for m in logs(client)), 150, "the first diagnosis")
+    await until(lambda: statuses(client, path.name, "verifying"), 150, "the first diagnosis")
     first = [d for d in client.diagnostics[uri] if d.severity <= lsp.DiagnosticSeverity.Warning]
     assert first and first[0].data["confirmation"] is None  # published before any experiment
     await until(lambda: child_processes(client), 30, "the verifying re-run to start")
     assert await client.workspace_execute_command_async(lsp.ExecuteCommandParams(command="deeplocalize.cancel", arguments=[uri])) is True
-    await until(lambda: any(f"verification of {path.name} cancelled" in m for m in logs(client)), 30, "the cancel log")
+    await until(lambda: any(s.get("stage") == "verification" for s in statuses(client, path.name, "cancelled")), 30, "the cancel")
     await until(lambda: not child_processes(client), 20, "the re-run's process tree to be gone")
     assert [d.code for d in client.diagnostics[uri] if d.severity <= lsp.DiagnosticSeverity.Warning] == [d.code for d in first]
     assert path.read_text() == original  # experiments run in memory: the file is never written
@@ -303,7 +314,7 @@ async def test_bad_scripts_are_reported_and_the_server_stays_up(client: Language
 async def test_non_keras_script_is_not_run(client: LanguageClient, tmp_path):
     uri, path = open_copy(client, tmp_path, FIXTURES / "robustness/not_keras.py")
     save(client, uri)
-    await until(lambda: any("does not use Keras" in m for m in logs(client)), 30, "skip log")
+    await until(lambda: statuses(client, path.name, "skipped"), 30, "the skip")
     assert not training_pids(client)
 
 

@@ -79,6 +79,10 @@ class RawClient:
     def logs(self) -> str:
         return "\n".join(n["params"]["message"] for n in self.notifications if n["method"] == "window/logMessage")
 
+    def statuses(self, phase: str) -> list[dict]:
+        """What the server says it is doing (`deeplocalize/runStatus`), in one phase."""
+        return [n["params"] for n in self.notifications if n["method"] == "deeplocalize/runStatus" and n["params"]["phase"] == phase]
+
     def children(self) -> list[int]:
         try:
             kids = psutil.Process(self.proc.pid).children(recursive=True)
@@ -109,9 +113,9 @@ async def _start_training(tmp_path: Path) -> tuple[RawClient, list[int]]:
     client.notify("textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": "python", "version": 1, "text": script.read_text()}})
     await client.request("workspace/executeCommand", {"command": "deeplocalize.analyze", "arguments": [uri]})
     deadline = time.monotonic() + 90
-    while "in process" not in client.logs() and time.monotonic() < deadline:
+    while not any(s.get("pid") for s in client.statuses("running")) and time.monotonic() < deadline:
         await asyncio.sleep(0.2)
-    assert "in process" in client.logs(), client.logs()
+    assert any(s.get("pid") for s in client.statuses("running")), client.logs()
     await asyncio.sleep(1.0)
     pids = client.children()
     assert pids, "a training process should be running"
@@ -151,9 +155,10 @@ async def test_untrusted_workspace_runs_no_user_code(tmp_path):
     client.notify("textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": "python", "version": 1, "text": script.read_text()}})
     await client.request("workspace/executeCommand", {"command": "deeplocalize.analyze", "arguments": [uri]})
     deadline = time.monotonic() + 20
-    while "not trusted" not in client.logs().split("server on Python")[-1] and time.monotonic() < deadline:
+    while not client.statuses("skipped") and time.monotonic() < deadline:
         await asyncio.sleep(0.2)
-    assert "workspace is not trusted" in client.logs()
+    assert [s["outcome"] for s in client.statuses("skipped")] == ["the workspace is not trusted"]
+    assert not client.statuses("running")
     assert client.children() == []
     await client.request("shutdown", None)
     client.notify("exit", None)

@@ -23,6 +23,8 @@ RunStatus = Literal["finished", "crashed", "timeout", "memory", "cancelled", "de
 # How the analysis of a file ended (engine.FileReport.status), as the CLI and the server print it.
 ReportStatus = Literal["ok", "crashed", "timeout", "not_keras", "syntax_error"]
 REPORT_STATUSES: tuple[ReportStatus, ...] = get_args(ReportStatus)
+# What the server is doing for a file (the `deeplocalize/runStatus` notification).
+RunPhase = Literal["running", "verifying", "done", "skipped", "cancelled", "failed"]
 # One fix's re-training, and the finding once its fixes were tried.
 Verdict = Literal["verified", "refuted", "inconclusive"]
 VERDICTS: tuple[Verdict, ...] = get_args(Verdict)

@@ -3,9 +3,14 @@ import * as vscode from "vscode";
 
 export interface RunStatus {
   uri: string;
-  phase: "running" | "verifying" | "done" | "cancelled" | "failed";
+  phase: "running" | "verifying" | "done" | "skipped" | "cancelled" | "failed";
   outcome: string;
   file: string;
+  status?: string; // done: ok | crashed | timeout | syntax_error
+  pid?: number; // running: the training process
+  provisional?: string[]; // running: codes already published while training
+  reused?: boolean; // done: unchanged since the last run
+  stage?: "run" | "verification"; // cancelled, failed
 }
 
 export class StatusItem implements vscode.Disposable {
@@ -33,6 +38,8 @@ export class StatusItem implements vscode.Disposable {
     } else if (p.phase === "done") {
       const icon = p.outcome.startsWith("no faults") ? "$(check)" : "$(warning)";
       this.set(`${icon} DeepLocalize: ${p.outcome}`, `${p.file}: ${p.outcome}`);
+    } else if (p.phase === "skipped") {
+      this.set("$(circle-slash) DeepLocalize", `${p.file}: ${p.outcome}; nothing to run`);
     } else if (p.phase === "cancelled") {
       this.set("$(circle-slash) DeepLocalize: cancelled", `${p.file}: run cancelled`);
     } else {

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 import re
 import sys
@@ -28,9 +29,10 @@ from ..findings import LocatedFinding
 from ..runner import RunOptions, WorkerPool, kill_all
 from ..trace import Trace
 from ..verify import testable
-from ..vocab import is_serious
+from ..vocab import RunPhase, is_serious
 from .convert import code_actions, overlaps, to_diagnostic, uri_of
 from .hover import layer_markdown, layers_at, verification_markdown
+from .logs import attach, log
 from .settings import Settings
 
 COMMAND_ANALYZE = "deeplocalize.analyze"
@@ -65,20 +67,13 @@ class DeepLocalizeServer(LanguageServer):
         self.shutting_down = False
 
     # ------------------------------------------------------------------ util
-    def log(self, message: str, kind: lsp.MessageType = lsp.MessageType.Info) -> None:
+    def status(self, state: DocState, phase: RunPhase, outcome: str = "", **details: Any) -> None:
+        """Custom notification `deeplocalize/runStatus` for clients that show run state (the VS Code
+        status bar) and for tests: `details` say more about the phase (see docs in the README)."""
         if self.shutting_down:
             return
         try:
-            self.window_log_message(lsp.LogMessageParams(type=kind, message=message))
-        except Exception:  # noqa: BLE001 - a vanished client must not kill a run
-            pass
-
-    def status(self, state: DocState, phase: str, outcome: str = "") -> None:
-        """Custom notification for clients that show run state (the VS Code status bar)."""
-        if self.shutting_down:
-            return
-        try:
-            self.protocol.notify("deeplocalize/runStatus", {"uri": state.uri, "phase": phase, "outcome": outcome, "file": os.path.basename(state.path)})
+            self.protocol.notify("deeplocalize/runStatus", {"uri": state.uri, "phase": phase, "outcome": outcome, "file": os.path.basename(state.path), **details})
         except Exception:  # noqa: BLE001
             pass
 
@@ -94,7 +89,7 @@ class DeepLocalizeServer(LanguageServer):
                     lsp.ConfigurationParams(items=[lsp.ConfigurationItem(scope_uri=uri, section="deeplocalize")]))), 5)
                 self.settings_cache = Settings.from_json(result[0] if result else None, fallback)
             except Exception as exc:  # noqa: BLE001
-                self.log(f"deeplocalize: could not read settings ({type(exc).__name__}); using the last known ones", lsp.MessageType.Warning)
+                log.warning(f"deeplocalize: could not read settings ({type(exc).__name__}); using the last known ones")
         else:
             self.settings_cache = Settings.from_json(self.init_options.get("settings"), fallback)
         self.pool.refill = self.settings_cache.warm_worker
@@ -165,7 +160,8 @@ class DeepLocalizeServer(LanguageServer):
             except BaseException:  # noqa: BLE001
                 pass
         if not self.trusted():
-            self.log("deeplocalize: the workspace is not trusted, so no user code is run. Trust the workspace to analyze training scripts.", lsp.MessageType.Warning)
+            log.warning("deeplocalize: the workspace is not trusted, so no user code is run. Trust the workspace to analyze training scripts.")
+            self.status(state, "skipped", "the workspace is not trusted")
             return
         settings = await self.settings(state.uri)
         text = self._text_to_run(state)
@@ -173,26 +169,27 @@ class DeepLocalizeServer(LanguageServer):
             return
         key = hashlib.sha256((text + repr(settings.key())).encode()).hexdigest()
         if state.report is not None and state.report_key == key:
-            self.log(f"deeplocalize: {os.path.basename(state.path)} unchanged since the last run; reusing its results")
+            log.info(f"deeplocalize: {os.path.basename(state.path)} unchanged since the last run; reusing its results")
             self.publish(state, state.report, state.report_run)
+            self.status(state, "done", state.last_outcome, status=state.report.status, reused=True)
             return
         name = os.path.basename(state.path)
         options = settings.run_options()
         options.cwd = self.workspace_folder_of(state.path)
         run_id = f"deeplocalize/{uuid.uuid4()}"  # also the progress token
-        progress = _Progress(self, run_id, name)
+        progress = _Progress(self, run_id, name, state)
         await progress.begin(asyncio.current_task())
         report = await self._first_diagnosis(state, reason, settings, options, text, run_id, progress)
         if report is None:
             return
         if settings.verify_fixes and any(testable(f) for f in report.findings):
             # The first diagnosis is out; experiments update it in place.
-            self.log(f"deeplocalize: {name}: first diagnosis published ({state.last_outcome}); verifying its fixes by re-training")
+            log.info(f"deeplocalize: {name}: first diagnosis published ({state.last_outcome}); verifying its fixes by re-training")
             await self._verify(state, report, run_id, options, settings.verify_seconds, progress)
-        self.log(f"deeplocalize: {name}: {report.status}, {state.last_outcome}")
+        log.info(f"deeplocalize: {name}: {report.status}, {state.last_outcome}")
         state.report_key = key  # reused on an unchanged save only once complete
         progress.end(state.last_outcome)
-        self.status(state, "done", state.last_outcome)
+        self.status(state, "done", state.last_outcome, status=report.status)
         self.refresh_lenses()
 
     def _text_to_run(self, state: DocState) -> str | None:
@@ -201,11 +198,12 @@ class DeepLocalizeServer(LanguageServer):
         try:
             text = Path(path).read_text(encoding="utf-8", errors="replace")
         except OSError as exc:
-            self.log(f"deeplocalize: cannot read {path}: {exc.strerror}", lsp.MessageType.Error)
+            log.error(f"deeplocalize: cannot read {path}: {exc.strerror}")
             return None
         if syntax_error(text, path) is None and not uses_keras(text, path):
-            self.log(f"deeplocalize: {os.path.basename(path)} does not use Keras/TensorFlow; nothing to run")
+            log.info(f"deeplocalize: {os.path.basename(path)} does not use Keras/TensorFlow; nothing to run")
             self.publish(state, None, "")
+            self.status(state, "skipped", "does not use Keras/TensorFlow")
             return None
         return text
 
@@ -219,7 +217,7 @@ class DeepLocalizeServer(LanguageServer):
                 state.running_since = time.monotonic()
                 self.status(state, "running")
                 self.refresh_lenses()
-                self.log(f"deeplocalize: analyzing {name} ({reason}) with {options.python}, budget {settings.max_seconds:g} s / {settings.max_epochs or 'all'} epochs")
+                log.info(f"deeplocalize: analyzing {name} ({reason}) with {options.python}, budget {settings.max_seconds:g} s / {settings.max_epochs or 'all'} epochs")
                 started = time.monotonic()
 
                 def streamed(found: list[LocatedFinding]) -> None:
@@ -227,22 +225,23 @@ class DeepLocalizeServer(LanguageServer):
                     provisional = FileReport(path, "running", time.monotonic() - started, list(found), source=text)
                     state.report, state.report_run, state.report_key = provisional, run_id, None
                     self.publish(state, provisional, run_id)
-                    self.log(f"deeplocalize: {name}: {', '.join(lf.finding.code for lf in found)} found after "
+                    self.status(state, "running", provisional=[lf.finding.code for lf in found])
+                    log.info(f"deeplocalize: {name}: {', '.join(lf.finding.code for lf in found)} found after "
                              f"{time.monotonic() - started:.1f} s while training; the full diagnosis follows")
 
                 report = await analyze(path, options, pool=self.pool, on_event=progress.on_event, on_output=output.line, text=text,
                                        warm_next=settings.verify_fixes and settings.warm_worker, on_findings=streamed)
         except asyncio.CancelledError:
             self._unfinished(state, progress, output, "cancelled", "Cancelled",
-                             f"deeplocalize: run of {name} cancelled; its training process was stopped", lsp.MessageType.Info)
+                             f"deeplocalize: run of {name} cancelled; its training process was stopped", logging.INFO)
             raise
         except EnvironmentProblem as exc:
-            self._unfinished(state, progress, output, "failed", "interpreter problem", f"deeplocalize: {exc}", lsp.MessageType.Error)
+            self._unfinished(state, progress, output, "failed", "interpreter problem", f"deeplocalize: {exc}", logging.ERROR)
             self.show(f"DeepLocalize cannot train with {options.python}: TensorFlow/Keras not importable. Pick another interpreter or install tensorflow in it.", lsp.MessageType.Error)
             return None
         except Exception as exc:  # noqa: BLE001 - the server must survive anything a run does
             self._unfinished(state, progress, output, "failed", "internal error",
-                             f"deeplocalize: internal error while analyzing {name}: {type(exc).__name__}: {exc}", lsp.MessageType.Error)
+                             f"deeplocalize: internal error while analyzing {name}: {type(exc).__name__}: {exc}", logging.ERROR)
             return None
         finally:
             state.running_since = None
@@ -261,7 +260,7 @@ class DeepLocalizeServer(LanguageServer):
         self.publish(state, report, run_id)
         for lf in report.findings:
             f = lf.finding
-            self.log(f"deeplocalize: {os.path.basename(lf.range.file)}:{lf.range.start.line}: {f.severity} {f.code} [{f.root_cause}] {f.message}")
+            log.info(f"deeplocalize: {os.path.basename(lf.range.file)}:{lf.range.start.line}: {f.severity} {f.code} [{f.root_cause}] {f.message}")
 
     async def _verify(self, state: DocState, report: FileReport, run_id: str, options: RunOptions, budget: float, progress: "_Progress") -> None:
         """Re-train with the fixes applied; each concluded finding is republished at once."""
@@ -269,7 +268,7 @@ class DeepLocalizeServer(LanguageServer):
 
         def on_update(lf: LocatedFinding) -> None:
             v = next((fix.verification for fix in lf.fixes if fix.verification), None)
-            self.log(f"deeplocalize: {name}: {lf.finding.code} {lf.confirmation}" + (f" ({v.reason})" if v else ""))
+            log.info(f"deeplocalize: {name}: {lf.finding.code} {lf.confirmation}" + (f" ({v.reason})" if v else ""))
             self.publish(state, report, run_id)
 
         try:
@@ -279,12 +278,12 @@ class DeepLocalizeServer(LanguageServer):
                 self.refresh_lenses()
                 summary = await verify(report, options, budget, pool=self.pool, on_update=on_update, on_progress=progress.message)
         except asyncio.CancelledError:
-            self.log(f"deeplocalize: verification of {name} cancelled; its training process was stopped; the first diagnosis stands")
+            log.info(f"deeplocalize: verification of {name} cancelled; its training process was stopped; the first diagnosis stands")
             progress.end("Cancelled")
-            self.status(state, "cancelled")
+            self.status(state, "cancelled", stage="verification")
             raise
         except Exception as exc:  # noqa: BLE001 - the first diagnosis stays published
-            self.log(f"deeplocalize: internal error while verifying fixes of {name}: {type(exc).__name__}: {exc}", lsp.MessageType.Error)
+            log.error(f"deeplocalize: internal error while verifying fixes of {name}: {type(exc).__name__}: {exc}")
             return
         finally:
             state.running_since = None
@@ -293,17 +292,17 @@ class DeepLocalizeServer(LanguageServer):
                 if self.settings_cache.warm_worker:
                     self.pool.prewarm_soon(options)
         if summary is not None:
-            self.log(f"deeplocalize: {name}: verification {summary.verified} verified, {summary.refuted} unconfirmed, "
+            log.info(f"deeplocalize: {name}: verification {summary.verified} verified, {summary.refuted} unconfirmed, "
                      f"{summary.inconclusive} inconclusive in {summary.seconds:.1f} s")
         self._finished(state, report, run_id)
 
     def _unfinished(self, state: DocState, progress: "_Progress", output: "_OutputLog", phase: str, outcome: str,
-                    message: str, kind: lsp.MessageType) -> None:
+                    message: str, level: int) -> None:
         """A run that ended without a report: say why everywhere the user looks."""
         output.flush()
-        self.log(message, kind)
+        log.log(level, message)
         progress.end(outcome[:1].upper() + outcome[1:])
-        self.status(state, phase, "" if phase == "cancelled" else outcome)
+        self.status(state, phase, "" if phase == "cancelled" else outcome, stage="run")
 
     # ------------------------------------------------------------ publishing
     def publish(self, state: DocState, report: FileReport | None, run_id: str) -> None:
@@ -359,8 +358,8 @@ class DeepLocalizeServer(LanguageServer):
 class _Progress:
     """A cancellable work-done progress for one run; client cancel cancels the run."""
 
-    def __init__(self, server: DeepLocalizeServer, token: str, name: str) -> None:
-        self.server, self.token, self.name = server, token, name
+    def __init__(self, server: DeepLocalizeServer, token: str, name: str, state: DocState) -> None:
+        self.server, self.token, self.name, self.state = server, token, name, state
         self.active = False
         self.last_report = 0.0
         self.epochs = 0
@@ -384,7 +383,8 @@ class _Progress:
     def on_event(self, event: dict, trace: Trace) -> None:
         kind = event.get("type")
         if kind == "ready":
-            self.server.log(f"deeplocalize: training {self.name} in process {event.get('pid')} (Keras {event.get('keras')}, TensorFlow {event.get('tensorflow')})")
+            log.info(f"deeplocalize: training {self.name} in process {event.get('pid')} (Keras {event.get('keras')}, TensorFlow {event.get('tensorflow')})")
+            self.server.status(self.state, "running", pid=event.get("pid"))
         if not self.active:
             return
         if kind == "fit" and trace.fit:
@@ -445,14 +445,15 @@ class _OutputLog:
     def flush(self) -> None:
         self.last_flush = time.monotonic()
         if self.buffer:
-            self.server.log("\n".join(f"[{self.name}] {l}" for l in self.buffer))
+            log.info("\n".join(f"[{self.name}] {l}" for l in self.buffer))
             self.buffer = []
         if self.count > MAX_LOG_LINES_PER_RUN:
-            self.server.log(f"[{self.name}] ... {self.count - MAX_LOG_LINES_PER_RUN} more output lines not shown")
+            log.info(f"[{self.name}] ... {self.count - MAX_LOG_LINES_PER_RUN} more output lines not shown")
             self.count = MAX_LOG_LINES_PER_RUN
 
 
 server = DeepLocalizeServer()
+attach(server)
 
 
 @server.feature(lsp.INITIALIZE)
@@ -463,7 +464,7 @@ def on_initialize(ls: DeepLocalizeServer, params: lsp.InitializeParams) -> None:
 @server.feature(lsp.INITIALIZED)
 async def on_initialized(ls: DeepLocalizeServer, params: lsp.InitializedParams) -> None:
     settings = await ls.settings("")
-    ls.log(f"deeplocalize {__version__}: server on Python {sys.version.split()[0]}; training interpreter {settings.run_options().python}"
+    log.info(f"deeplocalize {__version__}: server on Python {sys.version.split()[0]}; training interpreter {settings.run_options().python}"
            + ("" if ls.trusted() else " (workspace not trusted: no user code will run)"))
     if settings.warm_worker and ls.trusted():
         ls.pool.prewarm_soon(settings.run_options())
@@ -472,7 +473,7 @@ async def on_initialized(ls: DeepLocalizeServer, params: lsp.InitializedParams) 
 @server.feature(lsp.WORKSPACE_DID_CHANGE_CONFIGURATION)
 async def on_config(ls: DeepLocalizeServer, params: lsp.DidChangeConfigurationParams) -> None:
     await ls.settings("")  # takes effect at the next run
-    ls.log("deeplocalize: settings changed; they apply from the next run")
+    log.info("deeplocalize: settings changed; they apply from the next run")
 
 
 @server.feature(lsp.TEXT_DOCUMENT_DID_OPEN)
