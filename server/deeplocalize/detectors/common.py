@@ -323,39 +323,84 @@ def saturating_cause(trace: Trace) -> Cause | None:
                  {"saturating_layers": len(setters), "first_to_last_gradient_ratio": float(f"{ratio:.3g}")})
 
 
-def candidate_causes(trace: Trace, diverging: bool = False) -> list[Cause]:
-    """DeepDiagnosis-style elimination for unstable training, keeping every match: each
-    cause that could explain it, most specific first (the first is the diagnosis; the
-    counterfactual runs try the others in this order).
+@dataclass
+class CauseScope:
+    """What the symptom is, for the one elimination order below.
 
-    Order: weights initialized far from a variance-preserving scale (or uncentered),
-    a learning rate far above the optimizer's default, a slow-by-default optimizer,
-    unscaled inputs/targets, a moderately high rate, a regression loss on a
-    classifier, a stack of saturating activations, extreme momentum; the step size
-    always closes the list (never raised for non-finite values), weak when nothing
-    specific came before it.
+    `diverging`: NaN or exploding values (never answered by a larger step, nor by a loss or
+    activation change). `layer`: the symptom sits in this layer's units (dead or saturated):
+    only what reaches units is eliminated (initialization, a rate 3x the default, inputs to the
+    first layer) and the activation itself closes the list as `fallback`. `data_first`: the
+    data explains it before anything else (unscaled inputs saturating the first layer; a
+    loss that barely moves with tiny updates).
     """
+
+    diverging: bool = False
+    layer: LayerInfo | None = None
+    data_first: bool = False
+    fallback: FixSpec | None = None
+
+
+def candidate_causes(trace: Trace, diverging: bool = False, scope: CauseScope | None = None) -> list[Cause]:
+    """DeepDiagnosis-style elimination, keeping every match: each cause that could explain
+    the symptom, most specific first (the first is the diagnosis; the counterfactual runs try
+    the others in this order). The one place that orders causes; `CauseScope` says how a
+    symptom changes it.
+
+    Order: [the data, when it comes first], weights initialized far from a variance-preserving
+    scale (or uncentered), a learning rate far above the optimizer's default, a slow-by-default
+    optimizer, unscaled inputs/targets, a moderately high rate, a regression loss on a
+    classifier, a stack of saturating activations, extreme momentum; the step size always
+    closes the list (never raised for non-finite values), weak when nothing specific came
+    before it. For units, the activation closes it instead, and only when nothing came before:
+    with unscaled inputs or a bad rate, swapping ReLU for leaky ReLU treats the symptom.
+    """
+    scope = scope or CauseScope(diverging=diverging)
+    units = scope.layer is not None
     out: list[Cause] = []
+    xs, ys = x_scale_problem(trace), y_scale_problem(trace)
+    first_layer = units and scope.layer.index == _first_trainable(trace)
+    if scope.data_first and xs and (first_layer or not units):
+        out.append(_data_cause("x", xs))
+    elif scope.data_first and ys and not units:
+        out.append(_data_cause("y", ys))
     bad = bad_init_layers(trace)
     if bad:
         layer, scale = bad[0]
         target, fixes = init_target_and_fixes(layer, [l for l, _ in bad])
         out.append(Cause("initialization", target, fixes, {"init_scale": round(scale, 4)}))
     cls, lr, ratio = lr_info(trace)
-    if lr is not None and ratio >= 10:
+    if lr is not None and ratio >= (3 if units else 10):
         target, fixes = lr_target_and_fixes(trace, "down")
-        out.append(Cause("learning_rate", target, fixes, {"learning_rate": lr, "default_learning_rate": DEFAULT_LR.get(cls, 0.001)}))
+        out.append(Cause("learning_rate", target, fixes, {"learning_rate": lr} if units else {"learning_rate": lr, "default_learning_rate": DEFAULT_LR.get(cls, 0.001)}))
+    if units:
+        if xs and (first_layer or scope.data_first) and not (scope.data_first and first_layer):
+            out.append(_data_cause("x", xs))
+        if not out and scope.fallback is not None:
+            out.append(Cause("activation", Target("layer_arg", layer=scope.layer.index, arg="activation"), [scope.fallback], {}, strong=False))
+        return out
+    out += _training_causes(trace, scope.diverging, xs, ys, cls, lr, ratio)
+    if not any(c.root == "learning_rate" for c in out):
+        # Nothing about the step size yet: it is the usual suspect; its direction
+        # follows how far weights move per step. Non-finite or diverging values are
+        # never answered by a larger step.
+        med = median_log_update_ratio(trace)
+        direction = "down" if scope.diverging or (med is not None and med > -1.5) else "up"
+        target, fixes = lr_target_and_fixes(trace, direction)
+        out.append(Cause("learning_rate", target, fixes, {"learning_rate": lr}, strong=False))
+    return _distinct(out)
+
+
+def _training_causes(trace: Trace, diverging: bool, xs: dict | None, ys: dict | None, cls: str | None, lr: float | None, ratio: float) -> list[Cause]:
+    """The rest of the order for a whole run (after initialization and a far too high rate)."""
+    out: list[Cause] = []
     if cls in SLOW_BY_DEFAULT and lr is not None and abs(ratio - 1.0) < 1e-6:
         target, fixes = optimizer_target_and_fixes(trace)
         out.append(Cause("optimizer", target, fixes, {"optimizer": cls, "learning_rate": lr}))
-    xs = x_scale_problem(trace)
     if xs:
-        target, fixes = data_target_and_fixes("x")
-        out.append(Cause("data_normalization", target, fixes, dict(xs)))
-    ys = y_scale_problem(trace)
+        out.append(_data_cause("x", xs))
     if ys:
-        target, fixes = data_target_and_fixes("y")
-        out.append(Cause("data_normalization", target, fixes, dict(ys)))
+        out.append(_data_cause("y", ys))
     if lr is not None and 3 < ratio < 10:
         target, fixes = lr_target_and_fixes(trace, "down")
         out.append(Cause("learning_rate", target, fixes, {"learning_rate": lr}))
@@ -368,14 +413,28 @@ def candidate_causes(trace: Trace, diverging: bool = False) -> list[Cause]:
     opt = trace.optimizer
     if opt is not None and (opt.config.get("momentum") or 0) >= 0.95:
         out.append(Cause("optimizer", Target("optimizer_arg", arg="momentum"), [FixSpec("Use momentum 0.9", new_value="0.9")], {"momentum": opt.config.get("momentum")}))
-    if not any(c.root == "learning_rate" for c in out):
-        # Nothing about the step size yet: it is the usual suspect; its direction
-        # follows how far weights move per step. Non-finite or diverging values are
-        # never answered by a larger step.
-        med = median_log_update_ratio(trace)
-        direction = "down" if diverging or (med is not None and med > -1.5) else "up"
-        target, fixes = lr_target_and_fixes(trace, direction)
-        out.append(Cause("learning_rate", target, fixes, {"learning_rate": lr}, strong=False))
+    return out
+
+
+def _data_cause(which: str, problem: dict) -> Cause:
+    target, fixes = data_target_and_fixes(which)
+    return Cause("data_normalization", target, fixes, dict(problem))
+
+
+def _first_trainable(trace: Trace) -> int | None:
+    t = trace.trainable_layers
+    return t[0].index if t else None
+
+
+def _distinct(causes: list[Cause]) -> list[Cause]:
+    """Each (root cause, source element) once, in the order given."""
+    seen: set[tuple] = set()
+    out = []
+    for c in causes:
+        key = (c.root, c.target.kind, c.target.layer, c.target.arg)
+        if key not in seen:
+            seen.add(key)
+            out.append(c)
     return out
 
 

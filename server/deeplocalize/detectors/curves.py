@@ -7,7 +7,7 @@ import numpy as np
 
 from ..findings import Finding, FixSpec, Target
 from ..trace import Trace
-from .common import Cause, alternatives, candidate_causes, layer_label, lr_info, median_log_update_ratio, x_scale_problem, y_scale_problem, data_target_and_fixes
+from .common import CauseScope, alternatives, candidate_causes, layer_label, lr_info, median_log_update_ratio
 from ..rules import rule
 from .registry import runtime_detector
 from .progress import ACCURACY_KEYS, VAL_ACCURACY_KEYS, Progress
@@ -169,14 +169,7 @@ def detect_not_learning(trace: Trace, progress: Progress | None) -> list[Finding
     med = median_log_update_ratio(trace)
     cls, lr, ratio = lr_info(trace)
     slow = not osc and med is not None and med <= -1.0
-    causes = candidate_causes(trace)
-    if slow and (xs := x_scale_problem(trace)):
-        target, fixes = data_target_and_fixes("x")
-        causes.insert(0, Cause("data_normalization", target, fixes, xs))
-    elif slow and (ys := y_scale_problem(trace)):
-        target, fixes = data_target_and_fixes("y")
-        causes.insert(0, Cause("data_normalization", target, fixes, ys))
-    causes = _distinct(causes)
+    causes = candidate_causes(trace, scope=CauseScope(data_first=slow))
     cause = causes[0]
     root, target, fixes = cause.root, cause.target, cause.fixes
     ev.update(cause.evidence)
@@ -234,18 +227,6 @@ def detect_learning_rate_decayed_away(trace: Trace, progress: Progress | None) -
         Target("fit_arg", arg="callbacks"),
         evidence={"initial_learning_rate": start, "final_learning_rate": float(rates[-1]), "cut_at_epoch": epoch,
                   "loss_at_cut": round(float(after[0]), 4), "final_loss": round(float(after[-1]), 4)})]
-
-
-def _distinct(causes: list[Cause]) -> list[Cause]:
-    """Each (root cause, source element) once, in the order given."""
-    seen: set[tuple] = set()
-    out = []
-    for c in causes:
-        key = (c.root, c.target.kind, c.target.layer, c.target.arg)
-        if key not in seen:
-            seen.add(key)
-            out.append(c)
-    return out
 
 
 VAL_ACCURACY = VAL_ACCURACY_KEYS

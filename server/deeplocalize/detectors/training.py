@@ -9,9 +9,9 @@ import numpy as np
 from ..findings import Finding, FixSpec, Target
 from ..trace import LayerInfo, Trace
 from .common import (
-    RELU_LIKE, SATURATING, SLOW_BY_DEFAULT, DEFAULT_LR, Cause, activation_arg_target, bad_init_layers, saturating_stack, alternatives, candidate_causes, init_offset, init_target_and_fixes,
-    layer_label, lr_info, lr_target_and_fixes, median_log_update_ratio, optimizer_target_and_fixes, window, x_scale_problem,
-    data_target_and_fixes,
+    RELU_LIKE, SATURATING, SLOW_BY_DEFAULT, DEFAULT_LR, CauseScope, activation_arg_target, bad_init_layers, saturating_stack, alternatives,
+    candidate_causes, init_offset, init_target_and_fixes, layer_label, lr_info, lr_target_and_fixes, median_log_update_ratio,
+    optimizer_target_and_fixes, window,
 )
 from ..rules import rule
 from .registry import runtime_detector
@@ -190,7 +190,7 @@ def detect_dead_relu(trace: Trace, progress: Progress | None) -> list[Finding]:
             continue
         ev = {"dead_unit_fraction": round(frac, 3)}
         severity = "warning" if (frac >= 0.99 or (progress is not None and progress.poor)) else "information"
-        causes = _unit_causes(trace, l, FixSpec('Use activation "leaky_relu"', new_value='"leaky_relu"'), data_first=False)
+        causes = candidate_causes(trace, scope=CauseScope(layer=l, fallback=FixSpec('Use activation "leaky_relu"', new_value='"leaky_relu"')))
         cause = causes[0]
         root, target, fixes = cause.root, cause.target, cause.fixes
         ev.update(cause.evidence)
@@ -210,44 +210,6 @@ def detect_dead_relu(trace: Trace, progress: Progress | None) -> list[Finding]:
     return out
 
 
-def _unit_causes(trace: Trace, layer: LayerInfo, fallback: FixSpec, data_first: bool) -> list[Cause]:
-    """Why a layer's units are dead or saturated, most likely first.
-
-    Unscaled inputs explain the first layer's saturation before anything else
-    (data_first); then a bad initial weight scale, then a learning rate well
-    above the optimizer's default, then unscaled inputs. The activation itself is
-    offered (weak) only when nothing came before it: with unscaled inputs or a bad
-    learning rate, swapping ReLU for leaky ReLU treats the symptom and can make the
-    run diverge where it only stalled.
-    """
-    out: list[Cause] = []
-    xs = x_scale_problem(trace)
-    first = layer.index == _first_trainable(trace)
-    if data_first and xs and first:
-        target, fixes = data_target_and_fixes("x")
-        out.append(Cause("data_normalization", target, fixes, dict(xs)))
-    bad = bad_init_layers(trace)
-    if bad:
-        bad_layer, scale = bad[0]
-        target, fixes = init_target_and_fixes(bad_layer, [l for l, _ in bad])
-        out.append(Cause("initialization", target, fixes, {"init_scale": round(scale, 4)}))
-    cls, lr, ratio = lr_info(trace)
-    if lr is not None and ratio >= 3:
-        target, fixes = lr_target_and_fixes(trace, "down")
-        out.append(Cause("learning_rate", target, fixes, {"learning_rate": lr}))
-    if xs and (first or data_first) and not (data_first and first):
-        target, fixes = data_target_and_fixes("x")
-        out.append(Cause("data_normalization", target, fixes, dict(xs)))
-    if not out:
-        out.append(Cause("activation", Target("layer_arg", layer=layer.index, arg="activation"), [fallback], {}, strong=False))
-    return out
-
-
-def _first_trainable(trace: Trace) -> int | None:
-    t = trace.trainable_layers
-    return t[0].index if t else None
-
-
 @runtime_detector(30)
 def detect_saturation(trace: Trace, progress: Progress | None) -> list[Finding]:
     for l in trace.layers:
@@ -261,7 +223,7 @@ def detect_saturation(trace: Trace, progress: Progress | None) -> list[Finding]:
         frac = float(np.median(sat))
         ev = {"saturated_fraction": round(frac, 3), "threshold": "|x| > 5"}
         severity = "warning" if progress is None or progress.poor else "information"
-        causes = _unit_causes(trace, l, FixSpec('Use activation "relu"', new_value='"relu"'), data_first=True)
+        causes = candidate_causes(trace, scope=CauseScope(layer=l, data_first=True, fallback=FixSpec('Use activation "relu"', new_value='"relu"')))
         cause = causes[0]
         root, target, fixes = cause.root, cause.target, cause.fixes
         ev.update(cause.evidence)
