@@ -13,7 +13,7 @@ from .common import (
     candidate_causes, init_offset, init_target_and_fixes, layer_label, lr_info, lr_target_and_fixes, median_log_update_ratio,
     optimizer_target_and_fixes, window,
 )
-from ..rules import rule
+from ..rules import Rule, rule
 from .registry import runtime_detector
 from .numerical import first_nonfinite
 from .progress import Progress
@@ -178,7 +178,6 @@ def _vanishing_cause(trace: Trace, start: LayerInfo, ratio: float, ev: dict) -> 
 
 @runtime_detector(40)
 def detect_dead_relu(trace: Trace, progress: Progress | None) -> list[Finding]:
-    out = []
     for l in trace.layers:
         if l.activation not in RELU_LIKE or l.is_output:
             continue
@@ -188,26 +187,31 @@ def detect_dead_relu(trace: Trace, progress: Progress | None) -> list[Finding]:
         frac = float(np.median(dead))
         if frac < DEAD_RELU["dead_fraction"]:
             continue
-        ev = {"dead_unit_fraction": round(frac, 3)}
         severity = "warning" if (frac >= 0.99 or (progress is not None and progress.poor)) else "information"
-        causes = candidate_causes(trace, scope=CauseScope(layer=l, fallback=FixSpec('Use activation "leaky_relu"', new_value='"leaky_relu"')))
-        cause = causes[0]
-        root, target, fixes = cause.root, cause.target, cause.fixes
-        ev.update(cause.evidence)
-        out.append(DEAD_RELU.finding(
-            f"{frac:.0%} of the units of {layer_label(l)} output 0 for every sample (dead ReLUs); likely cause: {root.replace('_', ' ')}.",
-            target,
-            root_cause=root,
-            severity=severity,
-            layer=target.layer if target.layer is not None else l.index,
-            evidence=ev,
-            fixes=fixes,
-            observed={"layer": l.index, "where": "out"},
-            confidence="strong" if cause.strong else "weak",
-            alternatives=alternatives(causes[1:]),
-        ))
-        break  # the first dead layer starves everything after it
-    return out
+        scope = CauseScope(layer=l, fallback=FixSpec('Use activation "leaky_relu"', new_value='"leaky_relu"'))
+        # The first dead layer starves everything after it.
+        return [_unit_finding(trace, DEAD_RELU, f"{frac:.0%} of the units of {layer_label(l)} output 0 for every sample (dead ReLUs)",
+                              scope, {"dead_unit_fraction": round(frac, 3)}, severity, "out")]
+    return []
+
+
+def _unit_finding(trace: Trace, r: Rule, what: str, scope: CauseScope, ev: dict, severity: str, where: str) -> Finding:
+    """A symptom in one layer's units, blamed on the first cause of the elimination order;
+    the others travel as alternatives for the experiments."""
+    causes = candidate_causes(trace, scope=scope)
+    cause, layer = causes[0], scope.layer
+    return r.finding(
+        f"{what}; likely cause: {cause.root.replace('_', ' ')}.",
+        cause.target,
+        root_cause=cause.root,
+        severity=severity,
+        layer=cause.target.layer if cause.target.layer is not None else layer.index,
+        evidence={**ev, **cause.evidence},
+        fixes=cause.fixes,
+        observed={"layer": layer.index, "where": where},
+        confidence="strong" if cause.strong else "weak",
+        alternatives=alternatives(causes[1:]),
+    )
 
 
 @runtime_detector(30)
@@ -221,24 +225,10 @@ def detect_saturation(trace: Trace, progress: Progress | None) -> list[Finding]:
         if len(sat) < 3 or float(np.median(sat)) <= SATURATED["saturated_fraction"]:
             continue
         frac = float(np.median(sat))
-        ev = {"saturated_fraction": round(frac, 3), "threshold": "|x| > 5"}
         severity = "warning" if progress is None or progress.poor else "information"
-        causes = candidate_causes(trace, scope=CauseScope(layer=l, data_first=True, fallback=FixSpec('Use activation "relu"', new_value='"relu"')))
-        cause = causes[0]
-        root, target, fixes = cause.root, cause.target, cause.fixes
-        ev.update(cause.evidence)
-        return [SATURATED.finding(
-            f"{frac:.0%} of the inputs of the {l.activation} in {layer_label(l)} are beyond +-5, where its gradient is ~0; likely cause: {root.replace('_', ' ')}.",
-            target,
-            root_cause=root,
-            severity=severity,
-            layer=target.layer if target.layer is not None else l.index,
-            evidence=ev,
-            fixes=fixes,
-            observed={"layer": l.index, "where": "pre"},
-            confidence="strong" if cause.strong else "weak",
-            alternatives=alternatives(causes[1:]),
-        )]
+        scope = CauseScope(layer=l, data_first=True, fallback=FixSpec('Use activation "relu"', new_value='"relu"'))
+        return [_unit_finding(trace, SATURATED, f"{frac:.0%} of the inputs of the {l.activation} in {layer_label(l)} are beyond +-5, where its gradient is ~0",
+                              scope, {"saturated_fraction": round(frac, 3), "threshold": "|x| > 5"}, severity, "pre")]
     return []
 
 
