@@ -1,0 +1,47 @@
+"""Each verified fix, applied and analyzed again as the editor would: is its fault gone?
+
+The suite runs this on the real programs (tests/test_real_corpus.py); the fixture set is
+checked here, on demand, to keep CI under its time budget (the fixtures' fixes are also run
+to the end of their scripts by tests/test_fixtures.py).
+
+    python benchmarks/verified_fixes_heal.py [--set fixtures|real|all] [--verify-seconds 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "server"))
+
+from deeplocalize.evaluation import evaluate, load_expectations, verified_fixes_heal  # noqa: E402
+from deeplocalize.runner import RunOptions  # noqa: E402
+
+
+async def run(args: argparse.Namespace) -> int:
+    folders = {"fixtures": [ROOT / "fixtures"], "real": [ROOT / "fixtures" / "real"], "all": [ROOT / "fixtures", ROOT / "fixtures" / "real"]}[args.set]
+    exps = [e for folder in folders for e in load_expectations(folder)]
+    start = time.monotonic()
+    summary = await evaluate(exps, RunOptions(), parallel=2, verify_seconds=args.verify_seconds)
+    analyzed = time.monotonic() - start
+    checked, failures = await verified_fixes_heal(summary, RunOptions(), parallel=2)
+    for f in failures:
+        print("FAIL", f)
+    print(f"{checked - len(failures)}/{checked} verified fixes heal their fault when analyzed again "
+          f"(analysis and verification {analyzed:.0f} s, re-analysis {time.monotonic() - start - analyzed:.0f} s)")
+    return 1 if failures else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--set", choices=("fixtures", "real", "all"), default="fixtures")
+    parser.add_argument("--verify-seconds", type=float, default=60.0)
+    return asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
