@@ -4,7 +4,7 @@ The suite runs this on the real programs (tests/test_real_corpus.py); the fixtur
 checked here, on demand, to keep CI under its time budget (the fixtures' fixes are also run
 to the end of their scripts by tests/test_fixtures.py).
 
-    python benchmarks/verified_fixes_heal.py [--set fixtures|real|all] [--verify-seconds 60]
+    python benchmarks/verified_fixes_heal.py [--set fixtures|real|all] [--only b10] [--verify-seconds 60]
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from deeplocalize.runner import RunOptions  # noqa: E402
 
 async def run(args: argparse.Namespace) -> int:
     folders = {"fixtures": [ROOT / "fixtures"], "real": [ROOT / "fixtures" / "real"], "all": [ROOT / "fixtures", ROOT / "fixtures" / "real"]}[args.set]
-    exps = [e for folder in folders for e in load_expectations(folder)]
+    exps = [e for folder in folders for e in load_expectations(folder) if args.only in e.path.name]
     start = time.monotonic()
     summary = await evaluate(exps, RunOptions(), parallel=2, verify_seconds=args.verify_seconds)
     analyzed = time.monotonic() - start
@@ -40,6 +40,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--set", choices=("fixtures", "real", "all"), default="fixtures")
     parser.add_argument("--verify-seconds", type=float, default=60.0)
+    parser.add_argument("--only", default="", help="only programs whose file name contains this")
     return asyncio.run(run(parser.parse_args()))
 
 
