@@ -68,6 +68,8 @@ def test_probe_sees_every_layer_without_changing_training(tmp_path, style):
     first = trace.steps[0].values
     assert {"L0.out", "L0.pre", "L0.grad", "L0.w", "L0.upd", "L1.out", "loss"} <= set(first)
     assert first["L0.w"]["fan_in"] == 6 and 0 < first["L0.grad"]["norm"] < 100
+    if style in ("sequential", "functional"):  # built before fit: its initial weights are read before any update
+        assert sorted(trace.initial_kernels) == [0, 1] and trace.initial_kernels[0][1] == 6
     # the user's stdout/stderr arrive as output, events stay on the private channel
     assert "before fit" in result.output and "to stderr" in result.output
     assert not any(line.startswith("{") for line in result.output)

@@ -220,7 +220,7 @@ class Probe:
             if getattr(model, "built", False) and not probe.layers:
                 try:
                     layers = probe._probed_layers(model)
-                    probe.channel.send("model_preview", layers=probe._describe_layers(model, layers))
+                    probe.channel.send("model_preview", layers=describe_layers(model, layers, probe.sites))
                     if not continues:
                         probe.channel.send("initial_weights", kernels=initial_kernels(layers))
                 except Exception:  # noqa: BLE001 - a preview is optional
