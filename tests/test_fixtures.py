@@ -55,11 +55,15 @@ def test_at_least_90_percent_localized_with_the_expected_root_cause(summary):
 
 
 def test_every_json_finding_follows_the_schema(summary):
-    from deeplocalize.findings import ROOT_CAUSES, SEVERITIES
+    from deeplocalize.rules import all_rules
+    from deeplocalize.vocab import REPORT_STATUSES, ROOT_CAUSES, SEVERITIES
 
+    registry = all_rules()
     for s in summary.scores:
         doc = s.report.to_json()
-        assert doc["status"] in ("ok", "crashed", "timeout", "not_keras", "syntax_error")
+        assert doc["status"] in REPORT_STATUSES
+        for lf in s.report.findings:  # each finding names a cause its rule declares (and documents)
+            assert lf.finding.root_cause in registry[lf.finding.code].causes, (s.expectation.path.name, lf.finding.code, lf.finding.root_cause)
         for f in doc["findings"]:
             assert f["severity"] in SEVERITIES and f["root_cause"] in (*ROOT_CAUSES, None)
             r = f["range"]

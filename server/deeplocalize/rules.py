@@ -16,6 +16,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import EllipsisType
 from typing import Any, Literal, Mapping
 
 from .findings import Finding, Target
@@ -54,7 +55,7 @@ class Rule:
     causes: tuple[RootCause | None, ...] = (None,)
     details: str = ""  # the rest of its documentation (markdown), same placeholders
     thresholds: Mapping[str, float] = field(default_factory=dict)
-    traits: frozenset[str] = frozenset()
+    traits: frozenset[Trait] = frozenset()
     fallback_rank: int | None = None  # among weak findings alone, the lowest rank stays a warning
 
     def __post_init__(self) -> None:
@@ -69,7 +70,7 @@ class Rule:
     def has(self, trait: str) -> bool:
         return trait in self.traits
 
-    def finding(self, message: str, target: Target, *, root_cause: RootCause | None | Any = ..., severity: Severity | None = None,
+    def finding(self, message: str, target: Target, *, root_cause: RootCause | None | EllipsisType = ..., severity: Severity | None = None,
                 symptom: str | None = None, **rest: Any) -> Finding:
         """A finding of this rule; the root cause may be left out when the rule names only one."""
         if root_cause is ...:
