@@ -107,7 +107,8 @@ def all_rules() -> dict[str, Rule]:
 
 
 def get(code: str) -> Rule | None:
-    return all_rules().get(code)
+    """The rule of a code; the declaring modules are imported only when it is not registered yet."""
+    return REGISTRY.get(code) or all_rules().get(code)
 
 
 def has_trait(code: str, trait: str) -> bool:

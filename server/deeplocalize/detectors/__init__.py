@@ -10,7 +10,7 @@ import importlib
 import pkgutil
 
 from ..findings import Finding
-from ..rules import REGISTRY
+from ..rules import REGISTRY, has_trait
 from ..trace import Trace
 from ..vocab import is_serious, rank
 from .crash import detect_crash
@@ -28,8 +28,7 @@ RUNTIME_DETECTORS: list[RuntimeDetector] = runtime_detectors()
 
 
 def _has(f: Finding, trait: str) -> bool:
-    r = REGISTRY.get(f.code)
-    return r is not None and r.has(trait)
+    return has_trait(f.code, trait)
 
 
 def diagnose(trace: Trace) -> list[Finding]:
