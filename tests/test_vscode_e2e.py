@@ -27,4 +27,5 @@ def test_extension_end_to_end_in_code_server():
     failed = [c for c in result["checks"] if not c["ok"]]
     assert r.returncode == 0 and not failed, (failed, r.stdout[-3000:], r.stderr[-3000:])
     names = {os.path.basename(s) for s in result["screenshots"]}
-    assert {"squiggle-hover.png", "quick-fix-menu.png", "problems-panel.png"} <= names
+    assert {"squiggle-hover.png", "quick-fix-menu.png", "problems-panel.png", "notebook-squiggle.png", "notebook-after-fix.png"} <= names
+    assert any("notebook" in c["name"] and c["ok"] for c in result["checks"])

@@ -14,10 +14,12 @@ import sys
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from . import __version__
 from .engine import EnvironmentProblem, FileReport, analyze, verify
-from .findings import Fix
+from .findings import Fix, SourceRange
+from .notebook import NotebookUnreadable, NothingToRun, is_notebook, load_notebook
 from .runner import RunOptions, WorkerPool
 from .verify import describe
 from .vocab import is_serious
@@ -32,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"deeplocalize {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     c = sub.add_parser("check", help="train each script with probes and report faults like a linter")
-    c.add_argument("files", nargs="+", help="Python scripts that train a Keras model")
+    c.add_argument("files", nargs="+", help="Python scripts or Jupyter notebooks (.ipynb) that train a Keras model")
     c.add_argument("--format", choices=("text", "json"), default="text")
     c.add_argument("--python", default=sys.executable, help="interpreter that runs the script (default: this one)")
     c.add_argument("--max-seconds", type=float, default=60.0, help="time budget per script, TensorFlow import included (default 60)")
@@ -72,7 +74,7 @@ def _options(args: argparse.Namespace) -> RunOptions:
 
 def render_text(report: FileReport, console: Console) -> None:
     rel = os.path.relpath(report.path)
-    if report.status == "not_keras":
+    if report.status in ("not_keras", "nothing_to_run"):
         console.print(f"{rel}: [dim]skipped: {report.message}[/dim]")
         return
     if not report.findings:
@@ -80,22 +82,27 @@ def render_text(report: FileReport, console: Console) -> None:
         return
     for lf in report.findings:
         f = lf.finding
-        r = lf.range
         cause = f" (root cause: {f.root_cause})" if f.root_cause else ""
         style = _STYLE.get(f.severity, "")
-        console.print(f"{os.path.relpath(r.file)}:{r.start.line}:{r.start.column}: [{style}]{f.severity}[/{style}] [bold]{f.code}[/bold]{cause}: {f.message}", highlight=False, soft_wrap=True)
+        console.print(f"{where(report.place(lf.range))}: [{style}]{f.severity}[/{style}] [bold]{f.code}[/bold]{cause}: {f.message}", highlight=False, soft_wrap=True)
         ev = ", ".join(f"{k}={_short(v)}" for k, v in f.evidence.items() if k != "message")
         if ev:
             console.print(f"    evidence: {ev}", style="dim", highlight=False, soft_wrap=True)
         preferred = lf.preferred
         for fix in lf.fixes:
-            edits = "; ".join(f"{e.range.start.line}:{e.range.start.column} -> {e.new_text.strip()!r}" for e in fix.edits)
+            edits = "; ".join(f"{where(report.place(e.range), file=False)} -> {e.new_text.strip()!r}" for e in fix.edits)
             if fix.verification and fix.verification.verdict == "refuted":  # tried and not offered
                 console.print(f"    tried ({_verdict(fix)}): {fix.title}", style="dim", highlight=False, soft_wrap=True)
                 continue
             tags = (["preferred"] if fix is preferred else []) + ([_verdict(fix)] if fix.verification else [])
-            console.print(f"    fix{' (' + ', '.join(tags) + ')' if tags else ''}: {fix.title}  [{edits}]", highlight=False, soft_wrap=True)
+            console.print(f"    fix{' (' + ', '.join(tags) + ')' if tags else ''}: {fix.title}  {escape('[' + edits + ']')}", highlight=False, soft_wrap=True)
     console.print(f"{rel}: {report.status}, {len(report.findings)} finding(s), {report.duration_s:.1f} s", style="dim")
+
+
+def where(r: SourceRange, file: bool = True) -> str:
+    """`train.py:12:5`, or in a notebook `model.ipynb:cell 4:12:5` (the cell's 1-based index)."""
+    cell = f"cell {r.cell}:" if r.cell is not None else ""
+    return (f"{os.path.relpath(r.file)}:" if file else "") + f"{cell}{r.start.line}:{r.start.column}"
 
 
 def _verdict(fix: Fix) -> str:
@@ -104,6 +111,16 @@ def _verdict(fix: Fix) -> str:
     if v.verdict == "verified":
         return f"verified: {describe(v)}"
     return f"{v.verdict}: {v.reason}"
+
+
+def _notebook_place(path: str, r: SourceRange) -> SourceRange:
+    """A streamed finding comes before its report: placed in the notebook's cells here."""
+    if not is_notebook(path):
+        return r
+    try:
+        return load_notebook(path).to_cell(r)
+    except (NotebookUnreadable, NothingToRun):
+        return r
 
 
 def _short(v: Any) -> str:
@@ -139,13 +156,14 @@ async def _check(args: argparse.Namespace) -> int:
             try:
                 said: list = []
 
-                def on_findings(found: list) -> None:
+                def on_findings(found: list, _p: str = path) -> None:
                     # Certain before the run ends (a configuration error): said now, the report follows.
                     if args.format == "text" and not args.no_progress:
                         for lf in found[len(said):]:
                             said.append(lf)
-                            r, f = lf.range, lf.finding
-                            err.print(f"{os.path.relpath(r.file)}:{r.start.line}:{r.start.column}: {f.severity} {f.code} (found while "
+                            f = lf.finding
+                            at = _notebook_place(_p, lf.range)
+                            err.print(f"{where(at)}: {f.severity} {f.code} (found while "
                                       f"training; the full report follows): {f.message}", markup=False, highlight=False)
 
                 report = await analyze(path, options, pool=pool, on_event=on_event, on_output=on_output, warm_next=not args.no_verify,

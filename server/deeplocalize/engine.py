@@ -6,7 +6,7 @@ from __future__ import annotations
 import ast
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -14,6 +14,7 @@ from .detectors import DecisiveRule, diagnose, measure, settled_findings, sympto
 from .detectors.static_rules import check_static
 from .findings import Finding, LocatedFinding, Position, SourceRange, Target
 from .locate import Locator, frame_range, line_range, load_source
+from .notebook import Notebook, NotebookUnreadable, NothingToRun, is_notebook, load_notebook
 from .rules import Rule, rule
 from .runner import EventCallback, OutputCallback, RunOptions, RunResult, WorkerPool, run_script
 from .trace import Trace
@@ -42,6 +43,9 @@ PROBE_DEGRADED = rule(
     "probe-degraded", "run", "hint", "probe-degraded",
     "The probe could not record per-layer statistics for this model (an unusual layer or training step);",
     details="the analysis fell back to the loss and the configuration checks. The run itself was not affected.", traits=_RUN)
+NOTEBOOK_UNREADABLE = rule(
+    "notebook-unreadable", "run", "error", "notebook-unreadable",
+    "The `.ipynb` file is not a Jupyter notebook (not JSON, or not the notebook format); nothing was run.", traits=_RUN)
 NO_TRAINING = rule("no-training", "run", "hint", "no-training", "The script ended without calling `fit()` on a Keras model.", traits=_RUN)
 
 
@@ -60,13 +64,18 @@ class FileReport:
     message: str = ""
     source: str = ""  # the text that was analyzed (fixes apply to it)
     verification: VerifySummary | None = None
+    notebook: Notebook | None = None  # set when `path` is a notebook: `source` is its code cells as one script
+
+    def place(self, r: SourceRange) -> SourceRange:
+        """Where the user reads a range: in a notebook, its cell and the line in that cell."""
+        return self.notebook.to_cell(r) if self.notebook is not None else r
 
     def to_json(self) -> dict:
         return {
             "path": self.path,
             "status": self.status,
             "duration_s": round(self.duration_s, 3),
-            "findings": [f.to_json() for f in self.findings],
+            "findings": [f.to_json(self.place) for f in self.findings],
             "verification": self.verification.to_json() if self.verification else None,
         }
 
@@ -146,6 +155,14 @@ async def analyze(
     source = text
     start = time.monotonic()
     path = os.path.abspath(path)
+    notebook: Notebook | None = None
+    if is_notebook(path):
+        try:
+            notebook = load_notebook(path)
+        except (NotebookUnreadable, NothingToRun) as exc:
+            return _not_a_runnable_notebook(path, exc)
+        options = _in_notebook_folder(options, path)
+        text = source = text if text is not None else notebook.script
     if text is None:
         try:
             text = Path(path).read_text(encoding="utf-8", errors="replace")
@@ -154,6 +171,7 @@ async def analyze(
     unrunnable = _not_runnable(text, path)
     if unrunnable is not None:
         unrunnable.duration_s = time.monotonic() - start
+        unrunnable.notebook = notebook
         return unrunnable
 
     # The experiments' worker imports TensorFlow while this run trains; a healthy script
@@ -173,7 +191,20 @@ async def analyze(
     findings = diagnose_fits(traces)
     findings += _about_the_run(run, options, findings, load_source(path), path)
     # Hover and the code lens follow the first fit; every fit's findings are in `findings`.
-    return FileReport(path, _status(run), time.monotonic() - start, findings, traces[0], run, source=text)
+    return FileReport(path, _status(run), time.monotonic() - start, findings, traces[0], run, source=text, notebook=notebook)
+
+
+def _in_notebook_folder(options: RunOptions, path: str) -> RunOptions:
+    """Jupyter runs a notebook from its own folder, so its relative data paths resolve there."""
+    return replace(options, cwd=os.path.dirname(path))
+
+
+def _not_a_runnable_notebook(path: str, exc: Exception) -> FileReport:
+    if isinstance(exc, NothingToRun):
+        return FileReport(path, "nothing_to_run", 0.0, [], message=str(exc))
+    assert isinstance(exc, NotebookUnreadable)
+    at = SourceRange(path, Position(exc.line, exc.column), Position(exc.line, exc.column + 1))
+    return FileReport(path, "syntax_error", 0.0, [_run_finding(NOTEBOOK_UNREADABLE, str(exc), at)])
 
 
 def _not_runnable(text: str, path: str) -> FileReport | None:
@@ -303,11 +334,13 @@ async def verify(
     on_progress: Callable[[str], None] | None = None,
 ) -> VerifySummary | None:
     """Re-train with each serious finding's fixes applied (see verify.py); updates the report in place."""
-    if report.run is None or report.status in ("syntax_error", "not_keras") or not any(testable(f) for f in report.findings):
+    if report.run is None or report.status in ("syntax_error", "not_keras", "nothing_to_run") or not any(testable(f) for f in report.findings):
         return None
     started = time.monotonic()
     if pool is not None:
         await pool.prewarm(options)  # no-op when the run already started one
+    if report.notebook is not None:
+        options = _in_notebook_folder(options, report.path)
     exp = Experiment(report.path, report.source, report.run, options, pool)
     report.verification = await verify_findings(exp, report.findings, budget_s, on_update, on_progress)
     report.findings.sort(key=lambda f: rank(f.finding.severity))

@@ -9,7 +9,7 @@ run on synthetic traces and the locator run on source text alone.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from .trace import Frame
 from .vocab import ROOT_CAUSES, SEVERITIES, VERDICTS, Confirmation, Verdict  # noqa: F401 - ROOT_CAUSES, SEVERITIES, VERDICTS re-exported
@@ -107,9 +107,13 @@ class SourceRange:
     file: str
     start: Position
     end: Position
+    cell: int | None = None  # in a notebook: the 1-based cell, and lines counted within it
 
     def to_json(self) -> dict[str, Any]:
-        return {"start": vars(self.start), "end": vars(self.end)}
+        out: dict[str, Any] = {"start": vars(self.start), "end": vars(self.end)}
+        if self.cell is not None:
+            out["cell"] = self.cell
+        return out
 
 
 @dataclass
@@ -167,7 +171,9 @@ class LocatedFinding:
                 return fix
         return next((fix for fix in self.fixes if fix.verification is None or fix.verification.verdict != "refuted"), None)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, place: Callable[[SourceRange], SourceRange] | None = None) -> dict[str, Any]:
+        """`place` maps a range to where the user reads it (a notebook's cell and line)."""
+        place = place or (lambda r: r)
         f = self.finding
         return {
             "severity": f.severity,
@@ -175,16 +181,16 @@ class LocatedFinding:
             "symptom": f.symptom,
             "root_cause": f.root_cause,
             "message": f.message,
-            "range": self.range.to_json(),
+            "range": place(self.range).to_json(),
             "layer": self.layer,
             "evidence": f.evidence,
             "confirmation": self.confirmation,
-            "fixes": [self._fix_json(x) for x in self.fixes],
+            "fixes": [self._fix_json(x, place) for x in self.fixes],
         }
 
-    def _fix_json(self, fix: Fix) -> dict[str, Any]:
+    def _fix_json(self, fix: Fix, place: Callable[[SourceRange], SourceRange]) -> dict[str, Any]:
         out: dict[str, Any] = {"title": fix.title, "preferred": fix is self.preferred,
                                "root_cause": fix.root_cause or self.finding.root_cause,
-                               "edits": [{"range": e.range.to_json(), "new_text": e.new_text} for e in fix.edits]}
+                               "edits": [{"range": place(e.range).to_json(), "new_text": e.new_text} for e in fix.edits]}
         out["verification"] = fix.verification.to_json() if fix.verification else None
         return out

@@ -12,6 +12,7 @@ import astroid
 from astroid import nodes
 
 from .findings import Position, SourceRange, TextEdit
+from .notebook import NotebookUnreadable, NothingToRun, is_notebook, load_notebook
 from .trace import Frame
 
 
@@ -25,8 +26,14 @@ class Source:
 
 @lru_cache(maxsize=64)
 def _load(path: str, mtime: float, size: int) -> Source:
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        text = fh.read()
+    if is_notebook(path):  # what ran: the code cells as one script (frames point into it)
+        try:
+            text = load_notebook(path).script
+        except (NotebookUnreadable, NothingToRun):
+            text = ""
+    else:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            text = fh.read()
     try:
         module = astroid.parse(text, path=path)
     except Exception:  # noqa: BLE001 - a file astroid cannot parse still gets line ranges

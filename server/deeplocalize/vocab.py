@@ -21,7 +21,8 @@ ROOT_CAUSES: tuple[RootCause, ...] = get_args(RootCause)
 # How a training process ended (runner.RunResult.status).
 RunStatus = Literal["finished", "crashed", "timeout", "memory", "cancelled", "decisive", "failed"]
 # How the analysis of a file ended (engine.FileReport.status), as the CLI and the server print it.
-ReportStatus = Literal["ok", "crashed", "timeout", "not_keras", "syntax_error"]
+# `nothing_to_run`: a notebook without Python code cells (another kernel language, none at all).
+ReportStatus = Literal["ok", "crashed", "timeout", "not_keras", "syntax_error", "nothing_to_run"]
 REPORT_STATUSES: tuple[ReportStatus, ...] = get_args(ReportStatus)
 # What the server is doing for a file (the `deeplocalize/runStatus` notification).
 RunPhase = Literal["running", "verifying", "done", "skipped", "cancelled", "failed"]

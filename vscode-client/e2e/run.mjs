@@ -19,6 +19,7 @@ const ART = path.join(ROOT, "artifacts", "e2e");
 const PYTHON = process.env.DEEPLOCALIZE_PYTHON || "python3";
 const BUGGY = "b01_relu_output_ce.py";
 const LONG = "long_training.py";
+const NOTEBOOK = "digits_relu_output.ipynb";
 
 const results = { checks: [], screenshots: [] };
 function check(name, ok, detail = "") {
@@ -119,6 +120,48 @@ async function stopCodeServer(cs) {
   try { process.kill(-cs.pid, "SIGKILL"); } catch {}
 }
 
+async function notebookScenario(page, readReport, shot) {
+  const cellReport = (cell) => readReport()?.docs.find((d) => d.path.endsWith(NOTEBOOK) && d.cell === cell);
+  await page.locator(".explorer-viewlet .monaco-list-row", { hasText: NOTEBOOK }).first().click();
+  const squiggle = page.locator(".notebookOverlay .squiggly-error").first();
+  await squiggle.waitFor({ state: "attached", timeout: 150000 });
+  const cell = await until(() => { const d = cellReport(4); return d && d.diagnostics.length ? d : null; }, 30000, "diagnostics in the notebook's cell");
+  const diag = cell.diagnostics[0];
+  check("in a notebook, the squiggle is in cell 4 on line 4 (the output layer's activation)",
+    diag.line === 3 && diag.severity === 0 && diag.code === "output-not-distribution", JSON.stringify(cell.diagnostics));
+  check("no other cell of the notebook has a DeepLocalize diagnostic",
+    readReport().docs.filter((d) => d.path.endsWith(NOTEBOOK) && d.cell !== 4).every((d) => d.diagnostics.length === 0));
+  await squiggle.scrollIntoViewIfNeeded();
+  await squiggle.hover({ force: true });
+  await page.locator(".monaco-hover", { hasText: "output-not-distribution" }).first().waitFor({ state: "visible", timeout: 20000 }).catch(() => {});
+  await shot("notebook-squiggle");
+  await page.keyboard.press("Escape");
+  await page.keyboard.press("Control+Shift+M");
+  const problems = page.locator(".markers-panel", { hasText: NOTEBOOK }).first();
+  await problems.waitFor({ state: "visible", timeout: 20000 }).catch(() => {});
+  const problemsText = await page.locator(".markers-panel").first().innerText().catch(() => "");
+  check("the Problems panel lists the notebook's finding", problemsText.includes(NOTEBOOK) && problemsText.includes("categorical cross-entropy"), problemsText.slice(0, 400));
+  await shot("notebook-problems-panel");
+  await page.keyboard.press("Escape");
+  const fixItem = page.locator(".action-widget .action-label, .action-widget [role=option]", { hasText: 'DeepLocalize: Use activation "softmax"' }).first();
+  for (let attempt = 0; attempt < 3 && !(await fixItem.isVisible()); attempt++) {
+    await squiggle.click({ force: true });  // the cursor into the cell's editor, on the squiggle
+    await sleep(700);
+    await page.keyboard.press("Control+.");
+    await fixItem.waitFor({ state: "visible", timeout: 8000 }).catch(() => {});
+  }
+  await fixItem.waitFor({ state: "visible", timeout: 10000 });
+  await shot("notebook-quick-fix-menu");
+  await fixItem.click();
+  const fixed = await until(() => { const d = cellReport(4); return d && d.text.includes('keras.layers.Dense(10, activation="softmax")') ? d : null; }, 20000, "the fix to apply in the cell");
+  check("the quick fix edits the notebook cell", fixed.text.split("\n")[3] === '    keras.layers.Dense(10, activation="softmax"),', fixed.text.split("\n")[3]);
+  await page.keyboard.press("Control+S");
+  await until(() => { const d = cellReport(4); return d && d.notebookDirty === false && d.diagnostics.filter((x) => x.severity <= 1).length === 0 ? d : null; },
+    150000, "the notebook's diagnostic to clear after the fix and a save");
+  check("saving the fixed notebook re-analyzes it and the squiggle is gone", true);
+  await shot("notebook-after-fix");
+}
+
 // Workspace trust on, folder not trusted: the extension must say why it is off, and run nothing.
 async function untrustedWorkspace(base, csArgs, env) {
   const ws = path.join(base, "untrusted");
@@ -206,6 +249,7 @@ async function main() {
   fs.mkdirSync(path.join(userData, "User"), { recursive: true });
   fs.copyFileSync(path.join(ROOT, "fixtures/buggy", BUGGY), path.join(ws, BUGGY));
   fs.copyFileSync(path.join(ROOT, "tests/data", LONG), path.join(ws, LONG));
+  fs.copyFileSync(path.join(ROOT, "fixtures/notebooks", NOTEBOOK), path.join(ws, NOTEBOOK));
   fs.writeFileSync(path.join(userData, "User", "settings.json"), JSON.stringify({
     "deeplocalize.interpreter": PYTHON,
     "deeplocalize.run": "onOpenAndSave",
@@ -221,6 +265,7 @@ async function main() {
     "telemetry.telemetryLevel": "off",
     "editor.hover.delay": 150,
     "workbench.colorTheme": "Default Light Modern",
+    "workbench.editorAssociations": { "*.ipynb": "jupyter-notebook" },
   }, null, 2));
   const env = {
     ...process.env,
@@ -246,6 +291,10 @@ async function main() {
     const readReport = () => (fs.existsSync(report) ? JSON.parse(fs.readFileSync(report, "utf8")) : null);
     const docReport = (name) => readReport()?.docs.find((d) => d.path.endsWith(name));
 
+    if (process.env.DEEPLOCALIZE_E2E_ONLY === "notebook") {  // while working on that part alone
+      await notebookScenario(page, readReport, shot);
+      return;
+    }
     // 1. open the buggy fixture from the explorer; the analysis runs on open
     await page.locator(".explorer-viewlet .monaco-list-row", { hasText: BUGGY }).first().click({ timeout: 60000 });
     await page.locator(".monaco-editor .view-lines").first().waitFor({ timeout: 30000 });
@@ -318,14 +367,24 @@ async function main() {
     await until(async () => /analyze/.test(await lens.innerText()), 15000, "the code lens to offer a new run");
     check("after the cancel the code lens offers a new run", true);
     await shot("cancelled");
+
+    // 7. a Jupyter notebook (the built-in notebook editor, no kernel): the finding squiggles in its cell,
+    //    the Problems panel lists it, the quick fix edits the cell, and saving the notebook re-analyzes it
+    await notebookScenario(page, readReport, shot);
+  } catch (err) {
+    await screenshot(page, "failure").catch(() => {});
+    fs.writeFileSync(path.join(ART, "last-api-report.json"), fs.existsSync(report) ? fs.readFileSync(report) : "");
+    throw err;
   } finally {
     await editor.close();
     fs.writeFileSync(path.join(ART, "code-server.log"), editor.log);
   }
   try {
-    await untrustedWorkspace(base, csArgs, env);
-    await interpreterWithoutDeps(base, csArgs, env);
-    await pythonExtensionSelection(base, csArgs, env);
+    if (!process.env.DEEPLOCALIZE_E2E_ONLY) {
+      await untrustedWorkspace(base, csArgs, env);
+      await interpreterWithoutDeps(base, csArgs, env);
+      await pythonExtensionSelection(base, csArgs, env);
+    }
   } finally {
     fs.writeFileSync(path.join(ART, "result.json"), JSON.stringify(results, null, 2));
     fs.rmSync(base, { recursive: true, force: true });

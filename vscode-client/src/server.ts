@@ -6,10 +6,10 @@ import { LanguageClient, LanguageClientOptions, ServerOptions, State } from "vsc
 import { Interpreter, resolveInterpreter } from "./python";
 import { RunStatus, StatusItem } from "./status";
 
-const SERVER_DEPS = ["pygls", "lsprotocol", "astroid", "psutil", "rich", "numpy"];
+const SERVER_DEPS = ["pygls", "lsprotocol", "astroid", "psutil", "rich", "numpy", "nbformat"];
 const TRAIN_DEPS = ["tensorflow"];
 const PIP_NAMES: Record<string, string> = {
-  pygls: '"pygls>=2.1,<3"', lsprotocol: "lsprotocol", astroid: "astroid", psutil: "psutil", rich: "rich", numpy: "numpy",
+  pygls: '"pygls>=2.1,<3"', lsprotocol: "lsprotocol", astroid: "astroid", psutil: "psutil", rich: "rich", numpy: "numpy", nbformat: "nbformat",
   tensorflow: "tensorflow-cpu",
 };
 
@@ -64,7 +64,8 @@ export class Server {
       options: { env, cwd: vscode.workspace.workspaceFolders?.[0]?.uri.fsPath },
     };
     const clientOptions: LanguageClientOptions = {
-      documentSelector: [{ scheme: "file", language: "python" }],
+      // Python files, and the Python cells of Jupyter notebooks (synced as notebooks: the server analyzes the saved .ipynb).
+      documentSelector: [{ scheme: "file", language: "python" }, { notebook: "jupyter-notebook", language: "python" }],
       outputChannel: this.log,
       traceOutputChannel: this.log,
       synchronize: { configurationSection: "deeplocalize" },

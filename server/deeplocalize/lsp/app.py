@@ -25,19 +25,20 @@ from pygls.uris import to_fs_path
 
 from .. import __version__
 from ..engine import EnvironmentProblem, FileReport, analyze, syntax_error, uses_keras, verify
-from ..findings import LocatedFinding
+from ..notebook import NotebookUnreadable, NothingToRun, is_notebook, load_notebook
+from ..findings import LocatedFinding, Position, SourceRange
 from ..runner import RunOptions, WorkerPool, kill_all
-from ..trace import Trace
 from ..verify import testable
 from ..vocab import RunPhase, is_serious
-from .convert import code_actions, overlaps, to_diagnostic, uri_of
+from . import notebooks
+from .convert import Place, code_actions, file_place, overlaps, to_diagnostic
 from .hover import layer_markdown, layers_at, verification_markdown
 from .logs import attach, log
+from .progress import OutputLog, RunProgress
 from .settings import Settings
 
 COMMAND_ANALYZE = "deeplocalize.analyze"
 COMMAND_CANCEL = "deeplocalize.cancel"
-MAX_LOG_LINES_PER_RUN = 400
 
 
 @dataclass
@@ -58,7 +59,7 @@ class DocState:
 
 class DeepLocalizeServer(LanguageServer):
     def __init__(self) -> None:
-        super().__init__("deeplocalize", __version__, text_document_sync_kind=lsp.TextDocumentSyncKind.Full)
+        super().__init__("deeplocalize", __version__, text_document_sync_kind=lsp.TextDocumentSyncKind.Full, notebook_document_sync=notebooks.SYNC)
         self.docs: dict[str, DocState] = {}
         self.pool = WorkerPool()
         self.gate = asyncio.Semaphore(1)  # one training at a time on a 2-core machine
@@ -112,7 +113,11 @@ class DeepLocalizeServer(LanguageServer):
         return best
 
     def is_python(self, uri: str) -> bool:
-        return uri.endswith(".py") or uri.endswith(".pyw")
+        if uri.endswith((".py", ".pyw")):
+            return True
+        # A language client's virtual document of a notebook (jupyterlab-lsp): Python text under a .ipynb name.
+        doc = self.workspace.text_documents.get(uri)
+        return notebooks.is_notebook_uri(uri) and doc is not None and doc.language_id == "python"
 
     # ------------------------------------------------------------------ runs
     def schedule(self, uri: str, reason: str, delay: float | None = None) -> None:
@@ -177,7 +182,7 @@ class DeepLocalizeServer(LanguageServer):
         options = settings.run_options()
         options.cwd = self.workspace_folder_of(state.path)
         run_id = f"deeplocalize/{uuid.uuid4()}"  # also the progress token
-        progress = _Progress(self, run_id, name, state)
+        progress = RunProgress(self, run_id, name, state)
         await progress.begin(asyncio.current_task())
         report = await self._first_diagnosis(state, reason, settings, options, text, run_id, progress)
         if report is None:
@@ -196,11 +201,18 @@ class DeepLocalizeServer(LanguageServer):
         """The saved text, or None (logged, diagnostics cleared) when there is nothing to run."""
         path = state.path
         try:
-            text = Path(path).read_text(encoding="utf-8", errors="replace")
+            text = load_notebook(path).script if is_notebook(path) else Path(path).read_text(encoding="utf-8", errors="replace")
+        except NothingToRun as exc:
+            log.info(f"deeplocalize: {os.path.basename(path)}: {exc}")
+            self.publish(state, None, "")
+            self.status(state, "skipped", str(exc))
+            return None
+        except NotebookUnreadable:
+            text = ""  # the analysis reports it, at the place in the file
         except OSError as exc:
             log.error(f"deeplocalize: cannot read {path}: {exc.strerror}")
             return None
-        if syntax_error(text, path) is None and not uses_keras(text, path):
+        if text and syntax_error(text, path) is None and not uses_keras(text, path):
             log.info(f"deeplocalize: {os.path.basename(path)} does not use Keras/TensorFlow; nothing to run")
             self.publish(state, None, "")
             self.status(state, "skipped", "does not use Keras/TensorFlow")
@@ -208,10 +220,10 @@ class DeepLocalizeServer(LanguageServer):
         return text
 
     async def _first_diagnosis(self, state: DocState, reason: str, settings: Settings, options: RunOptions, text: str, run_id: str,
-                               progress: "_Progress") -> FileReport | None:
+                               progress: RunProgress) -> FileReport | None:
         """The probed run, its findings streamed while it trains, then published; None when it did not finish."""
         path, name = state.path, os.path.basename(state.path)
-        output = _OutputLog(self, name)
+        output = OutputLog(self, name)
         try:
             async with self.gate:
                 state.running_since = time.monotonic()
@@ -260,9 +272,10 @@ class DeepLocalizeServer(LanguageServer):
         self.publish(state, report, run_id)
         for lf in report.findings:
             f = lf.finding
-            log.info(f"deeplocalize: {os.path.basename(lf.range.file)}:{lf.range.start.line}: {f.severity} {f.code} [{f.root_cause}] {f.message}")
+            at = report.place(lf.range)
+            log.info(f"deeplocalize: {os.path.basename(at.file)}:{f'cell {at.cell}:' if at.cell else ''}{at.start.line}: {f.severity} {f.code} [{f.root_cause}] {f.message}")
 
-    async def _verify(self, state: DocState, report: FileReport, run_id: str, options: RunOptions, budget: float, progress: "_Progress") -> None:
+    async def _verify(self, state: DocState, report: FileReport, run_id: str, options: RunOptions, budget: float, progress: RunProgress) -> None:
         """Re-train with the fixes applied; each concluded finding is republished at once."""
         name = os.path.basename(state.path)
 
@@ -296,7 +309,7 @@ class DeepLocalizeServer(LanguageServer):
                      f"{summary.inconclusive} inconclusive in {summary.seconds:.1f} s")
         self._finished(state, report, run_id)
 
-    def _unfinished(self, state: DocState, progress: "_Progress", output: "_OutputLog", phase: str, outcome: str,
+    def _unfinished(self, state: DocState, progress: RunProgress, output: OutputLog, phase: str, outcome: str,
                     message: str, level: int) -> None:
         """A run that ended without a report: say why everywhere the user looks."""
         output.flush()
@@ -305,11 +318,15 @@ class DeepLocalizeServer(LanguageServer):
         self.status(state, phase, "" if phase == "cancelled" else outcome, stage="run")
 
     # ------------------------------------------------------------ publishing
+    def place(self, state: DocState, report: FileReport | None) -> Place:
+        return notebooks.placer(self.workspace, state.uri, report) if is_notebook(state.path) else file_place
+
     def publish(self, state: DocState, report: FileReport | None, run_id: str) -> None:
         by_uri: dict[str, list[lsp.Diagnostic]] = {}
         if report is not None:
+            place = self.place(state, report)
             for lf in report.findings:
-                by_uri.setdefault(uri_of(lf.range.file), []).append(to_diagnostic(lf, report.trace, run_id))
+                by_uri.setdefault(place(lf.range)[0], []).append(to_diagnostic(lf, report.trace, run_id, place))
         by_uri.setdefault(state.uri, [])
         for uri in state.published - set(by_uri):
             by_uri[uri] = []
@@ -353,103 +370,6 @@ class DeepLocalizeServer(LanguageServer):
             await asyncio.wait(tasks, timeout=10)
         await self.pool.aclose()
         kill_all()
-
-
-class _Progress:
-    """A cancellable work-done progress for one run; client cancel cancels the run."""
-
-    def __init__(self, server: DeepLocalizeServer, token: str, name: str, state: DocState) -> None:
-        self.server, self.token, self.name, self.state = server, token, name, state
-        self.active = False
-        self.last_report = 0.0
-        self.epochs = 0
-        self.steps = 0
-
-    async def begin(self, task: asyncio.Task | None) -> None:
-        caps = self.server.client_capabilities
-        if not (caps and caps.window and caps.window.work_done_progress):
-            return
-        try:
-            await asyncio.wait_for(asyncio.shield(self.server.work_done_progress.create_async(self.token)), 5)
-        except Exception:  # noqa: BLE001 - no progress UI, the run still happens
-            return
-        self.active = True
-        fut = self.server.work_done_progress.tokens.get(self.token)
-        if fut is not None and task is not None:
-            fut.add_done_callback(lambda f: task.cancel() if f.cancelled() and not task.done() else None)
-        self.server.work_done_progress.begin(self.token, lsp.WorkDoneProgressBegin(
-            title=f"Training {self.name}", cancellable=True, message="starting", percentage=0))
-
-    def on_event(self, event: dict, trace: Trace) -> None:
-        kind = event.get("type")
-        if kind == "ready":
-            log.info(f"deeplocalize: training {self.name} in process {event.get('pid')} (Keras {event.get('keras')}, TensorFlow {event.get('tensorflow')})")
-            self.server.status(self.state, "running", pid=event.get("pid"))
-        if not self.active:
-            return
-        if kind == "fit" and trace.fit:
-            self.epochs, self.steps = trace.fit.epochs, trace.fit.steps_per_epoch or 0
-        if kind not in ("fit", "epoch_begin", "step", "epoch", "model"):
-            return
-        now = time.monotonic()
-        if kind == "step" and now - self.last_report < 0.25:
-            return
-        self.last_report = now
-        epoch = int(event.get("epoch", trace.steps[-1].epoch if trace.steps else 0))
-        step = int(event.get("step", 0)) + (1 if kind == "step" else 0)
-        msg = f"epoch {epoch + 1}/{self.epochs or '?'}" + (f", step {step}/{self.steps}" if self.steps else "")
-        pct = None
-        if self.epochs:
-            done = epoch + (min(step / self.steps, 1.0) if self.steps else 0.0)
-            pct = int(min(99, 100 * done / self.epochs))
-        try:
-            self.server.work_done_progress.report(self.token, lsp.WorkDoneProgressReport(message=f"Training {self.name} — {msg}", percentage=pct))
-        except Exception:  # noqa: BLE001
-            pass
-
-    def message(self, text: str) -> None:
-        if not self.active:
-            return
-        try:
-            self.server.work_done_progress.report(self.token, lsp.WorkDoneProgressReport(message=f"{self.name}: {text}"))
-        except Exception:  # noqa: BLE001
-            pass
-
-    def end(self, message: str) -> None:
-        if not self.active:
-            return
-        self.active = False
-        try:
-            self.server.work_done_progress.end(self.token, lsp.WorkDoneProgressEnd(message=message))
-        except Exception:  # noqa: BLE001
-            pass
-        self.server.work_done_progress.tokens.pop(self.token, None)
-
-
-class _OutputLog:
-    """The script's own output, batched into log messages and capped per run."""
-
-    def __init__(self, server: DeepLocalizeServer, name: str) -> None:
-        self.server, self.name = server, name
-        self.buffer: list[str] = []
-        self.count = 0
-        self.last_flush = time.monotonic()
-
-    def line(self, text: str) -> None:
-        self.count += 1
-        if self.count <= MAX_LOG_LINES_PER_RUN:
-            self.buffer.append(text)
-        if time.monotonic() - self.last_flush > 0.5:
-            self.flush()
-
-    def flush(self) -> None:
-        self.last_flush = time.monotonic()
-        if self.buffer:
-            log.info("\n".join(f"[{self.name}] {l}" for l in self.buffer))
-            self.buffer = []
-        if self.count > MAX_LOG_LINES_PER_RUN:
-            log.info(f"[{self.name}] ... {self.count - MAX_LOG_LINES_PER_RUN} more output lines not shown")
-            self.count = MAX_LOG_LINES_PER_RUN
 
 
 server = DeepLocalizeServer()
@@ -507,9 +427,31 @@ def on_close(ls: DeepLocalizeServer, params: lsp.DidCloseTextDocumentParams) -> 
     ls.docs.pop(state.uri, None)
 
 
+@server.feature(lsp.NOTEBOOK_DOCUMENT_DID_OPEN)
+async def on_notebook_open(ls: DeepLocalizeServer, params: lsp.DidOpenNotebookDocumentParams) -> None:
+    uri = params.notebook_document.uri
+    ls.doc(uri).open = True
+    settings = await ls.settings(uri)
+    if settings.run == "onOpenAndSave":
+        ls.schedule(uri, "opened")
+
+
+@server.feature(lsp.NOTEBOOK_DOCUMENT_DID_SAVE)
+async def on_notebook_save(ls: DeepLocalizeServer, params: lsp.DidSaveNotebookDocumentParams) -> None:
+    uri = params.notebook_document.uri
+    settings = await ls.settings(uri)
+    if settings.run in ("onSave", "onOpenAndSave"):
+        ls.schedule(uri, "saved")
+
+
+@server.feature(lsp.NOTEBOOK_DOCUMENT_DID_CLOSE)
+def on_notebook_close(ls: DeepLocalizeServer, params: lsp.DidCloseNotebookDocumentParams) -> None:
+    on_close(ls, lsp.DidCloseTextDocumentParams(text_document=lsp.TextDocumentIdentifier(uri=params.notebook_document.uri)))
+
+
 @server.command(COMMAND_ANALYZE)
 def cmd_analyze(ls: DeepLocalizeServer, *args: Any) -> bool:
-    uri = _uri_arg(args)
+    uri = _uri_arg(ls, args)
     if uri is None:
         return False
     ls.schedule(uri, "requested", delay=0)
@@ -518,17 +460,21 @@ def cmd_analyze(ls: DeepLocalizeServer, *args: Any) -> bool:
 
 @server.command(COMMAND_CANCEL)
 def cmd_cancel(ls: DeepLocalizeServer, *args: Any) -> bool:
-    uri = _uri_arg(args)
+    uri = _uri_arg(ls, args)
     return ls.cancel(uri) if uri else False
 
 
-def _uri_arg(args: tuple) -> str | None:
+def _uri_arg(ls: DeepLocalizeServer, args: tuple) -> str | None:
+    """The document a command is about; a notebook cell stands for its notebook."""
     if not args:
         return None
     a = args[0]
     if isinstance(a, dict):
         a = a.get("uri") or a.get("external")
-    return a if isinstance(a, str) else None
+    if not isinstance(a, str):
+        return None
+    ref = notebooks.cell_ref(ls.workspace, a)
+    return ref.notebook_uri if ref is not None else a
 
 
 @server.feature(lsp.TEXT_DOCUMENT_CODE_ACTION, lsp.CodeActionOptions(code_action_kinds=[lsp.CodeActionKind.QuickFix]))
@@ -550,6 +496,8 @@ def on_code_action(ls: DeepLocalizeServer, params: lsp.CodeActionParams) -> list
 
 
 def _saved_matches(ls: DeepLocalizeServer, uri: str) -> bool:
+    if notebooks.cell_ref(ls.workspace, uri) is not None:
+        return notebooks.cell_is_saved(ls.workspace, uri)
     try:
         doc = ls.workspace.get_text_document(uri)
         return Path(doc.path).read_text(encoding="utf-8", errors="replace") == doc.source
@@ -561,6 +509,8 @@ def _saved_matches(ls: DeepLocalizeServer, uri: str) -> bool:
 def on_hover(ls: DeepLocalizeServer, params: lsp.HoverParams) -> lsp.Hover | None:
     path = to_fs_path(params.text_document.uri)
     line = params.position.line + 1
+    if notebooks.cell_ref(ls.workspace, params.text_document.uri) is not None:  # the analyzed script's line
+        path, line = notebooks.script_position(ls.workspace, params.text_document.uri, line) or ("", 0)
     parts: list[str] = []
     for state in ls.docs.values():
         if state.report is None:
@@ -582,27 +532,35 @@ _FIT_RE = re.compile(r"\.fit\s*\(")
 @server.feature(lsp.TEXT_DOCUMENT_CODE_LENS)
 def on_code_lens(ls: DeepLocalizeServer, params: lsp.CodeLensParams) -> list[lsp.CodeLens]:
     uri = params.text_document.uri
-    state = ls.docs.get(uri)
-    line = None
-    if state and state.report and state.report.trace and state.report.trace.fit and state.report.trace.fit.site:
-        line = state.report.trace.fit.site[-1].line - 1
-    if line is None:
-        text = ls.workspace.get_text_document(uri).source
-        for i, l in enumerate(text.splitlines()):
-            if _FIT_RE.search(l) and not l.lstrip().startswith("#"):
-                line = i
-                break
+    ref = notebooks.cell_ref(ls.workspace, uri)
+    doc_uri = ref.notebook_uri if ref is not None else uri  # a notebook's lens sits in its fit cell
+    state = ls.docs.get(doc_uri)
+    line = _fit_line(ls, state, uri)
     if line is None:
         return []
     rng = lsp.Range(start=lsp.Position(line=line, character=0), end=lsp.Position(line=line, character=0))
     running = state is not None and (state.running_since is not None or (state.task is not None and not state.task.done()))
     if running:
-        lenses = [lsp.CodeLens(range=rng, command=lsp.Command(title="$(sync~spin) DeepLocalize: training… (cancel)", command=COMMAND_CANCEL, arguments=[uri]))]
+        lenses = [lsp.CodeLens(range=rng, command=lsp.Command(title="$(sync~spin) DeepLocalize: training… (cancel)", command=COMMAND_CANCEL, arguments=[doc_uri]))]
     else:
-        lenses = [lsp.CodeLens(range=rng, command=lsp.Command(title="▶ DeepLocalize: analyze", command=COMMAND_ANALYZE, arguments=[uri]))]
+        lenses = [lsp.CodeLens(range=rng, command=lsp.Command(title="▶ DeepLocalize: analyze", command=COMMAND_ANALYZE, arguments=[doc_uri]))]
     if state and state.last_outcome:
-        lenses.append(lsp.CodeLens(range=rng, command=lsp.Command(title=f"last run: {state.last_outcome}", command=COMMAND_ANALYZE, arguments=[uri])))
+        lenses.append(lsp.CodeLens(range=rng, command=lsp.Command(title=f"last run: {state.last_outcome}", command=COMMAND_ANALYZE, arguments=[doc_uri])))
     return lenses
+
+
+def _fit_line(ls: DeepLocalizeServer, state: DocState | None, uri: str) -> int | None:
+    """The 0-based line of the analyzed `fit(...)` call in this document, else of the first one written."""
+    report = state.report if state is not None else None
+    if state is not None and report is not None and report.trace and report.trace.fit and report.trace.fit.site:
+        site = report.trace.fit.site[-1]
+        where, rng = ls.place(state, report)(SourceRange(site.file, Position(site.line, 1), Position(site.line, 1)))
+        if where == uri:
+            return rng.start.line
+    for i, l in enumerate(ls.workspace.get_text_document(uri).source.splitlines()):
+        if _FIT_RE.search(l) and not l.lstrip().startswith("#"):
+            return i
+    return None
 
 
 @server.feature(lsp.SHUTDOWN)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from lsprotocol import types as lsp
 from pygls.uris import from_fs_path
 
-from ..findings import LocatedFinding, SourceRange
+from ..findings import LocatedFinding, Position, SourceRange
 from ..rules import docs_path
 from ..trace import Trace
 
@@ -35,7 +35,16 @@ def uri_of(path: str) -> str:
     return from_fs_path(path) or path
 
 
-def _related(lf: LocatedFinding, trace: Trace | None) -> list[lsp.DiagnosticRelatedInformation]:
+# Where a range of the analyzed text shows in the editor: a document and a range in it (a
+# file's own lines, or a notebook cell's: see notebooks.placer).
+Place = Callable[[SourceRange], "tuple[str, lsp.Range]"]
+
+
+def file_place(r: SourceRange) -> tuple[str, lsp.Range]:
+    return uri_of(r.file), to_range(r)
+
+
+def _related(lf: LocatedFinding, trace: Trace | None, place: Place) -> list[lsp.DiagnosticRelatedInformation]:
     """Where the symptom was observed: the layer (and step) where it first showed."""
     obs = lf.finding.observed
     if not obs or trace is None or obs.get("layer") is None:
@@ -46,37 +55,40 @@ def _related(lf: LocatedFinding, trace: Trace | None) -> list[lsp.DiagnosticRela
     site = layer.site[0]
     where = {"out": "forward output", "pre": "pre-activation", "grad": "gradient", "w": "weights", "loss": "loss"}.get(obs.get("where", ""), "values")
     when = f" at epoch {obs['epoch'] + 1}, step {obs['step']}" if "epoch" in obs else ""
-    loc = lsp.Location(
-        uri=uri_of(site.file),
-        range=lsp.Range(start=lsp.Position(line=site.line - 1, character=0), end=lsp.Position(line=(site.end_line or site.line) - 1, character=1000)),
-    )
+    uri, rng = place(SourceRange(site.file, Position(site.line, 1), Position(site.end_line or site.line, 1001)))
+    loc = lsp.Location(uri=uri, range=rng)
     return [lsp.DiagnosticRelatedInformation(location=loc, message=f"observed in the {where} of layer '{layer.name}' ({layer.cls}){when}")]
 
 
-def fixes_data(lf: LocatedFinding) -> list[dict[str, Any]]:
+def fixes_data(lf: LocatedFinding, place: Place = file_place) -> list[dict[str, Any]]:
     return [
-        {"title": fix.title, "edits": [{"uri": uri_of(e.range.file), "range": _range_json(to_range(e.range)), "newText": e.new_text} for e in fix.edits],
+        {"title": fix.title, "edits": [_edit_json(place, e.range, e.new_text) for e in fix.edits],
          "verification": _jsonable(fix.verification.to_json()) if fix.verification else None}
         for fix in lf.fixes
     ]
+
+
+def _edit_json(place: Place, r: SourceRange, new_text: str) -> dict[str, Any]:
+    uri, rng = place(r)
+    return {"uri": uri, "range": _range_json(rng), "newText": new_text}
 
 
 def _range_json(r: lsp.Range) -> dict[str, Any]:
     return {"start": {"line": r.start.line, "character": r.start.character}, "end": {"line": r.end.line, "character": r.end.character}}
 
 
-def to_diagnostic(lf: LocatedFinding, trace: Trace | None, run_id: str) -> lsp.Diagnostic:
+def to_diagnostic(lf: LocatedFinding, trace: Trace | None, run_id: str, place: Place = file_place) -> lsp.Diagnostic:
     f = lf.finding
     cause = f" (root cause: {f.root_cause.replace('_', ' ')})" if f.root_cause else ""
     return lsp.Diagnostic(
-        range=to_range(lf.range),
+        range=place(lf.range)[1],
         severity=SEVERITY[f.severity],
         code=f.code,
         code_description=lsp.CodeDescription(href=docs_href(f.code)),
         source=SOURCE,
         message=f"{f.message}{cause}",
-        related_information=_related(lf, trace) or None,
-        data={"fixes": fixes_data(lf), "root_cause": f.root_cause, "symptom": f.symptom, "run": run_id, "evidence": _jsonable(f.evidence),
+        related_information=_related(lf, trace, place) or None,
+        data={"fixes": fixes_data(lf, place), "root_cause": f.root_cause, "symptom": f.symptom, "run": run_id, "evidence": _jsonable(f.evidence),
               "confirmation": lf.confirmation},
     )
 

@@ -56,7 +56,7 @@ def _crash_event(exc: BaseException, sites: Any) -> dict[str, Any]:
     }
 
 
-def _run_source(script: str, source: str) -> None:
+def _run_source(script: str, source: str, extra: dict) -> None:
     """Run edited text as if it were the file at `script` (a counterfactual run):
     same `__file__`, folder and imports, and nothing is written to disk."""
     import linecache
@@ -66,7 +66,7 @@ def _run_source(script: str, source: str) -> None:
     linecache.cache[script] = (len(source), None, lines, script)
     code = compile(source, script, "exec")
     namespace = {"__name__": "__main__", "__file__": script, "__builtins__": __builtins__, "__spec__": None, "__loader__": None, "__package__": None}
-    exec(code, namespace)
+    exec(code, {**extra, **namespace})
 
 
 def main() -> int:
@@ -153,14 +153,16 @@ def _run_script(script: str, job: dict, channel: Any) -> int:
     """Run the user's script; how it ended is the last event. Returns the exit code."""
     import runpy
 
-    from deeplocalize.probe import hooks, sites
+    from deeplocalize.probe import hooks, ipython, sites
 
     code = 0
+    # A notebook's code (as the engine converted it, or a language client's virtual document) runs with IPython's names.
+    extra = ipython.namespace() if script.lower().endswith(".ipynb") else {}
     try:
         if job.get("source") is not None:
-            _run_source(script, job["source"])
+            _run_source(script, job["source"], extra)
         else:
-            runpy.run_path(script, run_name="__main__")
+            runpy.run_path(script, init_globals=extra, run_name="__main__")
         channel.send("end", reason="script_finished")
     except hooks.AnalysisDone:
         channel.send("end", reason="fit_done")

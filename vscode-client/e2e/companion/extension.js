@@ -7,10 +7,12 @@ const vscode = require("vscode");
 async function snapshot() {
   const docs = [];
   for (const doc of vscode.workspace.textDocuments) {
-    if (doc.uri.scheme !== "file" || doc.languageId !== "python") continue;
+    const cell = doc.uri.scheme === "vscode-notebook-cell" ? notebookCellOf(doc) : null;
+    if ((doc.uri.scheme !== "file" && !cell) || doc.languageId !== "python") continue;
     const diagnostics = vscode.languages.getDiagnostics(doc.uri).filter((d) => d.source === "deeplocalize");
     const entry = {
-      path: doc.uri.fsPath, version: doc.version, dirty: doc.isDirty, text: doc.getText(),
+      path: cell ? cell.notebook.uri.fsPath : doc.uri.fsPath, cell: cell ? cell.index + 1 : null,
+      notebookDirty: cell ? cell.notebook.isDirty : null, version: doc.version, dirty: doc.isDirty, text: doc.getText(),
       diagnostics: diagnostics.map((d) => ({
         line: d.range.start.line, character: d.range.start.character, severity: d.severity,
         code: typeof d.code === "object" ? String(d.code.value) : String(d.code), message: d.message,
@@ -24,6 +26,15 @@ async function snapshot() {
     docs.push(entry);
   }
   return { time: Date.now(), docs };
+}
+
+// A notebook cell's text document, as the notebook it belongs to and its place there (0-based).
+function notebookCellOf(doc) {
+  for (const notebook of vscode.workspace.notebookDocuments) {
+    const cell = notebook.getCells().find((c) => c.document.uri.toString() === doc.uri.toString());
+    if (cell) return { notebook, index: cell.index };
+  }
+  return null;
 }
 
 function activate(context) {

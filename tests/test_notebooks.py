@@ -1,0 +1,221 @@
+"""Jupyter notebooks: the code cells run as one script, findings reported in their cells,
+by the CLI and by the language server (a real client over stdio for the latter)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from lsprotocol import types as lsp
+from pygls.uris import from_fs_path
+from pytest_lsp import LanguageClient
+
+from conftest import FIXTURES, ROOT
+from deeplocalize.engine import FileReport
+from deeplocalize.evaluation import Expectation, evaluate
+from deeplocalize.findings import Position, SourceRange
+from deeplocalize.notebook import NotebookUnreadable, NothingToRun, from_json, load_notebook, to_python
+from deeplocalize.runner import RunOptions
+from test_server import apply, client, finished, until  # noqa: F401 - `client` is the pytest-lsp fixture
+
+NOTEBOOKS = FIXTURES / "notebooks"
+TWINS = json.loads((NOTEBOOKS / "twins.json").read_text())["notebooks"]
+BAD = NOTEBOOKS / "bad"
+
+
+def notebook_json(*cells: tuple[str, str], language: str = "python") -> str:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata = {"kernelspec": {"name": "k", "display_name": "k", "language": language}}
+    nb.cells = [nbformat.v4.new_code_cell(src) if kind == "code" else nbformat.v4.new_markdown_cell(src) for kind, src in cells]
+    return nbformat.writes(nb)
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "deeplocalize.cli", *args], capture_output=True, text=True, timeout=600, cwd=ROOT)
+
+
+# ------------------------------------------------------------------ the script a notebook is (fast)
+def test_ipython_syntax_becomes_python_line_for_line():
+    cell = "%matplotlib inline\n!pip install keras\nfiles = !ls\n%env KERAS_BACKEND=tensorflow\nx = 1 % 2\nif x:\n    %time y = 2"
+    lines = to_python(cell)
+    assert len(lines) == len(cell.splitlines())
+    assert lines[0].startswith("pass") and lines[1].startswith("pass")  # nothing runs in a shell
+    assert lines[2].startswith("files = []")
+    assert "environ['KERAS_BACKEND'] = 'tensorflow'" in lines[3]
+    assert lines[4] == "x = 1 % 2" and lines[6].startswith("    pass")
+    compile("\n".join(lines), "cell", "exec")
+    assert to_python("%%time\nmodel.fit(x)")[1] == "model.fit(x)"  # a Python cell magic's body runs
+    assert all(l.startswith("#") for l in to_python("%%bash\nrm -rf data"))  # another language's does not
+    written = to_python("%%writefile helper.py\ndef f():\n    return 1")
+    assert len(written) == 3 and written[0].startswith("open('helper.py', 'w').write(") and "def f()" in written[0]
+
+
+def test_cells_map_to_script_lines_and_back():
+    nb = from_json(notebook_json(("markdown", "# Title"), ("code", "import keras\n%matplotlib inline"), ("markdown", "text"),
+                                 ("code", "model = keras.Sequential()\nmodel.fit(x, y)"),
+                                 ("code", "import matplotlib.pyplot as plt\nplt.plot(model.history.history['loss'])")), "/tmp/n.ipynb")
+    assert [c.index for c in nb.cells] == [2, 4, 5] and nb.runs == 2  # the plot cell after the training cell does not run
+    fit_line = nb.to_script(4, 2)
+    assert nb.script.splitlines()[fit_line - 1] == "model.fit(x, y)"
+    at = nb.to_cell(SourceRange("/tmp/n.ipynb", Position(fit_line, 1), Position(fit_line, 16)))
+    assert (at.cell, at.start.line, at.end.line, at.end.column) == (4, 2, 2, 16)
+    # the plot cell is in the script (a fix may edit it) but after the stop line
+    lines = nb.script.splitlines()
+    assert lines.index("plt.plot(model.history.history['loss'])") > next(i for i, l in enumerate(lines) if l.startswith("raise SystemExit"))
+    # a range never spills out of its cell
+    spill = nb.to_cell(SourceRange("/tmp/n.ipynb", Position(fit_line, 1), Position(fit_line + 3, 4)))
+    assert spill.cell == 4 and spill.end.line == 2
+
+
+def test_a_function_that_trains_keeps_the_cell_calling_it():
+    nb = from_json(notebook_json(("code", "def train(m):\n    m.fit(x, y)"), ("code", "train(model)"), ("code", "print('done')")), "/tmp/n.ipynb")
+    assert nb.runs == 2
+
+
+@pytest.mark.parametrize("name, kind, where", [
+    ("corrupt.ipynb", NotebookUnreadable, "not valid JSON"),
+    ("not_a_notebook.ipynb", NotebookUnreadable, "nbformat"),
+    ("no_code_cells.ipynb", NothingToRun, "no code cells"),
+    ("r_kernel.ipynb", NothingToRun, "kernel language is R"),
+])
+def test_bad_notebooks_are_refused_with_a_reason(name, kind, where):
+    with pytest.raises(kind, match=where):
+        load_notebook(str(BAD / name))
+
+
+@pytest.mark.parametrize("name, code, status, anchor", [
+    ("corrupt.ipynb", 1, "syntax_error", ":64:5: error notebook-unreadable"),
+    ("not_a_notebook.ipynb", 1, "syntax_error", ":1:1: error notebook-unreadable"),
+    ("syntax_error_in_cell.ipynb", 1, "syntax_error", ":cell 2:2:10: error syntax-error"),
+    ("no_code_cells.ipynb", 0, "nothing_to_run", "skipped: the notebook has no code cells"),
+    ("r_kernel.ipynb", 0, "nothing_to_run", "skipped: the notebook's kernel language is R"),
+])
+def test_cli_refuses_bad_notebooks_without_running_them(name, code, status, anchor):
+    text = cli("check", "--no-progress", str(BAD / name))
+    assert text.returncode == code and anchor in text.stdout, text.stdout + text.stderr
+    doc = json.loads(cli("check", "--format", "json", str(BAD / name)).stdout)
+    assert doc["files"][0]["status"] == status
+
+
+# ------------------------------------------------------------------ the same diagnosis as the script (slow)
+def _findings(report: FileReport, twin_text: str | None = None) -> list[tuple]:
+    """What a user compares: code, severity, cause and the source text at the place (the line, from the column)."""
+    out = []
+    for lf in report.findings:
+        at = report.place(lf.range)
+        if at.cell is not None:
+            line = next(c.text for c in report.notebook.cells if c.index == at.cell).splitlines()[at.start.line - 1]
+        else:
+            line = (twin_text or "").splitlines()[at.start.line - 1].replace("  # FAULT", "")
+        out.append((lf.finding.code, lf.finding.severity, lf.finding.root_cause, line[at.start.column - 1:]))
+    return sorted(out)
+
+
+@pytest.fixture(scope="module")
+def pairs() -> list[tuple[dict, FileReport, FileReport]]:
+    exps = [Expectation(NOTEBOOKS / t["path"], t["buggy"], [], []) for t in TWINS] + [Expectation(FIXTURES / t["twin"], t["buggy"], [], []) for t in TWINS]
+    summary = asyncio.run(evaluate(exps, RunOptions(), parallel=2))
+    reports = [s.report for s in summary.scores]
+    return [(t, reports[i], reports[i + len(TWINS)]) for i, t in enumerate(TWINS)]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("i", range(len(TWINS)), ids=[t["path"] for t in TWINS])
+def test_a_notebook_gets_the_same_findings_in_its_cells_as_its_twin_script(pairs, i):
+    twin, notebook, script = pairs[i]
+    assert notebook.status == script.status == "ok"
+    found = _findings(notebook)
+    assert found == _findings(script, (FIXTURES / twin["twin"]).read_text())
+    assert any(sev in ("error", "warning") for _, sev, _, _ in found) == twin["buggy"], found
+    assert all(lf.range.file == notebook.path and notebook.place(lf.range).cell for lf in notebook.findings)
+
+
+@pytest.mark.slow
+def test_cli_reports_a_notebook_finding_at_its_cell_with_a_verified_fix(tmp_path):
+    nb = tmp_path / "digits.ipynb"
+    shutil.copy(NOTEBOOKS / "digits_relu_output.ipynb", nb)
+    r = cli("check", "--no-progress", str(nb))
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert ":cell 4:4:39: error output-not-distribution (root cause: activation)" in r.stdout, r.stdout
+    assert "[cell 4:4:39 -> '\"softmax\"']" in r.stdout and "verified" in r.stdout
+    doc = json.loads(cli("check", "--format", "json", "--no-verify", str(nb)).stdout)
+    f = doc["files"][0]["findings"][0]
+    assert f["range"]["cell"] == 4 and f["range"]["start"] == {"line": 4, "column": 39}
+    assert f["fixes"][0]["edits"][0]["range"]["cell"] == 4
+
+
+@pytest.mark.slow
+def test_a_crash_points_at_its_cell():
+    r = cli("check", "--no-progress", str(BAD / "crash_in_cell.ipynb"))
+    assert r.returncode == 1 and ":cell 3:3:11: error script-crashed" in r.stdout and "ZeroDivisionError" in r.stdout, r.stdout
+
+
+# ------------------------------------------------------------------ the language server (slow)
+def open_notebook(client: LanguageClient, path: Path) -> tuple[str, dict[int, str]]:
+    """As VS Code does: only the cells the server's selector matches (Python) are synced.
+    Returns the notebook's URI and its code cells' URIs by their 1-based index in the .ipynb."""
+    nb = nbformat.read(path, as_version=4)
+    uri = from_fs_path(str(path))
+    cells, docs, by_index = [], [], {}
+    for i, c in enumerate(nb.cells, 1):
+        if c.cell_type != "code":
+            continue
+        by_index[i] = cell_uri = f"vscode-notebook-cell:{path}#C{i}"
+        cells.append(lsp.NotebookCell(kind=lsp.NotebookCellKind.Code, document=cell_uri))
+        docs.append(lsp.TextDocumentItem(uri=cell_uri, language_id="python", version=1, text=c.source))
+    client.notebook_document_did_open(lsp.DidOpenNotebookDocumentParams(
+        notebook_document=lsp.NotebookDocument(uri=uri, notebook_type="jupyter-notebook", version=1, cells=cells), cell_text_documents=docs))
+    return uri, by_index
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+async def test_server_puts_a_notebook_finding_in_its_cell_with_quick_fix_hover_and_lens(client: LanguageClient, tmp_path):
+    path = tmp_path / "digits.ipynb"
+    shutil.copy(NOTEBOOKS / "digits_relu_output.ipynb", path)
+    uri, cell_uris = open_notebook(client, path)
+    client.notebook_document_did_save(lsp.DidSaveNotebookDocumentParams(notebook_document=lsp.NotebookDocumentIdentifier(uri=uri)))
+    await until(lambda: finished(client, path.name), what="the notebook's run to finish")
+
+    model_cell = cell_uris[4]  # cell 4: the model (cell 1 is markdown, not synced)
+    diag = next(d for d in client.diagnostics.get(model_cell, []) if d.code == "output-not-distribution")
+    assert diag.severity == lsp.DiagnosticSeverity.Error and diag.range.start == lsp.Position(line=3, character=38)
+    assert not any(client.diagnostics.get(u) for u in cell_uris.values() if u != model_cell)
+
+    actions = await client.text_document_code_action_async(lsp.CodeActionParams(
+        text_document=lsp.TextDocumentIdentifier(uri=model_cell), range=diag.range, context=lsp.CodeActionContext(diagnostics=[diag])))
+    fix = next(a for a in actions if "softmax" in a.title)
+    (change,) = fix.edit.document_changes
+    assert change.text_document.uri == model_cell
+    cell_text = nbformat.read(path, as_version=4).cells[3].source
+    assert 'Dense(10, activation="softmax")' in apply(cell_text, change.edits)
+
+    hover = await client.text_document_hover_async(lsp.HoverParams(text_document=lsp.TextDocumentIdentifier(uri=model_cell), position=diag.range.start))
+    assert hover is not None and "dense_1" in hover.contents.value
+    fit_cell = cell_uris[6]  # cell 6: model.fit(...)
+    lenses = await client.text_document_code_lens_async(lsp.CodeLensParams(text_document=lsp.TextDocumentIdentifier(uri=fit_cell)))
+    assert lenses and lenses[0].range.start.line == 0 and list(lenses[0].command.arguments) == [uri]
+    assert not await client.text_document_code_lens_async(lsp.CodeLensParams(text_document=lsp.TextDocumentIdentifier(uri=cell_uris[2])))
+
+    client.notebook_document_did_close(lsp.DidCloseNotebookDocumentParams(
+        notebook_document=lsp.NotebookDocumentIdentifier(uri=uri), cell_text_documents=[lsp.TextDocumentIdentifier(uri=u) for u in cell_uris.values()]))
+    await until(lambda: not client.diagnostics.get(model_cell), 10, "the cell's diagnostics to be cleared on close")
+
+
+@pytest.mark.slow
+def test_a_language_clients_virtual_notebook_document_runs_as_a_script(tmp_path):
+    """jupyterlab-lsp shows a notebook to a server as one Python document named like the
+    notebook (`.virtual_documents/name.ipynb`), its magics as `get_ipython()` calls."""
+    twin = (FIXTURES / "buggy/b01_relu_output_ce.py").read_text().splitlines()
+    virtual = tmp_path / ".virtual_documents" / "digits.ipynb"
+    virtual.parent.mkdir()
+    virtual.write_text("\n".join(["get_ipython().run_line_magic('matplotlib', 'inline')", *twin[1:], "get_ipython().system('ls')", "display(model)"]) + "\n")
+    r = cli("check", "--no-progress", "--no-verify", str(virtual))
+    assert r.returncode == 1 and "digits.ipynb:12:39: error output-not-distribution" in r.stdout, r.stdout + r.stderr
