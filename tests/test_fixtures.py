@@ -93,7 +93,8 @@ def test_every_offered_fix_keeps_the_whole_script_right(summary):
     """Each fix of each buggy fixture, applied in memory and run to the script's last line:
     the script completes and its own results (final training/validation logs, its evaluate
     calls) are not worse than before. A fix listed here is a bug in the product."""
-    checks = asyncio.run(check_many([s.report for s in summary.scores if s.expectation.buggy], RunOptions(max_seconds=180), parallel=2))
+    # Capped at 8 epochs, before and after alike (as for the real programs): what a fix breaks shows by then.
+    checks = asyncio.run(check_many([s.report for s in summary.scores if s.expectation.buggy], RunOptions(max_seconds=180, max_epochs=8), parallel=2))
     assert len(checks) >= 30, len(checks)  # refuted fixes and untried other causes are not offered
     failing = [f"{c.finding}: {c.fix}: {c.problems}" for c in checks if c.problems]
     assert not failing, failing

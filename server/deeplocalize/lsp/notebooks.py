@@ -68,11 +68,18 @@ def cell_uris(workspace: Workspace, notebook_uri: str) -> dict[int, str]:
 
 
 def placer(workspace: Workspace, notebook_uri: str, report: FileReport | None) -> Place:
-    """Where a script range shows in the editor: its cell's document, lines counted in the cell."""
+    """Where a script range shows in the editor: its cell's document, lines counted in the cell.
+    A provisional report (findings streamed while training) has no notebook yet: the saved one is read."""
     uris = cell_uris(workspace, notebook_uri)
+    notebook = report.notebook if report is not None else None
+    if notebook is None:
+        try:
+            notebook = load_notebook(to_fs_path(notebook_uri) or notebook_uri)
+        except (NotebookUnreadable, NothingToRun):
+            notebook = None
 
     def place(r: SourceRange) -> tuple[str, lsp.Range]:
-        at = report.place(r) if report is not None else r
+        at = notebook.to_cell(r) if notebook is not None else r
         if at.cell is not None and at.cell in uris:
             return uris[at.cell], to_range(at)
         return uri_of(r.file), to_range(at)
