@@ -136,11 +136,25 @@ def kill_all() -> None:
         worker.kill()
 
 
-class Worker:
-    """One child interpreter, started before it has a job."""
+# Calls that TensorFlow accepts only before its runtime is initialized. A warm worker has
+# initialized it (it traces the statistics while idle), so a script making one of them
+# runs in a worker started for it that has not.
+_RUNTIME_CONFIG = re.compile(
+    r"\b(set_(intra|inter)_op_parallelism_threads|set_logical_device_configuration|set_virtual_device_configuration"
+    r"|set_memory_growth|set_visible_devices)\s*\(")
 
-    def __init__(self, options: RunOptions) -> None:
+
+def configures_runtime(text: str) -> bool:
+    return bool(_RUNTIME_CONFIG.search(text))
+
+
+class Worker:
+    """One child interpreter, started before it has a job. `fresh_runtime`: it leaves the
+    TensorFlow runtime uninitialized for a script that configures it."""
+
+    def __init__(self, options: RunOptions, fresh_runtime: bool = False) -> None:
         self.options = options
+        self.fresh_runtime = fresh_runtime
         self.proc: asyncio.subprocess.Process | None = None
         self._events: asyncio.StreamReader | None = None
         self._control_w: int | None = None
@@ -160,6 +174,7 @@ class Worker:
                 str(ev_w),
                 "--control-fd",
                 str(ct_r),
+                *(["--fresh-runtime"] if self.fresh_runtime else []),
                 pass_fds=(ev_w, ct_r),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
@@ -506,6 +521,15 @@ class WorkerPool:
         return [w.pid for _, w in self._spare if w.pid]
 
 
+def _configures_runtime(script: str, source: str | None) -> bool:
+    if source is None:
+        try:
+            source = Path(script).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return False
+    return configures_runtime(source)
+
+
 async def run_script(
     script: str,
     options: RunOptions,
@@ -518,7 +542,10 @@ async def run_script(
     record: bool = False,
 ) -> RunResult:
     """`keep_warm`: start the next worker while this one trains (another run follows)."""
-    worker = await pool.take(options) if pool is not None else await Worker(options).start()
+    if _configures_runtime(script, source):
+        worker = await Worker(options, fresh_runtime=True).start()  # never a warm one: see configures_runtime
+    else:
+        worker = await pool.take(options) if pool is not None else await Worker(options).start()
     if keep_warm and pool is not None:
         pool.prewarm_soon(options)
     try:

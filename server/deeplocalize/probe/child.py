@@ -73,13 +73,15 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events-fd", type=int, required=True)
     parser.add_argument("--control-fd", type=int, required=True)
+    parser.add_argument("--fresh-runtime", action="store_true",
+                        help="do not initialize the TensorFlow runtime before the script (it configures it: threads, devices)")
     opts = parser.parse_args()
     sys.path.insert(0, _SERVER_DIR)  # our package, by path; removed again before the user's script runs
 
     from deeplocalize.probe import channel as channel_mod  # stdlib only
 
     channel = channel_mod.Channel(opts.events_fd)
-    keras = _import_keras(channel)
+    keras = _import_keras(channel, prebuild=not opts.fresh_runtime)
     job = _wait_for_job(opts.control_fd)
     if job is None:
         return 0
@@ -94,9 +96,11 @@ def main() -> int:
     os._exit(code)
 
 
-def _import_keras(channel: Any) -> Any:
+def _import_keras(channel: Any, prebuild: bool = True) -> Any:
     """Import Keras and TensorFlow (the ~4 s a warm worker saves) and say `ready`, or exit
-    with `unsupported` when this interpreter's Keras cannot be probed."""
+    with `unsupported` when this interpreter's Keras cannot be probed. `prebuild` traces the
+    statistics now, which initializes the TensorFlow runtime: a script that configures it
+    (threads, logical devices, memory growth) gets a worker without (they trace on first use)."""
     import keras
 
     if keras.backend.backend() != "tensorflow" or not _keras_supported(keras.__version__):
@@ -109,7 +113,8 @@ def _import_keras(channel: Any) -> Any:
 
     from deeplocalize.probe import stats
 
-    stats.prebuild()
+    if prebuild:
+        stats.prebuild()
     channel.send("ready", keras=keras.__version__, tensorflow=tf.__version__, python=sys.version.split()[0], pid=os.getpid())
     channel.flush()
     return keras
