@@ -81,6 +81,21 @@ def test_every_json_finding_follows_the_schema(summary):
                 assert v is None or (v["verdict"] in ("verified", "refuted", "inconclusive") and {"before", "after", "steps", "seconds"} <= set(v))
 
 
+def test_sarif_output_of_every_fixture_validates_against_the_schema(summary):
+    from sarif_schema import sarif_errors
+
+    from deeplocalize.sarif import to_sarif
+
+    doc = to_sarif([s.report for s in summary.scores], root=str(FIXTURES.parent))
+    assert not sarif_errors(doc), sarif_errors(doc)[:10]
+    results = doc["runs"][0]["results"]
+    assert len(results) == sum(len(s.report.findings) for s in summary.scores)
+    rules = doc["runs"][0]["tool"]["driver"]["rules"]
+    assert all(rules[r["ruleIndex"]]["id"] == r["ruleId"] for r in results)
+    assert all(r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"].startswith("fixtures/") for r in results)
+    assert any(r.get("fixes") for r in results if r["level"] == "error")
+
+
 def test_preferred_fixes_produce_valid_python(summary):
     for s in summary.scores:
         text = s.expectation.path.read_text()

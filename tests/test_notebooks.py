@@ -197,6 +197,33 @@ def test_the_text_report_names_the_cell(pairs):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_sarif_places_notebook_findings_in_their_cells(pairs):
+    from sarif_schema import sarif_errors
+
+    from deeplocalize.sarif import to_sarif
+
+    doc = to_sarif([nb for _, nb, _ in pairs], root=str(ROOT))
+    assert not sarif_errors(doc), sarif_errors(doc)[:10]
+    results = doc["runs"][0]["results"]
+    assert results and all(r["properties"]["cell"] >= 1 for r in results)
+    relu = next(r for r in results if r["ruleId"] == "output-not-distribution")
+    assert relu["properties"]["cell"] == 4 and relu["locations"][0]["physicalLocation"]["region"]["startLine"] == 4
+
+
+def test_cli_prints_sarif_for_bad_input_too():
+    r = cli("check", "--format", "sarif", str(BAD / "syntax_error_in_cell.ipynb"), str(BAD / "r_kernel.ipynb"), str(FIXTURES / "robustness/syntax_error.py"))
+    from sarif_schema import sarif_errors
+
+    doc = json.loads(r.stdout)
+    assert r.returncode == 1 and not sarif_errors(doc), sarif_errors(doc)
+    run = doc["runs"][0]
+    assert [x["ruleId"] for x in run["results"]] == ["syntax-error", "syntax-error"]
+    assert run["results"][0]["properties"]["cell"] == 2
+    assert "kernel language is R" in run["invocations"][0]["toolExecutionNotifications"][0]["message"]["text"]
+
+
+@pytest.mark.slow
 def test_a_crash_points_at_its_cell():
     r = cli("check", "--no-progress", str(BAD / "crash_in_cell.ipynb"))
     assert r.returncode == 1 and ":cell 3:3:11: error script-crashed" in r.stdout and "ZeroDivisionError" in r.stdout, r.stdout

@@ -57,6 +57,16 @@ def test_every_real_bug_is_detected(summary):
     assert not missed, missed
 
 
+def test_sarif_output_of_every_real_program_validates_against_the_schema(summary):
+    from sarif_schema import sarif_errors
+
+    from deeplocalize.sarif import to_sarif
+
+    doc = to_sarif([s.report for s in summary.scores])
+    assert not sarif_errors(doc), sarif_errors(doc)[:10]
+    assert len(doc["runs"][0]["results"]) == sum(len(s.report.findings) for s in summary.scores)
+
+
 def test_fixes_offered_on_real_programs_are_valid_python(summary):
     for s in summary.scores:
         text = s.expectation.path.read_text()

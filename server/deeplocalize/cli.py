@@ -21,6 +21,7 @@ from .engine import EnvironmentProblem, FileReport, analyze, verify
 from .findings import Fix, SourceRange
 from .notebook import NotebookUnreadable, NothingToRun, is_notebook, load_notebook
 from .runner import RunOptions, WorkerPool
+from .sarif import to_sarif
 from .verify import describe
 from .vocab import is_serious
 
@@ -35,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     c = sub.add_parser("check", help="train each script with probes and report faults like a linter")
     c.add_argument("files", nargs="+", help="Python scripts or Jupyter notebooks (.ipynb) that train a Keras model")
-    c.add_argument("--format", choices=("text", "json"), default="text")
+    c.add_argument("--format", choices=("text", "json", "sarif"), default="text",
+                   help="text (like a linter), json (version %d), or sarif (SARIF 2.1.0, for code scanning)" % JSON_VERSION)
     c.add_argument("--python", default=sys.executable, help="interpreter that runs the script (default: this one)")
     c.add_argument("--max-seconds", type=float, default=60.0, help="time budget per script, TensorFlow import included (default 60)")
     c.add_argument("--max-epochs", type=int, default=20, help="cap on the epochs a script may train (default 20; 0 = no cap)")
@@ -184,6 +186,8 @@ async def _check(args: argparse.Namespace) -> int:
         await pool.aclose()
     if args.format == "json":
         print(json.dumps({"version": JSON_VERSION, "files": [r.to_json() for r in reports]}, indent=2))
+    elif args.format == "sarif":
+        print(json.dumps(to_sarif(reports), indent=2, allow_nan=False))
     found = any(is_serious(f.finding.severity) for r in reports for f in r.findings)
     return 1 if found else 0
 

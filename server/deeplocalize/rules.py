@@ -138,6 +138,11 @@ def docs_path() -> Path:
     return Path(__file__).resolve().parent / "docs" / "diagnostics.md"
 
 
+def docs_uri(code: str | None) -> str:
+    """The docs as a URI, at a rule's section when `code` is given (diagnostics' and SARIF's help links)."""
+    return docs_path().as_uri() + (f"#{code}" if code else "")
+
+
 def updated_docs(text: str, rules: Mapping[str, Rule]) -> str:
     head = text.split(_BEGIN)[0].rstrip("\n")
     tail = text.split(_END, 1)[1] if _END in text else "\n"

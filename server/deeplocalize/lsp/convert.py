@@ -8,7 +8,7 @@ from lsprotocol import types as lsp
 from pygls.uris import from_fs_path
 
 from ..findings import LocatedFinding, Position, SourceRange
-from ..rules import docs_path
+from ..rules import docs_uri
 from ..trace import Trace
 
 SOURCE = "deeplocalize"
@@ -28,7 +28,7 @@ def to_range(r: SourceRange) -> lsp.Range:
 
 
 def docs_href(code: str) -> str:
-    return f"{from_fs_path(str(docs_path()))}#{code}"
+    return docs_uri(code)
 
 
 def uri_of(path: str) -> str:
