@@ -96,6 +96,39 @@ def test_sarif_output_of_every_fixture_validates_against_the_schema(summary):
     assert any(r.get("fixes") for r in results if r["level"] == "error")
 
 
+@pytest.mark.parametrize("name, marked", [
+    ("b09_lr_high_regression.py", "First faulty: nan-inf: layer 1 &#x27;dense_1&#x27;, epoch 1, step"),  # a NaN, at its step
+    ("b16_unscaled_wine.py", "First faulty: dead-relu: layer 0 &#x27;dense&#x27;"),  # a silent failure: dead units
+])
+def test_training_report_marks_the_faulty_layer_and_renders_offline(summary, name, marked):
+    """The HTML report of a buggy fixture: self-contained, small, the first faulty layer (and step)
+    marked, and it renders to a non-blank page in headless Chromium (screenshots in artifacts/report/)."""
+    import subprocess
+
+    from matplotlib.image import imread
+
+    from deeplocalize.report_html import render
+
+    page = render([_score(summary, name).report])
+    assert marked in page and len(page) < 2_000_000
+    assert "http://" not in page.replace("http://www.w3.org", "") and "https://" not in page  # nothing to fetch
+    out = FIXTURES.parent / "artifacts" / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    html_file, png = out / f"{name}.html", out / f"{name}.png"
+    html_file.write_text(page)
+    subprocess.run(["/usr/bin/chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1200,1600",
+                    f"--screenshot={png}", html_file.as_uri()], check=True, capture_output=True, timeout=120)
+    pixels = imread(png)
+    assert pixels.std() > 0.05  # drawn plots, not a blank page
+
+
+def test_training_report_of_the_longest_run_stays_small(summary):
+    from deeplocalize.report_html import render
+
+    longest = max(summary.scores, key=lambda s: len(s.report.trace.steps) * max(len(s.report.trace.layers), 1) if s.report.trace else 0)
+    assert len(render([longest.report])) < 2_000_000, longest.expectation.path.name
+
+
 def test_preferred_fixes_produce_valid_python(summary):
     for s in summary.scores:
         text = s.expectation.path.read_text()

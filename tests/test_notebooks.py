@@ -173,8 +173,10 @@ def _diagnostics(report: FileReport, twin_text: str | None = None) -> list[tuple
 def test_cli_json_gives_each_range_its_cell(tmp_path):
     nb = tmp_path / "digits.ipynb"
     shutil.copy(NOTEBOOKS / "digits_relu_output.ipynb", nb)
-    r = cli("check", "--format", "json", "--no-verify", str(nb))  # verification in a notebook: see the server's test
+    report = tmp_path / "report.html"
+    r = cli("check", "--format", "json", "--no-verify", "--report", str(report), str(nb))  # verification in a notebook: see the server's test
     assert r.returncode == 1, r.stdout + r.stderr
+    assert "digits.ipynb:cell 4:4:39" in report.read_text() and "training report written" in r.stderr
     f = json.loads(r.stdout)["files"][0]["findings"][0]
     assert f["code"] == "output-not-distribution"
     assert f["range"]["cell"] == 4 and f["range"]["start"] == {"line": 4, "column": 39}
@@ -272,6 +274,12 @@ async def test_server_puts_a_notebook_finding_in_its_cell_with_quick_fix_hover_a
 
     hover = await client.text_document_hover_async(lsp.HoverParams(text_document=lsp.TextDocumentIdentifier(uri=model_cell), position=diag.range.start))
     assert hover is not None and "dense_1" in hover.contents.value
+    # The report panel's data: drawn from this run (no new analysis), asked for from a cell
+    before = len(client.run_status)
+    reply = await client.protocol.send_request_async("deeplocalize/report", {"uri": model_cell})
+    assert reply.html and "digits.ipynb:cell 4:4:39" in reply.html and "output-not-distribution" in reply.html
+    await asyncio.sleep(0.5)
+    assert len(client.run_status) == before  # nothing ran to draw it
     fit_cell = cell_uris[6]  # cell 6: model.fit(...)
     lenses = await client.text_document_code_lens_async(lsp.CodeLensParams(text_document=lsp.TextDocumentIdentifier(uri=fit_cell)))
     assert lenses and lenses[0].range.start.line == 0 and list(lenses[0].command.arguments) == [uri]

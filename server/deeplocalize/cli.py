@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("files", nargs="+", help="Python scripts or Jupyter notebooks (.ipynb) that train a Keras model")
     c.add_argument("--format", choices=("text", "json", "sarif"), default="text",
                    help="text (like a linter), json (version %d), or sarif (SARIF 2.1.0, for code scanning)" % JSON_VERSION)
+    c.add_argument("--report", metavar="FILE.html", help="also write a self-contained HTML training report (plots per layer over steps)")
     c.add_argument("--python", default=sys.executable, help="interpreter that runs the script (default: this one)")
     c.add_argument("--max-seconds", type=float, default=60.0, help="time budget per script, TensorFlow import included (default 60)")
     c.add_argument("--max-epochs", type=int, default=20, help="cap on the epochs a script may train (default 20; 0 = no cap)")
@@ -115,6 +116,14 @@ def _verdict(fix: Fix) -> str:
     return f"{v.verdict}: {v.reason}"
 
 
+def _write_report(path: str, reports: list[FileReport], err: Console) -> None:
+    from .report_html import render  # matplotlib: imported only when a report is asked for
+
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(render(reports))
+    err.print(f"deeplocalize: training report written to {path}", style="dim", markup=False)
+
+
 def _notebook_place(path: str, r: SourceRange) -> SourceRange:
     """A streamed finding comes before its report: placed in the notebook's cells here."""
     if not is_notebook(path):
@@ -184,6 +193,8 @@ async def _check(args: argparse.Namespace) -> int:
                 render_text(report, out)
     finally:
         await pool.aclose()
+    if args.report:
+        _write_report(args.report, reports, err)
     if args.format == "json":
         print(json.dumps({"version": JSON_VERSION, "files": [r.to_json() for r in reports]}, indent=2))
     elif args.format == "sarif":

@@ -20,6 +20,8 @@ const PYTHON = process.env.DEEPLOCALIZE_PYTHON || "python3";
 const BUGGY = "b01_relu_output_ce.py";
 const LONG = "long_training.py";
 const NOTEBOOK = "digits_relu_output.ipynb";
+const NAN = "b09_lr_high_regression.py"; // a NaN, at a step
+const DEAD = "b16_unscaled_wine.py"; // a silent failure: dead units
 
 const results = { checks: [], screenshots: [] };
 function check(name, ok, detail = "") {
@@ -118,6 +120,36 @@ async function stopCodeServer(cs) {
   try { process.kill(-cs.pid, "SIGTERM"); } catch {}
   await sleep(1500);
   try { process.kill(-cs.pid, "SIGKILL"); } catch {}
+}
+
+/** The frame of the webview whose text includes `text` (code-server nests the page in two iframes). */
+async function webviewFrame(page, text, timeoutMs) {
+  return until(async () => {
+    for (const frame of page.frames()) {
+      const body = await frame.evaluate(() => (document.body ? document.body.innerText : "")).catch(() => "");
+      if (body.includes(text)) return frame;
+    }
+    return null;
+  }, timeoutMs, `a webview showing "${text}"`);
+}
+
+async function reportScenario(page, docReport, shot) {
+  for (const [file, marked, name] of [[NAN, "First faulty: nan-inf: layer 1 'dense_1', epoch 1, step", "report-panel-nan"],
+    [DEAD, "First faulty: dead-relu: layer 0 'dense'", "report-panel-dead-units"]]) {
+    await page.locator(".explorer-viewlet .monaco-list-row", { hasText: file }).first().click();
+    await until(() => { const d = docReport(file); return d && d.diagnostics.some((x) => x.severity <= 1) ? d : null; }, 150000, `the finding in ${file}`);
+    const lens = page.locator(".monaco-editor .codelens-decoration a", { hasText: "training report" }).first();
+    await lens.waitFor({ state: "visible", timeout: 150000 });  // once the run and its verification are done
+    await lens.click();
+    const frame = await webviewFrame(page, "DeepLocalize training report", 60000);
+    const text = await frame.evaluate(() => document.body.innerText);
+    check(`the report panel for ${file} marks the first faulty layer`, text.includes(marked), text.slice(0, 300));
+    const images = await frame.evaluate(() => Array.from(document.images).filter((i) => i.complete && i.naturalWidth > 0).length);
+    check(`the report panel for ${file} shows its plots (learning curves, per-layer heatmaps)`, images >= 2, `${images} images`);
+    await sleep(500);
+    await shot(name);
+    await page.locator(".tab", { hasText: "Training report" }).first().locator(".codicon-close, .action-label").last().click().catch(() => {});
+  }
 }
 
 async function notebookScenario(page, readReport, shot) {
@@ -250,6 +282,7 @@ async function main() {
   fs.copyFileSync(path.join(ROOT, "fixtures/buggy", BUGGY), path.join(ws, BUGGY));
   fs.copyFileSync(path.join(ROOT, "tests/data", LONG), path.join(ws, LONG));
   fs.copyFileSync(path.join(ROOT, "fixtures/notebooks", NOTEBOOK), path.join(ws, NOTEBOOK));
+  for (const f of [NAN, DEAD]) fs.copyFileSync(path.join(ROOT, "fixtures/buggy", f), path.join(ws, f));
   fs.writeFileSync(path.join(userData, "User", "settings.json"), JSON.stringify({
     "deeplocalize.interpreter": PYTHON,
     "deeplocalize.run": "onOpenAndSave",
@@ -293,6 +326,10 @@ async function main() {
 
     if (process.env.DEEPLOCALIZE_E2E_ONLY === "notebook") {  // while working on that part alone
       await notebookScenario(page, readReport, shot);
+      return;
+    }
+    if (process.env.DEEPLOCALIZE_E2E_ONLY === "report") {
+      await reportScenario(page, docReport, shot);
       return;
     }
     // 1. open the buggy fixture from the explorer; the analysis runs on open
@@ -371,6 +408,9 @@ async function main() {
     // 7. a Jupyter notebook (the built-in notebook editor, no kernel): the finding squiggles in its cell,
     //    the Problems panel lists it, the quick fix edits the cell, and saving the notebook re-analyzes it
     await notebookScenario(page, readReport, shot);
+
+    // 8. the training report panel, opened from the code lens, on a NaN and on dead units
+    await reportScenario(page, docReport, shot);
   } catch (err) {
     await screenshot(page, "failure").catch(() => {});
     fs.writeFileSync(path.join(ART, "last-api-report.json"), fs.existsSync(report) ? fs.readFileSync(report) : "");

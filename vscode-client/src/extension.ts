@@ -3,6 +3,7 @@
 import * as vscode from "vscode";
 import { ExecuteCommandRequest, State } from "vscode-languageclient/node";
 import { watchSelectedInterpreter } from "./python";
+import { ReportPanels } from "./report";
 import { Server } from "./server";
 import { affectsInterpreter } from "./settings";
 import { StatusItem } from "./status";
@@ -14,13 +15,20 @@ export async function activate(ctx: vscode.ExtensionContext): Promise<void> {
   log = vscode.window.createOutputChannel("DeepLocalize", { log: true });
   const status = new StatusItem();
   ctx.subscriptions.push(log, status);
-  const srv = new Server(ctx, log, status);
+  const reports = new ReportPanels(() => server?.client, log);
+  const srv = new Server(ctx, log, status, (p) => {
+    if (p.phase === "done" && !p.reused) {
+      void reports.refresh(p.uri);
+    }
+  });
   server = srv;
 
   ctx.subscriptions.push(
     vscode.commands.registerCommand("deeplocalize.analyzeFile", () => runOnActive("deeplocalize.analyze")),
     vscode.commands.registerCommand("deeplocalize.cancelFile", () => runOnActive("deeplocalize.cancel")),
     vscode.commands.registerCommand("deeplocalize.showLogs", () => log.show(true)),
+    vscode.commands.registerCommand("deeplocalize.showReport", (uri?: string) => showReport(reports, uri)),
+    reports,
     vscode.commands.registerCommand("deeplocalize.restartServer", () => srv.restart("restart requested")),
     vscode.workspace.onDidChangeConfiguration((e) => {
       if (affectsInterpreter(e)) {
@@ -50,6 +58,16 @@ export async function activate(ctx: vscode.ExtensionContext): Promise<void> {
 
 export async function deactivate(): Promise<void> {
   await server?.stop();
+}
+
+async function showReport(reports: ReportPanels, uri?: string): Promise<void> {
+  // From the code lens: the document's URI; from the palette: the active editor's (a notebook cell stands for its notebook).
+  const target = uri ?? vscode.window.activeNotebookEditor?.notebook.uri.toString() ?? vscode.window.activeTextEditor?.document.uri.toString();
+  if (!target) {
+    void vscode.window.showWarningMessage("DeepLocalize: open an analyzed training script or notebook first.");
+    return;
+  }
+  await reports.show(target);
 }
 
 async function runOnActive(command: string): Promise<void> {

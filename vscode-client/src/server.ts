@@ -21,6 +21,7 @@ export class Server {
     private readonly context: vscode.ExtensionContext,
     private readonly log: vscode.LogOutputChannel,
     private readonly status: StatusItem,
+    private readonly onRun: (p: RunStatus) => void = () => {},
   ) {}
 
   /** Start or restart; calls are serialized, so two quick restarts never run two servers. */
@@ -70,7 +71,8 @@ export class Server {
       traceOutputChannel: this.log,
       synchronize: { configurationSection: "deeplocalize" },
       // The server trains in the same interpreter unless the setting says otherwise.
-      initializationOptions: { interpreter: interp.path, workspaceTrusted: vscode.workspace.isTrusted },
+      // showReport: this client has the report panel, so the server may offer its code lens.
+      initializationOptions: { interpreter: interp.path, workspaceTrusted: vscode.workspace.isTrusted, showReport: true },
     };
     const client = new LanguageClient("deeplocalize", "DeepLocalize", serverOptions, clientOptions);
     client.onDidChangeState((e: { newState: State }) => {
@@ -87,7 +89,10 @@ export class Server {
       return;
     }
     this.client = client;
-    client.onNotification("deeplocalize/runStatus", (p: RunStatus) => this.status.showRun(p));
+    client.onNotification("deeplocalize/runStatus", (p: RunStatus) => {
+      this.status.showRun(p);
+      this.onRun(p);
+    });
     this.status.set("$(beaker) DeepLocalize", `Ready (interpreter: ${interp.path})`);
   }
 

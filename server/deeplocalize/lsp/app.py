@@ -39,6 +39,8 @@ from .settings import Settings
 
 COMMAND_ANALYZE = "deeplocalize.analyze"
 COMMAND_CANCEL = "deeplocalize.cancel"
+COMMAND_SHOW_REPORT = "deeplocalize.showReport"  # the client's command (VS Code: a webview panel of REPORT_REQUEST)
+REPORT_REQUEST = "deeplocalize/report"
 
 
 @dataclass
@@ -63,6 +65,7 @@ class DeepLocalizeServer(LanguageServer):
         self.docs: dict[str, DocState] = {}
         self.pool = WorkerPool()
         self.gate = asyncio.Semaphore(1)  # one training at a time on a 2-core machine
+        self.report_lock = asyncio.Lock()
         self.init_options: dict[str, Any] = {}
         self.settings_cache: Settings = Settings()
         self.shutting_down = False
@@ -427,6 +430,25 @@ def on_close(ls: DeepLocalizeServer, params: lsp.DidCloseTextDocumentParams) -> 
     ls.docs.pop(state.uri, None)
 
 
+@server.feature(REPORT_REQUEST)
+async def on_report(ls: DeepLocalizeServer, params: Any) -> dict[str, Any]:
+    """The training report (report_html) of a document's last analysis, drawn from what that run
+    recorded: no second analysis. `{uri}` -> `{html, file, run}`, or `{html: null, message}`."""
+    given = params.get("uri") if isinstance(params, dict) else getattr(params, "uri", None)  # pygls: a namedtuple
+    uri = _uri_arg(ls, (given,))
+    state = ls.docs.get(uri) if uri else None
+    if state is None or state.report is None or state.report.status == "running":
+        return {"html": None, "message": "No finished analysis of this file yet: save it (or run 'DeepLocalize: Analyze Current File') first."}
+    try:
+        from ..report_html import render
+    except ImportError as exc:
+        return {"html": None, "message": f"The training report needs matplotlib in the server's interpreter ({exc})."}
+    report = state.report
+    async with ls.report_lock:  # matplotlib draws one figure at a time; off the event loop
+        page = await asyncio.to_thread(render, [report])
+    return {"html": page, "file": os.path.basename(state.path), "run": state.report_run}
+
+
 @server.feature(lsp.NOTEBOOK_DOCUMENT_DID_OPEN)
 async def on_notebook_open(ls: DeepLocalizeServer, params: lsp.DidOpenNotebookDocumentParams) -> None:
     uri = params.notebook_document.uri
@@ -546,7 +568,14 @@ def on_code_lens(ls: DeepLocalizeServer, params: lsp.CodeLensParams) -> list[lsp
         lenses = [lsp.CodeLens(range=rng, command=lsp.Command(title="▶ DeepLocalize: analyze", command=COMMAND_ANALYZE, arguments=[doc_uri]))]
     if state and state.last_outcome:
         lenses.append(lsp.CodeLens(range=rng, command=lsp.Command(title=f"last run: {state.last_outcome}", command=COMMAND_ANALYZE, arguments=[doc_uri])))
+    if state and state.report is not None and state.report.status != "running" and not running and _client_shows_reports(ls):
+        lenses.append(lsp.CodeLens(range=rng, command=lsp.Command(title="$(graph) training report", command=COMMAND_SHOW_REPORT, arguments=[doc_uri])))
     return lenses
+
+
+def _client_shows_reports(ls: DeepLocalizeServer) -> bool:
+    """Only a client that has the report command gets its lens (the VS Code extension says so)."""
+    return bool(ls.init_options.get("showReport"))
 
 
 def _fit_line(ls: DeepLocalizeServer, state: DocState | None, uri: str) -> int | None:
