@@ -25,8 +25,8 @@ from pygls.uris import to_fs_path
 
 from .. import __version__
 from ..engine import EnvironmentProblem, FileReport, analyze, syntax_error, uses_keras, verify
-from ..notebook import NotebookUnreadable, NothingToRun, is_notebook, load_notebook
 from ..findings import LocatedFinding, Position, SourceRange
+from ..notebook import NotebookUnreadable, NothingToRun, is_notebook, load_notebook
 from ..runner import RunOptions, WorkerPool, kill_all
 from ..verify import testable
 from ..vocab import RunPhase, is_serious
@@ -399,25 +399,29 @@ async def on_config(ls: DeepLocalizeServer, params: lsp.DidChangeConfigurationPa
     log.info("deeplocalize: settings changed; they apply from the next run")
 
 
-@server.feature(lsp.TEXT_DOCUMENT_DID_OPEN)
-async def on_open(ls: DeepLocalizeServer, params: lsp.DidOpenTextDocumentParams) -> None:
-    uri = params.text_document.uri
-    if not ls.is_python(uri):
-        return
+async def _opened(ls: DeepLocalizeServer, uri: str) -> None:
     ls.doc(uri).open = True
     settings = await ls.settings(uri)
     if settings.run == "onOpenAndSave":
         ls.schedule(uri, "opened")
 
 
-@server.feature(lsp.TEXT_DOCUMENT_DID_SAVE)
-async def on_save(ls: DeepLocalizeServer, params: lsp.DidSaveTextDocumentParams) -> None:
-    uri = params.text_document.uri
-    if not ls.is_python(uri):
-        return
+async def _saved(ls: DeepLocalizeServer, uri: str) -> None:
     settings = await ls.settings(uri)
     if settings.run in ("onSave", "onOpenAndSave"):
         ls.schedule(uri, "saved")
+
+
+@server.feature(lsp.TEXT_DOCUMENT_DID_OPEN)
+async def on_open(ls: DeepLocalizeServer, params: lsp.DidOpenTextDocumentParams) -> None:
+    if ls.is_python(params.text_document.uri):
+        await _opened(ls, params.text_document.uri)
+
+
+@server.feature(lsp.TEXT_DOCUMENT_DID_SAVE)
+async def on_save(ls: DeepLocalizeServer, params: lsp.DidSaveTextDocumentParams) -> None:
+    if ls.is_python(params.text_document.uri):
+        await _saved(ls, params.text_document.uri)
 
 
 @server.feature(lsp.TEXT_DOCUMENT_DID_CLOSE)
@@ -451,19 +455,12 @@ async def on_report(ls: DeepLocalizeServer, params: Any) -> dict[str, Any]:
 
 @server.feature(lsp.NOTEBOOK_DOCUMENT_DID_OPEN)
 async def on_notebook_open(ls: DeepLocalizeServer, params: lsp.DidOpenNotebookDocumentParams) -> None:
-    uri = params.notebook_document.uri
-    ls.doc(uri).open = True
-    settings = await ls.settings(uri)
-    if settings.run == "onOpenAndSave":
-        ls.schedule(uri, "opened")
+    await _opened(ls, params.notebook_document.uri)
 
 
 @server.feature(lsp.NOTEBOOK_DOCUMENT_DID_SAVE)
 async def on_notebook_save(ls: DeepLocalizeServer, params: lsp.DidSaveNotebookDocumentParams) -> None:
-    uri = params.notebook_document.uri
-    settings = await ls.settings(uri)
-    if settings.run in ("onSave", "onOpenAndSave"):
-        ls.schedule(uri, "saved")
+    await _saved(ls, params.notebook_document.uri)
 
 
 @server.feature(lsp.NOTEBOOK_DOCUMENT_DID_CLOSE)
