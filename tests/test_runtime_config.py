@@ -40,7 +40,8 @@ def test_scripts_that_configure_the_runtime_train_normally_next_to_a_warm_worker
         try:
             await pool.ready(options)  # the editor's steady state: a worker with TensorFlow imported and initialized
             out = []
-            for name in ("threads.py", "logical_devices.py", "visible_devices.py"):
+            # visible_devices.py (+ memory growth) needs a GPU to fail in a warm worker: recognized above, not re-run here.
+            for name in ("threads.py", "logical_devices.py"):
                 spare = pool.pids()
                 report = await analyze(str(RUNTIME / name), options, pool=pool)
                 out.append((name, report, pool.pids() == spare))
