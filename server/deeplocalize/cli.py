@@ -19,7 +19,7 @@ from rich.markup import escape
 from . import __version__
 from .engine import EnvironmentProblem, FileReport, analyze, verify
 from .findings import Fix, SourceRange
-from .notebook import NotebookUnreadable, NothingToRun, is_notebook, load_notebook
+from .notebook import cell_places
 from .runner import RunOptions, WorkerPool
 from .sarif import to_sarif
 from .verify import describe
@@ -124,16 +124,6 @@ def _write_report(path: str, reports: list[FileReport], err: Console) -> None:
     err.print(f"deeplocalize: training report written to {path}", style="dim", markup=False)
 
 
-def _notebook_place(path: str, r: SourceRange) -> SourceRange:
-    """A streamed finding comes before its report: placed in the notebook's cells here."""
-    if not is_notebook(path):
-        return r
-    try:
-        return load_notebook(path).to_cell(r)
-    except (NotebookUnreadable, NothingToRun):
-        return r
-
-
 def _short(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
@@ -173,7 +163,7 @@ async def _check(args: argparse.Namespace) -> int:
                         for lf in found[len(said):]:
                             said.append(lf)
                             f = lf.finding
-                            at = _notebook_place(_p, lf.range)
+                            at = cell_places(_p)(lf.range)
                             err.print(f"{where(at)}: {f.severity} {f.code} (found while "
                                       f"training; the full report follows): {f.message}", markup=False, highlight=False)
 

@@ -17,8 +17,10 @@ import os
 import re
 from dataclasses import dataclass, replace
 from functools import lru_cache
+from typing import Callable
 
 from .findings import Position, SourceRange
+from .probe.ipython import PYTHON_CELL_MAGICS  # stdlib only: the same list the training process runs
 
 SUFFIX = ".ipynb"
 # Calls that train: the last cell making one (or calling a function a training cell defines)
@@ -28,7 +30,6 @@ SUFFIX = ".ipynb"
 STOP = "raise SystemExit(0)  # the cells below do not train: not run by DeepLocalize"
 _TRAINING_CALLS = frozenset({"fit", "fit_generator", "train_on_batch"})
 # Cell magics whose body is Python and runs as is.
-_PYTHON_CELL_MAGICS = frozenset({"time", "timeit", "capture", "prun"})  # as probe/ipython.PYTHON_CELL_MAGICS
 _ASSIGNED_ESCAPE = re.compile(r"^(\s*)([\w.\[\], ]+?\s*=\s*)[!%].*$")
 
 
@@ -85,6 +86,17 @@ class Notebook:
             if cell.index == cell_index and 1 <= line <= cell.lines:
                 return cell.first_line + line - 1
         return None
+
+
+def cell_places(path: str) -> Callable[[SourceRange], SourceRange]:
+    """Ranges of the script `path` runs as the user reads them: in a notebook, in its cells (the
+    saved one: for findings streamed before their report exists); elsewhere unchanged."""
+    if is_notebook(path):
+        try:
+            return load_notebook(path).to_cell
+        except (NotebookUnreadable, NothingToRun):
+            pass
+    return lambda r: r
 
 
 def is_notebook(path: str) -> bool:
@@ -181,7 +193,7 @@ def to_python(source: str) -> list[str]:
     head = lines[0].strip()
     if head.startswith("%%"):
         name, _, arg = head[2:].partition(" ")
-        if name in _PYTHON_CELL_MAGICS:
+        if name in PYTHON_CELL_MAGICS:
             return ["# " + lines[0]] + [_line(l) for l in lines[1:]]
         if name == "writefile":
             return [_writefile(arg, lines[1:])] + ["# " + l for l in lines[1:]]

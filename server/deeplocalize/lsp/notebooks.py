@@ -17,7 +17,7 @@ from pygls.workspace import Workspace
 
 from ..engine import FileReport
 from ..findings import SourceRange
-from ..notebook import NotebookUnreadable, NothingToRun, is_notebook, load_notebook
+from ..notebook import NotebookUnreadable, NothingToRun, cell_places, is_notebook, load_notebook
 from .convert import Place, to_range, uri_of
 
 SYNC = lsp.NotebookDocumentSyncOptions(
@@ -71,15 +71,10 @@ def placer(workspace: Workspace, notebook_uri: str, report: FileReport | None) -
     """Where a script range shows in the editor: its cell's document, lines counted in the cell.
     A provisional report (findings streamed while training) has no notebook yet: the saved one is read."""
     uris = cell_uris(workspace, notebook_uri)
-    notebook = report.notebook if report is not None else None
-    if notebook is None:
-        try:
-            notebook = load_notebook(to_fs_path(notebook_uri) or notebook_uri)
-        except (NotebookUnreadable, NothingToRun):
-            notebook = None
+    in_cells = report.place if report is not None and report.notebook is not None else cell_places(to_fs_path(notebook_uri) or notebook_uri)
 
     def place(r: SourceRange) -> tuple[str, lsp.Range]:
-        at = notebook.to_cell(r) if notebook is not None else r
+        at = in_cells(r)
         if at.cell is not None and at.cell in uris:
             return uris[at.cell], to_range(at)
         return uri_of(r.file), to_range(at)
