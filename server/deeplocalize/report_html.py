@@ -25,6 +25,7 @@ import numpy as np
 from .engine import FileReport
 from .findings import LocatedFinding
 from .trace import Trace
+from .vocab import is_serious, rank
 
 MAX_COLUMNS = 160  # steps are averaged into at most this many bins per heatmap
 _TEXT = "#808080"  # readable on light and dark backgrounds alike
@@ -74,7 +75,7 @@ def render(reports: list[FileReport]) -> str:
 
 def _file_section(report: FileReport) -> str:
     name = html.escape(os.path.basename(report.path))
-    serious = sum(f.finding.severity in ("error", "warning") for f in report.findings)
+    serious = sum(is_serious(f.finding.severity) for f in report.findings)
     head = (f'<section class="file"><h2>{name}</h2><p class="meta">{html.escape(report.path)} · status {report.status} · '
             f"{len(report.findings)} finding(s), {serious} at warning or error · {report.duration_s:.1f} s</p>")
     traces = [t for t in (report.run.traces if report.run and report.run.traces else [report.trace]) if t is not None]
@@ -92,7 +93,7 @@ def _file_section(report: FileReport) -> str:
 
 def first_fault(trace: Trace, findings: list[LocatedFinding]) -> Mark | None:
     """The most severe finding that says where its symptom first showed (a layer, maybe a step)."""
-    for lf in sorted(findings, key=lambda f: ("error", "warning", "information", "hint").index(f.finding.severity)):
+    for lf in sorted(findings, key=lambda f: rank(f.finding.severity)):
         obs = lf.finding.observed or {}
         if obs.get("layer") is None:
             continue
