@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--max-seconds", type=float, default=60.0, help="time budget per script, TensorFlow import included (default 60)")
     c.add_argument("--max-epochs", type=int, default=20, help="cap on the epochs a script may train (default 20; 0 = no cap)")
     c.add_argument("--max-memory-mb", type=int, default=4096, help="memory budget of the training process tree (default 4096)")
+    c.add_argument("--workers", type=int, default=1,
+                   help="worker processes that train a MultiWorkerMirroredStrategy script together on this machine "
+                        "(TF_CONFIG on 127.0.0.1; the chief's training is analyzed; default 1)")
     c.add_argument("--seed", type=int, default=0, help="random seed set before the script runs (default 0; -1 = none)")
     c.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="extra environment variable for the script")
     c.add_argument("--show-output", action="store_true", help="echo the script's own output to stderr")
@@ -64,6 +67,8 @@ def _options(args: argparse.Namespace) -> RunOptions:
         raise SystemExit("deeplocalize: --max-seconds must be positive")
     if args.verify_seconds <= 0:
         raise SystemExit("deeplocalize: --verify-seconds must be positive (use --no-verify to skip verification)")
+    if not 1 <= args.workers <= 8:
+        raise SystemExit("deeplocalize: --workers must be between 1 and 8")
     return RunOptions(
         python=args.python,
         max_seconds=args.max_seconds,
@@ -71,6 +76,7 @@ def _options(args: argparse.Namespace) -> RunOptions:
         max_memory_mb=args.max_memory_mb or None,
         env=env,
         seed=None if args.seed < 0 else args.seed,
+        workers=args.workers,
         cwd=os.getcwd(),  # like `python train.py`: relative data paths resolve from where the user runs it
     )
 

@@ -19,6 +19,7 @@ from .rules import Rule, rule
 from .runner import EventCallback, OutputCallback, RunOptions, RunResult, WorkerPool, run_script
 from .trace import Trace
 from .verify import Experiment, UpdateCallback, VerifySummary, testable, verify_findings
+from .strategies import KERAS_DISTRIBUTED_BUG, UNSUPPORTED, UNSUPPORTED_STRATEGY, unsupported_strategy
 from .vocab import KERAS_MODULES, ReportStatus, is_serious, rank
 
 # Findings about the run itself, not the network: never verified by a re-run.
@@ -218,6 +219,12 @@ def _not_runnable(text: str, path: str) -> FileReport | None:
         return FileReport(path, "syntax_error", 0.0, [LocatedFinding(SYNTAX_ERROR.finding(msg, Target("frame")), bad, [], None)])
     if not uses_keras(text, path):
         return FileReport(path, "not_keras", 0.0, [], message="the script does not import Keras or TensorFlow")
+    unsupported = unsupported_strategy(text, path)
+    if unsupported is not None:
+        name, at = unsupported
+        msg = (f"not analyzed: the script trains under {name}, which DeepLocalize does not support ({UNSUPPORTED[name]}); "
+               "supported are one device, MirroredStrategy and MultiWorkerMirroredStrategy")
+        return FileReport(path, "nothing_to_run", 0.0, [_run_finding(UNSUPPORTED_STRATEGY, msg[0].upper() + msg[1:] + ".", at)], message=msg)
     return None
 
 
@@ -258,6 +265,16 @@ def _about_the_run(run: RunResult, options: RunOptions, findings: list[LocatedFi
                               "(the epoch cap, --max-epochs / deeplocalize.maxEpochs); no fault showed in that time, and nothing is said "
                               "about the epochs after it.", _first_line(frame_range(fit.site[0]) if fit.site else fallback),
                               {"epochs_analyzed": fit.epochs, "epochs_requested": fit.epochs_requested}))
+    bugs = [(t, w) for t in traces for w in t.keras_workarounds]
+    if bugs:
+        t, first = bugs[0]
+        where_fit = _first_line(frame_range(t.fit.site[0]) if t.fit is not None and t.fit.site else fallback)
+        keras_version = trace.versions.get("keras", "3")
+        out.append(_run_finding(KERAS_DISTRIBUTED_BUG,
+                                f"Keras {keras_version}'s fit() fails here under MultiWorkerMirroredStrategy with {options.workers} workers "
+                                f"({first['error']}; {first['issue']}), so this script crashes when run as is. The analysis fixed Keras "
+                                "in its own training processes to see the training; the findings are about the model as it trains once "
+                                "Keras is fixed.", where_fit, {"keras_steps": sorted({w['which'] for _, w in bugs}), "issue": first["issue"]}))
     if trace.probe_errors:
         out.append(_run_finding(PROBE_DEGRADED, "Per-layer statistics could not be recorded for this model, so only the loss and the "
                               f"configuration were checked ({trace.probe_errors[0]}).", _first_line(fallback)))

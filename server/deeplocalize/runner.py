@@ -47,6 +47,7 @@ class RunOptions:
     output_lines: int = 200
     cwd: str | None = None  # working directory of the script (None: the script's folder)
     max_fits: int = 4  # fit calls analyzed (fine-tuning, a second model); the script stops after the last
+    workers: int = 1  # processes that train a MultiWorkerMirroredStrategy script together (see cluster.py)
 
     def key(self) -> tuple:
         return (self.python, tuple(sorted(self.env.items())))
@@ -91,6 +92,9 @@ def child_env(options: RunOptions) -> dict[str, str]:
             env.pop("PYTHONPATH", None)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env["PYTHONUNBUFFERED"] = "1"
+    # A cluster the user's shell names is not joined by an analysis: its workers would wait
+    # for this process forever. Multi-worker runs (and --env) set their own.
+    env.pop("TF_CONFIG", None)
     env.update(options.env)
     return env
 
@@ -146,6 +150,14 @@ _RUNTIME_CONFIG = re.compile(
 
 def configures_runtime(text: str) -> bool:
     return bool(_RUNTIME_CONFIG.search(text))
+
+
+# The strategy whose workers `--workers N` starts (cluster.py); any other script runs as one process.
+_MULTI_WORKER = re.compile(r"\bMultiWorkerMirroredStrategy\s*\(")
+
+
+def uses_multi_worker(text: str) -> bool:
+    return bool(_MULTI_WORKER.search(text))
 
 
 class Worker:
@@ -521,13 +533,13 @@ class WorkerPool:
         return [w.pid for _, w in self._spare if w.pid]
 
 
-def _configures_runtime(script: str, source: str | None) -> bool:
-    if source is None:
-        try:
-            source = Path(script).read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return False
-    return configures_runtime(source)
+def _script_text(script: str, source: str | None) -> str:
+    if source is not None:
+        return source
+    try:
+        return Path(script).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
 
 
 async def run_script(
@@ -542,7 +554,11 @@ async def run_script(
     record: bool = False,
 ) -> RunResult:
     """`keep_warm`: start the next worker while this one trains (another run follows)."""
-    if _configures_runtime(script, source):
+    if options.workers > 1 and uses_multi_worker(_script_text(script, source)):
+        from .cluster import run_cluster  # it builds on Worker
+
+        return await run_cluster(script, options, on_event=on_event, on_output=on_output, should_stop=should_stop, source=source, record=record)
+    if configures_runtime(_script_text(script, source)):
         worker = await Worker(options, fresh_runtime=True).start()  # never a warm one: see configures_runtime
     else:
         worker = await pool.take(options) if pool is not None else await Worker(options).start()

@@ -143,6 +143,9 @@ class Trace:
     continued_later: bool = False
     fit_index: int = 0
     weight_ids: set[int] = field(default_factory=set)
+    # Keras bugs the training process had to fix to train at all (probe/keras_compat.py):
+    # the script as the user runs it still hits them.
+    keras_workarounds: list[dict[str, str]] = field(default_factory=list)
 
     # ------------------------------------------------------------- queries
     def series(self, key: str, name: str) -> np.ndarray:
@@ -250,6 +253,9 @@ class TraceBuilder:
         for earlier in self.traces[:-1]:
             if (t.model_id is not None and earlier.model_id == t.model_id) or (earlier.weight_ids & t.weight_ids):
                 earlier.continued_later = True
+
+    def _on_keras_workaround(self, t: Trace, event: dict[str, Any]) -> None:
+        t.keras_workarounds.append({k: str(event.get(k, "")) for k in ("which", "error", "issue")})
 
     def _on_model(self, t: Trace, event: dict[str, Any]) -> None:
         t.model_class = event.get("model_class", "")

@@ -24,6 +24,7 @@ class Settings:
     max_warm_workers: int = 2
     verify_fixes: bool = True
     verify_seconds: float = 60.0
+    workers: int = 1
 
     @classmethod
     def from_json(cls, data: Any, fallback_interpreter: str | None) -> "Settings":
@@ -44,15 +45,16 @@ class Settings:
         s.max_warm_workers = _num(d.get("maxWarmWorkers"), s.max_warm_workers, int, 1)
         s.verify_fixes = bool(d.get("verifyFixes", True))
         s.verify_seconds = _num(d.get("verifySeconds"), s.verify_seconds, float, 1.0)
+        s.workers = min(_num(d.get("workers"), s.workers, int, 1), 8)
         return s
 
     def run_options(self) -> RunOptions:
         return RunOptions(python=self.interpreter or sys.executable, max_seconds=self.max_seconds, max_epochs=self.max_epochs,
-                          max_memory_mb=self.max_memory_mb, env=dict(self.env))
+                          max_memory_mb=self.max_memory_mb, env=dict(self.env), workers=self.workers)
 
     def key(self) -> tuple:
         return (self.interpreter, self.max_seconds, self.max_epochs, self.max_memory_mb, tuple(sorted(self.env.items())),
-                self.verify_fixes, self.verify_seconds)
+                self.verify_fixes, self.verify_seconds, self.workers)
 
 
 def _num(value: Any, default: Any, kind: type, minimum: float) -> Any:

@@ -130,6 +130,11 @@ def _wait_for_job(control_fd: int) -> dict | None:
 def _install(job: dict, channel: Any) -> None:
     from deeplocalize.probe import hooks
 
+    if os.environ.get("TF_CONFIG"):  # one worker of a multi-worker run: Keras' own bugs there first
+        from deeplocalize.probe import keras_compat
+
+        keras_compat.install(channel.send)
+
     if job.get("record"):
         # The script runs to its end with only its own results recorded (no layer probes).
         from deeplocalize.probe import record

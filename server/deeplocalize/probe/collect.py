@@ -4,7 +4,7 @@ how their statistics are packed into the one vector the step returns next to its
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import tensorflow as tf
 
@@ -23,6 +23,7 @@ class Collector:
         self.grads: dict[int, list] = {}
         self.weights_before: dict[int, list] = {}
         self.weights_after: dict[int, list] = {}
+        self.grad_slots: dict[int, tuple[int, int]] = {}  # id(variable) -> (layer, position in grads[layer])
         self.loss: tf.Tensor | None = None
         self.y: tf.Tensor | None = None
         self.y_pred: tf.Tensor | None = None
@@ -39,18 +40,36 @@ class Collector:
         return isinstance(tensor, tf.Tensor) and getattr(tensor, "graph", None) is self.graph
 
 
-_Part = tuple[str, int, Callable[[], tf.Tensor]]
+class _Part(NamedTuple):
+    """One named statistic of a step: either the same on every replica (`direct`: gradients
+    after Keras' all-reduce, weights, updates, penalties) or a statistic of the batch
+    (`sharded`), whose partials of every replica are combined first."""
+
+    name: str
+    size: int
+    direct: Callable[[], tf.Tensor] | None = None
+    sharded: S.Sharded | None = None
+
+    @property
+    def raw_size(self) -> int:
+        return self.size if self.sharded is None else self.sharded.width
+
+    def raw(self) -> tf.Tensor:
+        return self.direct() if self.sharded is None else self.sharded.partial()
+
+    def local(self) -> tf.Tensor:
+        return self.direct() if self.sharded is None else S.finished(self.sharded)
 
 
 def _layer_parts(i: int, layer: Any, col: "Collector", sampled: list[_Part], always: list[_Part], reg_total: list[tf.Tensor]) -> None:
-    """One layer's statistics, as (name, size, in-graph computation): activations, gradients,
-    weights and update on sampled steps; its regularization penalty on every step."""
+    """One layer's statistics: activations, gradients, weights and update on sampled steps;
+    its regularization penalty on every step."""
     if i in col.outputs:
-        sampled.append((f"L{i}.out", len(S.ACT_FIELDS), lambda t=col.outputs[i]: S.activation_stats(t)))
+        sampled.append(_Part(f"L{i}.out", len(S.ACT_FIELDS), sharded=S.activation_sharded(col.outputs[i])))
     if i in col.pre:
-        sampled.append((f"L{i}.pre", len(S.ACT_FIELDS), lambda t=col.pre[i]: S.activation_stats(t)))
+        sampled.append(_Part(f"L{i}.pre", len(S.ACT_FIELDS), sharded=S.activation_sharded(col.pre[i])))
     if i in col.grads:
-        sampled.append((f"L{i}.grad", len(S.GRAD_FIELDS), lambda g=col.grads[i]: S.gradient_stats(g)))
+        sampled.append(_Part(f"L{i}.grad", len(S.GRAD_FIELDS), lambda g=col.grads[i]: S.gradient_stats(g)))
         kernel = getattr(layer, "kernel", None)
         # Weights *before* this step's update, so step 0 shows the initialization.
         before = col.weights_before[i]
@@ -58,8 +77,8 @@ def _layer_parts(i: int, layer: Any, col: "Collector", sampled: list[_Part], alw
             kernel_t = before[0]
         else:  # a custom layer's own weight matrix (add_weight), if it has one
             kernel_t = next((b for b in before if len(b.shape) >= 2), None)
-        sampled.append((f"L{i}.w", len(S.WEIGHT_FIELDS), lambda w=before, k=kernel_t: S.weight_stats(w, k)))
-        sampled.append((f"L{i}.upd", len(S.UPDATE_FIELDS), lambda b=before, a=col.weights_after[i]: S.update_norm(b, a)))
+        sampled.append(_Part(f"L{i}.w", len(S.WEIGHT_FIELDS), lambda w=before, k=kernel_t: S.weight_stats(w, k)))
+        sampled.append(_Part(f"L{i}.upd", len(S.UPDATE_FIELDS), lambda b=before, a=col.weights_after[i]: S.update_norm(b, a)))
     try:
         has_reg = getattr(layer, "kernel_regularizer", None) is not None or getattr(layer, "bias_regularizer", None) is not None
         reg = list(layer.losses) if has_reg else []
@@ -68,7 +87,7 @@ def _layer_parts(i: int, layer: Any, col: "Collector", sampled: list[_Part], alw
     if reg:
         value = tf.add_n([tf.cast(tf.reshape(r, []), tf.float32) for r in reg])
         reg_total.append(value)
-        always.append((f"L{i}.reg", 1, lambda v=value: tf.reshape(v, [1])))
+        always.append(_Part(f"L{i}.reg", 1, lambda v=value: tf.reshape(v, [1])))
 
 
 def first_tensor(value: Any) -> Any:
@@ -84,37 +103,66 @@ def pack(layers: list[Any], col: Collector, iterations: Any = None, sample_every
 
     The loss is kept for every step; per-layer statistics are computed (inside a
     tf.cond) only on sampled steps, which keeps the probe's cost low on tiny models.
+    Under tf.distribute every replica ends with the same vector (see `_across_replicas`).
     """
-    always: list[tuple[str, int, Callable[[], tf.Tensor]]] = []
-    sampled: list[tuple[str, int, Callable[[], tf.Tensor]]] = []
-    reg_total: list[Callable[[], tf.Tensor]] = []
+    always: list[_Part] = []
+    sampled: list[_Part] = []
+    reg_total: list[tf.Tensor] = []
     for i, layer in enumerate(layers):
         _layer_parts(i, layer, col, sampled, always, reg_total)
+    context = tf.distribute.get_replica_context()
+    replicas = 1 if context is None else context.num_replicas_in_sync
     if col.loss is not None:
         reg_sum = tf.add_n(reg_total) if reg_total else tf.constant(0.0)
-        always.append(("loss", len(S.LOSS_FIELDS), lambda l=col.loss, r=reg_sum: S.scalar_stats([l, r])))
+        rows = tf.shape(col.y_pred)[0] if col.y_pred is not None and col.y_pred.shape.rank else None
+        always.append(_Part("loss", len(S.LOSS_FIELDS), sharded=S.loss_sharded(col.loss, reg_sum, rows, replicas)))
     if col.y is not None:
-        sampled.append(("y", len(S.Y_FIELDS), lambda t=col.y: S.target_stats(t)))
+        sampled.append(_Part("y", len(S.Y_FIELDS), sharded=S.target_sharded(col.y)))
     if col.y_pred is not None:
-        sampled.append(("y_pred", len(S.YPRED_FIELDS), lambda t=col.y_pred: S.prediction_stats(t)))
+        sampled.append(_Part("y_pred", len(S.YPRED_FIELDS), sharded=S.prediction_sharded(col.y_pred)))
         if col.y is not None:
             try:
-                hit = S.hit_rate(col.y, col.y_pred)
-                always.append(("hit", len(S.HIT_FIELDS), lambda h=hit: h))
+                always.append(_Part("hit", len(S.HIT_FIELDS), sharded=S.hit_sharded(col.y, col.y_pred)))
             except Exception:  # noqa: BLE001 - an unusual target/prediction pairing: no hit rate
                 pass
 
-    def concat(parts: list[tuple[str, int, Callable[[], tf.Tensor]]]) -> tf.Tensor:
-        return tf.concat([fn() for _, _, fn in parts], axis=0) if parts else tf.zeros([0])
-
-    n_sampled = sum(n for _, n, _ in sampled)
     if iterations is None or sample_every <= 1:
+        take = None
         flag = tf.constant([1.0])
-        sampled_vec = concat(sampled)
     else:
         it = tf.cast(iterations, tf.int64)
         take = tf.logical_or(it < sample_first, tf.equal(it % sample_every, 0))
         flag = tf.reshape(tf.cast(take, tf.float32), [1])
-        sampled_vec = tf.cond(take, lambda: concat(sampled), lambda: tf.zeros([n_sampled]))
-    layout = [(k, n) for k, n, _ in always] + [("#sampled", 0)] + [(k, n) for k, n, _ in sampled]
-    return tf.concat([flag, concat(always), sampled_vec], axis=0), layout
+
+    def when_sampled(compute: Callable[[], list[tf.Tensor]], sizes: list[int]) -> list[tf.Tensor]:
+        if take is None or not sizes:
+            return compute()
+        return list(tf.cond(take, compute, lambda: [tf.zeros([n]) for n in sizes]))
+
+    if replicas <= 1:
+        values = [p.local() for p in always] + when_sampled(lambda: [p.local() for p in sampled], [p.size for p in sampled])
+    else:
+        raw = [p.raw() for p in always] + when_sampled(lambda: [p.raw() for p in sampled], [p.raw_size for p in sampled])
+        values = _across_replicas(context, always + sampled, raw)
+    layout = [(p.name, p.size) for p in always] + [("#sampled", 0)] + [(p.name, p.size) for p in sampled]
+    return tf.concat([flag] + values, axis=0), layout
+
+
+def _across_replicas(context: Any, parts: list[_Part], raw: list[tf.Tensor]) -> list[tf.Tensor]:
+    """Finish each statistic from the whole global batch: the sharded parts' partials of
+    every replica are gathered (one collective per step, a few floats per layer), so every
+    replica finishes the same numbers."""
+    shards = [r for p, r in zip(parts, raw) if p.sharded is not None]
+    if not shards:
+        return raw
+    mine = tf.reshape(tf.concat(shards, axis=0), [1, -1])
+    everyone = context.all_gather(mine, axis=0)  # [replicas, sum of the widths]
+    values, at = [], 0
+    for part, r in zip(parts, raw):
+        sh = part.sharded
+        if sh is None:
+            values.append(r)
+            continue
+        values.append(sh.finish(everyone[:, at: at + sh.width]))
+        at += sh.width
+    return values

@@ -9,6 +9,7 @@ callbacks and the progress bar see the logs).
 from __future__ import annotations
 
 import math
+import threading
 import time
 from typing import Any, Callable
 
@@ -18,6 +19,7 @@ import keras
 from keras.src.layers.layer import Layer
 from keras.src.optimizers.base_optimizer import BaseOptimizer
 from keras.src.trainers.trainer import Trainer
+from keras.src.backend.tensorflow.optimizer import TFOptimizer
 from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
 
 from . import stats as S
@@ -47,10 +49,24 @@ class Probe:
         self.fetch_every = max(1, fetch_every)
         self.sites: dict[int, list] = {}
         self.optimizer_sites: dict[int, list] = {}
-        self.collector: Collector | None = None
+        # MirroredStrategy traces the step once per replica, each in its own thread, switching
+        # threads at every cross-replica merge: each replica collects into its own Collector,
+        # and the activation recorders stay installed until the last replica's trace is done.
+        self._local = threading.local()
+        self._recorders_lock = threading.Lock()
+        self._recorder_users = 0
+        self._recorders_saved: list[tuple[Any, Any]] = []
         self.reset()
         self.started = time.monotonic()
         self._originals: list[tuple[Any, str, Any]] = []
+
+    @property
+    def collector(self) -> Collector | None:
+        return getattr(self._local, "collector", None)
+
+    @collector.setter
+    def collector(self, value: Collector | None) -> None:
+        self._local.collector = value
 
     def reset(self) -> None:
         """Lets the next fit be probed as if it were the first (benchmarks, tests)."""
@@ -72,6 +88,7 @@ class Probe:
         self._patch(Layer, "__call__", self._wrap_layer_call)
         self._patch(BaseOptimizer, "__init__", self._recording_init(self.optimizer_sites))
         self._patch(BaseOptimizer, "apply", self._wrap_optimizer_apply)
+        self._patch(TFOptimizer, "_all_reduce_sum_gradients", self._wrap_all_reduce_gradients)
         self._patch(Trainer, "_compute_loss", self._wrap_compute_loss)
         self._patch(Trainer, "compile", self._wrap_compile)
         self._patch(TensorFlowTrainer, "fit", self._wrap_fit)
@@ -147,12 +164,35 @@ class Probe:
             for owner, idxs in by_layer.items():
                 col.grads[owner] = [grads[i] for i in idxs]
                 col.weights_before[owner] = [tf.identity(variables[i].value) for i in idxs]
+                for k, i in enumerate(idxs):
+                    col.grad_slots[id(getattr(variables[i], "_value", variables[i]))] = (owner, k)
             result = original(opt, grads, trainable_variables)
             for owner, idxs in by_layer.items():
                 col.weights_after[owner] = [tf.identity(variables[i].value) for i in idxs]
             return result
 
         return apply
+
+    def _wrap_all_reduce_gradients(self, original: Any) -> Any:
+        """Under tf.distribute each replica's gradients are partial (its shard of the batch, the
+        loss scaled by 1/replicas): the statistics take Keras' all-reduced sum, the gradient of
+        the global batch, at no extra communication. One device: the gradients as given."""
+        probe = self
+
+        def _all_reduce_sum_gradients(opt: Any, grads_and_vars: Any) -> Any:
+            reduced = original(opt, grads_and_vars)
+            col = probe.collector
+            context = tf.distribute.get_replica_context()
+            if col is None or context is None or context.num_replicas_in_sync <= 1:
+                return reduced
+            reduced = list(reduced)
+            for grad, var in reduced:
+                slot = col.grad_slots.get(id(var))
+                if slot is not None and grad is not None:
+                    col.grads[slot[0]][slot[1]] = grad
+            return reduced
+
+        return _all_reduce_sum_gradients
 
     def _wrap_compute_loss(self, original: Any) -> Any:
         probe = self
@@ -324,7 +364,7 @@ class Probe:
             graph = tf.compat.v1.get_default_graph()
             layers = probe._probed_layers(model)
             col = Collector(graph, layers)
-            restore = probe._wrap_activations(layers, col)
+            restore = probe._wrap_activations(layers)
             probe.collector = col
             try:
                 logs = step(data)
@@ -345,7 +385,9 @@ class Probe:
                 probe._announce(model, layers)
                 return logs
             layout_id = probe._layout_id(layout)
-            packed = tf.concat([tf.constant([float(layout_id)]), packed], axis=0)
+            # [1, n]: the leading axis lets Keras' cross-replica reduction of the logs (a mean
+            # over axis 0 under MultiWorkerMirroredStrategy) keep the vector whole.
+            packed = tf.reshape(tf.concat([tf.constant([float(layout_id)]), packed], axis=0), [1, -1])
             if not probe._announce(model, layers, layout, layout_id):
                 probe.channel.send("layout", id=layout_id, layout=[[k, n] for k, n in layout])
             if not isinstance(logs, dict):
@@ -369,8 +411,32 @@ class Probe:
             self.layouts.append(layout)
         return self.layouts.index(layout)
 
-    def _wrap_activations(self, layers: list[Any], col: Collector) -> Callable[[], None]:
-        """Record pre-activations of fused activations (Dense(..., activation=...))."""
+    def _wrap_activations(self, layers: list[Any]) -> Callable[[], None]:
+        """Record pre-activations of fused activations (Dense(..., activation=...)) into the
+        tracing thread's collector. Returns the function that ends this trace's use of them."""
+        with self._recorders_lock:
+            self._recorder_users += 1
+            if self._recorder_users == 1:
+                self._recorders_saved = self._install_recorders(layers)
+
+        released = False
+
+        def release() -> None:  # idempotent: a failed trace releases before its `finally` does
+            nonlocal released
+            with self._recorders_lock:
+                if released:
+                    return
+                released = True
+                self._recorder_users -= 1
+                if self._recorder_users == 0:
+                    for layer, fn in reversed(self._recorders_saved):
+                        object.__setattr__(layer, "activation", fn)
+                    self._recorders_saved = []
+
+        return release
+
+    def _install_recorders(self, layers: list[Any]) -> list[tuple[Any, Any]]:
+        probe = self
         saved: list[tuple[Any, Any]] = []
         for i, layer in enumerate(layers):
             # RNN layers expose `activation` as a read-only property of their cell: leave them alone.
@@ -381,7 +447,8 @@ class Probe:
                 continue
 
             def recording(x: Any, *a: Any, _fn: Any = fn, _i: int = i, **k: Any) -> Any:
-                if _i not in col.pre and col.owns(x):
+                col = probe.collector
+                if col is not None and _i not in col.pre and col.owns(x):
                     col.pre[_i] = x
                 return _fn(x, *a, **k)
 
@@ -390,12 +457,7 @@ class Probe:
             except (AttributeError, TypeError):
                 continue
             saved.append((layer, fn))
-
-        def restore() -> None:
-            for layer, fn in saved:
-                object.__setattr__(layer, "activation", fn)
-
-        return restore
+        return saved
 
     def _send_model(self, model: Any, layers: list[Any], layout: list[tuple[str, int]], layout_id: int) -> None:
         described = describe_layers(model, layers, self.sites)
@@ -429,7 +491,7 @@ class Probe:
                 packed = logs.pop(_STATS_KEY)
                 if probe.global_step % probe.fetch_every == 0:
                     try:
-                        values = np.asarray(packed, dtype=np.float64)
+                        values = np.asarray(packed, dtype=np.float64).reshape(-1)
                     except Exception:  # noqa: BLE001 - distributed values
                         values = None
                     if values is not None:

@@ -6,6 +6,8 @@ probe never copies activations or weights out of TensorFlow.
 
 from __future__ import annotations
 
+from typing import Callable, NamedTuple
+
 import tensorflow as tf
 
 from ..vocab import STAT_FIELDS
@@ -40,33 +42,120 @@ def _safe_div(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
 # Each statistic is a tf.function over a shape-agnostic signature: its graph is
 # built once and every layer (and every retrace of the train step) calls it,
 # instead of re-creating dozens of ops per layer per trace.
-@tf.function(input_signature=[_ANY], autograph=False)
-def _activation_stats(x: tf.Tensor) -> tf.Tensor:
+#
+# A statistic of the batch (activations, targets, predictions, hit rate, loss) is
+# computed in two halves: `*_partial` summarizes the rows this device saw in a few
+# floats (counts, sums, two-pass squared deviations, maxima), `*_finish` combines
+# the partials of every replica, one row each, into the statistic. On one device
+# that is one row; under tf.distribute the rows of all replicas are gathered in
+# between, so a mean is the mean of the whole global batch, a maximum the maximum
+# over every replica and a spread the spread of the whole batch (Chan's combination,
+# no cancellation): never a mean of per-replica means. Gradients (after Keras'
+# all-reduce), weights and updates are the same on every replica and keep their
+# one-step functions.
+_ROWS = tf.TensorSpec(shape=[None, None], dtype=tf.float32)
+
+
+class Sharded(NamedTuple):
+    """How a batch statistic is split: the width of one replica's partial, how to compute it,
+    how to finish the statistic from every replica's partial (a [replicas, width] matrix),
+    and the statistic on one device (both halves in one graph function)."""
+
+    width: int
+    partial: Callable[[], tf.Tensor]
+    finish: Callable[[tf.Tensor], tf.Tensor]
+    local: Callable[[], tf.Tensor]
+
+
+def _graph(fn: Callable, *signature: tf.TensorSpec) -> Callable:
+    return tf.function(fn, input_signature=list(signature), autograph=False)
+
+
+def _both(partial: Callable[[tf.Tensor], tf.Tensor], finish: Callable[[tf.Tensor], tf.Tensor]) -> Callable[[tf.Tensor], tf.Tensor]:
+    """A statistic of a tensor on one device: its partial finished as the only replica's."""
+    return lambda x: finish(tf.reshape(partial(x), [1, -1]))
+
+
+def _at_once(partial: Callable[[], tf.Tensor], finish: Callable[[tf.Tensor], tf.Tensor]) -> Callable[[], tf.Tensor]:
+    return lambda: finish(tf.reshape(partial(), [1, -1]))
+
+
+def _spread(count: tf.Tensor, total: tf.Tensor, deviations: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Mean and standard deviation of the union of replicas, from each one's count, sum and
+    sum of squared deviations from its own mean (columns of [replicas] vectors)."""
+    n = tf.reduce_sum(count)
+    mean = _safe_div(tf.reduce_sum(total), n)
+    own_mean = total / tf.maximum(count, 1.0)
+    m2 = tf.reduce_sum(deviations) + tf.reduce_sum(count * tf.square(own_mean - mean))
+    return mean, tf.sqrt(tf.maximum(_safe_div(m2, n), 0.0))
+
+
+def _deviations(x: tf.Tensor) -> tf.Tensor:
+    return tf.reduce_sum(tf.square(x - tf.reduce_mean(x)))
+
+
+def _activation_partial(x: tf.Tensor) -> tf.Tensor:
     x, finite, xf = _finite_parts(x)
-    size = tf.cast(tf.size(x), tf.float32)
-    n = tf.reduce_sum(tf.cast(finite, tf.float32))
-    mean = _safe_div(tf.reduce_sum(xf), n)
-    var = _safe_div(tf.reduce_sum(tf.square(xf)), n) - tf.square(mean)
     ax = tf.abs(xf)
     units = tf.reshape(xf, [-1, tf.shape(xf)[-1]])
+    unit_max = tf.reduce_max(units, axis=0)
+    return tf.concat([
+        tf.stack([
+            tf.cast(tf.size(x), tf.float32),
+            tf.reduce_sum(tf.cast(finite, tf.float32)),
+            tf.reduce_sum(xf),
+            tf.reduce_sum(tf.square(xf)),
+            tf.reduce_sum(ax),
+            tf.reduce_sum(tf.cast(xf <= 0.0, tf.float32)),
+            tf.reduce_sum(tf.cast(ax > 5.0, tf.float32)),
+            tf.reduce_mean(tf.cast(unit_max <= 0.0, tf.float32)),  # dead share of this replica alone
+            tf.reduce_max(tf.where(finite, x, -_BIG)),
+            tf.reduce_min(tf.where(finite, x, _BIG)),
+        ]),
+        unit_max,
+    ], axis=0)
+
+
+def _activation_finish(rows: tf.Tensor, per_unit: bool = True) -> tf.Tensor:
+    s = tf.reduce_sum(rows[:, :8], axis=0)
+    size, n = s[0], s[1]
+    mean = _safe_div(s[2], n)
+    var = _safe_div(s[3], n) - tf.square(mean)
+    if per_unit:  # units dead over the whole global batch
+        dead = tf.reduce_mean(tf.cast(tf.reduce_max(rows[:, 10:], axis=0) <= 0.0, tf.float32))
+    else:  # no per-unit maxima (no static width to gather them): the replicas' mean share
+        dead = tf.reduce_mean(rows[:, 7])
     return tf.stack([
         mean,
         tf.sqrt(tf.maximum(var, 0.0)),
-        tf.reduce_min(tf.where(finite, x, _BIG)),
-        tf.reduce_max(tf.where(finite, x, -_BIG)),
-        _safe_div(tf.reduce_sum(ax), n),
+        tf.reduce_min(rows[:, 9]),
+        tf.reduce_max(rows[:, 8]),
+        _safe_div(s[4], n),
         _safe_div(size - n, size),
-        _safe_div(tf.reduce_sum(tf.cast(xf <= 0.0, tf.float32)), size),
-        tf.reduce_mean(tf.cast(tf.reduce_max(units, axis=0) <= 0.0, tf.float32)),
-        _safe_div(tf.reduce_sum(tf.cast(ax > 5.0, tf.float32)), size),
+        _safe_div(s[5], size),
+        dead,
+        _safe_div(s[6], size),
     ])
 
 
-def activation_stats(x: tf.Tensor) -> tf.Tensor:
+def _as_float(x: tf.Tensor) -> tf.Tensor:
     x = tf.cast(x, tf.float32)
-    if x.shape.rank == 0:
-        x = tf.reshape(x, [1])
-    return _activation_stats(x)
+    return tf.reshape(x, [1]) if x.shape.rank == 0 else x
+
+
+_activation_part = _graph(_activation_partial, _ANY)
+_activation_whole = _graph(lambda rows: _activation_finish(rows, True), _ROWS)
+_activation_shares = _graph(lambda rows: _activation_finish(rows, False), _ROWS)
+_activation_local = _graph(_both(_activation_partial, _activation_finish), _ANY)
+
+
+def activation_sharded(x: tf.Tensor) -> Sharded:
+    x = _as_float(x)
+    units = x.shape[-1]
+    local = lambda: _activation_local(x)  # noqa: E731
+    if units is None:  # per-unit maxima need a static width to travel between replicas
+        return Sharded(10, lambda: _activation_part(x)[:10], _activation_shares, local)
+    return Sharded(10 + units, lambda: tf.reshape(_activation_part(x), [10 + units]), _activation_whole, local)
 
 
 def _flat_concat(tensors: list) -> tf.Tensor:
@@ -125,92 +214,183 @@ def update_norm(before: list, after: list) -> tf.Tensor:
     return tf.reshape(tf.norm(d), [1])
 
 
-def scalar_stats(values: list) -> tf.Tensor:
-    return tf.stack([tf.cast(tf.reshape(v, []), tf.float32) for v in values])
-
-
-@tf.function(input_signature=[_ANY], autograph=False)
-def _target_stats(y: tf.Tensor) -> tf.Tensor:
+def _target_partial(y: tf.Tensor) -> tf.Tensor:
     y, finite, yf = _finite_parts(y)
-    size = tf.cast(tf.size(y), tf.float32)
     return tf.stack([
+        tf.cast(tf.size(y), tf.float32),
+        tf.reduce_sum(tf.cast(finite, tf.float32)),
+        tf.reduce_sum(yf),
         tf.reduce_min(tf.where(finite, y, _BIG)),
         tf.reduce_max(tf.where(finite, y, -_BIG)),
-        tf.reduce_mean(yf),
-        _safe_div(size - tf.reduce_sum(tf.cast(finite, tf.float32)), size),
     ])
 
 
-def target_stats(y: tf.Tensor) -> tf.Tensor:
-    return _target_stats(tf.cast(y, tf.float32))
+def _target_finish(rows: tf.Tensor) -> tf.Tensor:
+    s = tf.reduce_sum(rows[:, :3], axis=0)
+    size = s[0]
+    return tf.stack([tf.reduce_min(rows[:, 3]), tf.reduce_max(rows[:, 4]), _safe_div(s[2], size), _safe_div(size - s[1], size)])
 
 
-@tf.function(input_signature=[_ANY], autograph=False)
-def _prediction_stats(p: tf.Tensor) -> tf.Tensor:
+_target_part, _target_whole = _graph(_target_partial, _ANY), _graph(_target_finish, _ROWS)
+_target_local = _graph(_both(_target_partial, _target_finish), _ANY)
+
+
+def target_sharded(y: tf.Tensor) -> Sharded:
+    y = tf.cast(y, tf.float32)
+    return Sharded(5, lambda: _target_part(y), _target_whole, lambda: _target_local(y))
+
+
+def _prediction_partial(p: tf.Tensor) -> tf.Tensor:
     p, finite, pf = _finite_parts(p)
-    size = tf.cast(tf.size(p), tf.float32)
     rows = tf.reduce_sum(tf.reshape(pf, [tf.shape(pf)[0], -1]), axis=-1)
     return tf.stack([
+        tf.cast(tf.size(p), tf.float32),
+        tf.reduce_sum(tf.cast(finite, tf.float32)),
+        tf.reduce_sum(pf),
+        _deviations(pf),
+        tf.cast(tf.size(rows), tf.float32),
+        tf.reduce_sum(rows),
+        _deviations(rows),
         tf.reduce_min(tf.where(finite, p, _BIG)),
         tf.reduce_max(tf.where(finite, p, -_BIG)),
-        tf.reduce_mean(pf),
-        tf.math.reduce_std(pf),
-        _safe_div(size - tf.reduce_sum(tf.cast(finite, tf.float32)), size),
-        tf.reduce_mean(rows),
-        tf.math.reduce_std(rows),
     ])
 
 
-def prediction_stats(p: tf.Tensor) -> tf.Tensor:
+def _prediction_finish(rows: tf.Tensor) -> tf.Tensor:
+    size = tf.reduce_sum(rows[:, 0])
+    mean, std = _spread(rows[:, 0], rows[:, 2], rows[:, 3])
+    row_mean, row_std = _spread(rows[:, 4], rows[:, 5], rows[:, 6])
+    nonfinite = _safe_div(size - tf.reduce_sum(rows[:, 1]), size)
+    return tf.stack([tf.reduce_min(rows[:, 7]), tf.reduce_max(rows[:, 8]), mean, std, nonfinite, row_mean, row_std])
+
+
+_prediction_part, _prediction_whole = _graph(_prediction_partial, _ANY), _graph(_prediction_finish, _ROWS)
+_prediction_local = _graph(_both(_prediction_partial, _prediction_finish), _ANY)
+
+
+def prediction_sharded(p: tf.Tensor) -> Sharded:
     p = tf.cast(p, tf.float32)
     if p.shape.rank == 0:
         p = tf.reshape(p, [1, 1])
     elif p.shape.rank == 1:
         p = tf.reshape(p, [-1, 1])
-    return _prediction_stats(p)
+    return Sharded(9, lambda: _prediction_part(p), _prediction_whole, lambda: _prediction_local(p))
+
+
+def _hit_finish(rows: tf.Tensor) -> tf.Tensor:
+    # Probabilities (every prediction of every replica in [0, 1]) are cut at 0.5, logits at 0.
+    s = tf.reduce_sum(rows[:, :3], axis=0)
+    hits = tf.where(tf.reduce_max(rows[:, 3]) > 0.0, s[1], s[0])
+    return tf.reshape(_safe_div(hits, s[2]), [1])
+
+
+def hit_sharded(y: tf.Tensor, p: tf.Tensor) -> Sharded:
+    """The hit rate (see `hit_rate`) as hits at either threshold and rows, which add up across
+    replicas, and whether any prediction lies outside [0, 1], which decides the threshold."""
+    scores = _hit_scores(y, p)
+    if scores is None:
+        nan = lambda: tf.constant([float("nan"), float("nan"), 1.0, 0.0])  # noqa: E731
+        return Sharded(4, nan, _hit_finish, _at_once(nan, _hit_finish))
+    at_half, at_zero = scores
+
+    def partial() -> tf.Tensor:
+        pf = tf.cast(p, tf.float32)
+        outside = tf.logical_not(tf.logical_and(tf.reduce_min(pf) >= 0.0, tf.reduce_max(pf) <= 1.0))
+        hits = tf.reduce_sum(at_half)
+        return tf.stack([hits, hits if at_zero is at_half else tf.reduce_sum(at_zero), tf.cast(tf.size(at_half), tf.float32),
+                         tf.cast(outside, tf.float32)])
+
+    return Sharded(4, partial, _hit_finish, _at_once(partial, _hit_finish))
+
+
+def loss_sharded(loss: tf.Tensor, regularization: tf.Tensor, rows: tf.Tensor | None = None, replicas: int = 1) -> Sharded:
+    """The loss of the global batch and the weights' regularization penalty (the same on
+    every replica). Under tf.distribute Keras scales each replica's loss by 1/replicas; weighted
+    by the replica's rows it adds up to the mean over the whole batch, also when the last batch
+    splits unevenly. On one device it is the loss as computed."""
+    reg = tf.reshape(tf.cast(regularization, tf.float32), [1])
+    value = tf.reshape(tf.cast(loss, tf.float32), [])
+    if replicas <= 1 or rows is None:
+        partial = lambda: tf.stack([value * float(max(replicas, 1)), 1.0])  # noqa: E731
+    else:
+        n = tf.cast(rows, tf.float32)
+        partial = lambda: tf.stack([value * float(replicas) * n, n])  # noqa: E731
+
+    def finish(parts: tf.Tensor) -> tf.Tensor:
+        s = tf.reduce_sum(parts, axis=0)
+        return tf.concat([tf.reshape(_safe_div(s[0], s[1]), [1]), reg], axis=0)
+
+    return Sharded(2, partial, finish, _at_once(partial, finish))
+
+
+def finished(sharded: Sharded) -> tf.Tensor:
+    """The statistic on one device."""
+    return sharded.local()
+
+
+def activation_stats(x: tf.Tensor) -> tf.Tensor:
+    return finished(activation_sharded(x))
+
+
+def target_stats(y: tf.Tensor) -> tf.Tensor:
+    return finished(target_sharded(y))
+
+
+def prediction_stats(p: tf.Tensor) -> tf.Tensor:
+    return finished(prediction_sharded(p))
 
 
 def hit_rate(y: tf.Tensor, p: tf.Tensor) -> tf.Tensor:
-    """Share of the batch predicted right, whatever the loss and metrics. Several units:
-    the argmax against class indices or one-hot rows; rows with several labels (multi-label)
-    score the overlap (Jaccard) of the predicted set with the labels. One unit: the 0/1
-    prediction (threshold 0.5 on probabilities, 0 on logits) against the label, so labels
-    outside {0, 1} never count as hits. NaN where shapes do not pair.
+    """Share of the batch predicted right, whatever the loss and metrics (see `_hit_scores`); NaN
+    where shapes do not pair. Counterfactual runs compare it across fixes that change the loss,
+    where Keras' "accuracy" changes meaning (binary vs categorical)."""
+    return finished(hit_sharded(y, p))
 
-    Counterfactual runs compare it across fixes that change the loss, where Keras'
-    "accuracy" changes meaning (binary vs categorical)."""
+
+def _hit_scores(y: tf.Tensor, p: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor] | None:
+    """Per row, whether it was predicted right, read as probabilities (threshold 0.5) and as
+    logits (threshold 0); the same tensor twice where no threshold is involved. None where
+    shapes do not pair. Several units: the argmax against class indices or one-hot rows; rows
+    with several labels (multi-label) score the overlap (Jaccard) of the predicted set (above
+    the threshold) with the labels. One unit: the 0/1 prediction against the label, so labels
+    outside {0, 1} never count as hits."""
     p = tf.cast(p, tf.float32)
     y = tf.cast(y, tf.float32)
-    nan = tf.constant([float("nan")])
     if p.shape.rank is None or y.shape.rank is None or p.shape.rank == 0:
-        return nan
+        return None
     last = p.shape[-1] if p.shape.rank >= 2 else 1
     if last is None:
-        return nan
-    threshold = tf.where(tf.logical_and(tf.reduce_min(p) >= 0.0, tf.reduce_max(p) <= 1.0), 0.5, 0.0)
+        return None
     if last > 1:
         pred = tf.argmax(p, axis=-1)
         if y.shape.rank == p.shape.rank and y.shape[-1] == last:
             labels = y > 0.5
             k = tf.reduce_sum(tf.cast(labels, tf.float32), axis=-1)
             top = tf.cast(tf.equal(pred, tf.argmax(y, axis=-1)), tf.float32)
-            chosen = p > threshold
-            inter = tf.reduce_sum(tf.cast(tf.logical_and(chosen, labels), tf.float32), axis=-1)
-            union = tf.reduce_sum(tf.cast(tf.logical_or(chosen, labels), tf.float32), axis=-1)
-            score = tf.where(k > 1.5, _safe_div(inter, tf.maximum(union, 1.0)), top)
-            return tf.reshape(tf.reduce_mean(score), [1])
+
+            def jaccard(threshold: float) -> tf.Tensor:
+                chosen = p > threshold
+                inter = tf.reduce_sum(tf.cast(tf.logical_and(chosen, labels), tf.float32), axis=-1)
+                union = tf.reduce_sum(tf.cast(tf.logical_or(chosen, labels), tf.float32), axis=-1)
+                return tf.where(k > 1.5, _safe_div(inter, tf.maximum(union, 1.0)), top)
+
+            return jaccard(0.5), jaccard(0.0)
         if y.shape.rank in (p.shape.rank - 1, p.shape.rank) and (y.shape.rank == p.shape.rank - 1 or y.shape[-1] == 1):
             true = tf.cast(tf.reshape(y, tf.shape(pred)), tf.int64)
-            return tf.reshape(tf.reduce_mean(tf.cast(tf.equal(pred, true), tf.float32)), [1])
-        return nan
+            hit = tf.cast(tf.equal(pred, true), tf.float32)
+            return hit, hit
+        return None
     flat_p = tf.reshape(p, [-1])
     flat_y = tf.reshape(y, [-1])
     if flat_p.shape[0] is not None and flat_y.shape[0] is not None and flat_p.shape[0] != flat_y.shape[0]:
-        return nan
-    said = tf.cast(flat_p > threshold, tf.float32)
+        return None
     whole = tf.abs(flat_y - tf.round(flat_y)) < 1e-6
-    hit = tf.where(whole, tf.equal(said, flat_y), tf.equal(said > 0.5, flat_y > 0.5))
-    return tf.reshape(tf.reduce_mean(tf.cast(hit, tf.float32)), [1])
+
+    def binary(threshold: float) -> tf.Tensor:
+        said = tf.cast(flat_p > threshold, tf.float32)
+        return tf.cast(tf.where(whole, tf.equal(said, flat_y), tf.equal(said > 0.5, flat_y > 0.5)), tf.float32)
+
+    return binary(0.5), binary(0.0)
 
 
 def prebuild() -> None:
@@ -220,5 +400,6 @@ def prebuild() -> None:
         activation_stats(x)
         target_stats(x)
         prediction_stats(x)
+        hit_rate(x, x)
     gradient_stats([tf.zeros([2, 2])])
     weight_stats([tf.zeros([2, 2])], tf.zeros([2, 2]))
