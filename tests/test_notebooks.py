@@ -123,8 +123,8 @@ def _findings(report: FileReport, twin_text: str | None = None) -> list[tuple]:
 @pytest.fixture(scope="module")
 def pairs() -> list[tuple[dict, FileReport, FileReport]]:
     exps = [Expectation(NOTEBOOKS / t["path"], t["buggy"], [], []) for t in TWINS] + [Expectation(FIXTURES / t["twin"], t["buggy"], [], []) for t in TWINS]
-    # 10 epochs for the script and its notebook alike: every fault here shows within 3 (the healthy ones ask 15 and 30).
-    summary = asyncio.run(evaluate(exps, RunOptions(max_epochs=10), parallel=2))
+    # 6 epochs for the script and its notebook alike: every fault here shows within 3 (the healthy ones ask 15 and 30).
+    summary = asyncio.run(evaluate(exps, RunOptions(max_epochs=6), parallel=2))
     reports = [s.report for s in summary.scores]
     return [(t, reports[i], reports[i + len(TWINS)]) for i, t in enumerate(TWINS)]
 
