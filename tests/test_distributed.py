@@ -253,6 +253,15 @@ def test_a_worker_that_dies_is_reported_at_once_not_waited_for():
     assert not (_probe_children() - before)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_the_time_budget_stops_every_worker_and_is_reported_as_the_budget():
+    before = _probe_children()
+    result = asyncio.run(run_script(str(DISTRIBUTED / "multiworker_healthy_iris.py"), RunOptions(max_epochs=None, workers=2, max_seconds=15)))
+    assert result.status == "timeout" and "15 s budget" in result.message  # the analysis' own limit, not a lost worker
+    assert not (_probe_children() - before)
+
+
 def test_the_cli_refuses_an_impossible_worker_count():
     result = subprocess.run([sys.executable, "-m", "deeplocalize.cli", "check", "--workers", "0", str(DISTRIBUTED / "multiworker_lr_nan.py")],
                             capture_output=True, text=True, timeout=60, cwd=ROOT)

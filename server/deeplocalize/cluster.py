@@ -54,7 +54,10 @@ async def run_cluster(
     """Train `script` with `options.workers` processes and return the chief's run."""
     ports = free_ports(options.workers)
     # Fresh runtimes: the strategy sets up its collectives before TensorFlow's runtime starts.
-    workers = [Worker(replace(options, env={**options.env, "TF_CONFIG": tf_config(ports, i)}), fresh_runtime=True)
+    # The chief's time budget is the run's: the others get a little longer, so that a budget
+    # always ends the run as the chief's timeout, never as "a worker was lost".
+    workers = [Worker(replace(options, env={**options.env, "TF_CONFIG": tf_config(ports, i)},
+                              max_seconds=options.max_seconds + (_GRACE_S + 5 if i else 0)), fresh_runtime=True)
                for i in range(options.workers)]
     tasks: list[asyncio.Future] = []
     try:
@@ -90,6 +93,9 @@ async def _follow(chief: asyncio.Future, others: dict[asyncio.Future, int], work
         return result  # both reached the end of the script
     if in_time and lost.status == "crashed" and result.status == "crashed":
         return result  # the script's own error, raised on every worker: the chief's says where
+    if lost.status == "memory":  # the memory budget holds for each worker's process tree
+        result = _worker_lost(result, others[ended], len(workers), lost)
+        return replace(result, status="memory", message=f"stopped: memory of worker {others[ended]} above the {workers[0].options.max_memory_mb} MB budget")
     return _worker_lost(result, others[ended], len(workers), lost)
 
 
