@@ -17,9 +17,9 @@ from .locate import Locator, frame_range, line_range, load_source
 from .notebook import Notebook, NotebookUnreadable, NothingToRun, is_notebook, load_notebook
 from .rules import Rule, rule
 from .runner import EventCallback, OutputCallback, RunOptions, RunResult, WorkerPool, run_script
+from .strategies import KERAS_DISTRIBUTED_BUG, UNSUPPORTED, UNSUPPORTED_STRATEGY, unsupported_strategy
 from .trace import Trace
 from .verify import Experiment, UpdateCallback, VerifySummary, testable, verify_findings
-from .strategies import KERAS_DISTRIBUTED_BUG, UNSUPPORTED, UNSUPPORTED_STRATEGY, unsupported_strategy
 from .vocab import KERAS_MODULES, ReportStatus, is_serious, rank
 
 # Findings about the run itself, not the network: never verified by a re-run.
