@@ -71,13 +71,14 @@ def _graph(fn: Callable, *signature: tf.TensorSpec) -> Callable:
     return tf.function(fn, input_signature=list(signature), autograph=False)
 
 
-def _both(partial: Callable[[tf.Tensor], tf.Tensor], finish: Callable[[tf.Tensor], tf.Tensor]) -> Callable[[tf.Tensor], tf.Tensor]:
-    """A statistic of a tensor on one device: its partial finished as the only replica's."""
-    return lambda x: finish(tf.reshape(partial(x), [1, -1]))
-
-
 def _at_once(partial: Callable[[], tf.Tensor], finish: Callable[[tf.Tensor], tf.Tensor]) -> Callable[[], tf.Tensor]:
+    """A statistic on one device: its partial finished as the only replica's."""
     return lambda: finish(tf.reshape(partial(), [1, -1]))
+
+
+def _both(partial: Callable[[tf.Tensor], tf.Tensor], finish: Callable[[tf.Tensor], tf.Tensor]) -> Callable[[tf.Tensor], tf.Tensor]:
+    """The same for a statistic of a tensor (the body of its one-device graph function)."""
+    return lambda x: _at_once(lambda: partial(x), finish)()
 
 
 def _spread(count: tf.Tensor, total: tf.Tensor, deviations: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
