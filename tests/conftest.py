@@ -82,3 +82,47 @@ class TraceBuilder:
 @pytest.fixture
 def builder():
     return TraceBuilder
+
+
+TRAINING_NAME, FORKSERVER_NAME = "dl-training", "dl-forkserver"  # as the probe names its processes
+
+
+def ours_since(before: set[int]) -> list:
+    """Processes of DeepLocalize (training processes, fork servers) that did not exist before."""
+    import psutil
+
+    out = []
+    for p in psutil.process_iter(["pid", "name", "status"]):
+        if p.pid not in before and p.info["name"] in (TRAINING_NAME, FORKSERVER_NAME) and p.info["status"] != psutil.STATUS_ZOMBIE:
+            out.append(p)
+    return out
+
+
+def running_jobs(session=None) -> list:
+    """Live processes below this one other than the idle ones a session keeps (its fork
+    servers and spare workers): a training process, or anything a script started."""
+    import psutil
+
+    idle = set(session.pids()) if session is not None else set()
+    out = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if p.pid not in idle and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+        except psutil.Error:
+            pass
+    return out
+
+
+@pytest.fixture(scope="session")
+def session():
+    """One engine session for the whole test run: TensorFlow is imported once, by its fork
+    server, and an analysis asked for twice with the same options (twin tests, the fixture
+    and real-corpus modules) is run once."""
+    import asyncio
+
+    from deeplocalize.session import EngineSession
+
+    engine = EngineSession(reuse=True)
+    yield engine
+    asyncio.run(engine.close())

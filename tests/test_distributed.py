@@ -16,15 +16,14 @@ import time
 import psutil
 import pytest
 
-from conftest import FIXTURES, ROOT
-from deeplocalize.engine import FileReport, analyze
+from conftest import FIXTURES, ROOT, running_jobs
 from deeplocalize.evaluation import Expectation, evaluate
-from deeplocalize.runner import RunOptions, run_script
+from deeplocalize.report import FileReport
+from deeplocalize.runner import RunOptions
 from deeplocalize.vocab import STAT_FIELDS
 
 DISTRIBUTED = FIXTURES / "distributed"
 TWINS = json.loads((DISTRIBUTED / "twins.json").read_text())["scripts"]
-CHILD = "deeplocalize/probe/child.py"
 
 
 def _findings(report: FileReport) -> list[tuple]:
@@ -40,24 +39,17 @@ def _findings(report: FileReport) -> list[tuple]:
     return sorted(out)
 
 
-def _probe_children() -> set[int]:
-    found = set()
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        try:
-            if any(CHILD in part for part in proc.info["cmdline"] or []):
-                found.add(proc.info["pid"])
-        except psutil.Error:
-            continue
-    return found
+def _training(session) -> set[int]:
+    return {p.pid for p in running_jobs(session)}
 
 
 # ------------------------------------------------------------------ refused before running (fast)
 @pytest.mark.parametrize("call", ["tf.distribute.TPUStrategy(resolver)", "tf.distribute.experimental.ParameterServerStrategy(resolver)",
                                   "tf.distribute.experimental.CentralStorageStrategy()"])
-def test_an_unsupported_strategy_is_refused_at_its_line_without_running(tmp_path, call):
+def test_an_unsupported_strategy_is_refused_at_its_line_without_running(tmp_path, call, session):
     script = tmp_path / "train.py"
     script.write_text(f"import keras\nimport tensorflow as tf\n\nresolver = None\nstrategy = {call}\nmodel = keras.Sequential()\n")
-    report = asyncio.run(analyze(str(script), RunOptions()))
+    report = asyncio.run(session.analyze(str(script)))
     assert report.status == "nothing_to_run" and report.run is None
     name = call.split("(")[0].split(".")[-1]
     assert name in report.message and "MirroredStrategy" in report.message  # says what is supported instead
@@ -72,13 +64,13 @@ def test_an_unsupported_strategy_is_refused_at_its_line_without_running(tmp_path
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("name", ["mirrored_relu_output.py", "mirrored_healthy_cnn.py"])
-def test_mirrored_statistics_equal_single_device_statistics_step_by_step(name):
+def test_mirrored_statistics_equal_single_device_statistics_step_by_step(name, session):
     """Each replica sees half of every batch: means, maxima, dead units, the loss and the hit rate
     must be those of the whole batch (sums and maxima combined across replicas, not means of
     means), and the gradients the all-reduced ones. Same seed, same data order: same numbers."""
     twin = next(t["twin"] for t in TWINS if t["path"] == name)
-    single = asyncio.run(run_script(str(FIXTURES / twin), RunOptions(max_epochs=1, seed=0))).trace
-    mirrored = asyncio.run(run_script(str(DISTRIBUTED / name), RunOptions(max_epochs=1, seed=0))).trace
+    single = asyncio.run(session.run(str(FIXTURES / twin), RunOptions(max_epochs=1, seed=0))).trace
+    mirrored = asyncio.run(session.run(str(DISTRIBUTED / name), RunOptions(max_epochs=1, seed=0))).trace
     assert not mirrored.probe_errors and mirrored.crash is None
     assert len(mirrored.steps) == len(single.steps) > 20
     compared = 0
@@ -144,25 +136,26 @@ def test_replica_statistics_combine_into_the_whole_batch_and_a_nan_on_one_replic
 
 
 # ------------------------------------------------------------------ same diagnosis as the twin
-def _reports(workers: int) -> list[tuple[dict, FileReport, FileReport]]:
+def _reports(session, workers: int) -> list[tuple[dict, FileReport, FileReport]]:
     twins = [t for t in TWINS if t["workers"] == workers]
     exps = [Expectation(DISTRIBUTED / t["path"], t["buggy"], [], []) for t in twins]
     # 6 epochs for both sides: every fault here shows within 3, and the healthy ones stay healthy.
     options = RunOptions(max_epochs=6, workers=workers)
     # Two processes per multi-worker run on two cores: one at a time.
-    distributed = asyncio.run(evaluate(exps, options, parallel=2 if workers == 1 else 1)).scores
-    singles = asyncio.run(evaluate([Expectation(FIXTURES / t["twin"], t["buggy"], [], []) for t in twins], RunOptions(max_epochs=6))).scores
+    distributed = asyncio.run(evaluate(exps, session, options, parallel=2 if workers == 1 else 1)).scores
+    # The notebook twins ask for the same single-device analyses: answered once by the session.
+    singles = asyncio.run(evaluate([Expectation(FIXTURES / t["twin"], t["buggy"], [], []) for t in twins], session, RunOptions(max_epochs=6))).scores
     return [(t, d.report, s.report) for t, d, s in zip(twins, distributed, singles)]
 
 
 @pytest.fixture(scope="module")
-def mirrored() -> list[tuple[dict, FileReport, FileReport]]:
-    return _reports(1)
+def mirrored(session) -> list[tuple[dict, FileReport, FileReport]]:
+    return _reports(session, 1)
 
 
 @pytest.fixture(scope="module")
-def multiworker() -> list[tuple[dict, FileReport, FileReport]]:
-    return _reports(2)
+def multiworker(session) -> list[tuple[dict, FileReport, FileReport]]:
+    return _reports(session, 2)
 
 
 def _assert_same_diagnosis(twin: dict, report: FileReport, single: FileReport) -> None:
@@ -202,8 +195,8 @@ def test_two_workers_get_the_findings_of_the_single_process_twin(multiworker, i)
 # ------------------------------------------------------------------ the workers live and die together
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_cancelling_a_multi_worker_run_leaves_no_process():
-    before = _probe_children()
+def test_cancelling_a_multi_worker_run_leaves_no_process(session):
+    before = _training(session)
 
     async def go() -> set[int]:
         started = asyncio.Event()
@@ -211,11 +204,11 @@ def test_cancelling_a_multi_worker_run_leaves_no_process():
 
         def on_event(event: dict, trace) -> None:
             if event.get("type") == "step" and not started.is_set():
-                during.update(_probe_children() - before)
+                during.update(_training(session) - before)
                 started.set()
 
-        task = asyncio.ensure_future(run_script(str(DISTRIBUTED / "multiworker_healthy_iris.py"),
-                                                RunOptions(max_epochs=None, workers=2, max_seconds=200), on_event=on_event))
+        task = asyncio.ensure_future(session.run(str(DISTRIBUTED / "multiworker_healthy_iris.py"),
+                                                 RunOptions(max_epochs=None, workers=2, max_seconds=200), on_event=on_event))
         await asyncio.wait_for(started.wait(), 150)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -225,43 +218,44 @@ def test_cancelling_a_multi_worker_run_leaves_no_process():
     during = asyncio.run(go())
     assert len(during) == 2  # the chief and the other worker were both training
     deadline = time.monotonic() + 10
-    while _probe_children() - before and time.monotonic() < deadline:
+    while _training(session) - before and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not (_probe_children() - before)
+    assert not (_training(session) - before)
     assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in during)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_a_worker_that_dies_is_reported_at_once_not_waited_for():
-    before = _probe_children()
+def test_a_worker_that_dies_is_reported_at_once_not_waited_for(session):
+    before = _training(session)
     killed: list[int] = []
+    chief: list[int] = []
 
     def on_event(event: dict, trace) -> None:
+        if event.get("type") == "ready":  # only the chief's events are read: its pid is the chief's
+            chief.append(event["pid"])
         if event.get("type") == "step" and event.get("g") == 5 and not killed:
-            for pid in _probe_children() - before:
-                env = psutil.Process(pid).environ()
-                if '"index": 1' in env.get("TF_CONFIG", ""):
-                    os.kill(pid, 9)
-                    killed.append(pid)
+            for pid in _training(session) - before - set(chief):
+                os.kill(pid, 9)
+                killed.append(pid)
 
     start = time.monotonic()
-    result = asyncio.run(run_script(str(DISTRIBUTED / "multiworker_healthy_iris.py"),
-                                    RunOptions(max_epochs=None, workers=2, max_seconds=250), on_event=on_event))
+    result = asyncio.run(session.run(str(DISTRIBUTED / "multiworker_healthy_iris.py"),
+                                     RunOptions(max_epochs=None, workers=2, max_seconds=250), on_event=on_event))
     took = time.monotonic() - start
     assert killed, "the other worker was not found"
     assert result.status == "failed" and "worker 1 of 2 died" in result.message, result.message
-    assert took < 120  # the grace after the worker's death, not the 250 s budget
-    assert not (_probe_children() - before)
+    assert len(killed) == 1 and took < 120  # the grace after the worker's death, not the 250 s budget
+    assert not (_training(session) - before)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_the_time_budget_stops_every_worker_and_is_reported_as_the_budget():
-    before = _probe_children()
-    result = asyncio.run(run_script(str(DISTRIBUTED / "multiworker_healthy_iris.py"), RunOptions(max_epochs=None, workers=2, max_seconds=15)))
+def test_the_time_budget_stops_every_worker_and_is_reported_as_the_budget(session):
+    before = _training(session)
+    result = asyncio.run(session.run(str(DISTRIBUTED / "multiworker_healthy_iris.py"), RunOptions(max_epochs=None, workers=2, max_seconds=15)))
     assert result.status == "timeout" and "15 s budget" in result.message  # the analysis' own limit, not a lost worker
-    assert not (_probe_children() - before)
+    assert not (_training(session) - before)
 
 
 def test_the_cli_refuses_an_impossible_worker_count():

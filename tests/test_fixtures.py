@@ -8,7 +8,7 @@ import pytest
 
 from conftest import FIXTURES
 from deeplocalize.edits import apply_fix
-from deeplocalize.evaluation import Summary, evaluate, load_expectations
+from deeplocalize.evaluation import Summary, evaluate, load_expectations, verified_fixes_heal
 from deeplocalize.runner import RunOptions
 from deeplocalize.wholescript import check_many
 
@@ -19,8 +19,8 @@ VERIFY_SECONDS = 60.0  # the CLI's default: the fixtures are scored as users see
 
 
 @pytest.fixture(scope="module")
-def summary() -> Summary:
-    return asyncio.run(evaluate(EXPECTATIONS, RunOptions(), parallel=2, verify_seconds=VERIFY_SECONDS))
+def summary(session) -> Summary:
+    return asyncio.run(evaluate(EXPECTATIONS, session, RunOptions(), parallel=2, verify_seconds=VERIFY_SECONDS))
 
 
 def _score(summary: Summary, name: str):
@@ -137,15 +137,24 @@ def test_preferred_fixes_produce_valid_python(summary):
                 compile(apply_fix(text, lf.fixes[0]), str(s.expectation.path), "exec")
 
 
-def test_every_offered_fix_keeps_the_whole_script_right(summary):
+def test_every_offered_fix_keeps_the_whole_script_right(summary, session):
     """Each fix of each buggy fixture, applied in memory and run to the script's last line:
     the script completes and its own results (final training/validation logs, its evaluate
     calls) are not worse than before. A fix listed here is a bug in the product."""
     # Capped at 8 epochs, before and after alike (as for the real programs): what a fix breaks shows by then.
-    checks = asyncio.run(check_many([s.report for s in summary.scores if s.expectation.buggy], RunOptions(max_seconds=180, max_epochs=8), parallel=2))
+    checks = asyncio.run(check_many([s.report for s in summary.scores if s.expectation.buggy], RunOptions(max_seconds=180, max_epochs=8),
+                                    session, parallel=2))
     assert len(checks) >= 30, len(checks)  # refuted fixes and untried other causes are not offered
     failing = [f"{c.finding}: {c.fix}: {c.problems}" for c in checks if c.problems]
     assert not failing, failing
+
+
+def test_every_verified_fix_on_a_fixture_heals_it_when_applied_and_trained(summary, session):
+    """Each verified preferred fix applied and the script analyzed again, as the editor would after
+    the quick fix: the fault it was verified on is gone."""
+    checked, failures = asyncio.run(verified_fixes_heal(summary, session, RunOptions(), parallel=2))
+    assert checked >= 25, checked
+    assert not failures, failures
 
 
 def test_most_faults_are_verified_by_experiment_and_none_of_the_healthy_ones(summary):

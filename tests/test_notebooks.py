@@ -17,7 +17,7 @@ from pygls.uris import from_fs_path
 from pytest_lsp import LanguageClient
 
 from conftest import FIXTURES, ROOT
-from deeplocalize.engine import FileReport
+from deeplocalize.report import FileReport
 from deeplocalize.evaluation import Expectation, evaluate
 from deeplocalize.findings import Position, SourceRange
 from deeplocalize.notebook import NotebookUnreadable, NothingToRun, from_json, load_notebook, to_python
@@ -84,12 +84,10 @@ def test_a_function_that_trains_keeps_the_cell_calling_it():
     ("no_code_cells.ipynb", NothingToRun, "no code cells"),
     ("r_kernel.ipynb", NothingToRun, "kernel language is R"),
 ])
-def test_bad_notebooks_are_refused_with_a_reason(name, kind, where):
+def test_bad_notebooks_are_refused_with_a_reason(name, kind, where, session):
     with pytest.raises(kind, match=where):
         load_notebook(str(BAD / name))
-    from deeplocalize.engine import analyze
-
-    report = asyncio.run(analyze(str(BAD / name), RunOptions()))  # returns before any process starts
+    report = asyncio.run(session.analyze(str(BAD / name), RunOptions()))  # returns before any process starts
     assert report.run is None and report.to_json()["status"] == ("syntax_error" if kind is NotebookUnreadable else "nothing_to_run")
 
 
@@ -121,10 +119,11 @@ def _findings(report: FileReport, twin_text: str | None = None) -> list[tuple]:
 
 
 @pytest.fixture(scope="module")
-def pairs() -> list[tuple[dict, FileReport, FileReport]]:
+def pairs(session) -> list[tuple[dict, FileReport, FileReport]]:
     exps = [Expectation(NOTEBOOKS / t["path"], t["buggy"], [], []) for t in TWINS] + [Expectation(FIXTURES / t["twin"], t["buggy"], [], []) for t in TWINS]
     # 6 epochs for the script and its notebook alike: every fault here shows within 3 (the healthy ones ask 15 and 30).
-    summary = asyncio.run(evaluate(exps, RunOptions(max_epochs=6), parallel=2))
+    # The distributed twins ask for the same single-device analyses: answered once by the session.
+    summary = asyncio.run(evaluate(exps, session, RunOptions(max_epochs=6), parallel=2))
     reports = [s.report for s in summary.scores]
     return [(t, reports[i], reports[i + len(TWINS)]) for i, t in enumerate(TWINS)]
 

@@ -10,7 +10,9 @@ import textwrap
 import psutil
 import pytest
 
-from deeplocalize.runner import RunOptions, Worker, WorkerPool, run_script
+from conftest import FIXTURES, running_jobs
+from deeplocalize.runner import RunOptions, WorkerPool, run_one
+from deeplocalize.script import describe
 
 pytestmark = pytest.mark.slow
 
@@ -47,14 +49,14 @@ STYLES = {
 
 
 @pytest.mark.parametrize("style", list(STYLES))
-def test_probe_sees_every_layer_without_changing_training(tmp_path, style):
+def test_probe_sees_every_layer_without_changing_training(tmp_path, style, session):
     imports, model = STYLES[style]
     script = tmp_path / "train.py"
     script.write_text(SCRIPT.format(imports=imports, model=model))
     plain = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     plain_loss = float(plain.stdout.split("user output")[1])
 
-    result = asyncio.run(run_script(str(script), RunOptions(max_epochs=None, seed=None)))
+    result = asyncio.run(session.run(str(script), RunOptions(max_epochs=None, seed=None)))
     trace = result.trace
     assert [l.cls for l in trace.layers] == ["Dense", "Dense"]
     assert [l.activation for l in trace.layers] == ["relu", "softmax"]
@@ -75,7 +77,7 @@ def test_probe_sees_every_layer_without_changing_training(tmp_path, style):
     assert not any(line.startswith("{") for line in result.output)
 
 
-def test_recorded_gradient_norm_matches_a_gradient_tape(tmp_path):
+def test_recorded_gradient_norm_matches_a_gradient_tape(tmp_path, session):
     script = tmp_path / "tape.py"
     script.write_text(textwrap.dedent('''
         import numpy as np, tensorflow as tf, keras
@@ -90,63 +92,62 @@ def test_recorded_gradient_norm_matches_a_gradient_tape(tmp_path):
         print("TAPE", float(np.sqrt(sum(float(tf.reduce_sum(g * g)) for g in grads[:2]))))
         model.fit(X, y, epochs=1, batch_size=32, verbose=0, shuffle=False)
     '''))
-    result = asyncio.run(run_script(str(script), RunOptions(seed=None)))
+    result = asyncio.run(session.run(str(script), RunOptions(seed=None)))
     tape_norm = float(next(l for l in result.output if l.startswith("TAPE")).split()[1])
     assert result.trace.steps[0].values["L0.grad"]["norm"] == pytest.approx(tape_norm, rel=1e-4)
 
 
-def test_cancelling_a_run_kills_its_process():
-    import psutil
-
+@pytest.mark.parametrize("fork_server", [True, False], ids=["forked", "fresh interpreter"])
+def test_cancelling_a_run_kills_its_process(session, fork_server):
     async def go():
-        worker = await Worker(RunOptions(max_seconds=60)).start()
-        task = asyncio.ensure_future(worker.run(str(__import__("conftest").FIXTURES / "robustness/infinite_loop.py")))
-        await asyncio.sleep(6)
-        pid = worker.pid
-        assert psutil.pid_exists(pid)
+        started: list[int] = []
+        task = asyncio.ensure_future(session.run(str(FIXTURES / "robustness/infinite_loop.py"), RunOptions(max_seconds=60, fork_server=fork_server),
+                                                 on_event=lambda e, t: started.append(e["pid"]) if e.get("type") == "ready" else None))
+        for _ in range(300):
+            await asyncio.sleep(0.1)
+            if started and psutil.Process(started[0]).cpu_percent(0.2) > 50:  # in the script's loop
+                break
+        assert started and psutil.pid_exists(started[0])
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        return pid
+        return started[0]
 
     pid = asyncio.run(go())
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert not running_jobs(session)
 
 
-def test_warm_worker_skips_the_tensorflow_import(tmp_path):
+def test_a_forked_worker_skips_the_tensorflow_import(tmp_path, session):
     script = tmp_path / "quick.py"
     script.write_text("import keras\nprint('hi')\n")
 
     async def go():
-        pool = WorkerPool()
-        await pool.prewarm(RunOptions())
-        await asyncio.sleep(8)  # let it import TensorFlow
+        await session.ready()  # the fork server has imported TensorFlow
         t = asyncio.get_running_loop().time()
-        result = await run_script(str(script), RunOptions(), pool=pool)
-        elapsed = asyncio.get_running_loop().time() - t
+        result = await session.run(str(script))
+        forked = asyncio.get_running_loop().time() - t
         cold_t = asyncio.get_running_loop().time()
-        await run_script(str(script), RunOptions())
+        await session.run(str(script), RunOptions(fork_server=False))
         cold = asyncio.get_running_loop().time() - cold_t
-        pool.close()
-        return result, elapsed, cold
+        return result, forked, cold
 
-    result, warm, cold = asyncio.run(go())
+    result, forked, cold = asyncio.run(go())
     assert result.output == ["hi"]
-    assert warm < cold / 2  # ratio, not an absolute time
+    assert forked < cold / 2  # ratio, not an absolute time
 
 
-def test_taking_a_warm_worker_starts_its_successor_at_once(tmp_path):
-    """A save right after a run also finds TensorFlow imported: the pool refills when a
-    worker is taken, not when the run ends; and it never keeps more idle workers than allowed."""
-    script = tmp_path / "quick.py"
-    script.write_text("import keras\nprint('hi')\n")
+def test_taking_a_warm_worker_starts_its_successor_at_once(tmp_path, session):
+    """A save right after a run also finds a worker ready: the pool refills when a worker is
+    taken, not when the run ends; and it never keeps more idle workers than allowed."""
+    script = describe(str(tmp_path / "quick.py"), "import keras\nprint('hi')\n")
 
     async def go():
-        pool = WorkerPool(refill=True, max_spares=1)
+        pool = WorkerPool(refill=True, max_spares=1, forks=session.pool.forks)
         try:
             await pool.ready(RunOptions())
             first = pool.pids()
-            task = asyncio.ensure_future(run_script(str(script), RunOptions(), pool=pool))
+            task = asyncio.ensure_future(run_one(script, RunOptions(), pool))
             for _ in range(100):  # the successor appears while the first run is still going
                 await asyncio.sleep(0.1)
                 if pool.pids() and pool.pids() != first:
@@ -156,35 +157,35 @@ def test_taking_a_warm_worker_starts_its_successor_at_once(tmp_path):
             await pool.prewarm(RunOptions(env={"OTHER": "1"}))  # another key: the older spare is stopped
             return first, successor, pool.pids()
         finally:
-            await pool.aclose()
+            await pool.aclose(servers=False)
 
     first, successor, after = asyncio.run(go())
     assert successor and successor != first
     assert len(after) == 1 and after != successor
 
 
-def test_draining_the_pool_also_stops_a_start_scheduled_during_the_run(tmp_path):
+def test_draining_the_pool_also_stops_a_start_scheduled_during_the_run(tmp_path, session):
     """With warm workers off, no process outlives the run: a spare whose start was scheduled
-    while the run went on (the next experiment's) is stopped too, not left idle."""
-    script = tmp_path / "quick.py"
-    script.write_text("print('hi')\n")
+    while the run went on (the next experiment's) is stopped too, not left idle, and the fork
+    server with it."""
+    script = describe(str(tmp_path / "quick.py"), "print('hi')\n")
 
     async def go():
         pool = WorkerPool(refill=False)
         try:
-            await run_script(str(script), RunOptions(), pool=pool, keep_warm=True)
+            await run_one(script, RunOptions(), pool, keep_warm=True)
             pool.prewarm_soon(RunOptions())  # scheduled, not yet started, when the run ends
-            await pool.drain()
+            await pool.drain(servers=True)
             await asyncio.sleep(0.5)
-            return pool.pids(), [p for p in psutil.Process().children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE]
+            return pool.pids(), pool.forks.pids(), running_jobs(session)
         finally:
             await pool.aclose()
 
-    pids, children = asyncio.run(go())
-    assert pids == [] and children == []
+    pids, servers, children = asyncio.run(go())
+    assert pids == [] and servers == [] and children == []
 
 
-def test_recurrent_and_wrapper_layers_train_unchanged_under_the_probe(tmp_path):
+def test_recurrent_and_wrapper_layers_train_unchanged_under_the_probe(tmp_path, session):
     """RNN layers expose `activation` as a read-only property; Bidirectional owns no variables itself."""
     script = tmp_path / "rnn.py"
     script.write_text(textwrap.dedent('''
@@ -200,14 +201,14 @@ def test_recurrent_and_wrapper_layers_train_unchanged_under_the_probe(tmp_path):
         print("user output", repr(hist.history["loss"][-1]))
     '''))
     plain = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    result = asyncio.run(run_script(str(script), RunOptions(max_epochs=None, seed=None)))
+    result = asyncio.run(session.run(str(script), RunOptions(max_epochs=None, seed=None)))
     assert result.status == "finished" and result.trace.crash is None and not result.trace.probe_errors
     assert result.trace.epochs[-1].logs["loss"] == pytest.approx(float(plain.stdout.split("user output")[1]), rel=1e-5)
     owners = {l.cls for l in result.trace.trainable_layers}
     assert "Bidirectional" not in owners and "Embedding" in owners
 
 
-def test_progress_bars_reach_the_user_as_clean_final_lines(tmp_path):
+def test_progress_bars_reach_the_user_as_clean_final_lines(tmp_path, session):
     script = tmp_path / "bar.py"
     script.write_text(textwrap.dedent('''
         import numpy as np, keras
@@ -216,7 +217,7 @@ def test_progress_bars_reach_the_user_as_clean_final_lines(tmp_path):
         m.compile(optimizer="adam", loss="mse")
         m.fit(X, y, epochs=2, verbose=1)
     '''))
-    out = asyncio.run(run_script(str(script), RunOptions())).output
+    out = asyncio.run(session.run(str(script))).output
     assert [l for l in out if l.startswith("Epoch")] == ["Epoch 1/2", "Epoch 2/2"]
     bars = [l for l in out if l.startswith("20/20")]
     assert len(bars) == 2 and all("\x1b" not in l and "loss:" in l for l in bars)

@@ -21,8 +21,8 @@ EXPECTATIONS = load_expectations(REAL)
 
 
 @pytest.fixture(scope="module")
-def summary() -> Summary:
-    return asyncio.run(evaluate(EXPECTATIONS, RunOptions(), parallel=2, verify_seconds=60.0))
+def summary(session) -> Summary:
+    return asyncio.run(evaluate(EXPECTATIONS, session, RunOptions(), parallel=2, verify_seconds=60.0))
 
 
 def _describe(s) -> str:
@@ -75,18 +75,18 @@ def test_fixes_offered_on_real_programs_are_valid_python(summary):
                 compile(apply_fix(text, fix), str(s.expectation.path), "exec")
 
 
-def test_every_verified_fix_on_a_real_program_heals_it_when_applied_and_trained(summary):
-    checked, failures = asyncio.run(verified_fixes_heal(summary, RunOptions(), parallel=2))
+def test_every_verified_fix_on_a_real_program_heals_it_when_applied_and_trained(summary, session):
+    checked, failures = asyncio.run(verified_fixes_heal(summary, session, RunOptions(), parallel=2))
     assert checked >= 15, checked
     assert not failures, failures
 
 
-def test_every_fix_offered_on_a_real_program_keeps_the_whole_script_right(summary):
+def test_every_fix_offered_on_a_real_program_keeps_the_whole_script_right(summary, session):
     """Each offered fix applied and run to the script's last line (its evaluate, predict and
     prints): it completes, and its own results are not worse. Every fit is capped at the same
     8 epochs before and after, to keep CI short; benchmarks/whole_script_fixes.py runs them in full."""
     reports = [s.report for s in summary.scores if s.expectation.buggy]
-    checks = asyncio.run(check_many(reports, RunOptions(max_seconds=240, max_epochs=8), parallel=2))
+    checks = asyncio.run(check_many(reports, RunOptions(max_seconds=240, max_epochs=8), session, parallel=2))
     assert len(checks) >= 25, len(checks)
     failing = [f"{c.finding}: {c.fix}: {c.problems}" for c in checks if c.problems]
     assert not failing, failing

@@ -1,6 +1,7 @@
 """Scripts that configure the TensorFlow runtime (threads, logical devices, visible devices,
-GPU memory growth) must run as under `python`: a warm worker has initialized the runtime, so
-they get a worker that has not, and the warm one stays for the next script."""
+GPU memory growth) must run as under `python`: a spare worker has initialized the runtime
+(it traced the probe's statistics), so they get a fresh fork of the fork server, whose
+runtime no operation has touched, and the spare stays for the next script."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import asyncio
 import pytest
 
 from conftest import FIXTURES
-from deeplocalize.engine import analyze
-from deeplocalize.runner import RunOptions, WorkerPool, configures_runtime
+from deeplocalize.runner import RunOptions
+from deeplocalize.script import configures_runtime
 from deeplocalize.vocab import is_serious
 
 RUNTIME = FIXTURES / "runtime"
@@ -34,20 +35,17 @@ def test_ordinary_scripts_keep_the_warm_worker():
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_scripts_that_configure_the_runtime_train_normally_next_to_a_warm_worker():
+def test_scripts_that_configure_the_runtime_train_normally_next_to_a_warm_worker(session):
     async def run_all() -> list[tuple[str, object, bool]]:
-        pool, options = WorkerPool(), RunOptions()
-        try:
-            await pool.ready(options)  # the editor's steady state: a worker with TensorFlow imported and initialized
-            out = []
-            # visible_devices.py (+ memory growth) needs a GPU to fail in a warm worker: recognized above, not re-run here.
-            for name in ("threads.py", "logical_devices.py"):
-                spare = pool.pids()
-                report = await analyze(str(RUNTIME / name), options, pool=pool)
-                out.append((name, report, pool.pids() == spare))
-            return out
-        finally:
-            await pool.aclose()
+        options = RunOptions()
+        await session.ready(options)  # the editor's steady state: a spare with TensorFlow imported and its runtime initialized
+        out = []
+        # visible_devices.py (+ memory growth) needs a GPU to fail in a warm worker: recognized above, not re-run here.
+        for name in ("threads.py", "logical_devices.py"):
+            spare = session.pool.pids()
+            report = await session.analyze(str(RUNTIME / name), options)
+            out.append((name, report, bool(spare) and session.pool.pids() == spare))
+        return out
 
     for name, report, spare_kept in asyncio.run(run_all()):
         assert report.status == "ok" and not any(is_serious(f.finding.severity) for f in report.findings), (

@@ -17,7 +17,7 @@ from lsprotocol import types as lsp
 from pygls.uris import from_fs_path
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
-from conftest import FIXTURES, ROOT
+from conftest import FIXTURES, ROOT, TRAINING_NAME
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -81,7 +81,7 @@ def child_processes(client: LanguageClient) -> list[psutil.Process]:
     out = []
     for p in kids:
         try:
-            if p.status() != psutil.STATUS_ZOMBIE and "child.py" in " ".join(p.cmdline()):
+            if p.status() != psutil.STATUS_ZOMBIE and p.name() == TRAINING_NAME:
                 out.append(p)
         except psutil.Error:
             pass

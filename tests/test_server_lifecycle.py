@@ -84,18 +84,12 @@ class RawClient:
         return [n["params"] for n in self.notifications if n["method"] == "deeplocalize/runStatus" and n["params"]["phase"] == phase]
 
     def children(self) -> list[int]:
+        """Every live process below the server: training processes and the fork server."""
         try:
             kids = psutil.Process(self.proc.pid).children(recursive=True)
         except psutil.Error:
             return []
-        return [p.pid for p in kids if _alive(p.pid) and "child.py" in " ".join(_cmd(p))]
-
-
-def _cmd(p: psutil.Process) -> list[str]:
-    try:
-        return p.cmdline()
-    except psutil.Error:
-        return []
+        return [p.pid for p in kids if _alive(p.pid)]
 
 
 def _alive(pid: int) -> bool:

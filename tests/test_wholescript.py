@@ -10,6 +10,7 @@ import textwrap
 import pytest
 
 from deeplocalize.runner import RunOptions
+from deeplocalize.script import describe
 from deeplocalize.wholescript import ScriptRun, regressions, run_to_end
 
 
@@ -81,7 +82,7 @@ def test_a_negative_cross_entropy_after_the_fix_means_some_labels_were_left_out(
 
 
 @pytest.mark.slow
-def test_a_script_runs_to_its_end_with_its_own_results_recorded(tmp_path):
+def test_a_script_runs_to_its_end_with_its_own_results_recorded(tmp_path, session):
     script = tmp_path / "train.py"
     script.write_text(textwrap.dedent('''
         import numpy as np
@@ -96,7 +97,7 @@ def test_a_script_runs_to_its_end_with_its_own_results_recorded(tmp_path):
         print("after fit", acc)
         raise SystemExit(0)
     '''))
-    result = asyncio.run(run_to_end(str(script), RunOptions(max_epochs=3)))
+    result = asyncio.run(run_to_end(describe(str(script)), RunOptions(max_epochs=3), session))
     assert result.status == "completed", result.message
     assert len(result.fits) == 1 and {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(result.fits[0]["logs"])
     # evaluate returned the list the script unpacked, and its results were recorded by name.

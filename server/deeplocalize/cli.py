@@ -17,10 +17,13 @@ from rich.console import Console
 from rich.markup import escape
 
 from . import __version__
-from .engine import EnvironmentProblem, FileReport, analyze, verify
+from .engine import EnvironmentProblem, not_runnable
 from .findings import Fix, SourceRange
 from .notebook import cell_places
-from .runner import RunOptions, WorkerPool
+from .report import FileReport
+from .runner import RunOptions
+from .script import describe as describe_script
+from .session import EngineSession
 from .sarif import to_sarif
 from .verify import describe
 from .vocab import is_serious
@@ -40,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="text (like a linter), json (version %d), or sarif (SARIF 2.1.0, for code scanning)" % JSON_VERSION)
     c.add_argument("--report", metavar="FILE.html", help="also write a self-contained HTML training report (plots per layer over steps)")
     c.add_argument("--python", default=sys.executable, help="interpreter that runs the script (default: this one)")
-    c.add_argument("--max-seconds", type=float, default=60.0, help="time budget per script, TensorFlow import included (default 60)")
+    c.add_argument("--max-seconds", type=float, default=60.0, help="time budget of each script's run (default 60)")
     c.add_argument("--max-epochs", type=int, default=20, help="cap on the epochs a script may train (default 20; 0 = no cap)")
     c.add_argument("--max-memory-mb", type=int, default=4096, help="memory budget of the training process tree (default 4096)")
     c.add_argument("--workers", type=int, default=1,
@@ -141,16 +144,23 @@ async def _check(args: argparse.Namespace) -> int:
     options = _options(args)
     err = Console(stderr=True, soft_wrap=True, highlight=False)
     out = Console(highlight=False, soft_wrap=True)
-    pool = WorkerPool()
+    missing = [p for p in args.files if not os.path.isfile(p)]
+    if missing:
+        err.print(f"deeplocalize: no such file: {missing[0]}", style="red")
+        return 2
+    try:
+        scripts = [describe_script(p) for p in args.files]
+    except FileNotFoundError as exc:
+        err.print(f"deeplocalize: {exc}", style="red", markup=False)
+        return 2
+    session = EngineSession(options)
+    if any(not_runnable(s) is None for s in scripts):
+        session.prewarm_soon()  # TensorFlow's import (once, in the fork server) starts now
     reports: list[FileReport] = []
     show_progress = not args.no_progress and args.format == "text" and err.is_terminal
     try:
-        for i, path in enumerate(args.files):
-            if not os.path.isfile(path):
-                err.print(f"deeplocalize: no such file: {path}", style="red")
-                return 2
-            if i + 1 < len(args.files):
-                pool.prewarm_soon(options)  # overlap the next TensorFlow import with this run
+        for script in scripts:
+            path = script.path
 
             def on_event(event: dict, trace: Any, _p: str = path) -> None:
                 if show_progress and event.get("type") == "epoch" and trace.fit:
@@ -160,27 +170,25 @@ async def _check(args: argparse.Namespace) -> int:
                 if args.show_output:
                     err.print(line, markup=False, highlight=False)
 
+            said: list = []
+
+            def on_findings(found: list, _p: str = path) -> None:
+                # Certain before the run ends (a configuration error): said now, the report follows.
+                if args.format == "text" and not args.no_progress:
+                    for lf in found[len(said):]:
+                        said.append(lf)
+                        f = lf.finding
+                        at = cell_places(_p)(lf.range)
+                        err.print(f"{where(at)}: {f.severity} {f.code} (found while "
+                                  f"training; the full report follows): {f.message}", markup=False, highlight=False)
+
+            def on_progress(message: str, _p: str = path) -> None:
+                if show_progress:
+                    err.print(f"[dim]{os.path.basename(_p)}: {message}[/dim]", highlight=False)
+
             try:
-                said: list = []
-
-                def on_findings(found: list, _p: str = path) -> None:
-                    # Certain before the run ends (a configuration error): said now, the report follows.
-                    if args.format == "text" and not args.no_progress:
-                        for lf in found[len(said):]:
-                            said.append(lf)
-                            f = lf.finding
-                            at = cell_places(_p)(lf.range)
-                            err.print(f"{where(at)}: {f.severity} {f.code} (found while "
-                                      f"training; the full report follows): {f.message}", markup=False, highlight=False)
-
-                report = await analyze(path, options, pool=pool, on_event=on_event, on_output=on_output, warm_next=not args.no_verify,
-                                       on_findings=on_findings)
-                if not args.no_verify:
-                    def on_progress(message: str, _p: str = path) -> None:
-                        if show_progress:
-                            err.print(f"[dim]{os.path.basename(_p)}: {message}[/dim]", highlight=False)
-
-                    await verify(report, options, args.verify_seconds, pool=pool, on_progress=on_progress)
+                report = await session.check(script, verify_seconds=None if args.no_verify else args.verify_seconds, on_event=on_event,
+                                             on_output=on_output, on_findings=on_findings, on_progress=on_progress)
             except EnvironmentProblem as exc:
                 err.print(f"deeplocalize: {exc}", style="red", markup=False)
                 return 2
@@ -188,7 +196,7 @@ async def _check(args: argparse.Namespace) -> int:
             if args.format == "text":
                 render_text(report, out)
     finally:
-        await pool.aclose()
+        await session.close()
     if args.report:
         _write_report(args.report, reports, err)
     if args.format == "json":

@@ -16,7 +16,8 @@ import json
 import socket
 from dataclasses import replace
 
-from .runner import EventCallback, OutputCallback, RunOptions, RunResult, StopPredicate, Worker
+from .runner import EventCallback, OutputCallback, RunOptions, RunResult, StopPredicate, Worker, WorkerPool
+from .script import Script
 
 # How long the chief may keep going after another worker ended: long enough to finish a
 # last step and exit on its own, short against any budget.
@@ -43,34 +44,37 @@ def tf_config(ports: list[int], index: int) -> str:
 
 
 async def run_cluster(
-    script: str,
+    script: Script,
     options: RunOptions,
+    pool: WorkerPool | None = None,
     on_event: EventCallback | None = None,
     on_output: OutputCallback | None = None,
     should_stop: StopPredicate | None = None,
-    source: str | None = None,
     record: bool = False,
 ) -> RunResult:
     """Train `script` with `options.workers` processes and return the chief's run."""
     ports = free_ports(options.workers)
-    # Fresh runtimes: the strategy sets up its collectives before TensorFlow's runtime starts.
-    # The chief's time budget is the run's: the others get a little longer, so that a budget
-    # always ends the run as the chief's timeout, never as "a worker was lost".
-    workers = [Worker(replace(options, env={**options.env, "TF_CONFIG": tf_config(ports, i)},
-                              max_seconds=options.max_seconds + (_GRACE_S + 5 if i else 0)), fresh_runtime=True)
-               for i in range(options.workers)]
+
+    def worker(i: int) -> Worker:
+        # Fresh runtimes: the strategy sets up its collectives before TensorFlow's runtime starts.
+        # The chief's time budget is the run's: the others get a little longer, so that a budget
+        # always ends the run as the chief's timeout, never as "a worker was lost".
+        opts = replace(options, max_seconds=options.max_seconds + (_GRACE_S + 5 if i else 0))
+        env = {"TF_CONFIG": tf_config(ports, i)}
+        return pool.worker(opts, fresh_runtime=True, extra_env=env) if pool is not None else Worker(opts, fresh_runtime=True, extra_env=env)
+
+    workers = [worker(i) for i in range(options.workers)]
     tasks: list[asyncio.Future] = []
     try:
-        for worker in workers:
-            await worker.start()
-        chief = asyncio.ensure_future(workers[0].run(script, on_event=on_event, on_output=on_output, should_stop=should_stop,
-                                                     source=source, record=record))
-        others = {asyncio.ensure_future(w.run(script, source=source, record=record)): i for i, w in enumerate(workers) if i}
+        for w in workers:
+            await w.start()
+        chief = asyncio.ensure_future(workers[0].run(script, on_event=on_event, on_output=on_output, should_stop=should_stop, record=record))
+        others = {asyncio.ensure_future(w.run(script, record=record)): i for i, w in enumerate(workers) if i}
         tasks = [chief, *others]
         return await _follow(chief, others, workers)
     finally:
-        for worker in workers:
-            worker.kill()
+        for w in workers:
+            w.kill()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -3,24 +3,24 @@ the diagnosis, and the anchoring of each finding in the source."""
 
 from __future__ import annotations
 
-import ast
 import os
 import time
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import replace
 from typing import Callable
 
 from .detectors import DecisiveRule, diagnose, measure, settled_findings, symptom_key
 from .detectors.static_rules import check_static
 from .findings import Finding, LocatedFinding, Position, SourceRange, Target
 from .locate import Locator, frame_range, line_range, load_source
-from .notebook import Notebook, NotebookUnreadable, NothingToRun, is_notebook, load_notebook
+from .notebook import NotebookUnreadable, NothingToRun
+from .report import FileReport, VerifySummary
 from .rules import Rule, rule
-from .runner import EventCallback, OutputCallback, RunOptions, RunResult, WorkerPool, run_script
-from .strategies import KERAS_DISTRIBUTED_BUG, UNSUPPORTED, UNSUPPORTED_STRATEGY, unsupported_strategy
-from .trace import Trace
-from .verify import Experiment, UpdateCallback, VerifySummary, testable, verify_findings
-from .vocab import KERAS_MODULES, ReportStatus, is_serious, rank
+from .runner import EventCallback, OutputCallback, RunOptions, RunResult, Runs
+from .script import Script
+from .strategies import KERAS_DISTRIBUTED_BUG, UNSUPPORTED, UNSUPPORTED_STRATEGY
+from .trace import Frame, Trace
+from .verify import Experiment, UpdateCallback, testable, verify_findings
+from .vocab import ReportStatus, is_serious, rank
 
 # Findings about the run itself, not the network: never verified by a re-run.
 _RUN = frozenset({"not_testable"})
@@ -48,84 +48,17 @@ NOTEBOOK_UNREADABLE = rule(
     "notebook-unreadable", "run", "error", "notebook-unreadable",
     "The `.ipynb` file is not a Jupyter notebook (not JSON, or not the notebook format); nothing was run.", traits=_RUN)
 NO_TRAINING = rule("no-training", "run", "hint", "no-training", "The script ended without calling `fit()` on a Keras model.", traits=_RUN)
+PROCESSES_LEFT = rule(
+    "processes-left", "run", "information", "processes-left",
+    "The script left processes running when it ended (a helper it started, a forked copy, a daemon); the analysis stopped them.",
+    details="An analysis leaves nothing running: when the training process ends, everything it started (children, grandchildren "
+            "in another session, forked copies of the training process) is stopped. Run as `python`, the script would leave them "
+            "running: stop them where the script ends (`terminate()`/`wait()`, `pool.close()`/`join()`), or make them daemons.",
+    traits=_RUN)
 
 
 class EnvironmentProblem(Exception):
     """The chosen interpreter cannot run the probe (no TensorFlow/Keras, unsupported version)."""
-
-
-@dataclass
-class FileReport:
-    path: str
-    status: ReportStatus
-    duration_s: float
-    findings: list[LocatedFinding] = field(default_factory=list)
-    trace: Trace | None = None
-    run: RunResult | None = None
-    message: str = ""
-    source: str = ""  # the text that was analyzed (fixes apply to it)
-    verification: VerifySummary | None = None
-    notebook: Notebook | None = None  # set when `path` is a notebook: `source` is its code cells as one script
-
-    def place(self, r: SourceRange) -> SourceRange:
-        """Where the user reads a range: in a notebook, its cell and the line in that cell."""
-        return self.notebook.to_cell(r) if self.notebook is not None else r
-
-    def to_json(self) -> dict:
-        return {
-            "path": self.path,
-            "status": self.status,
-            "duration_s": round(self.duration_s, 3),
-            "findings": [f.to_json(self.place) for f in self.findings],
-            "verification": self.verification.to_json() if self.verification else None,
-        }
-
-    @property
-    def worst(self) -> str | None:
-        sev = [f.finding.severity for f in self.findings]
-        return min(sev, key=rank) if sev else None
-
-
-def syntax_error(text: str, path: str) -> SourceRange | None:
-    try:
-        compile(text, path, "exec")
-    except SyntaxError as exc:
-        line = exc.lineno or 1
-        col = exc.offset or 1
-        end_line = exc.end_lineno or line
-        end_col = exc.end_offset if exc.end_offset and (end_line > line or exc.end_offset > col) else col + 1
-        return SourceRange(path, Position(line, col), Position(end_line, end_col))
-    return None
-
-
-def uses_keras(text: str, path: str, depth: int = 0) -> bool:
-    """Whether the script (or a local module it imports) imports Keras/TensorFlow."""
-    try:
-        tree = ast.parse(text)
-    except SyntaxError:
-        return False
-    local: list[str] = []
-    for node in ast.walk(tree):
-        names: list[str] = []
-        if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module]
-        for n in names:
-            if n.split(".")[0] in KERAS_MODULES:
-                return True
-            local.append(n.split(".")[0])
-    if depth < 2:
-        base = Path(path).resolve().parent
-        for mod in dict.fromkeys(local):
-            candidate = base / f"{mod}.py"
-            if candidate.is_file():
-                try:
-                    if uses_keras(candidate.read_text(encoding="utf-8", errors="replace"), str(candidate), depth + 1):
-                        return True
-                except OSError:
-                    continue
-    return False
 
 
 def _run_finding(r: Rule, message: str, rng: SourceRange, evidence: dict | None = None) -> LocatedFinding:
@@ -139,44 +72,25 @@ def _worker_failed_to_start(run: RunResult) -> bool:
 
 
 async def analyze(
-    path: str,
+    script: Script,
     options: RunOptions,
-    pool: WorkerPool | None = None,
+    runs: Runs,
     on_event: EventCallback | None = None,
     on_output: OutputCallback | None = None,
-    text: str | None = None,
     warm_next: bool = False,
     on_findings: FindingsCallback | None = None,
 ) -> FileReport:
-    """Analyze one script. `text`, when given, is what runs in place of the file's content
-    (the editor's saved text, or a fixed copy); findings are located in the file, so it
-    should match it. `warm_next` starts a second worker when the run starts, for the
-    experiments that may follow. `on_findings` receives findings that are certain before
-    the run ends (see `StreamedFindings`); the report's findings replace them."""
-    source = text
+    """Analyze one script with training processes from `runs`. Findings are located in the
+    file, so the script's text should match it. `warm_next` prepares a second training
+    process when the run starts, for the experiments that may follow. `on_findings` receives
+    findings that are certain before the run ends (see `StreamedFindings`); the report's
+    findings replace them."""
     start = time.monotonic()
-    path = os.path.abspath(path)
-    notebook: Notebook | None = None
-    if is_notebook(path):
-        try:
-            notebook = load_notebook(path)
-        except (NotebookUnreadable, NothingToRun) as exc:
-            return _not_a_runnable_notebook(path, exc)
-        options = _in_notebook_folder(options, path)
-        text = source = text if text is not None else notebook.script
-    if text is None:
-        try:
-            text = Path(path).read_text(encoding="utf-8", errors="replace")
-        except OSError as exc:
-            raise FileNotFoundError(f"cannot read {path}: {exc.strerror}") from exc
-    unrunnable = _not_runnable(text, path)
+    unrunnable = not_runnable(script)
     if unrunnable is not None:
-        unrunnable.duration_s = time.monotonic() - start
-        unrunnable.notebook = notebook
         return unrunnable
-
-    # The experiments' worker imports TensorFlow while this run trains; a healthy script
-    # leaves it as the next analysis' warm worker.
+    if script.notebook is not None:
+        options = _in_notebook_folder(options, script.path)
     stream = StreamedFindings(on_findings) if on_findings is not None else None
 
     def events(event: dict, trace: Trace) -> None:
@@ -185,14 +99,14 @@ async def analyze(
         if stream is not None:
             stream(event, trace)
 
-    run = await run_script(path, options, pool=pool, on_event=events, on_output=on_output, should_stop=DecisiveRule(), source=source,
-                           keep_warm=warm_next)
+    run = await runs.run(script, options, on_event=events, on_output=on_output, should_stop=DecisiveRule(), keep_warm=warm_next)
     _check_environment(run, options)
     traces = run.traces or [run.trace]
     findings = diagnose_fits(traces)
-    findings += _about_the_run(run, options, findings, load_source(path), path)
+    findings += _about_the_run(run, options, findings, load_source(script.path), script.path)
     # Hover and the code lens follow the first fit; every fit's findings are in `findings`.
-    return FileReport(path, _status(run), time.monotonic() - start, findings, traces[0], run, source=text, notebook=notebook)
+    return FileReport(script.path, _status(run), time.monotonic() - start, findings, traces[0], run, source=script.text,
+                      notebook=script.notebook, script=script)
 
 
 def _in_notebook_folder(options: RunOptions, path: str) -> RunOptions:
@@ -200,31 +114,27 @@ def _in_notebook_folder(options: RunOptions, path: str) -> RunOptions:
     return replace(options, cwd=os.path.dirname(path))
 
 
-def _not_a_runnable_notebook(path: str, exc: Exception) -> FileReport:
+def not_runnable(script: Script) -> FileReport | None:
+    """A file that nothing should run for (not a notebook, no code, does not parse, no Keras,
+    an unsupported strategy): its report, without running anything."""
+    path, exc = script.path, script.notebook_problem
     if isinstance(exc, NothingToRun):
-        return FileReport(path, "nothing_to_run", 0.0, [], message=str(exc))
-    assert isinstance(exc, NotebookUnreadable)
-    at = SourceRange(path, Position(exc.line, exc.column), Position(exc.line, exc.column + 1))
-    return FileReport(path, "syntax_error", 0.0, [_run_finding(NOTEBOOK_UNREADABLE, str(exc), at)])
-
-
-def _not_runnable(text: str, path: str) -> FileReport | None:
-    """A file that does not parse or does not use Keras: reported without running anything."""
-    bad = syntax_error(text, path)
-    if bad is not None:
-        try:
-            compile(text, path, "exec")
-        except SyntaxError as exc:
-            msg = f"SyntaxError: {exc.msg}"
-        return FileReport(path, "syntax_error", 0.0, [LocatedFinding(SYNTAX_ERROR.finding(msg, Target("frame")), bad, [], None)])
-    if not uses_keras(text, path):
-        return FileReport(path, "not_keras", 0.0, [], message="the script does not import Keras or TensorFlow")
-    unsupported = unsupported_strategy(text, path)
-    if unsupported is not None:
-        name, at = unsupported
+        return FileReport(path, "nothing_to_run", 0.0, [], message=str(exc), script=script)
+    if isinstance(exc, NotebookUnreadable):
+        at = SourceRange(path, Position(exc.line, exc.column), Position(exc.line, exc.column + 1))
+        return FileReport(path, "syntax_error", 0.0, [_run_finding(NOTEBOOK_UNREADABLE, str(exc), at)], script=script)
+    if script.syntax is not None:
+        found = LocatedFinding(SYNTAX_ERROR.finding(script.syntax.message, Target("frame")), script.syntax.range, [], None)
+        return FileReport(path, "syntax_error", 0.0, [found], notebook=script.notebook, script=script)
+    if not script.keras:
+        return FileReport(path, "not_keras", 0.0, [], message="the script does not import Keras or TensorFlow", notebook=script.notebook,
+                          script=script)
+    if script.unsupported_strategy is not None:
+        name, at = script.unsupported_strategy
         msg = (f"not analyzed: the script trains under {name}, which DeepLocalize does not support ({UNSUPPORTED[name]}); "
                "supported are one device, MirroredStrategy and MultiWorkerMirroredStrategy")
-        return FileReport(path, "nothing_to_run", 0.0, [_run_finding(UNSUPPORTED_STRATEGY, msg[0].upper() + msg[1:] + ".", at)], message=msg)
+        return FileReport(path, "nothing_to_run", 0.0, [_run_finding(UNSUPPORTED_STRATEGY, msg[0].upper() + msg[1:] + ".", at)], message=msg,
+                          notebook=script.notebook, script=script)
     return None
 
 
@@ -275,6 +185,8 @@ def _about_the_run(run: RunResult, options: RunOptions, findings: list[LocatedFi
                                 f"({first['error']}; {first['issue']}), so this script crashes when run as is. The analysis fixed Keras "
                                 "in its own training processes to see the training; the findings are about the model as it trains once "
                                 "Keras is fixed.", where_fit, {"keras_steps": sorted({w['which'] for _, w in bugs}), "issue": first["issue"]}))
+    if run.leftover:
+        out.append(_processes_left(run.leftover, path, fallback))
     if trace.probe_errors:
         out.append(_run_finding(PROBE_DEGRADED, "Per-layer statistics could not be recorded for this model, so only the loss and the "
                               f"configuration were checked ({trace.probe_errors[0]}).", _first_line(fallback)))
@@ -282,6 +194,21 @@ def _about_the_run(run: RunResult, options: RunOptions, findings: list[LocatedFi
         how = "called sys.exit() before training" if trace.end_reason == "sys_exit" else "finished without training a Keras model with fit()"
         out.append(_run_finding(NO_TRAINING, f"The script {how}; nothing to analyze.", line_range(src, path, 1)))
     return out
+
+
+def _processes_left(left: list[dict], path: str, fallback: SourceRange) -> LocatedFinding:
+    """At the first line that started one of them (else where training is)."""
+    sites = [Frame.from_dict(p["site"][0]) for p in left if p.get("site")]
+    at = _first_line(frame_range(sites[0]) if sites else fallback)
+    names = []
+    for p in left:
+        site = Frame.from_dict(p["site"][0]) if p.get("site") else None
+        names.append(p.get("command", "a process") + (f" (started at line {site.line})" if site is not None and site.file == path else ""))
+    shown = "; ".join(names[:4]) + (f"; and {len(names) - 4} more" if len(names) > 4 else "")
+    return _run_finding(PROCESSES_LEFT, f"The script left {len(left)} process{'es' if len(left) != 1 else ''} running when it ended "
+                        f"({shown}); the analysis stopped {'them' if len(left) != 1 else 'it'}. Run with `python`, "
+                        f"{'they' if len(left) != 1 else 'it'} would keep running after the script.", at,
+                        {"processes": [p.get("command", "") for p in left]})
 
 
 FindingsCallback = Callable[[list[LocatedFinding]], None]
@@ -346,19 +273,19 @@ async def verify(
     report: FileReport,
     options: RunOptions,
     budget_s: float,
-    pool: WorkerPool | None = None,
+    runs: Runs,
     on_update: UpdateCallback | None = None,
     on_progress: Callable[[str], None] | None = None,
 ) -> VerifySummary | None:
     """Re-train with each serious finding's fixes applied (see verify.py); updates the report in place."""
-    if report.run is None or report.status in ("syntax_error", "not_keras", "nothing_to_run") or not any(testable(f) for f in report.findings):
+    if report.run is None or report.script is None or report.status in ("syntax_error", "not_keras", "nothing_to_run") \
+            or not any(testable(f) for f in report.findings):
         return None
     started = time.monotonic()
-    if pool is not None:
-        await pool.prewarm(options)  # no-op when the run already started one
+    runs.prewarm_soon(options)  # no-op when the run already started one
     if report.notebook is not None:
         options = _in_notebook_folder(options, report.path)
-    exp = Experiment(report.path, report.source, report.run, options, pool)
+    exp = Experiment(report.script, report.run, options, runs)
     report.verification = await verify_findings(exp, report.findings, budget_s, on_update, on_progress)
     report.findings.sort(key=lambda f: rank(f.finding.severity))
     report.duration_s += time.monotonic() - started

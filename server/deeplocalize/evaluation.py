@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .engine import FileReport, analyze, verify
-from .runner import RunOptions, WorkerPool
+from .report import FileReport
+from .runner import RunOptions
+from .session import EngineSession
 from .vocab import is_serious
 
 
@@ -36,6 +38,7 @@ class Score:
     localized: bool
     diagnosed: bool
     first_s: float = 0.0  # time to the first diagnosis (before any verification)
+    wall_s: float = 0.0  # the whole check as the caller waited for it (0 when the report was reused)
 
     @property
     def false_positive(self) -> bool:
@@ -69,40 +72,35 @@ def score(exp: Expectation, report: FileReport) -> Score:
     return Score(exp, report, bool(serious), localized, diagnosed)
 
 
-async def evaluate(expectations: list[Expectation], options: RunOptions, parallel: int = 2, verify_seconds: float | None = None,
-                   warm: bool = False) -> Summary:
+async def evaluate(expectations: list[Expectation], session: EngineSession, options: RunOptions | None = None, parallel: int = 2,
+                   verify_seconds: float | None = None, warm: bool = False) -> Summary:
     """Score each expectation; with `verify_seconds`, after verifying the fixes by experiment.
-    `warm`: each analysis starts with a worker that has imported TensorFlow (as in the
-    editor), so timings exclude that import."""
-    pool = WorkerPool()
+    `warm`: each analysis starts with a training process ready (TensorFlow imported, as in
+    the editor), so timings exclude that import."""
     sem = asyncio.Semaphore(parallel)
 
     async def one(exp: Expectation) -> Score:
         async with sem:
             if warm:
-                await pool.ready(options)  # the editor's steady state: a worker with TensorFlow imported
-            report = await analyze(str(exp.path), options, pool=pool, warm_next=verify_seconds is not None)
-            first = report.duration_s
-            if verify_seconds is not None:
-                await verify(report, options, verify_seconds, pool=pool)
+                await session.ready(options)  # the editor's steady state: a worker with TensorFlow imported
+            started = time.monotonic()
+            report = await session.check(str(exp.path), options, verify_seconds=verify_seconds)
             result = score(exp, report)
-            result.first_s = first
+            # The first diagnosis' time, before any verification (a reused report keeps its own).
+            result.first_s = report.duration_s - (report.verification.seconds if report.verification else 0.0)
+            result.wall_s = time.monotonic() - started
             return result
 
-    try:
-        scores = await asyncio.gather(*(one(e) for e in expectations))
-    finally:
-        await pool.aclose()
-    return Summary(list(scores))
+    return Summary(list(await asyncio.gather(*(one(e) for e in expectations))))
 
 
-async def verified_fixes_heal(summary: Summary, options: RunOptions, parallel: int = 2) -> tuple[int, list[str]]:
+async def verified_fixes_heal(summary: Summary, session: EngineSession, options: RunOptions | None = None, parallel: int = 2) -> tuple[int, list[str]]:
     """Apply each verified preferred fix to its script, train the fixed text as an analysis
     would (no verification) and list the faults it did not heal: the same code still at
     warning/error, or a crash. Returns (fixes checked, failures)."""
     from .edits import apply_fix
+    from .script import describe
 
-    pool = WorkerPool()
     sem = asyncio.Semaphore(parallel)
     jobs = []
     for s in summary.scores:
@@ -113,7 +111,7 @@ async def verified_fixes_heal(summary: Summary, options: RunOptions, parallel: i
 
     async def one(s: Score, lf, fixed: str) -> str | None:
         async with sem:
-            report = await analyze(str(s.expectation.path), options, pool=pool, text=fixed)
+            report = await session.check(describe(str(s.expectation.path), fixed), options, verify_seconds=None)
         # The symptom the fix was verified on must be gone; a milder one of the same cause may follow
         # (a diverging rate lowered to the optimizer's usual one can then learn slowly within the cap).
         left = [f for f in report.findings if is_serious(f.finding.severity) and f.finding.code == lf.finding.code]
@@ -122,8 +120,5 @@ async def verified_fixes_heal(summary: Summary, options: RunOptions, parallel: i
                 f"{f.finding.severity} {f.finding.code}[{f.finding.root_cause}]" for f in left) + f" ({report.status})"
         return None
 
-    try:
-        results = await asyncio.gather(*(one(*job) for job in jobs))
-    finally:
-        await pool.aclose()
+    results = await asyncio.gather(*(one(*job) for job in jobs))
     return len(jobs), [r for r in results if r]

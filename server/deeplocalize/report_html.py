@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .engine import FileReport
+from .report import FileReport
 from .findings import LocatedFinding
 from .trace import Trace
 from .vocab import is_serious, rank

@@ -1,8 +1,12 @@
-"""Owns the training child process: spawn, budgets, event stream, cancellation.
+"""Owns the training processes: start, budgets, event stream, cancellation, the end.
 
-A `Worker` is spawned ahead of time (TensorFlow imported, waiting for a job on a
-private pipe) so that an analysis does not pay the ~4 s import when it starts.
-Every child runs in its own session, so one `killpg` removes the whole tree.
+A `Worker` is one training process, started before it has a job (TensorFlow imported,
+waiting on a private pipe), so that an analysis does not wait for the import when it
+starts. It comes from the fork server of its interpreter (forks.py: a fork of a process
+that imported TensorFlow once) or, when none can serve, from a fresh interpreter. Every
+training process runs in its own session, keeps what its script starts below it, and its
+job ends when *it* ends: then whatever it left running is stopped (processes.py), never
+waited for.
 """
 
 from __future__ import annotations
@@ -10,23 +14,28 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
+import logging
 import os
 import re
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
-import psutil
-
+from .forks import ForkedProcess, ForkServers
 from .probe.child import OUTPUT_MARKER  # stdlib-only module: safe to import here
+from .processes import JobTree, tree_rss_mb
+from .script import Script
 from .trace import Trace, TraceBuilder, decode_event
 from .vocab import RunStatus
 
+log = logging.getLogger("deeplocalize.runner")
 CHILD = Path(__file__).resolve().parent / "probe" / "child.py"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # colors and cursor moves of progress bars
+# Once the training process has ended and what it left is stopped, its pipes close at once;
+# this bounds the wait for a process that could not be stopped (never the run's budget).
+_DRAIN_S = 3.0
 
 EventCallback = Callable[[dict, Trace], None]
 OutputCallback = Callable[[str], None]
@@ -48,6 +57,7 @@ class RunOptions:
     cwd: str | None = None  # working directory of the script (None: the script's folder)
     max_fits: int = 4  # fit calls analyzed (fine-tuning, a second model); the script stops after the last
     workers: int = 1  # processes that train a MultiWorkerMirroredStrategy script together (see cluster.py)
+    fork_server: bool = True  # training processes forked from a process that imported TensorFlow once
 
     def key(self) -> tuple:
         return (self.python, tuple(sorted(self.env.items())))
@@ -71,6 +81,21 @@ class RunResult:
     # A recorded run (`record=True`): what the script itself reported, in order
     # (`script_fit`: last epoch's logs; `script_evaluate`: its own evaluate results).
     script_results: list[dict] = field(default_factory=list)
+    # Processes the script left running when it ended by itself, stopped: `command`, and the
+    # user's call `site` that started it where known.
+    leftover: list[dict] = field(default_factory=list)
+    # The fork server died under the run: the training process died with it, not of the script.
+    lost: bool = False
+
+
+class Runs(Protocol):
+    """What the stages above need of whoever owns the training processes (the engine session):
+    a run of a script, and a hint that another run follows soon."""
+
+    async def run(self, script: Script, options: RunOptions, *, on_event: EventCallback | None = None, on_output: OutputCallback | None = None,
+                  should_stop: StopPredicate | None = None, keep_warm: bool = False, record: bool = False) -> RunResult: ...
+
+    def prewarm_soon(self, options: RunOptions) -> None: ...
 
 
 USER_PYTHONPATH = "DEEPLOCALIZE_USER_PYTHONPATH"
@@ -99,114 +124,110 @@ def child_env(options: RunOptions) -> dict[str, str]:
     return env
 
 
-def kill_tree(pid: int) -> None:
-    """Kill the child's process group and any descendant that left it."""
-    try:
-        descendants = psutil.Process(pid).children(recursive=True)
-    except psutil.Error:
-        descendants = []
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    for proc in descendants:
-        try:
-            proc.kill()
-        except psutil.Error:
-            pass
-
-
-def tree_rss_mb(pid: int) -> float:
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return 0.0
-    total = 0
-    for p in procs:
-        try:
-            total += p.memory_info().rss
-        except psutil.Error:
-            pass
-    return total / (1024 * 1024)
-
-
 LIVE: "set[Worker]" = set()
+FORK_SERVERS: "list[ForkServers]" = []  # every registry in this process, for kill_all
 
 
 def kill_all() -> None:
-    """Last resort on exit paths: no child may outlive the server or CLI."""
+    """Last resort on exit paths: no process of ours may outlive the server or CLI."""
     for worker in list(LIVE):
         worker.kill()
+    for servers in FORK_SERVERS:
+        servers.kill()
 
 
-# Calls that TensorFlow accepts only before its runtime is initialized. A warm worker has
-# initialized it (it traces the statistics while idle), so a script making one of them
-# runs in a worker started for it that has not.
-_RUNTIME_CONFIG = re.compile(
-    r"\b(set_(intra|inter)_op_parallelism_threads|set_logical_device_configuration|set_virtual_device_configuration"
-    r"|set_memory_growth|set_visible_devices)\s*\(")
+class ExecProcess:
+    """A training process started as a fresh interpreter (`python child.py`)."""
 
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self._proc = proc
+        self.pid = proc.pid
 
-def configures_runtime(text: str) -> bool:
-    return bool(_RUNTIME_CONFIG.search(text))
+    @classmethod
+    async def start(cls, options: RunOptions, fresh: bool, fds: tuple[int, int, int], env: dict[str, str]) -> "ExecProcess":
+        events_w, control_r, output_w = fds
+        proc = await asyncio.create_subprocess_exec(
+            options.python, "-u", str(CHILD), "--events-fd", str(events_w), "--control-fd", str(control_r),
+            *(["--fresh-runtime"] if fresh else []),
+            pass_fds=(events_w, control_r), stdin=asyncio.subprocess.DEVNULL, stdout=output_w, stderr=output_w,
+            start_new_session=True, env=env)
+        return cls(proc)
 
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.returncode
 
-# The strategy whose workers `--workers N` starts (cluster.py); any other script runs as one process.
-_MULTI_WORKER = re.compile(r"\bMultiWorkerMirroredStrategy\s*\(")
-
-
-def uses_multi_worker(text: str) -> bool:
-    return bool(_MULTI_WORKER.search(text))
+    async def wait(self) -> int | None:
+        return await self._proc.wait()
 
 
 class Worker:
-    """One child interpreter, started before it has a job. `fresh_runtime`: it leaves the
-    TensorFlow runtime uninitialized for a script that configures it."""
+    """One training process, started before it has a job. `fresh_runtime`: it leaves the
+    TensorFlow runtime uninitialized for a script that configures it. `forks`: where to
+    fork it from (None: a fresh interpreter). `extra_env`: set in its environment only
+    (a multi-worker run's TF_CONFIG), so the fork server stays shared."""
 
-    def __init__(self, options: RunOptions, fresh_runtime: bool = False) -> None:
+    def __init__(self, options: RunOptions, fresh_runtime: bool = False, forks: ForkServers | None = None,
+                 extra_env: dict[str, str] | None = None) -> None:
         self.options = options
         self.fresh_runtime = fresh_runtime
-        self.proc: asyncio.subprocess.Process | None = None
+        self.forks = forks if options.fork_server else None
+        self.extra_env = extra_env or {}
+        self.proc: ForkedProcess | ExecProcess | None = None
+        self.tree: JobTree | None = None
+        self.forked = False
+        self.loop: asyncio.AbstractEventLoop | None = None
         self._events: asyncio.StreamReader | None = None
+        self._output: asyncio.StreamReader | None = None
+        self._transports: list[asyncio.BaseTransport] = []
         self._control_w: int | None = None
         self.ready_event: dict | None = None
         self.started_at = time.monotonic()
         self.used = False
 
     async def start(self) -> "Worker":
+        self.loop = asyncio.get_running_loop()
         ev_r, ev_w = os.pipe()
         ct_r, ct_w = os.pipe()
+        out_r, out_w = os.pipe()
+        theirs = (ev_w, ct_r, out_w)
         try:
-            self.proc = await asyncio.create_subprocess_exec(
-                self.options.python,
-                "-u",
-                str(CHILD),
-                "--events-fd",
-                str(ev_w),
-                "--control-fd",
-                str(ct_r),
-                *(["--fresh-runtime"] if self.fresh_runtime else []),
-                pass_fds=(ev_w, ct_r),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
-                env=child_env(self.options),
-            )
+            self.proc = await self._fork(theirs)
+            self.forked = self.proc is not None
+            if self.proc is None:
+                self.proc = await ExecProcess.start(self.options, self.fresh_runtime, theirs, {**child_env(self.options), **self.extra_env})
         except BaseException:
-            for fd in (ev_r, ev_w, ct_r, ct_w):
+            for fd in (ev_r, ct_w, out_r):
                 os.close(fd)
             raise
-        os.close(ev_w)
-        os.close(ct_r)
+        finally:
+            for fd in theirs:
+                os.close(fd)
         self._control_w = ct_w
+        self.tree = JobTree(self.proc.pid, JobTree.new_marker())
         LIVE.add(self)
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=2**24)
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(ev_r, "rb", buffering=0))
-        self._events = reader
+        self._events = await self._reader(ev_r)
+        self._output = await self._reader(out_r)
         return self
+
+    async def _fork(self, fds: tuple[int, int, int]) -> ForkedProcess | None:
+        if self.forks is None:
+            return None
+        server = self.forks.get(self.options.python, child_env(self.options))
+        if server is None:
+            return None
+        proc = await server.fork(fds, self.fresh_runtime, self.extra_env)
+        if proc is None:
+            log.info(f"deeplocalize: no fork server for {self.options.python} ({(server.problem or 'unavailable').splitlines()[0]}); "
+                     "this run starts a fresh interpreter, which imports TensorFlow again")
+        return proc
+
+    async def _reader(self, fd: int) -> asyncio.StreamReader:
+        reader = asyncio.StreamReader(limit=2**24)
+        transport, _ = await asyncio.get_running_loop().connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader),
+                                                                           os.fdopen(fd, "rb", buffering=0))
+        self._transports.append(transport)
+        return reader
 
     @property
     def pid(self) -> int | None:
@@ -215,16 +236,19 @@ class Worker:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.returncode is None
 
-    def kill(self) -> None:
+    def kill(self) -> list[str]:
+        """Stop the training process and everything it started; returns what else was running."""
         LIVE.discard(self)
-        if self.proc is not None and self.proc.returncode is None:
-            kill_tree(self.proc.pid)
+        left: list[str] = []
+        if self.tree is not None:
+            left = self.tree.stop()
         if self._control_w is not None:
             try:
                 os.close(self._control_w)
             except OSError:
                 pass
             self._control_w = None
+        return left
 
     async def wait_ready(self, timeout: float = 60.0) -> bool:
         """Until TensorFlow is imported in the worker (its `ready` event); the event is kept
@@ -254,52 +278,65 @@ class Worker:
                 await asyncio.wait_for(self.proc.wait(), 10)
             except (asyncio.TimeoutError, ProcessLookupError):
                 pass
-            transport = getattr(self.proc, "_transport", None)
-            if transport is not None:
+        self._close_transports()
+
+    def _close_transports(self) -> None:
+        for transport in self._transports:
+            try:
                 transport.close()
+            except RuntimeError:  # its event loop is closed: the pipe goes with the transport
+                pass
+        self._transports.clear()
 
     async def run(
         self,
-        script: str,
+        script: Script,
         on_event: EventCallback | None = None,
         on_output: OutputCallback | None = None,
         should_stop: StopPredicate | None = None,
-        argv: list[str] | None = None,
-        source: str | None = None,
         record: bool = False,
     ) -> RunResult:
         """Give the worker its job and follow it to the end, enforcing the budgets.
 
-        `source` runs that text in place of the file's (a counterfactual run with a
-        fix applied); the file itself is never written. `record` runs the script to its end
-        without layer probes, keeping only what it reports (`RunResult.script_results`)."""
-        assert self.proc is not None and self._events is not None and not self.used
+        The script's text runs in place of the file's when it is not the file's own (a
+        counterfactual run with a fix applied, a notebook); the file is never written.
+        `record` runs the script to its end without layer probes, keeping only what it
+        reports (`RunResult.script_results`)."""
+        assert self.proc is not None and self.tree is not None and self._events is not None and not self.used
         self.used = True
         opts = self.options
-        job = {"script": script, "argv": argv or [], "max_epochs": opts.max_epochs, "seed": opts.seed, "fetch_every": opts.fetch_every,
-               "cwd": opts.cwd, "max_fits": opts.max_fits}
-        if source is not None:
-            job["source"] = source
+        job = {"script": script.path, "argv": [], "max_epochs": opts.max_epochs, "seed": opts.seed, "fetch_every": opts.fetch_every,
+               "cwd": opts.cwd, "max_fits": opts.max_fits, "marker": self.tree.marker}
+        if script.source is not None:
+            job["source"] = script.source
         if record:
             job["record"] = True
         self._send(job)
-        job_state = _JobState(TraceBuilder(script), opts.output_lines)
-        watcher = asyncio.ensure_future(self._watch_budgets(job_state))
+        state = _JobState(TraceBuilder(script.path), opts.output_lines)
+        readers = [asyncio.ensure_future(self._read_events(state, on_event, should_stop)),
+                   asyncio.ensure_future(self._read_output(state, on_output))]
+        watcher = asyncio.ensure_future(self._watch(state))
         try:
-            await asyncio.gather(self._read_events(job_state, on_event, should_stop), self._read_output(job_state, on_output))
+            # The job ends when the training process ends, not when its pipes close: a process
+            # the script started may hold them open. What it left running is stopped now.
             returncode = await self.proc.wait()
+            state.left = self.kill()
+            await asyncio.wait(readers, timeout=_DRAIN_S)
         except asyncio.CancelledError:
             self.kill()
-            job_state.end("cancelled", "cancelled")
+            state.end("cancelled", "cancelled")
             try:
-                await asyncio.shield(self.proc.wait())
+                await asyncio.wait_for(asyncio.shield(self.proc.wait()), 10)
             except BaseException:  # noqa: BLE001
                 pass
             raise
         finally:
             watcher.cancel()
             self.kill()
-        return job_state.result(returncode)
+            for reader in readers:
+                reader.cancel()
+            self._close_transports()
+        return state.result(returncode, lost=self.forked and returncode is None)
 
     def _send(self, job: dict) -> None:
         """The job goes down the control pipe, which is then closed: one job per worker."""
@@ -336,11 +373,11 @@ class Worker:
                 return
 
     async def _read_output(self, job: "_JobState", on_output: OutputCallback | None) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
+        assert self._output is not None
         pending = b""
         # stdout and stderr share one pipe: each carries the marker once.
         markers_left = 2
-        while chunk := await self.proc.stdout.read(65536):
+        while chunk := await self._output.read(65536):
             pending += chunk
             *lines, pending = pending.split(b"\n")
             for raw in lines:
@@ -361,11 +398,13 @@ class Worker:
         if pending.strip():
             job.output.append(pending.decode("utf-8", "replace").split("\r")[-1].rstrip())
 
-    async def _watch_budgets(self, job: "_JobState") -> None:
-        assert self.proc is not None
+    async def _watch(self, job: "_JobState") -> None:
+        """The budgets, and a look at the process tree every quarter second (see processes.JobTree)."""
+        assert self.proc is not None and self.tree is not None
         opts = self.options
         while self.proc.returncode is None:
             await asyncio.sleep(0.25)
+            self.tree.watch()
             if time.monotonic() - job.start > opts.max_seconds:
                 job.end("timeout", f"stopped after the {opts.max_seconds:g} s budget")
                 self.kill()
@@ -387,36 +426,47 @@ class _JobState:
         self.status: RunStatus = "finished"
         self.message = ""
         self.script_results: list[dict] = []
+        self.left: list[str] = []  # still running once the training process had ended by itself
 
     def end(self, status: RunStatus, message: str = "") -> None:
         self.status, self.message = status, message
 
-    def result(self, returncode: int | None) -> RunResult:
+    def result(self, returncode: int | None, lost: bool = False) -> RunResult:
         trace = self.builder.trace
         if not self.output and self.startup and not trace.versions:
             self.output.extend(self.startup)  # the worker died before the script: its start-up errors matter
         if self.status == "finished":
-            if trace.crash is not None:
+            if lost:
+                self.end("failed", "the fork server died during the run, and the training process with it")
+            elif trace.crash is not None:
                 self.end("crashed")
             elif returncode not in (0, None) and trace.end_reason is None:
                 self.end("failed", f"the training process died (exit code {returncode})" + (
                     ": killed by a signal, possibly out of memory" if returncode and returncode < 0 else ""))
+        # Left running by a script that ended by itself; what an analysis stopped is not the script's.
+        left = [p for t in self.builder.traces for p in t.leftover]
+        if self.status in ("finished", "crashed"):
+            left += [{"command": c} for c in self.left]
         return RunResult(self.status, trace, time.monotonic() - self.start, returncode, list(self.output), self.message,
-                         list(self.builder.traces), self.script_results)
+                         list(self.builder.traces), self.script_results, left, lost and self.status == "failed")
 
 
 class WorkerPool:
-    """Warm workers (TensorFlow imported, waiting for a job): at most `max_spares` idle
-    in all, for whichever (interpreter, environment) keys are in use, the least recently
-    started stopped first. An idle worker blocks on its control pipe: no CPU, about 0.5 GB
-    of memory. With `refill`, the pool is topped up when a worker is taken and none is left,
-    else when its run ends; with two spares, a save right after a short run finds one that
-    has already imported TensorFlow (an import takes longer than a run that stops at a
-    configuration error), and no import competes with a run for the CPU."""
+    """Training processes ready for a job, and the fork servers they are forked from.
 
-    def __init__(self, refill: bool = False, max_spares: int = 1) -> None:
+    A spare is forked ahead of time and has traced the probe's statistics (it then waits on
+    its control pipe: no CPU); it shares the fork server's memory, so its idle cost is what
+    its TensorFlow runtime allocated. At most `max_spares` wait, for whichever (interpreter,
+    environment) keys are in use, the least recently started stopped first. With `refill`,
+    the pool is topped up when a spare is taken and none is left, else when its run ends.
+    Spares belong to the event loop that started them (their pipes are read there); one of
+    another loop is stopped instead of used. The fork servers serve every loop."""
+
+    def __init__(self, refill: bool = False, max_spares: int = 1, forks: ForkServers | None = None) -> None:
         self.refill = refill
         self.max_spares = max_spares
+        self.forks = forks if forks is not None else ForkServers()
+        FORK_SERVERS.append(self.forks)
         self._spare: list[tuple[tuple, Worker]] = []  # oldest first
         self._starting: dict[tuple, asyncio.Future] = {}
         self._pending: set[asyncio.Future] = set()
@@ -434,37 +484,46 @@ class WorkerPool:
                 return worker
         return None
 
+    def worker(self, options: RunOptions, fresh_runtime: bool = False, extra_env: dict[str, str] | None = None) -> Worker:
+        """A new (not yet started) worker from this pool's fork servers."""
+        return Worker(options, fresh_runtime=fresh_runtime, forks=self.forks, extra_env=extra_env)
+
     async def take(self, options: RunOptions) -> Worker:
         key = options.key()
+        loop = asyncio.get_running_loop()
         starting = self._starting.get(key)
-        if starting is not None and not self._count(key):
+        if starting is not None and not self._count(key) and starting.get_loop() is loop:
             try:
-                await asyncio.shield(starting)  # one is on its way: cheaper than a new import
+                await asyncio.shield(starting)  # one is on its way: cheaper than a new fork
             except Exception:  # noqa: BLE001
                 pass
         while (worker := self._pop(key)) is not None:
-            if worker.alive() and not worker.used:
+            if worker.alive() and not worker.used and worker.loop is loop:
                 worker.options = options
                 if self.refill and not self._count(key):
                     # None left: the successor starts now. With one left, it starts when this run
-                    # ends (run_script), so its import does not slow this run's first squiggle.
+                    # ends (run_script), so its start does not slow this run's first squiggle.
                     self.prewarm_soon(options)
                 return worker
-            worker.kill()
-        return await Worker(options).start()
+            self._retire(worker)
+        return await self.worker(options).start()
 
     async def prewarm(self, options: RunOptions) -> None:
-        """Start one more idle worker for these options, up to `max_spares` (one import at a time per key)."""
+        """Start one more idle worker for these options, up to `max_spares` (one start at a time per key)."""
         key = options.key()
-        self._spare = [(k, w) for k, w in self._spare if w.alive() and not w.used]
+        loop = asyncio.get_running_loop()
+        for k, w in list(self._spare):
+            if not (w.alive() and not w.used and w.loop is loop):
+                self._spare.remove((k, w))
+                self._retire(w)
         if self._count(key) >= max(self.max_spares, 1) or key in self._starting or self._closed or self._draining:
             return
-        fut = asyncio.get_running_loop().create_future()
+        fut = loop.create_future()
         self._starting[key] = fut
         self._pending.add(fut)
         fut.add_done_callback(self._pending.discard)
         try:
-            worker = await Worker(options).start()
+            worker = await self.worker(options).start()
             if self._closed or self._draining:  # it must not outlive the pool or the run
                 worker.kill()
                 return
@@ -477,7 +536,7 @@ class WorkerPool:
             self._starting.pop(key, None)
             fut.set_result(None)
         if self.refill and self._count(key) < self.max_spares and not self._closed:
-            self.prewarm_soon(options)  # fill up to the depth, one import at a time
+            self.prewarm_soon(options)  # fill up to the depth, one start at a time
 
     def prewarm_soon(self, options: RunOptions) -> None:
         """Prewarm in the background, tracked, so that `drain` can wait for a start that is
@@ -487,20 +546,30 @@ class WorkerPool:
         task.add_done_callback(self._scheduled.discard)
 
     def _retire(self, worker: Worker) -> None:
-        """Stop a spare and reap it in the background (no zombie, no transport left to the GC)."""
+        """Stop a spare and reap it (in the background where its loop runs: no zombie, no
+        transport left to the GC)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if worker.loop is not loop:
+            worker.kill()
+            return
         fut = asyncio.ensure_future(worker.stop())
         self._pending.add(fut)
         fut.add_done_callback(self._pending.discard)
 
-    async def drain(self) -> None:
-        """Stop the spare workers (the user keeps none between runs); the pool stays usable.
-        Starts already scheduled are let finish first (a process spawn, not an import), so none
-        lands in the pool afterwards."""
+    async def drain(self, servers: bool = False) -> None:
+        """Stop the spare workers (the user keeps none between runs), and with `servers` the
+        fork servers too; the pool stays usable. Starts already scheduled are let finish
+        first (a fork, not an import), so none lands in the pool afterwards."""
         self._draining = True
         try:
             if self._scheduled:
                 await asyncio.wait(list(self._scheduled), timeout=15)
             self._kill_spares()
+            if servers:
+                await asyncio.to_thread(self.forks.stop)
         finally:
             self._draining = False
 
@@ -512,6 +581,7 @@ class WorkerPool:
     def close(self) -> None:
         self._closed = True
         self._kill_spares()
+        self.forks.close()
 
     async def ready(self, options: RunOptions) -> bool:
         """Prewarm if needed and wait until a spare worker has imported TensorFlow (the
@@ -520,52 +590,49 @@ class WorkerPool:
         worker = next((w for k, w in self._spare if k == options.key()), None)
         return bool(worker is not None and await worker.wait_ready())
 
-    async def aclose(self) -> None:
-        """Close, let workers still starting finish (they kill themselves), and reap every spare."""
+    async def aclose(self, servers: bool = True) -> None:
+        """Close, let workers still starting finish (they kill themselves), and reap every
+        spare; the fork servers too unless `servers` is False (a shared registry)."""
         self._closed = True
+        for task in list(self._scheduled):
+            task.cancel()  # a spare nobody will use: not waited for (a fork in flight ends by itself)
         if self._pending:
             await asyncio.wait(list(self._pending), timeout=15)
         spares = [w for _, w in self._spare]
         self._spare.clear()
-        await asyncio.gather(*(w.stop() for w in spares))
+        loop = asyncio.get_running_loop()
+        for w in spares:
+            if w.loop is not loop:  # its pipes are read by a loop that is gone: killed, reaped by the fork server
+                w.kill()
+        await asyncio.gather(*(w.stop() for w in spares if w.loop is loop))
+        if servers:
+            await asyncio.to_thread(self.forks.close)
 
     def pids(self) -> list[int]:
         return [w.pid for _, w in self._spare if w.pid]
 
 
-def _script_text(script: str, source: str | None) -> str:
-    if source is not None:
-        return source
-    try:
-        return Path(script).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""
-
-
-async def run_script(
-    script: str,
+async def run_one(
+    script: Script,
     options: RunOptions,
     pool: WorkerPool | None = None,
     on_event: EventCallback | None = None,
     on_output: OutputCallback | None = None,
     should_stop: StopPredicate | None = None,
-    source: str | None = None,
     keep_warm: bool = False,
     record: bool = False,
 ) -> RunResult:
-    """`keep_warm`: start the next worker while this one trains (another run follows)."""
-    if options.workers > 1 and uses_multi_worker(_script_text(script, source)):
-        from .cluster import run_cluster  # it builds on Worker
-
-        return await run_cluster(script, options, on_event=on_event, on_output=on_output, should_stop=should_stop, source=source, record=record)
-    if configures_runtime(_script_text(script, source)):
-        worker = await Worker(options, fresh_runtime=True).start()  # never a warm one: see configures_runtime
+    """One training process runs the script. `keep_warm`: start the next worker while this
+    one trains (another run follows). A script that configures the TensorFlow runtime gets
+    a fresh fork (no statistics traced: its runtime untouched), never a spare."""
+    if script.configures_runtime:
+        worker = await (pool.worker(options, fresh_runtime=True) if pool is not None else Worker(options, fresh_runtime=True)).start()
     else:
         worker = await pool.take(options) if pool is not None else await Worker(options).start()
     if keep_warm and pool is not None:
         pool.prewarm_soon(options)
     try:
-        return await worker.run(script, on_event=on_event, on_output=on_output, should_stop=should_stop, source=source, record=record)
+        result = await worker.run(script, on_event=on_event, on_output=on_output, should_stop=should_stop, record=record)
     finally:
         worker.kill()
         if pool is not None and pool.refill:
@@ -575,4 +642,12 @@ async def run_script(
                 await asyncio.shield(worker.stop())
             except BaseException:  # noqa: BLE001 - cancelled while reaping: the kill was sent
                 pass
-
+    if result.lost:
+        # Not the script's doing: the same job again in a fresh interpreter, said in the log.
+        log.warning("deeplocalize: the fork server died during the run; running it again in a fresh interpreter")
+        worker = await Worker(options, fresh_runtime=script.configures_runtime).start()
+        try:
+            return await worker.run(script, on_event=on_event, on_output=on_output, should_stop=should_stop, record=record)
+        finally:
+            worker.kill()
+    return result

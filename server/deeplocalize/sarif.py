@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .engine import FileReport
+from .report import FileReport
 from .findings import LocatedFinding, SourceRange
 from .rules import Rule, all_rules, docs_uri
 from .vocab import Severity

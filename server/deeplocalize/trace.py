@@ -129,6 +129,7 @@ class Trace:
     crash: CrashInfo | None = None
     fit_end: dict[str, Any] | None = None
     end_reason: str | None = None
+    leftover: list[dict[str, Any]] = field(default_factory=list)  # processes the script left running, stopped at its end
     probe_errors: list[str] = field(default_factory=list)
     initial_kernels: dict[int, tuple[float, ...]] = field(default_factory=dict)  # std, fan_in[, mean]
     unsupported: str | None = None
@@ -306,6 +307,9 @@ class TraceBuilder:
 
     def _on_end(self, t: Trace, event: dict[str, Any]) -> None:
         t.end_reason = event.get("reason")
+
+    def _on_leftover(self, t: Trace, event: dict[str, Any]) -> None:
+        t.leftover = [p for p in event.get("processes", []) if isinstance(p, dict)]
 
     def _unpack(self, flat: list[float]) -> dict[str, dict[str, float]]:
         values: dict[str, dict[str, float]] = {}

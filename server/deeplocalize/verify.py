@@ -26,8 +26,10 @@ from .detectors.numerical import first_nonfinite
 from .detectors.progress import ACCURACY_KEYS, VAL_ACCURACY_KEYS
 from .edits import apply_fix
 from .findings import Fix, LocatedFinding, Verification
-from .runner import RunOptions, RunResult, WorkerPool, run_script
+from .report import VerifySummary
+from .runner import RunOptions, RunResult, Runs
 from .rules import has_trait
+from .script import Script
 from .trace import Trace
 from .vocab import is_serious
 
@@ -42,22 +44,6 @@ ACCURACY_GAIN = 0.05
 LOSS_DROP_GAIN = 0.15
 
 UpdateCallback = Callable[[LocatedFinding], Awaitable[None] | None]
-
-
-@dataclass
-class VerifySummary:
-    """What the experiments did, for the report and the benchmark."""
-
-    tried: int = 0
-    verified: int = 0
-    refuted: int = 0
-    inconclusive: int = 0
-    corrected: int = 0  # a first guess refuted, a later candidate verified
-    demoted: int = 0
-    seconds: float = 0.0
-
-    def to_json(self) -> dict[str, Any]:
-        return {k: (round(v, 2) if isinstance(v, float) else v) for k, v in vars(self).items()}
 
 
 def testable(lf: LocatedFinding) -> bool:
@@ -255,27 +241,34 @@ def _num(x: Any) -> str:
 class Experiment:
     """One counterfactual run's context: the original script and its run."""
 
-    path: str
-    text: str
+    script: Script
     run: RunResult
     options: RunOptions
-    pool: WorkerPool | None
-    runs: dict[tuple[str, int, int], RunResult] = field(default_factory=dict)
+    runs: Runs
+    trained: dict[tuple[str, int, int], RunResult] = field(default_factory=dict)
+
+    @property
+    def path(self) -> str:
+        return self.script.path
+
+    @property
+    def text(self) -> str:
+        return self.script.text
 
     async def train(self, text: str, fit_index: int, epochs: int, deadline: float, more: bool = False) -> RunResult | None:
         """`text` trained for `epochs` epochs of fit `fit_index`, within the deadline. The
         same text is trained once (two findings with the same fix, the control run).
-        `more`: another run surely follows, so the next worker imports TensorFlow meanwhile."""
+        `more`: another run surely follows, so the next worker is prepared meanwhile."""
         key = (text, fit_index, epochs)
-        if key in self.runs:
-            return self.runs[key]
+        if key in self.trained:
+            return self.trained[key]
         remaining = deadline - time.monotonic()
         if remaining < 3:
             return None
         opts = replace(self.options, max_epochs=epochs, max_fits=fit_index + 1, max_seconds=min(self.options.max_seconds, remaining))
-        run = await run_script(self.path, opts, pool=self.pool, should_stop=_stop_on_nonfinite(), source=text, keep_warm=more)
+        run = await self.runs.run(self.script.edited(text), opts, should_stop=_stop_on_nonfinite(), keep_warm=more)
         if run.status not in ("timeout", "memory", "failed", "cancelled"):
-            self.runs[key] = run
+            self.trained[key] = run
         return run
 
     async def control(self, fit_index: int, epochs: int, deadline: float) -> Trace | None:
@@ -385,8 +378,7 @@ async def verify_findings(
                 break
             if fix.verification.reason == "verification budget used up":
                 break
-            if exp.pool is not None:
-                exp.pool.prewarm_soon(exp.options)  # the next candidate's run
+            exp.runs.prewarm_soon(exp.options)  # the next candidate's run
         _conclude(lf, tried, summary)
         if lf.confirmation != "verified":
             unresolved.append(lf)

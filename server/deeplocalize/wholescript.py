@@ -16,9 +16,10 @@ import math
 from dataclasses import dataclass, field
 
 from .edits import apply_fix
-from .engine import FileReport
 from .findings import Fix
-from .runner import RunOptions, WorkerPool, run_script
+from .report import FileReport
+from .runner import RunOptions, Runs
+from .script import Script, describe
 
 HIGHER_IS_BETTER = ("acc", "auc", "precision", "recall", "f1", "hit")
 # Error metrics in target units, by the power of the target scale they carry.
@@ -49,8 +50,8 @@ class FixCheck:
     problems: list[str]
 
 
-async def run_to_end(script: str, options: RunOptions, pool: WorkerPool | None = None, source: str | None = None) -> ScriptRun:
-    result = await run_script(script, options, pool=pool, source=source, keep_warm=pool is not None, record=True)
+async def run_to_end(script: Script, options: RunOptions, runs: Runs) -> ScriptRun:
+    result = await runs.run(script, options, keep_warm=True, record=True)
     status = {"finished": "completed"}.get(result.status, result.status)
     crash = result.trace.crash
     message = f"{crash.exc_type}: {crash.message}" if crash is not None else result.message
@@ -162,29 +163,26 @@ def offered_fixes(report: FileReport) -> list[tuple[str, Fix]]:
     return out
 
 
-async def check_fixes(report: FileReport, options: RunOptions, pool: WorkerPool | None = None) -> list[FixCheck]:
+async def check_fixes(report: FileReport, options: RunOptions, runs: Runs) -> list[FixCheck]:
     """Run the script as it is and with each offered fix, to the end; list what got worse."""
     fixes = offered_fixes(report)
     if not fixes:
         return []
-    before = await run_to_end(report.path, options, pool)
+    script = report.script or describe(report.path, report.source)
+    before = await run_to_end(script, options, runs)
     checks = []
     for code, fix in fixes:
-        after = await run_to_end(report.path, options, pool, source=apply_fix(report.source, fix))
+        after = await run_to_end(script.edited(apply_fix(report.source, fix)), options, runs)
         checks.append(FixCheck(code, fix.title, before, after, regressions(before, after)))
     return checks
 
 
-async def check_many(reports: list[FileReport], options: RunOptions, parallel: int = 1) -> list[FixCheck]:
-    pool = WorkerPool()
+async def check_many(reports: list[FileReport], options: RunOptions, runs: Runs, parallel: int = 1) -> list[FixCheck]:
     sem = asyncio.Semaphore(parallel)
 
     async def one(report: FileReport) -> list[FixCheck]:
         async with sem:
-            return await check_fixes(report, options, pool)
+            return await check_fixes(report, options, runs)
 
-    try:
-        results = await asyncio.gather(*(one(r) for r in reports))
-    finally:
-        await pool.aclose()
+    results = await asyncio.gather(*(one(r) for r in reports))
     return [c for r in results for c in r]

@@ -24,10 +24,13 @@ from pygls.lsp.server import LanguageServer
 from pygls.uris import to_fs_path
 
 from .. import __version__
-from ..engine import EnvironmentProblem, FileReport, analyze, syntax_error, uses_keras, verify
+from ..engine import EnvironmentProblem
 from ..findings import LocatedFinding, Position, SourceRange
-from ..notebook import NotebookUnreadable, NothingToRun, is_notebook, load_notebook
-from ..runner import RunOptions, WorkerPool, kill_all
+from ..notebook import NothingToRun, is_notebook
+from ..report import FileReport
+from ..runner import RunOptions, kill_all
+from ..script import Script, describe
+from ..session import EngineSession
 from ..verify import testable
 from ..vocab import RunPhase, is_serious
 from . import notebooks
@@ -63,7 +66,7 @@ class DeepLocalizeServer(LanguageServer):
     def __init__(self) -> None:
         super().__init__("deeplocalize", __version__, text_document_sync_kind=lsp.TextDocumentSyncKind.Full, notebook_document_sync=notebooks.SYNC)
         self.docs: dict[str, DocState] = {}
-        self.pool = WorkerPool()
+        self.session = EngineSession()
         self.gate = asyncio.Semaphore(1)  # one training at a time on a 2-core machine
         self.report_lock = asyncio.Lock()
         self.init_options: dict[str, Any] = {}
@@ -96,8 +99,8 @@ class DeepLocalizeServer(LanguageServer):
                 log.warning(f"deeplocalize: could not read settings ({type(exc).__name__}); using the last known ones")
         else:
             self.settings_cache = Settings.from_json(self.init_options.get("settings"), fallback)
-        self.pool.refill = self.settings_cache.warm_worker
-        self.pool.max_spares = self.settings_cache.max_warm_workers
+        self.session.pool.refill = self.settings_cache.warm_worker
+        self.session.pool.max_spares = self.settings_cache.max_warm_workers
         return self.settings_cache
 
     def doc(self, uri: str) -> DocState:
@@ -159,7 +162,7 @@ class DeepLocalizeServer(LanguageServer):
             await self._analyze_and_verify(state, reason, previous)
         finally:
             if not self.settings_cache.warm_worker and not self.shutting_down:
-                await self.pool.drain()  # workers started for the experiments never outlive the run
+                await self.session.drain(servers=True)  # nothing started for the run outlives it
 
     async def _analyze_and_verify(self, state: DocState, reason: str, previous: asyncio.Task | None) -> None:
         if previous is not None:
@@ -172,10 +175,10 @@ class DeepLocalizeServer(LanguageServer):
             self.status(state, "skipped", "the workspace is not trusted")
             return
         settings = await self.settings(state.uri)
-        text = self._text_to_run(state)
-        if text is None:
+        script = self._script_to_run(state)
+        if script is None:
             return
-        key = hashlib.sha256((text + repr(settings.key())).encode()).hexdigest()
+        key = hashlib.sha256((script.text + repr(settings.key())).encode()).hexdigest()
         if state.report is not None and state.report_key == key:
             log.info(f"deeplocalize: {os.path.basename(state.path)} unchanged since the last run; reusing its results")
             self.publish(state, state.report, state.report_run)
@@ -187,7 +190,7 @@ class DeepLocalizeServer(LanguageServer):
         run_id = f"deeplocalize/{uuid.uuid4()}"  # also the progress token
         progress = RunProgress(self, run_id, name, state)
         await progress.begin(asyncio.current_task())
-        report = await self._first_diagnosis(state, reason, settings, options, text, run_id, progress)
+        report = await self._first_diagnosis(state, reason, settings, options, script, run_id, progress)
         if report is None:
             return
         if settings.verify_fixes and any(testable(f) for f in report.findings):
@@ -200,29 +203,27 @@ class DeepLocalizeServer(LanguageServer):
         self.status(state, "done", state.last_outcome, status=report.status)
         self.refresh_lenses()
 
-    def _text_to_run(self, state: DocState) -> str | None:
-        """The saved text, or None (logged, diagnostics cleared) when there is nothing to run."""
+    def _script_to_run(self, state: DocState) -> Script | None:
+        """The saved file, described, or None (logged, diagnostics cleared) when there is nothing to run."""
         path = state.path
         try:
-            text = load_notebook(path).script if is_notebook(path) else Path(path).read_text(encoding="utf-8", errors="replace")
-        except NothingToRun as exc:
-            log.info(f"deeplocalize: {os.path.basename(path)}: {exc}")
+            script = describe(path)
+        except FileNotFoundError as exc:
+            log.error(f"deeplocalize: {exc}")
+            return None
+        if isinstance(script.notebook_problem, NothingToRun):
+            log.info(f"deeplocalize: {os.path.basename(path)}: {script.notebook_problem}")
             self.publish(state, None, "")
-            self.status(state, "skipped", str(exc))
+            self.status(state, "skipped", str(script.notebook_problem))
             return None
-        except NotebookUnreadable:
-            text = ""  # the analysis reports it, at the place in the file
-        except OSError as exc:
-            log.error(f"deeplocalize: cannot read {path}: {exc.strerror}")
-            return None
-        if text and syntax_error(text, path) is None and not uses_keras(text, path):
+        if script.notebook_problem is None and script.syntax is None and not script.keras:
             log.info(f"deeplocalize: {os.path.basename(path)} does not use Keras/TensorFlow; nothing to run")
             self.publish(state, None, "")
             self.status(state, "skipped", "does not use Keras/TensorFlow")
             return None
-        return text
+        return script
 
-    async def _first_diagnosis(self, state: DocState, reason: str, settings: Settings, options: RunOptions, text: str, run_id: str,
+    async def _first_diagnosis(self, state: DocState, reason: str, settings: Settings, options: RunOptions, script: Script, run_id: str,
                                progress: RunProgress) -> FileReport | None:
         """The probed run, its findings streamed while it trains, then published; None when it did not finish."""
         path, name = state.path, os.path.basename(state.path)
@@ -237,15 +238,15 @@ class DeepLocalizeServer(LanguageServer):
 
                 def streamed(found: list[LocatedFinding]) -> None:
                     # Certain before the run ends: squiggled now; the final diagnosis replaces them.
-                    provisional = FileReport(path, "running", time.monotonic() - started, list(found), source=text)
+                    provisional = FileReport(path, "running", time.monotonic() - started, list(found), source=script.text, script=script)
                     state.report, state.report_run, state.report_key = provisional, run_id, None
                     self.publish(state, provisional, run_id)
                     self.status(state, "running", provisional=[lf.finding.code for lf in found])
                     log.info(f"deeplocalize: {name}: {', '.join(lf.finding.code for lf in found)} found after "
                              f"{time.monotonic() - started:.1f} s while training; the full diagnosis follows")
 
-                report = await analyze(path, options, pool=self.pool, on_event=progress.on_event, on_output=output.line, text=text,
-                                       warm_next=settings.verify_fixes and settings.warm_worker, on_findings=streamed)
+                report = await self.session.analyze(script, options, on_event=progress.on_event, on_output=output.line, on_findings=streamed,
+                                                    warm_next=settings.verify_fixes and settings.warm_worker)
         except asyncio.CancelledError:
             self._unfinished(state, progress, output, "cancelled", "Cancelled",
                              f"deeplocalize: run of {name} cancelled; its training process was stopped", logging.INFO)
@@ -263,7 +264,7 @@ class DeepLocalizeServer(LanguageServer):
             if not self.shutting_down:
                 self.refresh_lenses()  # also after a cancel or a failure: the lens must stop saying "training"
             if self.settings_cache.warm_worker and not self.shutting_down:
-                self.pool.prewarm_soon(options)
+                self.session.prewarm_soon(options)
         output.flush()
         state.report, state.report_run = report, run_id  # hovers follow it while experiments run
         self._finished(state, report, run_id)
@@ -292,7 +293,7 @@ class DeepLocalizeServer(LanguageServer):
                 state.running_since = time.monotonic()
                 self.status(state, "verifying")
                 self.refresh_lenses()
-                summary = await verify(report, options, budget, pool=self.pool, on_update=on_update, on_progress=progress.message)
+                summary = await self.session.verify(report, budget, options, on_update=on_update, on_progress=progress.message)
         except asyncio.CancelledError:
             log.info(f"deeplocalize: verification of {name} cancelled; its training process was stopped; the first diagnosis stands")
             progress.end("Cancelled")
@@ -306,7 +307,7 @@ class DeepLocalizeServer(LanguageServer):
             if not self.shutting_down:
                 self.refresh_lenses()
                 if self.settings_cache.warm_worker:
-                    self.pool.prewarm_soon(options)
+                    self.session.prewarm_soon(options)
         if summary is not None:
             log.info(f"deeplocalize: {name}: verification {summary.verified} verified, {summary.refuted} unconfirmed, "
                      f"{summary.inconclusive} inconclusive in {summary.seconds:.1f} s")
@@ -371,7 +372,7 @@ class DeepLocalizeServer(LanguageServer):
                 tasks.append(state.task)
         if tasks:
             await asyncio.wait(tasks, timeout=10)
-        await self.pool.aclose()
+        await self.session.close()
         kill_all()
 
 
@@ -390,7 +391,7 @@ async def on_initialized(ls: DeepLocalizeServer, params: lsp.InitializedParams) 
     log.info(f"deeplocalize {__version__}: server on Python {sys.version.split()[0]}; training interpreter {settings.run_options().python}"
            + ("" if ls.trusted() else " (workspace not trusted: no user code will run)"))
     if settings.warm_worker and ls.trusted():
-        ls.pool.prewarm_soon(settings.run_options())
+        ls.session.prewarm_soon(settings.run_options())
 
 
 @server.feature(lsp.WORKSPACE_DID_CHANGE_CONFIGURATION)

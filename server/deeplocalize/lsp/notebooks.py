@@ -15,7 +15,7 @@ from lsprotocol import types as lsp
 from pygls.uris import to_fs_path
 from pygls.workspace import Workspace
 
-from ..engine import FileReport
+from ..report import FileReport
 from ..findings import SourceRange
 from ..notebook import NotebookUnreadable, NothingToRun, cell_places, is_notebook, load_notebook
 from .convert import Place, to_range, uri_of

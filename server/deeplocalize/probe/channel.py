@@ -31,14 +31,19 @@ def _clean(value: Any) -> Any:
 
 
 class Channel:
-    """Writes one JSON object per line; thread-safe and tolerant of a vanished parent."""
+    """Writes one JSON object per line; thread-safe and tolerant of a vanished parent.
+
+    Only the training process itself speaks: a copy of it that the script forks (`os.fork`,
+    a `multiprocessing` worker) inherits the pipe, and its events would interleave with the
+    real run's, so a forked copy is silent."""
 
     def __init__(self, fd: int | None) -> None:
         self._file = os.fdopen(fd, "w", buffering=1) if fd is not None else None
         self._lock = threading.Lock()
+        self._owner = os.getpid()
 
     def send(self, kind: str, **payload: Any) -> None:
-        if self._file is None:
+        if self._file is None or os.getpid() != self._owner:
             return
         line = json.dumps({"type": kind, **_clean(payload)})
         with self._lock:
@@ -48,7 +53,7 @@ class Channel:
                 self._file = None
 
     def flush(self) -> None:
-        if self._file is not None:
+        if self._file is not None and os.getpid() == self._owner:
             try:
                 self._file.flush()
             except (BrokenPipeError, OSError, ValueError):

@@ -16,6 +16,7 @@ import traceback
 from typing import Any
 
 OUTPUT_MARKER = "--deeplocalize:user-script-starts--"
+_EXIT = os._exit  # the real one: the script's `os._exit` is wrapped while it runs (see _end_with_os_exit)
 _SERVER_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -77,38 +78,37 @@ def main() -> int:
                         help="do not initialize the TensorFlow runtime before the script (it configures it: threads, devices)")
     opts = parser.parse_args()
     sys.path.insert(0, _SERVER_DIR)  # our package, by path; removed again before the user's script runs
-
-    from deeplocalize.probe import channel as channel_mod  # stdlib only
-
-    channel = channel_mod.Channel(opts.events_fd)
-    keras = _import_keras(channel, prebuild=not opts.fresh_runtime)
-    job = _wait_for_job(opts.control_fd)
-    if job is None:
-        return 0
-    script = os.path.abspath(job["script"])
-    if job.get("seed") is not None:
-        keras.utils.set_random_seed(int(job["seed"]))
-    _install(job, channel)
-    channel.send("started", script=script)
-    _enter_script(script, job)
-    code = _run_script(script, job, channel)
     # Skip TensorFlow's slow interpreter teardown: everything is reported.
-    os._exit(code)
+    _EXIT(serve(opts.events_fd, opts.control_fd, prebuild=not opts.fresh_runtime))
 
 
-def _import_keras(channel: Any, prebuild: bool = True) -> Any:
-    """Import Keras and TensorFlow (the ~4 s a warm worker saves) and say `ready`, or exit
-    with `unsupported` when this interpreter's Keras cannot be probed. `prebuild` traces the
-    statistics now, which initializes the TensorFlow runtime: a script that configures it
-    (threads, logical devices, memory growth) gets a worker without (they trace on first use)."""
+def import_keras() -> tuple[Any, dict | None]:
+    """Keras (and with it TensorFlow), and why this interpreter's Keras cannot be probed, if it cannot."""
     import keras
 
     if keras.backend.backend() != "tensorflow" or not _keras_supported(keras.__version__):
-        channel.send("unsupported", keras=keras.__version__, backend=keras.backend.backend(),
-                     message=f"Keras {keras.__version__} with the {keras.backend.backend()} backend is not supported: "
-                             "DeepLocalize needs Keras 3.3 or newer (3.x) on TensorFlow")
+        return keras, {"keras": keras.__version__, "backend": keras.backend.backend(),
+                       "message": f"Keras {keras.__version__} with the {keras.backend.backend()} backend is not supported: "
+                                  "DeepLocalize needs Keras 3.3 or newer (3.x) on TensorFlow"}
+    return keras, None
+
+
+def serve(events_fd: int, control_fd: int, prebuild: bool = True) -> int:
+    """One job, start to end, in this process: import Keras (instant in a child of the fork
+    server), say `ready`, wait for the job, run the script with the probe, stop what it left
+    running. Returns the exit code. `prebuild` traces the statistics now, which initializes
+    the TensorFlow runtime: a script that configures it (threads, logical devices, memory
+    growth) gets a process without (they trace on first use)."""
+    from deeplocalize.probe import channel as channel_mod  # stdlib only
+    from deeplocalize.probe import leftovers
+
+    leftovers.set_name(leftovers.TRAINING_NAME)
+    channel = channel_mod.Channel(events_fd)
+    keras, problem = import_keras()
+    if problem is not None:
+        channel.send("unsupported", **problem)
         channel.flush()
-        os._exit(3)
+        return 3
     import tensorflow as tf
 
     from deeplocalize.probe import stats
@@ -117,7 +117,38 @@ def _import_keras(channel: Any, prebuild: bool = True) -> Any:
         stats.prebuild()
     channel.send("ready", keras=keras.__version__, tensorflow=tf.__version__, python=sys.version.split()[0], pid=os.getpid())
     channel.flush()
-    return keras
+    job = _wait_for_job(control_fd)
+    if job is None:
+        return 0
+    # Everything the script starts stays below this process (see leftovers) and carries the job's mark.
+    leftovers.become_subreaper()
+    if job.get("marker"):
+        os.environ[leftovers.JOB_MARKER] = str(job["marker"])
+    script = os.path.abspath(job["script"])
+    if job.get("seed") is not None:
+        keras.utils.set_random_seed(int(job["seed"]))
+    _install(job, channel)
+    channel.send("started", script=script)
+    _enter_script(script, job)
+    code = _run_script(script, job, channel)
+    _stop_leftovers(channel)
+    return code
+
+
+def _stop_leftovers(channel: Any) -> None:
+    """What the script left running is stopped before this process exits (it would outlive
+    the analysis), and said: `leftover` lists it."""
+    from deeplocalize.probe import leftovers
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001
+            pass
+    left = leftovers.stop_descendants()
+    if left:
+        channel.send("leftover", processes=left)
+    channel.flush()
 
 
 def _wait_for_job(control_fd: int) -> dict | None:
@@ -128,7 +159,9 @@ def _wait_for_job(control_fd: int) -> dict | None:
 
 
 def _install(job: dict, channel: Any) -> None:
-    from deeplocalize.probe import hooks
+    from deeplocalize.probe import hooks, spawns
+
+    spawns.install()
 
     if os.environ.get("TF_CONFIG"):  # one worker of a multi-worker run: Keras' own bugs there first
         from deeplocalize.probe import keras_compat
@@ -166,6 +199,7 @@ def _run_script(script: str, job: dict, channel: Any) -> int:
     from deeplocalize.probe import hooks, ipython, sites
 
     code = 0
+    os._exit = _end_with_os_exit(channel)
     # A notebook's code (as the engine converted it, or a language client's virtual document) runs with IPython's names.
     extra = ipython.namespace() if script.lower().endswith(".ipynb") else {}
     try:
@@ -185,6 +219,7 @@ def _run_script(script: str, job: dict, channel: Any) -> int:
         channel.send("crash", **_crash_event(exc, sites))
         code = 1
     finally:
+        os._exit = _EXIT
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
@@ -192,6 +227,22 @@ def _run_script(script: str, job: dict, channel: Any) -> int:
                 pass
         channel.flush()
     return code
+
+
+def _end_with_os_exit(channel: Any) -> Any:
+    """`os._exit` for the script: a script that ends its process itself (common, to skip
+    TensorFlow's slow teardown) still ends as a script does here: said, and what it started
+    stopped. A forked copy of the training process (a `multiprocessing` worker ends this
+    way) just exits."""
+    owner = os.getpid()
+
+    def _exit(code: int) -> None:
+        if os.getpid() == owner:
+            channel.send("end", reason="os_exit", code=code)
+            _stop_leftovers(channel)
+        _EXIT(code)
+
+    return _exit
 
 
 if __name__ == "__main__":
