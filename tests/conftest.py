@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_lsp
+from pytest_lsp import ClientServerConfig, LanguageClient
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fixtures"
@@ -126,3 +129,14 @@ def session():
     engine = EngineSession(reuse=True)
     yield engine
     asyncio.run(engine.close())
+
+
+# The language server over stdio, driven by a real LSP client (pytest-lsp); see lsp_helpers.py.
+@pytest_lsp.fixture(config=ClientServerConfig(server_command=[sys.executable, "-m", "deeplocalize.server"],
+                                              server_env={**os.environ, "PYTHONPATH": str(ROOT / "server")}))
+async def client(lsp_client: LanguageClient):  # pytest-lsp hands the client over by this annotation
+    from lsp_helpers import start_session
+
+    await start_session(lsp_client, {"run": "onSave", "maxSeconds": 90, "maxEpochs": 20, "debounceMs": 200, "warmWorker": False})
+    yield
+    await lsp_client.shutdown_session()

@@ -22,7 +22,7 @@ from deeplocalize.evaluation import Expectation, evaluate
 from deeplocalize.findings import Position, SourceRange
 from deeplocalize.notebook import NotebookUnreadable, NothingToRun, from_json, load_notebook, to_python
 from deeplocalize.runner import RunOptions
-from test_server import apply, client, finished, until  # noqa: F401 - `client` is the pytest-lsp fixture
+from lsp_helpers import apply, finished, until
 
 NOTEBOOKS = FIXTURES / "notebooks"
 TWINS = json.loads((NOTEBOOKS / "twins.json").read_text())["notebooks"]

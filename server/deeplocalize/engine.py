@@ -203,7 +203,7 @@ def _processes_left(left: list[dict], path: str, fallback: SourceRange) -> Locat
     names = []
     for p in left:
         site = Frame.from_dict(p["site"][0]) if p.get("site") else None
-        names.append(p.get("command", "a process") + (f" (started at line {site.line})" if site is not None and site.file == path else ""))
+        names.append(p.get("command", "a process") + (f", started at line {site.line}" if site is not None and site.file == path else ""))
     shown = "; ".join(names[:4]) + (f"; and {len(names) - 4} more" if len(names) > 4 else "")
     return _run_finding(PROCESSES_LEFT, f"The script left {len(left)} process{'es' if len(left) != 1 else ''} running when it ended "
                         f"({shown}); the analysis stopped {'them' if len(left) != 1 else 'it'}. Run with `python`, "

@@ -158,8 +158,7 @@ class ForkServer:
             return None
         if msg is None or msg.get("type") != "forked":
             if msg is not None and msg.get("type") == "refused":
-                log.warning(f"deeplocalize: the fork server refused to fork ({msg.get('reason')}); it is restarted, "
-                            "and this run starts a fresh process")
+                log.warning(f"deeplocalize: the fork server refused to fork ({msg.get('reason')}); a new one serves the next run")
                 self.problem = f"refused: {msg.get('reason')}"
             return None
         with self._lock:

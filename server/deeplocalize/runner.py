@@ -124,6 +124,17 @@ def child_env(options: RunOptions) -> dict[str, str]:
     return env
 
 
+# Variables that change while a client runs without changing what an import does (pytest names
+# the current test): a fork server is shared across their values, and each training process
+# gets its own value set after the fork, as a fresh interpreter would have it.
+_PER_JOB_ENV = ("PYTEST_CURRENT_TEST",)
+
+
+def _split_env(env: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """(the fork server's environment, what each training process sets on top of it)."""
+    return {k: v for k, v in env.items() if k not in _PER_JOB_ENV}, {k: env[k] for k in _PER_JOB_ENV if k in env}
+
+
 LIVE: "set[Worker]" = set()
 FORK_SERVERS: "list[ForkServers]" = []  # every registry in this process, for kill_all
 
@@ -213,10 +224,11 @@ class Worker:
     async def _fork(self, fds: tuple[int, int, int]) -> ForkedProcess | None:
         if self.forks is None:
             return None
-        server = self.forks.get(self.options.python, child_env(self.options))
+        shared, own = _split_env(child_env(self.options))
+        server = self.forks.get(self.options.python, shared)
         if server is None:
             return None
-        proc = await server.fork(fds, self.fresh_runtime, self.extra_env)
+        proc = await server.fork(fds, self.fresh_runtime, {**own, **self.extra_env})
         if proc is None:
             log.info(f"deeplocalize: no fork server for {self.options.python} ({(server.problem or 'unavailable').splitlines()[0]}); "
                      "this run starts a fresh interpreter, which imports TensorFlow again")

@@ -99,6 +99,7 @@ class _Server:
                         pass
                 except OSError:
                     pass
+            self.baseline = min(self.baseline, _threads())
             self._reap()
             if self.orphans_possible:
                 self._stop_orphans()
@@ -118,11 +119,14 @@ class _Server:
                 os.close(fd)
             return
         threads = _threads()
+        # Importing TensorFlow leaves a few short-lived threads: the fewest seen since is the
+        # server's own count, and any thread above it is one that started later.
+        self.baseline = min(self.baseline, threads)
         if threads > self.baseline:
             for fd in fds:
                 os.close(fd)
-            _send(self.sock, "refused", id=msg["id"], reason=f"{threads} threads, {self.baseline} after the imports: "
-                                                                "a runtime thread pool has started, and a fork could hang")
+            _send(self.sock, "refused", id=msg["id"], reason=f"{threads} threads where it had {self.baseline}: "
+                                                                "a thread started after the imports, and a fork could hang")
             return
         pid = os.fork()
         if pid == 0:

@@ -39,9 +39,14 @@ def install() -> None:
 
 
 def site_of(pid: int, table: dict[int, tuple[int, int, int]]) -> list[dict[str, Any]] | None:
-    """The call site that started `pid` or the nearest ancestor the script started."""
+    """The call site that started `pid`, or the nearest ancestor the script started. A process
+    whose ancestors are gone (a daemon that double-forked, re-parented to the training process)
+    came from a process the script started that has ended since: the latest such one."""
     seen = set()
     while pid not in SITES and pid in table and pid not in seen:
         seen.add(pid)
         pid = table[pid][0]
-    return SITES.get(pid)
+    if pid in SITES:
+        return SITES[pid]
+    ended = [p for p in SITES if p not in table]
+    return SITES[ended[-1]] if ended else None
