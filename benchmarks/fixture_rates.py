@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT / "server"))
 
 from deeplocalize.evaluation import evaluate, load_expectations  # noqa: E402
 from deeplocalize.runner import RunOptions  # noqa: E402
+from deeplocalize.session import EngineSession  # noqa: E402
 
 
 def main() -> int:
@@ -51,7 +52,14 @@ def plain_seconds(path: Path) -> float:
 
 
 def report(exps: list, args: argparse.Namespace) -> None:
-    summary = asyncio.run(evaluate(exps, RunOptions(), parallel=args.parallel, verify_seconds=args.verify_seconds or None, warm=args.plain))
+    async def scored():
+        session = EngineSession()
+        try:
+            return await evaluate(exps, session, RunOptions(), parallel=args.parallel, verify_seconds=args.verify_seconds or None, warm=args.plain)
+        finally:
+            await session.close()
+
+    summary = asyncio.run(scored())
     ratios: dict[str, list[float]] = {"first diagnosis": [], "with verified fixes": [], "healthy": []}
     for s in summary.scores:
         e = s.expectation

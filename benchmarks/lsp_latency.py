@@ -162,6 +162,23 @@ async def warm_and_again(fixtures: list[Path], tmp: Path, ready_s: float) -> tup
     return warm, again, final
 
 
+async def idle_memory(settle_s: float = 25.0) -> dict[str, float]:
+    """What the editor pays while nothing runs: the server and the processes it keeps (the fork
+    server, a spare training process), as proportional set size (shared pages split between
+    the processes that share them, so the sum is what the group really uses), in MB."""
+    import psutil
+
+    client, _ = await start({**SETTINGS, "warmWorker": True})
+    await asyncio.sleep(settle_s)  # TensorFlow imported, the spare forked and idle
+    server = next(p for p in psutil.Process().children() if "deeplocalize.server" in " ".join(p.cmdline()))
+    out: dict[str, float] = {}
+    for p in [server, *server.children(recursive=True)]:
+        name = "server" if p.pid == server.pid else p.name()
+        out[name] = out.get(name, 0.0) + p.memory_full_info().pss / 2**20
+    await stop(client)
+    return out
+
+
 def plain_seconds(path: Path) -> float:
     start = time.monotonic()
     subprocess.run([sys.executable, str(path)], cwd=path.parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
@@ -198,15 +215,15 @@ async def phases(fixtures: list[Path]) -> None:
     """Where the time to the first squiggle goes, seen by the engine with a warm worker:
     when each probe event first arrives after the job is sent (the script's own imports,
     data and model come before `compile`; the probe's model description before `model_preview`)."""
-    from deeplocalize.engine import analyze
-    from deeplocalize.runner import RunOptions, WorkerPool
+    from deeplocalize.runner import RunOptions
+    from deeplocalize.session import EngineSession
 
     kinds = ("started", "compile", "fit", "model_preview", "initial_weights", "model", "step", "epoch")
     rows: dict[str, list[float]] = {k: [] for k in (*kinds, "streamed", "report")}
-    pool = WorkerPool()
+    session = EngineSession()
     try:
         for fx in fixtures:
-            await pool.ready(RunOptions())
+            await session.ready(RunOptions())
             seen: dict[str, float] = {}
             t0 = time.perf_counter()
 
@@ -216,13 +233,13 @@ async def phases(fixtures: list[Path]) -> None:
             def on_findings(found) -> None:
                 seen.setdefault("streamed", time.perf_counter() - t0)
 
-            await analyze(str(fx), RunOptions(), pool=pool, on_event=on_event, on_findings=on_findings)
+            await session.analyze(str(fx), RunOptions(), on_event=on_event, on_findings=on_findings)
             seen["report"] = time.perf_counter() - t0
             for k in rows:
                 if k in seen:
                     rows[k].append(seen[k])
     finally:
-        await pool.aclose()
+        await session.close()
     print("engine phases, warm worker (first arrival after the job; median / p95 over the fixtures that have it):")
     for k, v in rows.items():
         if v:
@@ -253,7 +270,12 @@ async def main() -> None:
     ap.add_argument("--skip-requests", action="store_true")
     ap.add_argument("--phases", action="store_true", help="only the engine's phase timings (no language server)")
     ap.add_argument("--ready-seconds", type=float, default=8.0, help="time the warm worker gets before each save")
+    ap.add_argument("--memory", action="store_true", help="only the idle memory of the server and its processes")
     args = ap.parse_args()
+    if args.memory:
+        mem = await idle_memory()
+        print("idle memory (PSS): " + ", ".join(f"{k} {v:.0f} MB" for k, v in mem.items()) + f"; total {sum(mem.values()):.0f} MB")
+        return
     fixtures = [e.path for e in load_expectations(FIXTURES) if e.buggy and args.only in e.path.name]
     config = configuration_codes()
     if args.phases:
@@ -274,6 +296,8 @@ async def main() -> None:
         if cold_t:
             table("cold", cold_t, plain, kinds)
         print(f"plain run: median {statistics.median(plain.values()):.2f} s")
+        mem = await idle_memory()
+        print("idle memory (PSS): " + ", ".join(f"{k} {v:.0f} MB" for k, v in mem.items()) + f"; total {sum(mem.values()):.0f} MB")
         if not args.skip_requests:
             idle = await request_latency(tmp, during_training=False)
             busy = await request_latency(tmp, during_training=True)

@@ -1,8 +1,7 @@
 """Each verified fix, applied and analyzed again as the editor would: is its fault gone?
 
-The suite runs this on the real programs (tests/test_real_corpus.py); the fixture set is
-checked here, on demand, to keep CI under its time budget (the fixtures' fixes are also run
-to the end of their scripts by tests/test_fixtures.py).
+The suite runs the same check on the fixtures (tests/test_fixtures.py) and the real programs
+(tests/test_real_corpus.py); this runs it alone, on one set or a few programs.
 
     python benchmarks/verified_fixes_heal.py [--set fixtures|real|all] [--only b10] [--verify-seconds 60]
 """
@@ -20,15 +19,20 @@ sys.path.insert(0, str(ROOT / "server"))
 
 from deeplocalize.evaluation import evaluate, load_expectations, verified_fixes_heal  # noqa: E402
 from deeplocalize.runner import RunOptions  # noqa: E402
+from deeplocalize.session import EngineSession  # noqa: E402
 
 
 async def run(args: argparse.Namespace) -> int:
     folders = {"fixtures": [ROOT / "fixtures"], "real": [ROOT / "fixtures" / "real"], "all": [ROOT / "fixtures", ROOT / "fixtures" / "real"]}[args.set]
     exps = [e for folder in folders for e in load_expectations(folder) if args.only in e.path.name]
     start = time.monotonic()
-    summary = await evaluate(exps, RunOptions(), parallel=2, verify_seconds=args.verify_seconds)
-    analyzed = time.monotonic() - start
-    checked, failures = await verified_fixes_heal(summary, RunOptions(), parallel=2)
+    session = EngineSession()
+    try:
+        summary = await evaluate(exps, session, RunOptions(), parallel=2, verify_seconds=args.verify_seconds)
+        analyzed = time.monotonic() - start
+        checked, failures = await verified_fixes_heal(summary, session, RunOptions(), parallel=2)
+    finally:
+        await session.close()
     for f in failures:
         print("FAIL", f)
     print(f"{checked - len(failures)}/{checked} verified fixes heal their fault when analyzed again "

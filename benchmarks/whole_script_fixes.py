@@ -21,9 +21,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "server"))
 
-from deeplocalize.engine import analyze, verify  # noqa: E402
 from deeplocalize.evaluation import load_expectations  # noqa: E402
-from deeplocalize.runner import RunOptions, WorkerPool  # noqa: E402
+from deeplocalize.runner import RunOptions  # noqa: E402
+from deeplocalize.session import EngineSession  # noqa: E402
 from deeplocalize.wholescript import check_fixes  # noqa: E402
 
 
@@ -43,15 +43,13 @@ async def run(args: argparse.Namespace) -> int:
     sets = {"fixtures": [ROOT / "fixtures"], "real": [ROOT / "fixtures" / "real"], "all": [ROOT / "fixtures", ROOT / "fixtures" / "real"]}[args.set]
     exps = [e for folder in sets for e in load_expectations(folder) if e.buggy and args.only in str(e.path)]
     options = RunOptions(max_seconds=args.max_seconds, max_epochs=args.max_epochs)
-    pool = WorkerPool()
+    session = EngineSession()
     failures, total, rows = 0, 0, []
     start = time.monotonic()
     try:
         for exp in exps:
-            report = await analyze(str(exp.path), RunOptions(), pool=pool, warm_next=True)
-            if not args.no_verify:
-                await verify(report, RunOptions(), 60.0, pool=pool)
-            checks = await check_fixes(report, options, pool)
+            report = await session.check(str(exp.path), RunOptions(), verify_seconds=None if args.no_verify else 60.0)
+            checks = await check_fixes(report, options, session)
             for c in checks:
                 total += 1
                 failures += bool(c.problems)
@@ -65,7 +63,7 @@ async def run(args: argparse.Namespace) -> int:
                              "before": c.before.to_json(), "after": c.after.to_json()})
             sys.stdout.flush()
     finally:
-        await pool.aclose()
+        await session.close()
     print(f"\n{total - failures}/{total} fixes keep the whole script right ({len(exps)} programs, {time.monotonic() - start:.0f} s)")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))

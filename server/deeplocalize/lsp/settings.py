@@ -21,7 +21,7 @@ class Settings:
     env: dict[str, str] = field(default_factory=dict)
     debounce_ms: int = 150
     warm_worker: bool = True
-    max_warm_workers: int = 2
+    max_warm_workers: int = 1
     verify_fixes: bool = True
     verify_seconds: float = 60.0
     workers: int = 1
