@@ -135,7 +135,8 @@ async def test_the_server_reports_the_run_and_leaves_nothing(server, tmp_path, n
 
 
 async def test_a_run_cancelled_from_the_editor_leaves_nothing(server, tmp_path):
-    script = tmp_path / "helpers_and_long_training.py"
+    (tmp_path / "src").mkdir()
+    script = tmp_path / "src" / "helpers_and_long_training.py"
     script.write_text((PROCESSES / "popen_helper.py").read_text().replace("train(epochs=3)", "train(epochs=10_000)"))
     shutil.copy(PROCESSES / "_model.py", tmp_path / "_model.py")
     server.set_configuration({"run": "manual", "maxSeconds": 120, "maxEpochs": 0, "warmWorker": True}, section="deeplocalize")

@@ -24,6 +24,7 @@ class JobTree:
     def __init__(self, pid: int, marker: str) -> None:
         self.pid = pid
         self.marker = marker
+        self.created = _created(pid)
         self._seen: dict[int, float] = {}  # pid -> create time (a reused pid is another process)
 
     @staticmethod
@@ -41,11 +42,18 @@ class JobTree:
         except psutil.Error:
             pass
 
+    def _root_is_ours(self, table: dict) -> bool:
+        """The training process' pid still names it (or no live process): once it has ended, the
+        pid may be given to another process, whose group and session are not the job's."""
+        return self.pid not in table or _created(self.pid) == self.created
+
     def members(self) -> list[int]:
         """The job's live processes other than the training process itself."""
         table = leftovers.proc_table()
-        found = set(leftovers.descendants(self.pid, table))
-        found |= {p for p, (_, pgrp, sid) in table.items() if self.pid in (pgrp, sid)}
+        found: set[int] = set()
+        if self._root_is_ours(table):
+            found |= set(leftovers.descendants(self.pid, table))
+            found |= {p for p, (_, pgrp, sid) in table.items() if self.pid in (pgrp, sid)}
         for pid, created in self._seen.items():
             if pid in table and _created(pid) == created:
                 found.add(pid)
@@ -59,11 +67,14 @@ class JobTree:
         those (other than the training process) that were still running."""
         others = self.members()
         described = [leftovers.command(p) for p in others]
-        try:
-            os.killpg(self.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        leftovers.stop([self.pid, *others], below=self.pid)
+        table = leftovers.proc_table()
+        root = [self.pid] if self.pid in table and self._root_is_ours(table) else []
+        if root:
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        leftovers.stop([*root, *others], below=root[0] if root else None)
         return described
 
 

@@ -19,6 +19,7 @@ import os
 import re
 import sys
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
@@ -136,14 +137,14 @@ def _split_env(env: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
 
 
 LIVE: "set[Worker]" = set()
-FORK_SERVERS: "list[ForkServers]" = []  # every registry in this process, for kill_all
+FORK_SERVERS: "weakref.WeakSet[ForkServers]" = weakref.WeakSet()  # every registry in this process, for kill_all
 
 
 def kill_all() -> None:
     """Last resort on exit paths: no process of ours may outlive the server or CLI."""
     for worker in list(LIVE):
         worker.kill()
-    for servers in FORK_SERVERS:
+    for servers in list(FORK_SERVERS):
         servers.kill()
 
 
@@ -457,7 +458,7 @@ class _JobState:
                     ": killed by a signal, possibly out of memory" if returncode and returncode < 0 else ""))
         # Left running by a script that ended by itself; what an analysis stopped is not the script's.
         left = [p for t in self.builder.traces for p in t.leftover]
-        if self.status in ("finished", "crashed"):
+        if self.status in ("finished", "crashed") and trace.end_reason != "fit_done":
             left += [{"command": c} for c in self.left]
         return RunResult(self.status, trace, time.monotonic() - self.start, returncode, list(self.output), self.message,
                          list(self.builder.traces), self.script_results, left, lost and self.status == "failed")
@@ -478,7 +479,7 @@ class WorkerPool:
         self.refill = refill
         self.max_spares = max_spares
         self.forks = forks if forks is not None else ForkServers()
-        FORK_SERVERS.append(self.forks)
+        FORK_SERVERS.add(self.forks)
         self._spare: list[tuple[tuple, Worker]] = []  # oldest first
         self._starting: dict[tuple, asyncio.Future] = {}
         self._pending: set[asyncio.Future] = set()

@@ -346,10 +346,39 @@ async def try_fixes(exp: Experiment, lf: LocatedFinding, fixes: list[Fix], deadl
     after_findings = diagnose(compared) if compared.crash is None else None
     remains = any(g.code == f.code and is_serious(g.severity) for g in after_findings) if after_findings is not None else True
     verdict, reason = judge(before, after, remains, _loss_name(before_trace) != _loss_name(after_trace), has_trait(f.code, "generalization"))
+    if verdict == "refuted" and not remains and not after.get("crashed") and before_trace.crash is None and first_nonfinite(before_trace) is None:
+        # The symptom is gone but the runs are alike this early (an early stop judged them at its epoch):
+        # both trained as long as the fit asks, the original as the control, say which trains better.
+        longer = await _over_the_fit(exp, lf, text, before_trace, len(compared.epochs), layer, deadline)
+        if longer is not None and longer[0] == "verified":
+            verdict, reason, before, after, compared, after_findings = longer
     if verdict == "refuted" and not after.get("crashed") and len(compared.steps) < MIN_JUDGED_STEPS and _cut_short(before_trace):
         verdict, reason = "inconclusive", f"only {len(compared.steps)} training steps fit in the analysis' epoch cap: too few to judge this fix"
-    return Verification(verdict, before, after, len(compared.steps), len(compared.epochs), seconds, reason,
+    return Verification(verdict, before, after, len(compared.steps), len(compared.epochs), time.monotonic() - started, reason,
                         [g.code for g in after_findings] if after_findings is not None else None)
+
+
+async def _over_the_fit(exp: Experiment, lf: LocatedFinding, text: str, before_trace: Trace, judged: int, layer: int | None,
+                        deadline: float) -> tuple[str, str, dict, dict, Trace, list] | None:
+    """The fixed script and the original (control) trained for every epoch the fit asks for (up to
+    the analysis' cap), judged at the end; None when that is no longer than what was judged or
+    does not fit in the budget."""
+    f = lf.finding
+    full = before_trace.fit.epochs if before_trace.fit else judged
+    if exp.options.max_epochs:
+        full = min(full, exp.options.max_epochs)
+    if full <= judged:
+        return None
+    control = await exp.control(lf.fit_index, full, deadline)
+    fixed_run = await exp.train(text, lf.fit_index, full, deadline) if control is not None else None
+    fixed = _fit_trace(fixed_run.traces or [fixed_run.trace], lf.fit_index) if fixed_run is not None else None
+    if control is None or fixed is None or fixed_run.status in ("timeout", "memory", "failed") or fixed.crash is not None:
+        return None
+    before, after = outcome(control, f.symptom, layer), outcome(fixed, f.symptom, _same_layer(control, fixed, layer))
+    found = diagnose(fixed)
+    remains = any(g.code == f.code and is_serious(g.severity) for g in found)
+    verdict, reason = judge(before, after, remains, _loss_name(control) != _loss_name(fixed), has_trait(f.code, "generalization"))
+    return verdict, f"{reason} over the fit's {len(fixed.epochs)} epochs", before, after, fixed, found
 
 
 async def verify_findings(

@@ -55,10 +55,10 @@ function freePort() {
   });
 }
 function processTable() {
-  return execFileSync("ps", ["-eo", "pid=,ppid=,args="], { encoding: "utf8" })
+  return execFileSync("ps", ["-eo", "pid=,ppid=,comm=,args="], { encoding: "utf8" })
     .split("\n").filter(Boolean).map((l) => {
-      const m = l.trim().match(/^(\d+)\s+(\d+)\s+(.*)$/);
-      return { pid: +m[1], ppid: +m[2], args: m[3] };
+      const m = l.trim().match(/^(\d+)\s+(\d+)\s+(\S+)\s+(.*)$/);
+      return { pid: +m[1], ppid: +m[2], name: m[3], args: m[4] };
     });
 }
 function descendants(rootPid) {
@@ -71,7 +71,8 @@ function descendants(rootPid) {
   }
   return out;
 }
-const trainingProcesses = (rootPid) => descendants(rootPid).filter((p) => p.args.includes("probe/child.py"));
+// The probe names its processes: "dl-training" (forked by the fork server, "dl-forkserver", or a fresh interpreter).
+const trainingProcesses = (rootPid) => descendants(rootPid).filter((p) => p.name === "dl-training");
 
 function packageTestExtension(dir, name) {
   const out = path.join(dir, `${name}.vsix`);

@@ -130,14 +130,16 @@ def serve(events_fd: int, control_fd: int, prebuild: bool = True) -> int:
     _install(job, channel)
     channel.send("started", script=script)
     _enter_script(script, job)
-    code = _run_script(script, job, channel)
-    _stop_leftovers(channel)
+    code, own_end = _run_script(script, job, channel)
+    _stop_leftovers(channel, said=own_end)
     return code
 
 
-def _stop_leftovers(channel: Any) -> None:
+def _stop_leftovers(channel: Any, said: bool = True) -> None:
     """What the script left running is stopped before this process exits (it would outlive
-    the analysis), and said: `leftover` lists it."""
+    the analysis), and, when the script ended by itself (`said`), reported: `leftover` lists
+    it. A script the analysis stopped after its last analyzed fit would have gone on to stop
+    its processes itself, perhaps: nothing is said of them."""
     from deeplocalize.probe import leftovers
 
     for stream in (sys.stdout, sys.stderr):
@@ -146,7 +148,7 @@ def _stop_leftovers(channel: Any) -> None:
         except Exception:  # noqa: BLE001
             pass
     left = leftovers.stop_descendants()
-    if left:
+    if left and said:
         channel.send("leftover", processes=left)
     channel.flush()
 
@@ -192,13 +194,14 @@ def _enter_script(script: str, job: dict) -> None:
         stream.flush()
 
 
-def _run_script(script: str, job: dict, channel: Any) -> int:
-    """Run the user's script; how it ended is the last event. Returns the exit code."""
+def _run_script(script: str, job: dict, channel: Any) -> tuple[int, bool]:
+    """Run the user's script; how it ended is the last event. Returns the exit code, and
+    whether the script ended by itself (not stopped by the analysis after its last fit)."""
     import runpy
 
     from deeplocalize.probe import hooks, ipython, sites
 
-    code = 0
+    code, own_end = 0, True
     os._exit = _end_with_os_exit(channel)
     # A notebook's code (as the engine converted it, or a language client's virtual document) runs with IPython's names.
     extra = ipython.namespace() if script.lower().endswith(".ipynb") else {}
@@ -210,6 +213,7 @@ def _run_script(script: str, job: dict, channel: Any) -> int:
         channel.send("end", reason="script_finished")
     except hooks.AnalysisDone:
         channel.send("end", reason="fit_done")
+        own_end = False
     except SystemExit as exc:
         channel.send("end", reason="sys_exit", code=exc.code if isinstance(exc.code, int) else str(exc.code))
     except KeyboardInterrupt:
@@ -226,7 +230,7 @@ def _run_script(script: str, job: dict, channel: Any) -> int:
             except Exception:  # noqa: BLE001
                 pass
         channel.flush()
-    return code
+    return code, own_end
 
 
 def _end_with_os_exit(channel: Any) -> Any:
