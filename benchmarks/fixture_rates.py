@@ -5,13 +5,18 @@ diagnosis with its fixes verified by re-training, and healthy scripts, each as a
 ratio. With --plain every analysis starts from a worker that has imported TensorFlow, as
 in the editor; `deeplocalize check` on one file also pays that import (about 4 s).
 
-    python benchmarks/fixture_rates.py [--set fixtures|real|all] [--parallel 2] [--only b0] [--plain]
+With --cli each program is also checked by the real CLI, one process per program as a user
+runs it (`deeplocalize check file.py`: its fork server imports TensorFlow once, fixes verified),
+timed against the same plain run.
+
+    python benchmarks/fixture_rates.py [--set fixtures|real|all] [--parallel 2] [--only b0] [--plain [--cli]]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import subprocess
 import sys
@@ -35,6 +40,7 @@ def main() -> int:
     ap.add_argument("--plain", action="store_true", help="also time a plain `python script.py` run of each (ratio); each analysis then "
                     "starts with a worker that has imported TensorFlow, as in the editor (use --parallel 1 for timings)")
     ap.add_argument("--verify-seconds", type=float, default=60.0, help="budget of the fix-verifying re-runs (0: none)")
+    ap.add_argument("--cli", action="store_true", help="with --plain: also time `deeplocalize check file.py` (a fresh CLI) on each")
     args = ap.parse_args()
     sets = {"fixtures": [ROOT / "fixtures"], "real": [ROOT / "fixtures" / "real"], "all": [ROOT / "fixtures", ROOT / "fixtures" / "real"]}[args.set]
     for folder in sets:
@@ -43,6 +49,15 @@ def main() -> int:
             print(f"== {folder.relative_to(ROOT)} ({len(exps)} programs)")
             report(exps, args)
     return 0
+
+
+def cli_seconds(path: Path, verify_seconds: float) -> float:
+    """`deeplocalize check` on one file, from a fresh process, as a user runs it."""
+    start = time.monotonic()
+    verify = ["--verify-seconds", str(verify_seconds)] if verify_seconds else ["--no-verify"]
+    subprocess.run([sys.executable, "-m", "deeplocalize.cli", "check", "--format", "json", *verify, str(path)], cwd=path.parent,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT / "server")})
+    return time.monotonic() - start
 
 
 def plain_seconds(path: Path) -> float:
@@ -60,7 +75,7 @@ def report(exps: list, args: argparse.Namespace) -> None:
             await session.close()
 
     summary = asyncio.run(scored())
-    ratios: dict[str, list[float]] = {"first diagnosis": [], "with verified fixes": [], "healthy": []}
+    ratios: dict[str, list[float]] = {"first diagnosis": [], "with verified fixes": [], "healthy": [], "deeplocalize check (CLI)": []}
     for s in summary.scores:
         e = s.expectation
         mark = ("OK " if s.diagnosed else ("LOC" if s.localized else ("DET" if s.detected else "MISS"))) if e.buggy else ("FP " if s.false_positive else "ok ")
@@ -73,6 +88,10 @@ def report(exps: list, args: argparse.Namespace) -> None:
             else:
                 ratios["healthy"].append(s.report.duration_s / plain)
             ratio = f" plain {plain:5.1f}s first x{s.first_s / plain:4.2f} total x{s.report.duration_s / plain:4.2f}"
+            if args.cli:
+                cli = cli_seconds(e.path, args.verify_seconds)
+                ratios["deeplocalize check (CLI)"].append(cli / plain)
+                ratio += f" cli x{cli / plain:4.2f}"
         print(f"{mark} {e.path.parent.name}/{e.path.name:32s} {s.report.status:9s} {s.report.duration_s:5.1f}s{ratio}  expect {','.join(e.root_causes) or '-'} @ {e.lines}")
         if args.verbose or (e.buggy and not s.diagnosed) or s.false_positive:
             for f in s.report.findings:

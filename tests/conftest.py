@@ -87,7 +87,8 @@ def builder():
     return TraceBuilder
 
 
-TRAINING_NAME, FORKSERVER_NAME = "dl-training", "dl-forkserver"  # as the probe names its processes
+# As the probe names its processes: a training process at work, one waiting for a job, the fork server.
+TRAINING_NAME, SPARE_NAME, FORKSERVER_NAME = "dl-training", "dl-spare", "dl-forkserver"
 
 
 def ours_since(before: set[int]) -> list:
@@ -96,7 +97,7 @@ def ours_since(before: set[int]) -> list:
 
     out = []
     for p in psutil.process_iter(["pid", "name", "status"]):
-        if p.pid not in before and p.info["name"] in (TRAINING_NAME, FORKSERVER_NAME) and p.info["status"] != psutil.STATUS_ZOMBIE:
+        if p.pid not in before and p.info["name"] in (TRAINING_NAME, SPARE_NAME, FORKSERVER_NAME) and p.info["status"] != psutil.STATUS_ZOMBIE:
             out.append(p)
     return out
 
@@ -137,6 +138,6 @@ def session():
 async def client(lsp_client: LanguageClient):  # pytest-lsp hands the client over by this annotation
     from lsp_helpers import start_session
 
-    await start_session(lsp_client, {"run": "onSave", "maxSeconds": 90, "maxEpochs": 20, "debounceMs": 200, "warmWorker": False})
+    await start_session(lsp_client, {"run": "onSave", "maxSeconds": 90, "maxEpochs": 20, "debounceMs": 200, "warmWorker": True})
     yield
     await lsp_client.shutdown_session()

@@ -87,7 +87,7 @@ async def test_nan_fixture_diagnostic_quick_fix_progress_hover_and_lens(client: 
 async def test_a_certain_configuration_error_is_squiggled_before_training_ends(client: LanguageClient, tmp_path):
     """Streamed: the error is published as soon as the model, compile and data are known;
     the final diagnosis replaces it (one diagnostic, same place), with no duplicate."""
-    client.set_configuration({"run": "onSave", "maxSeconds": 120, "verifyFixes": False, "warmWorker": False}, section="deeplocalize")
+    client.set_configuration({"run": "onSave", "maxSeconds": 120, "verifyFixes": False, "warmWorker": True}, section="deeplocalize")
     uri, path = open_copy(client, tmp_path, DATA / "config_error_slow_epoch.py")
     save(client, uri)
     early = await until(lambda: client.diagnostics.get(uri), 90, "the streamed diagnostic")
@@ -119,7 +119,7 @@ async def test_fix_then_rerun_clears_the_diagnostic(client: LanguageClient, tmp_
 
 
 async def test_cancel_by_command_and_by_progress_kills_the_training_process(client: LanguageClient, tmp_path):
-    client.set_configuration({"run": "manual", "maxSeconds": 120, "maxEpochs": 0, "warmWorker": False}, section="deeplocalize")
+    client.set_configuration({"run": "manual", "maxSeconds": 120, "maxEpochs": 0, "warmWorker": True}, section="deeplocalize")
     uri, path = open_copy(client, tmp_path, DATA / "long_training.py")
     for attempt, how in enumerate(("command", "progress")):
         await client.workspace_execute_command_async(lsp.ExecuteCommandParams(command="deeplocalize.analyze", arguments=[uri]))
@@ -153,7 +153,7 @@ async def test_cancel_during_verification_keeps_the_first_diagnosis_and_kills_th
 
 
 async def test_rapid_saves_keep_at_most_one_training_process(client: LanguageClient, tmp_path):
-    client.set_configuration({"run": "onSave", "maxSeconds": 120, "maxEpochs": 0, "debounceMs": 50, "warmWorker": False}, section="deeplocalize")
+    client.set_configuration({"run": "onSave", "maxSeconds": 120, "maxEpochs": 0, "debounceMs": 50, "warmWorker": True}, section="deeplocalize")
     uri, path = open_copy(client, tmp_path, DATA / "long_training.py")
     peak = 0
     for i in range(8):
@@ -171,7 +171,7 @@ async def test_rapid_saves_keep_at_most_one_training_process(client: LanguageCli
     await until(lambda: not child_processes(client), 20, "cancel")
 
 
-async def test_server_answers_while_training(client: LanguageClient, tmp_path):
+async def test_server_answers_while_training_and_keeps_nothing_with_warm_workers_off(client: LanguageClient, tmp_path):
     client.set_configuration({"run": "manual", "maxSeconds": 120, "maxEpochs": 0, "warmWorker": False}, section="deeplocalize")
     uri, path = open_copy(client, tmp_path, DATA / "long_training.py")
     await client.workspace_execute_command_async(lsp.ExecuteCommandParams(command="deeplocalize.analyze", arguments=[uri]))
@@ -185,6 +185,8 @@ async def test_server_answers_while_training(client: LanguageClient, tmp_path):
     assert psutil.pid_exists(pid) and not gone(pid)  # answered while the run was still training
     await client.workspace_execute_command_async(lsp.ExecuteCommandParams(command="deeplocalize.cancel", arguments=[uri]))
     await until(lambda: gone(pid), 20, "cancel")
+    # Warm workers off: the run's fork server and spares are stopped with it, nothing waits idle.
+    await until(lambda: not psutil.Process(client._server.pid).children(recursive=True), 20, "every process of the run to be gone")
 
 
 @pytest.mark.parametrize(
@@ -200,7 +202,7 @@ async def test_server_answers_while_training(client: LanguageClient, tmp_path):
     ids=["crash", "syntax-error", "timeout", "sys-exit", "megabytes", "label-crash"],
 )
 async def test_bad_scripts_are_reported_and_the_server_stays_up(client: LanguageClient, tmp_path, source, check):
-    client.set_configuration({"run": "onSave", "maxSeconds": 8, "maxEpochs": 5, "debounceMs": 50, "warmWorker": False}, section="deeplocalize")
+    client.set_configuration({"run": "onSave", "maxSeconds": 8, "maxEpochs": 5, "debounceMs": 50, "warmWorker": True}, section="deeplocalize")
     uri, path = open_copy(client, tmp_path, source)
     save(client, uri)
     await until(lambda: finished(client, path.name), 90, "the run")

@@ -112,7 +112,8 @@ class ForkServer:
             sock.close()
         if self.proc is not None and self.proc.poll() is None:
             try:
-                self.proc.wait(3)
+                # Still importing TensorFlow, it reads no socket: nothing of it to wait for.
+                self.proc.wait(3 if self.ready else 0)
             except subprocess.TimeoutExpired:
                 try:
                     os.killpg(self.proc.pid, signal.SIGKILL)

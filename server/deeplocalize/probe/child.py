@@ -102,7 +102,7 @@ def serve(events_fd: int, control_fd: int, prebuild: bool = True) -> int:
     from deeplocalize.probe import channel as channel_mod  # stdlib only
     from deeplocalize.probe import leftovers
 
-    leftovers.set_name(leftovers.TRAINING_NAME)
+    leftovers.set_name(leftovers.SPARE_NAME)
     channel = channel_mod.Channel(events_fd)
     keras, problem = import_keras()
     if problem is not None:
@@ -120,6 +120,7 @@ def serve(events_fd: int, control_fd: int, prebuild: bool = True) -> int:
     job = _wait_for_job(control_fd)
     if job is None:
         return 0
+    leftovers.set_name(leftovers.TRAINING_NAME)
     # Everything the script starts stays below this process (see leftovers) and carries the job's mark.
     leftovers.become_subreaper()
     if job.get("marker"):

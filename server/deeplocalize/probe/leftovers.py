@@ -21,8 +21,9 @@ _PR_SET_PDEATHSIG = 1
 _PR_SET_NAME = 15
 _PR_SET_CHILD_SUBREAPER = 36
 # What `ps`, `top` and psutil's name() show for our processes (the command line stays the
-# interpreter's): a training process and the fork server that forks them.
+# interpreter's): a training process, one waiting for its job, and the fork server.
 TRAINING_NAME = "dl-training"
+SPARE_NAME = "dl-spare"
 FORKSERVER_NAME = "dl-forkserver"
 # Set in the job's environment: every program it starts inherits it, even one that escaped
 # the tree (a daemon re-parented to init), so the parent can still find it by its environment.
