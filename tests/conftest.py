@@ -82,6 +82,15 @@ class TraceBuilder:
         return self
 
 
+# Longest first, so that the two workers end together (see pytest addopts in pyproject.toml).
+LONGEST_FIRST = ("test_real_corpus.py", "test_fixtures.py", "test_vscode_e2e.py", "test_distributed.py", "test_notebooks.py")
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    order = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: order.get(item.path.name, len(order)))
+
+
 @pytest.fixture
 def builder():
     return TraceBuilder
@@ -89,16 +98,28 @@ def builder():
 
 # As the probe names its processes: a training process at work, one waiting for a job, the fork server.
 TRAINING_NAME, SPARE_NAME, FORKSERVER_NAME = "dl-training", "dl-spare", "dl-forkserver"
+# Every process this test run starts (CLIs, servers, fork servers, training processes and whatever the
+# scripts start) inherits this mark: "nothing left running" is checked on this run's processes only,
+# whatever else the machine (or another test worker) runs meanwhile.
+RUN_MARK = ("DEEPLOCALIZE_TEST_RUN", f"{os.getpid()}-{os.urandom(4).hex()}")
+os.environ[RUN_MARK[0]] = RUN_MARK[1]
 
 
-def ours_since(before: set[int]) -> list:
-    """Processes of DeepLocalize (training processes, fork servers) that did not exist before."""
+def ours_since(before: set[int]) -> list[str]:
+    """This run's processes that did not exist before: a process of ours still running (or
+    anything a training script started), described."""
     import psutil
 
     out = []
-    for p in psutil.process_iter(["pid", "name", "status"]):
-        if p.pid not in before and p.info["name"] in (TRAINING_NAME, SPARE_NAME, FORKSERVER_NAME) and p.info["status"] != psutil.STATUS_ZOMBIE:
-            out.append(p)
+    for p in psutil.process_iter(["pid", "name", "status", "cmdline"]):
+        if p.pid in before or p.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        try:
+            marked = p.environ().get(RUN_MARK[0]) == RUN_MARK[1]
+        except psutil.Error:
+            marked = False
+        if marked:
+            out.append(f"{p.pid} {p.info['name']}: {' '.join(p.info['cmdline'] or [])[:80]}")
     return out
 
 

@@ -22,6 +22,9 @@ from deeplocalize.report import FileReport
 from deeplocalize.runner import RunOptions
 from deeplocalize.vocab import STAT_FIELDS
 
+# The notebook and distributed twins ask for the same single-device analyses: one worker answers them once.
+pytestmark = pytest.mark.xdist_group("twins")
+
 DISTRIBUTED = FIXTURES / "distributed"
 TWINS = json.loads((DISTRIBUTED / "twins.json").read_text())["scripts"]
 

@@ -13,7 +13,7 @@ from deeplocalize.runner import RunOptions
 from deeplocalize.wholescript import check_many
 
 # The module's analyses, with their fixes verified, run in the fixture of the first test.
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(2100)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2100), pytest.mark.xdist_group("fixtures")]
 EXPECTATIONS = load_expectations(FIXTURES)
 VERIFY_SECONDS = 60.0  # the CLI's default: the fixtures are scored as users see them, fixes verified
 

@@ -17,12 +17,15 @@ from pygls.uris import from_fs_path
 from pytest_lsp import LanguageClient
 
 from conftest import FIXTURES, ROOT
-from deeplocalize.report import FileReport
 from deeplocalize.evaluation import Expectation, evaluate
 from deeplocalize.findings import Position, SourceRange
 from deeplocalize.notebook import NotebookUnreadable, NothingToRun, from_json, load_notebook, to_python
+from deeplocalize.report import FileReport
 from deeplocalize.runner import RunOptions
 from lsp_helpers import apply, finished, until
+
+# The notebook and distributed twins ask for the same single-device analyses: one worker answers them once.
+pytestmark = pytest.mark.xdist_group("twins")
 
 NOTEBOOKS = FIXTURES / "notebooks"
 TWINS = json.loads((NOTEBOOKS / "twins.json").read_text())["notebooks"]

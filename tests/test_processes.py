@@ -17,7 +17,7 @@ import psutil
 import pytest
 from lsprotocol import types as lsp
 
-from conftest import FIXTURES, FORKSERVER_NAME, ROOT, SPARE_NAME, running_jobs
+from conftest import FIXTURES, FORKSERVER_NAME, ROOT, SPARE_NAME, ours_since, running_jobs
 from lsp_helpers import finished, open_copy, save, statuses, until
 from deeplocalize.runner import RunOptions
 
@@ -35,26 +35,10 @@ CASES = {
 BUDGET, VERIFY, GRACE = 30, 20, 30  # the CLI's budgets in the issue's report, and a grace that covers TensorFlow's import
 
 
-def strays(before: set[int]) -> list[str]:
-    """Processes that did not exist before and belong to an analysis: ours by name, or anything a
-    training script started (it carries the job's mark in its environment)."""
-    out = []
-    for p in psutil.process_iter(["pid", "name", "status", "cmdline"]):
-        if p.pid in before or p.info["status"] == psutil.STATUS_ZOMBIE:
-            continue
-        try:
-            marked = any(v.startswith("DEEPLOCALIZE_JOB=") for v in (f"{k}={v}" for k, v in p.environ().items()))
-        except psutil.Error:
-            marked = False
-        if marked or p.info["name"] in ("dl-training", "dl-forkserver"):
-            out.append(f"{p.pid} {p.info['name']}: {' '.join(p.info['cmdline'] or [])[:80]}")
-    return out
-
-
 def _settle(before: set[int], timeout: float = 5.0) -> list[str]:
     """What is still there once a kill has had time to land (a SIGKILLed process is reaped within ms)."""
     deadline = time.monotonic() + timeout
-    while (left := strays(before)) and time.monotonic() < deadline:
+    while (left := ours_since(before)) and time.monotonic() < deadline:
         time.sleep(0.2)
     return left
 

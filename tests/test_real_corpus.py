@@ -15,7 +15,7 @@ from deeplocalize.runner import RunOptions
 from deeplocalize.wholescript import check_many
 
 # The module's analyses, with their fixes verified, run in the fixture of the first test.
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(3000)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3000), pytest.mark.xdist_group("real-corpus")]
 REAL = FIXTURES / "real"
 EXPECTATIONS = load_expectations(REAL)
 
