@@ -31,6 +31,7 @@ CASES = {
     "pool_left_open.py": None,  # Python's own exit ends a pool's workers: nothing is left, nothing is said
     "daemon_new_session.py": "import os, signal, time",
     "reopens_stdout.py": "os.close(1)",
+    "threads_left_running.py": None,  # threads are not processes: the run ends when the script does
 }
 BUDGET, VERIFY, GRACE = 30, 20, 30  # the CLI's budgets in the issue's report, and a grace that covers TensorFlow's import
 
@@ -93,6 +94,16 @@ def test_the_report_names_the_line_that_started_the_helper_and_the_trace_is_the_
     assert not running_jobs(session)
 
 
+def test_the_verification_experiments_of_a_script_that_starts_a_helper_leave_nothing(session):
+    """Every re-run that verifies a fix starts the script's helper again: each is stopped with its run."""
+    before = {p.pid for p in psutil.process_iter()}
+    report = asyncio.run(session.check(str(PROCESSES / "popen_helper_diverges.py"), RunOptions(max_seconds=BUDGET), verify_seconds=VERIFY))
+    (fault,) = [f for f in report.findings if f.finding.severity == "error"]
+    assert fault.finding.root_cause == "learning_rate" and fault.range.start.line == 10 and fault.confirmation == "verified", fault.finding.message
+    assert report.verification.tried >= 1
+    assert _settle(before | set(session.pids())) == []
+
+
 def test_a_script_that_never_ends_with_a_helper_is_stopped_at_its_budget(tmp_path, session):
     script = tmp_path / "helper_then_loop.py"
     script.write_text("import subprocess\nimport keras\nsubprocess.Popen(['sleep', '600'])\nwhile True:\n    pass\n")
@@ -101,7 +112,7 @@ def test_a_script_that_never_ends_with_a_helper_is_stopped_at_its_budget(tmp_pat
     report = asyncio.run(session.analyze(str(script), RunOptions(max_seconds=8)))
     assert time.monotonic() - start < 8 + 10
     assert report.status == "timeout" and [f.finding.code for f in report.findings] == ["budget-exceeded"]  # stopped by us: not "left"
-    assert _settle(before) == []
+    assert _settle(before | set(session.pids())) == []  # the session's own fork server may have started with this test
 
 
 # ------------------------------------------------------------------ the language server
