@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numpy as np
 
 from conftest import TraceBuilder, act, weights
 from deeplocalize.detectors import diagnose, is_decisive
@@ -464,3 +465,69 @@ def test_a_runtime_finding_is_streamed_once_it_holds_at_two_epoch_ends_past_its_
             first_at = e + 1
     assert streamed[0] == ["dead-relu"] and first_at == 6  # seen at epochs 5 and 6
     assert len(streamed) == 1  # once, not at every later epoch
+
+
+def _full_batch_run(losses: list[float], epochs_requested: int, accuracy: float = 0.12, end: dict | None = None) -> TraceBuilder:
+    """A full-batch fit (one step per epoch) of which the analysis saw `losses`."""
+    tb = TraceBuilder(["relu", "softmax"])
+    tb.trace.fit.steps_per_epoch, tb.trace.fit.epochs_requested, tb.trace.fit.epochs = 1, epochs_requested, len(losses)
+    for e, l in enumerate(losses):
+        tb.step(e, l)
+        tb.epoch(e, l, accuracy)
+    tb.trace.fit_end = end
+    return tb
+
+
+def test_a_fit_cut_by_the_analysis_while_its_loss_falls_steadily_is_not_blamed():
+    """400 full-batch epochs asked, 20 seen by the epoch cap (or the time budget): the loss falls
+    by 0.2% a step, so slowly that those 20 steps look flat, yet at that pace the script's own
+    400 steps take it far down. Not a fault; the same curve from a fit that ended by itself after
+    its 20 epochs is one (20 updates in all)."""
+    falling = [2.30 * (1 - 0.002 * i) for i in range(20)]
+    for end, stopped in (({"reason": "capped"}, None), (None, "timeout")):  # or the time budget stopped the process in the fit
+        run = _full_batch_run(falling, 400, end=end)
+        run.trace.end_reason = stopped
+        assert not serious(diagnose(run.trace)), end
+    stalled = serious(diagnose(_full_batch_run(falling, 20, end={"reason": "completed"}).trace))
+    assert [f.code for f in stalled] == ["too-few-steps"]
+
+
+def test_a_cut_fit_whose_loss_only_drifts_or_barely_moves_is_still_judged():
+    rng = np.random.default_rng(0)
+    drifting = list(2.30 - 0.0005 * np.arange(20) + rng.normal(0, 0.01, 20))  # noise over a faint trend
+    assert [f.code for f in serious(diagnose(_full_batch_run(drifting, 400, end={"reason": "capped"}).trace))] == ["not-learning"]
+    tiny_pace = [2.30 * (1 - 0.00002 * i) for i in range(20)]  # steady, but a tiny rate: still flat after 150 epochs
+    assert [f.code for f in serious(diagnose(_full_batch_run(tiny_pace, 150, end={"reason": "capped"}).trace))] == ["not-learning"]
+
+
+def test_a_fit_cut_in_its_first_epochs_while_its_loss_falls_is_not_judged_poor():
+    """The time budget stopped a healthy regression (large targets) two epochs into its 20."""
+    tb = TraceBuilder(["relu", None], units=[64, 1], loss="mse")
+    tb.trace.fit.y.update({"min": 25.0, "max": 346.0, "integer_valued": False, "n_unique": 200, "mean": 152.0, "std": 77.0})
+    for e in range(2):
+        for s in range(17):
+            tb.step(e, 28000.0 - 400.0 * (e * 17 + s) + (300.0 if s % 2 else -300.0))
+        tb.epoch(e, 28000.0 - 400.0 * (e * 17 + 16))
+    tb.trace.end_reason = "timeout"
+    assert not serious(diagnose(tb.trace))
+    tb.trace.end_reason, tb.trace.fit_end = None, {"reason": "completed"}  # the same two epochs, ended by the script itself
+    tb.trace.fit.epochs_requested = tb.trace.fit.epochs = 2
+    assert serious(diagnose(tb.trace))
+
+
+def test_a_smell_that_training_must_confirm_is_information_when_too_few_steps_were_seen():
+    """XOR with a sigmoid and MSE (a healthy program) under a two-epoch cap: two full-batch steps."""
+    tb = TraceBuilder(["relu", "sigmoid"], units=[8, 1], loss="mse", n_classes=2)
+    tb.trace.fit.steps_per_epoch, tb.trace.fit.epochs_requested, tb.trace.fit.epochs = 1, 300, 2
+    for e in range(2):
+        tb.step(e, 0.26 - 0.01 * e)
+        tb.epoch(e, 0.26 - 0.01 * e, 0.5)
+    tb.trace.fit_end = {"reason": "capped"}
+    smell = [f for f in diagnose(tb.trace) if f.code == "regression-loss-on-classes"]
+    assert smell and smell[0].severity == "information"
+    for e in range(2, 30):  # the same smell over a curve that stays poor (the fit ends by itself)
+        tb.step(e, 0.25)
+        tb.epoch(e, 0.25, 0.5)
+    tb.trace.fit.epochs_requested = tb.trace.fit.epochs = 30
+    tb.trace.fit_end = {"reason": "completed"}
+    assert [f.severity for f in diagnose(tb.trace) if f.code == "regression-loss-on-classes"] == ["warning"]

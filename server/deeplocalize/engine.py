@@ -162,13 +162,14 @@ def _about_the_run(run: RunResult, options: RunOptions, findings: list[LocatedFi
         out.append(_run_finding(PROCESS_DIED, run.message or "the training process died", line_range(src, path, 1), {"output": run.output[-5:]}))
     elif run.status == "timeout":
         anchor = findings[0].range if findings else fallback
-        out.append(_run_finding(BUDGET, f"Training {run.message}; findings are those seen so far.", _first_line(anchor),
+        out.append(_run_finding(BUDGET, f"Training {run.message}; findings are those seen so far, and nothing is said about the rest "
+                              "(to analyze more of it, raise --max-seconds / deeplocalize.maxSeconds).", _first_line(anchor),
                               {"max_seconds": options.max_seconds, "steps_seen": len(trace.steps)}))
     elif run.status == "memory":
         out.append(_run_finding(MEMORY, f"Training {run.message}.", _first_line(fallback), {"max_memory_mb": options.max_memory_mb}))
     # Capped while the loss was still falling: no verdict on the epochs after the cap.
     capped = [t for t in traces if t.fit_end and t.fit_end.get("reason") == "capped" and t.fit is not None
-              and (p := measure(t)) is not None and p.still_improving]
+              and (p := measure(t)) is not None and (p.still_improving or p.cut_while_falling)]
     if capped and not any(is_serious(f.finding.severity) for f in findings + out):
         fit = capped[0].fit
         out.append(_run_finding(CAPPED, f"The analysis trained {fit.epochs} of the {fit.epochs_requested} epochs this fit asks for "

@@ -428,6 +428,11 @@ class Worker:
                 return
 
 
+# Statuses of a run that the analysis stopped (its budgets, a decisive finding, a cancel): the
+# trace's end_reason then says so.
+STOPPED_BY_US: frozenset[str] = frozenset({"timeout", "memory", "decisive", "cancelled"})
+
+
 class _JobState:
     """What the readers and the budget watcher of one job share while it runs."""
 
@@ -456,6 +461,8 @@ class _JobState:
             elif returncode not in (0, None) and trace.end_reason is None:
                 self.end("failed", f"the training process died (exit code {returncode})" + (
                     ": killed by a signal, possibly out of memory" if returncode and returncode < 0 else ""))
+        if self.status in STOPPED_BY_US and trace.end_reason is None:
+            trace.end_reason = self.status  # the detectors tell a fit our budget cut from one that ended by itself
         # Left running by a script that ended by itself; what an analysis stopped is not the script's.
         left = [p for t in self.builder.traces for p in t.leftover]
         if self.status in ("finished", "crashed") and trace.end_reason != "fit_done":

@@ -46,9 +46,10 @@ def diagnose(trace: Trace) -> list[Finding]:
         # More epochs of a run whose steps diverge only diverge further.
         if any(_has(f, "diverging") for f in findings):
             findings = [f for f in findings if f.code != "too-few-epochs"]
-        # Configurations that train, only worse: a warning once training confirms it.
+        # Configurations that train, only worse: a warning once training confirms it (a curve of
+        # fewer than three steps, e.g. two full-batch epochs under the epoch cap, confirms nothing).
         for f in findings:
-            if _has(f, "confirmed_by_training") and progress is not None and not progress.poor:
+            if _has(f, "confirmed_by_training") and (progress is None or not progress.poor):
                 f.severity = "information"
     return _merge(findings)
 

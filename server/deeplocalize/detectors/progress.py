@@ -37,10 +37,14 @@ class Progress:
     chance_ratio: float | None
     oscillation: float
     val_gap: float | None
+    # The analysis cut the fit (its epoch cap or time budget) while the loss fell steadily at a
+    # pace that, over the steps the script asks for, makes a real difference: what was seen is
+    # the start of a slow run, not a stalled one, and nothing poor can be concluded from it.
+    cut_while_falling: bool = False
 
     @property
     def stalled(self) -> bool:
-        if self.steps < 20:
+        if self.steps < 20 or self.cut_while_falling:
             return False
         at_chance = self.accuracy is not None and self.chance_accuracy is not None and self.accuracy < self.chance_accuracy + 0.05
         # Accuracy at the majority rate while the loss falls a lot is a model still
@@ -53,6 +57,8 @@ class Progress:
     @property
     def poor(self) -> bool:
         """Learning, but far from fitting the training data."""
+        if self.cut_while_falling:
+            return False
         if self.stalled:
             return True
         if self.accuracy is not None:
@@ -113,4 +119,65 @@ def measure(trace: Trace) -> Progress | None:
     val_acc = trace.epoch_series("val_accuracy")
     if acc is not None and len(val_acc) and np.isfinite(val_acc[-1]):
         gap = float(val_acc[-1] - acc)
-    return Progress(len(finite), len(trace.epochs), initial, final, rel, slope, acc, chance_acc, chance_ratio, osc, gap)
+    return Progress(len(finite), len(trace.epochs), initial, final, rel, slope, acc, chance_acc, chance_ratio, osc, gap,
+                    cut_while_falling=_cut_while_falling(trace, finite, epoch_loss, initial))
+
+
+# A trend is steady when the loss' rank correlation with time is at least this strong.
+STEADY_RANK_CORRELATION = -0.8
+# The improvement that the pace seen, kept up over the script's own steps, must reach.
+PROJECTED_IMPROVEMENT = 0.25
+# Epochs a cut fit must have shown before its curve is judged at all.
+JUDGED_EPOCHS = 3
+
+
+def cut_by_the_analysis(trace: Trace) -> bool:
+    """The fit did not end by itself: the analysis' epoch cap ended it, or its time (or memory)
+    budget stopped the process while it trained. (A run stopped on a decisive finding is judged
+    as it is: the finding was established in what it saw.)"""
+    end = trace.fit_end
+    if end is not None:
+        return end.get("reason") == "capped"
+    return trace.fit is not None and trace.crash is None and trace.end_reason in ("timeout", "memory")
+
+
+def _cut_while_falling(trace: Trace, losses: np.ndarray, epoch_losses: np.ndarray, initial: float) -> bool:
+    """Judged against the script's own epochs and steps: the cut came within the first epochs
+    while the loss fell (too early to judge a curve), or the pace of the last half of the steps
+    seen, kept up linearly over those the fit still asks for, improves the loss by a quarter.
+    A loss that only drifts (no steady trend) or barely moves (a tiny rate) never passes."""
+    fit = trace.fit
+    if fit is None or not cut_by_the_analysis(trace):
+        return False
+    seen = len(losses)
+    # A dataset of unknown length: as many steps per epoch as the epochs seen had.
+    per_epoch = fit.steps_per_epoch or (seen // len(trace.epochs) if trace.epochs else 0)
+    if not per_epoch:
+        return False
+    planned = per_epoch * max(1, fit.epochs_requested)
+    if planned < 1.5 * seen:  # most of the fit was seen: what was seen is judged as it is
+        return False
+    if len(trace.epochs) < JUDGED_EPOCHS:
+        # Fell: over the epoch means where there are two, else first against last third of the steps.
+        first, last = (epoch_losses[0], epoch_losses[-1]) if len(epoch_losses) >= 2 else (
+            losses[: max(1, seen // 3)].mean(), losses[-max(1, seen // 3):].mean())
+        return bool(last < first)
+    # The trend over epochs, else over the steps in up to ten bins (a mini-batch loss is noisy).
+    series = epoch_losses if len(epoch_losses) >= 4 else np.array([b.mean() for b in np.array_split(losses, min(10, seen // 2)) if len(b)])
+    if len(series) < 4 or _rank_correlation(series) > STEADY_RANK_CORRELATION:
+        return False
+    recent = losses[seen // 2:]
+    pace = -float(np.polyfit(np.arange(len(recent)), recent, 1)[0]) if len(recent) >= 2 else 0.0
+    if pace <= 0:
+        return False
+    projected = max(float(losses[-1]) - pace * (planned - seen), 0.0)
+    return (initial - projected) / max(abs(initial), 1e-12) >= PROJECTED_IMPROVEMENT
+
+
+def _rank_correlation(series: np.ndarray) -> float:
+    """Spearman's rho of the series against time (-1: always falling)."""
+    ranks = np.argsort(np.argsort(series)).astype(float)
+    order = np.arange(len(series), dtype=float)
+    if np.all(ranks == ranks[0]):
+        return 0.0
+    return float(np.corrcoef(order, ranks)[0, 1])
