@@ -37,9 +37,10 @@ class Progress:
     chance_ratio: float | None
     oscillation: float
     val_gap: float | None
-    # The analysis cut the fit (its epoch cap or time budget) while the loss fell steadily at a
-    # pace that, over the steps the script asks for, makes a real difference: what was seen is
-    # the start of a slow run, not a stalled one, and nothing poor can be concluded from it.
+    # The analysis cut the fit (its epoch cap or time budget) while the loss fell, in its first
+    # epochs or steadily at a pace that, over the steps the script asks for, makes a real
+    # difference: what was seen is the start of a run, not a stalled one, and nothing poor can be
+    # concluded from it.
     cut_while_falling: bool = False
 
     @property
