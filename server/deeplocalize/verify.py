@@ -77,6 +77,14 @@ def truncated(trace: Trace, epochs: int) -> Trace:
     return replace(trace, epochs=trace.epochs[:epochs], steps=[s for s in trace.steps if s.epoch < epochs])
 
 
+def judged_as_is(trace: Trace) -> Trace:
+    """An experiment's epoch cap is the length at which two runs are compared, not a budget that
+    cut the user's fit short: the detectors judge its curve as it is (no benefit of a cut fit)."""
+    if trace.fit_end and trace.fit_end.get("reason") == "capped":
+        return replace(trace, fit_end={**trace.fit_end, "reason": "compared"})
+    return trace
+
+
 def _last(trace: Trace, keys: tuple[str, ...]) -> float | None:
     for key in keys:
         s = trace.epoch_series(key)
@@ -341,7 +349,8 @@ async def try_fixes(exp: Experiment, lf: LocatedFinding, fixes: list[Fix], deadl
         why = {"timeout": "verification budget used up", "memory": "memory budget exceeded", "failed": "the run died"}.get(after_run.status, "the fit was not reached")
         return Verification("inconclusive", before, {}, 0, 0, seconds, why)
     # Equal length: the fixed run is judged at the epochs the original showed, the margin only when the original stopped inside an epoch.
-    compared = truncated(after_trace, shown) if shown and len(after_trace.epochs) > shown and first_nonfinite(before_trace) is None and before_trace.crash is None else after_trace
+    compared = judged_as_is(truncated(after_trace, shown) if shown and len(after_trace.epochs) > shown and first_nonfinite(before_trace) is None
+                            and before_trace.crash is None else after_trace)
     after = outcome(compared, f.symptom, _same_layer(before_trace, compared, layer))
     after_findings = diagnose(compared) if compared.crash is None else None
     remains = any(g.code == f.code and is_serious(g.severity) for g in after_findings) if after_findings is not None else True
@@ -375,7 +384,7 @@ async def _over_the_fit(exp: Experiment, lf: LocatedFinding, text: str, before_t
     if control is None or fixed is None or fixed_run.status in ("timeout", "memory", "failed") or fixed.crash is not None:
         return None
     before, after = outcome(control, f.symptom, layer), outcome(fixed, f.symptom, _same_layer(control, fixed, layer))
-    found = diagnose(fixed)
+    found = diagnose(judged_as_is(fixed))
     remains = any(g.code == f.code and is_serious(g.severity) for g in found)
     verdict, reason = judge(before, after, remains, _loss_name(control) != _loss_name(fixed), has_trait(f.code, "generalization"))
     return verdict, f"{reason} over the fit's {len(fixed.epochs)} epochs", before, after, fixed, found
