@@ -1,6 +1,6 @@
 """The analysis' own budget is never blamed on the script: every healthy real program, cut
-short by a tiny time budget or a two-epoch cap, gets no warning or error. What the budget
-cut is said as information, with the budget to raise. Real TensorFlow training (slow)."""
+short by a tiny time budget or a two-epoch cap, gets no warning or error (what the budget cut
+is information at most). Real TensorFlow training (slow)."""
 
 from __future__ import annotations
 
