@@ -169,7 +169,7 @@ def _about_the_run(run: RunResult, options: RunOptions, findings: list[LocatedFi
         out.append(_run_finding(MEMORY, f"Training {run.message}.", _first_line(fallback), {"max_memory_mb": options.max_memory_mb}))
     # Capped while the loss was still falling: no verdict on the epochs after the cap.
     capped = [t for t in traces if t.fit_end and t.fit_end.get("reason") == "capped" and t.fit is not None
-              and (p := measure(t)) is not None and (p.still_improving or p.cut_while_falling)]
+              and (p := measure(t)) is not None and (p.still_improving or p.spared_by_the_cut)]
     if capped and not any(is_serious(f.finding.severity) for f in findings + out):
         fit = capped[0].fit
         out.append(_run_finding(CAPPED, f"The analysis trained {fit.epochs} of the {fit.epochs_requested} epochs this fit asks for "

@@ -4,7 +4,8 @@ against the loss at chance, not against exact float equality."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Literal
 
 import numpy as np
 
@@ -37,11 +38,11 @@ class Progress:
     chance_ratio: float | None
     oscillation: float
     val_gap: float | None
-    # The analysis cut the fit (its epoch cap or time budget) while the loss fell, in its first
-    # epochs or steadily at a pace that, over the steps the script asks for, makes a real
-    # difference: what was seen is the start of a run, not a stalled one, and nothing poor can be
-    # concluded from it.
-    cut_while_falling: bool = False
+    # The analysis cut the fit (its epoch cap or time budget) while the loss fell: "early", in its
+    # first epochs (too early to judge the curve at all), or "steady", at a pace that over the
+    # steps the script asks for makes a real difference (a slow start, not a stall; how well it
+    # fits so far is still judged). "" when the fit was not cut so.
+    cut_while_falling: Literal["", "early", "steady"] = ""
 
     @property
     def stalled(self) -> bool:
@@ -58,7 +59,7 @@ class Progress:
     @property
     def poor(self) -> bool:
         """Learning, but far from fitting the training data."""
-        if self.cut_while_falling:
+        if self.cut_while_falling == "early":
             return False
         if self.stalled:
             return True
@@ -66,6 +67,11 @@ class Progress:
             chance = self.chance_accuracy if self.chance_accuracy is not None else 0.5
             return self.accuracy < chance + 0.5 * (1.0 - chance)
         return self.rel_improvement < 0.5
+
+    @property
+    def spared_by_the_cut(self) -> bool:
+        """Judged as if the fit had ended where the analysis cut it, the curve would be poor."""
+        return bool(self.cut_while_falling) and not self.poor and replace(self, cut_while_falling="").poor
 
     @property
     def still_improving(self) -> bool:
@@ -142,37 +148,44 @@ def cut_by_the_analysis(trace: Trace) -> bool:
     return trace.fit is not None and trace.crash is None and trace.end_reason in ("timeout", "memory")
 
 
-def _cut_while_falling(trace: Trace, losses: np.ndarray, epoch_losses: np.ndarray, initial: float) -> bool:
+def _cut_while_falling(trace: Trace, losses: np.ndarray, epoch_losses: np.ndarray, initial: float) -> Literal["", "early", "steady"]:
     """Judged against the script's own epochs and steps: the cut came within the first epochs
     while the loss fell (too early to judge a curve), or the pace of the last half of the steps
     seen, kept up linearly over those the fit still asks for, improves the loss by a quarter.
     A loss that only drifts (no steady trend) or barely moves (a tiny rate) never passes."""
     fit = trace.fit
     if fit is None or not cut_by_the_analysis(trace):
-        return False
+        return ""
     seen = len(losses)
     # A dataset of unknown length: as many steps per epoch as the epochs seen had.
     per_epoch = fit.steps_per_epoch or (seen // len(trace.epochs) if trace.epochs else 0)
     if not per_epoch:
-        return False
+        return ""
     planned = per_epoch * max(1, fit.epochs_requested)
     if planned < 1.5 * seen:  # most of the fit was seen: what was seen is judged as it is
-        return False
+        return ""
     if len(trace.epochs) < JUDGED_EPOCHS:
         # Fell: over the epoch means where there are two, else first against last third of the steps.
         first, last = (epoch_losses[0], epoch_losses[-1]) if len(epoch_losses) >= 2 else (
             losses[: max(1, seen // 3)].mean(), losses[-max(1, seen // 3):].mean())
-        return bool(last < first)
-    # The trend over epochs, else over the steps in up to ten bins (a mini-batch loss is noisy).
-    series = epoch_losses if len(epoch_losses) >= 4 else np.array([b.mean() for b in np.array_split(losses, min(10, seen // 2)) if len(b)])
-    if len(series) < 4 or _rank_correlation(series) > STEADY_RANK_CORRELATION:
-        return False
+        return "early" if last < first else ""
+    # The recent trend (a first fast drop says nothing of an oscillation after it): over the last
+    # half of the epochs, else over the last half of the steps in up to ten bins (a mini-batch
+    # loss is noisy).
     recent = losses[seen // 2:]
+    if len(epoch_losses) >= 8:
+        series = epoch_losses[len(epoch_losses) // 2:]
+    elif len(epoch_losses) >= 4:
+        series = epoch_losses
+    else:
+        series = np.array([b.mean() for b in np.array_split(recent, min(10, len(recent) // 2))]) if len(recent) >= 8 else recent[:0]
+    if len(series) < 4 or _rank_correlation(series) > STEADY_RANK_CORRELATION:
+        return ""
     pace = -float(np.polyfit(np.arange(len(recent)), recent, 1)[0]) if len(recent) >= 2 else 0.0
     if pace <= 0:
-        return False
+        return ""
     projected = max(float(losses[-1]) - pace * (planned - seen), 0.0)
-    return (initial - projected) / max(abs(initial), 1e-12) >= PROJECTED_IMPROVEMENT
+    return "steady" if (initial - projected) / max(abs(initial), 1e-12) >= PROJECTED_IMPROVEMENT else ""
 
 
 def _rank_correlation(series: np.ndarray) -> float:
