@@ -191,7 +191,4 @@ def _cut_while_falling(trace: Trace, losses: np.ndarray, epoch_losses: np.ndarra
 def _rank_correlation(series: np.ndarray) -> float:
     """Spearman's rho of the series against time (-1: always falling)."""
     ranks = np.argsort(np.argsort(series)).astype(float)
-    order = np.arange(len(series), dtype=float)
-    if np.all(ranks == ranks[0]):
-        return 0.0
-    return float(np.corrcoef(order, ranks)[0, 1])
+    return float(np.corrcoef(np.arange(len(series), dtype=float), ranks)[0, 1])
