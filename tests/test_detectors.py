@@ -515,6 +515,24 @@ def test_a_fit_cut_in_its_first_epochs_while_its_loss_falls_is_not_judged_poor()
     assert serious(diagnose(tb.trace))
 
 
+def test_a_regression_cut_while_its_loss_falls_steadily_is_not_judged_by_the_fraction_shed_so_far():
+    """The time budget stopped a healthy regression (large targets, four folds of 20 epochs) six
+    epochs into its first fold: the loss has shed a third so far and falls steadily. With no
+    accuracy to judge, that fraction is the cut's; the same six epochs ended by the script are not."""
+    tb = TraceBuilder(["relu", None], units=[64, 1], loss="mse")
+    tb.trace.fit.y.update({"min": 25.0, "max": 346.0, "integer_valued": False, "n_unique": 200, "mean": 152.0, "std": 77.0})
+    tb.trace.fit.steps_per_epoch, tb.trace.fit.epochs_requested = 17, 20
+    for e in range(6):
+        for s in range(17):
+            tb.step(e, 28000.0 - 100.0 * (e * 17 + s) + (300.0 if s % 2 else -300.0))
+        tb.epoch(e, 28000.0 - 100.0 * (e * 17 + 16))
+    tb.trace.end_reason = "timeout"
+    assert not serious(diagnose(tb.trace))
+    tb.trace.end_reason, tb.trace.fit_end = None, {"reason": "completed"}
+    tb.trace.fit.epochs_requested = tb.trace.fit.epochs = 6
+    assert serious(diagnose(tb.trace))
+
+
 def test_a_smell_that_training_must_confirm_is_information_when_too_few_steps_were_seen():
     """XOR with a sigmoid and MSE (a healthy program) under a two-epoch cap: two full-batch steps."""
     tb = TraceBuilder(["relu", "sigmoid"], units=[8, 1], loss="mse", n_classes=2)

@@ -66,6 +66,11 @@ class Progress:
         if self.accuracy is not None:
             chance = self.chance_accuracy if self.chance_accuracy is not None else 0.5
             return self.accuracy < chance + 0.5 * (1.0 - chance)
+        if self.cut_while_falling == "steady":
+            # Without accuracy the only measure is the fraction of the loss shed so far; for a
+            # curve still falling steadily when the analysis cut it, that fraction is the cut's,
+            # not the script's.
+            return False
         return self.rel_improvement < 0.5
 
     @property
