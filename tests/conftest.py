@@ -83,7 +83,7 @@ class TraceBuilder:
 
 
 # Longest first, so that the two workers end together (see pytest addopts in pyproject.toml).
-LONGEST_FIRST = ("test_real_corpus.py", "test_fixtures.py", "test_vscode_e2e.py", "test_distributed.py", "test_notebooks.py")
+LONGEST_FIRST = ("test_real_corpus.py", "test_fixtures.py", "test_tiny_budgets.py", "test_vscode_e2e.py", "test_distributed.py", "test_notebooks.py")
 
 
 def pytest_collection_modifyitems(items: list) -> None:

@@ -22,8 +22,17 @@ async def start_session(lsp_client: LanguageClient, settings: dict) -> None:
     """Initialize as VS Code does, recording the server's run statuses."""
     from pytest_lsp import client_capabilities
 
+    lsp_client.lens_titles = {}  # uri -> titles of its lenses, re-requested at each refresh as VS Code does
+
+    async def _fetch_lenses() -> None:
+        for uri in list(lsp_client.lens_titles):
+            lenses = await lsp_client.text_document_code_lens_async(lsp.CodeLensParams(text_document=lsp.TextDocumentIdentifier(uri=uri)))
+            lsp_client.lens_titles[uri] = [lens.command.title for lens in lenses if lens.command]
+
     @lsp_client.feature(lsp.WORKSPACE_CODE_LENS_REFRESH)
-    def _refresh(params: None) -> None:  # VS Code re-requests lenses; the test asks explicitly
+    def _refresh(params: None) -> None:
+        if lsp_client.lens_titles:
+            asyncio.ensure_future(_fetch_lenses())
         return None
 
     lsp_client.run_status = []

@@ -174,6 +174,7 @@ async def test_rapid_saves_keep_at_most_one_training_process(client: LanguageCli
 async def test_server_answers_while_training_and_keeps_nothing_with_warm_workers_off(client: LanguageClient, tmp_path):
     client.set_configuration({"run": "manual", "maxSeconds": 120, "maxEpochs": 0, "warmWorker": False}, section="deeplocalize")
     uri, path = open_copy(client, tmp_path, DATA / "long_training.py")
+    client.lens_titles[uri] = []  # followed as VS Code does: re-requested at each refresh
     await client.workspace_execute_command_async(lsp.ExecuteCommandParams(command="deeplocalize.analyze", arguments=[uri]))
     pid = (await until(lambda: training_pids(client) or None, 60, "training"))[0]
     doc = lsp.TextDocumentIdentifier(uri=uri)
@@ -187,6 +188,8 @@ async def test_server_answers_while_training_and_keeps_nothing_with_warm_workers
     await until(lambda: gone(pid), 20, "cancel")
     # Warm workers off: the run's fork server and spares are stopped with it, nothing waits idle.
     await until(lambda: not psutil.Process(client._server.pid).children(recursive=True), 20, "every process of the run to be gone")
+    # The editor is told when the run is over: the lens it re-requests offers a new run, not "training".
+    await until(lambda: any("analyze" in t for t in client.lens_titles[uri]), 10, f"the lens to offer a new run ({client.lens_titles[uri]})")
 
 
 @pytest.mark.parametrize(

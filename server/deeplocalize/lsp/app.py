@@ -142,6 +142,9 @@ class DeepLocalizeServer(LanguageServer):
         if previous is not None and not previous.done():
             previous.cancel()
         state.task = asyncio.ensure_future(self._run(state, reason, previous))
+        # The lens says "training" until the task is done, which is after its own last refresh
+        # (a cancelled run still drains its processes): refresh once more when it is.
+        state.task.add_done_callback(lambda _: None if self.shutting_down else self.refresh_lenses())
 
     def cancel(self, uri: str) -> bool:
         state = self.docs.get(uri)
