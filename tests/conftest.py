@@ -82,8 +82,10 @@ class TraceBuilder:
         return self
 
 
-# Longest first, so that the two workers end together (see pytest addopts in pyproject.toml).
-LONGEST_FIRST = ("test_real_corpus.py", "test_fixtures.py", "test_tiny_budgets.py", "test_vscode_e2e.py", "test_distributed.py", "test_notebooks.py")
+# Longest first, so that the two workers end together (see pytest addopts in pyproject.toml). xdist
+# hands each worker two units at the start (1st and 3rd, 2nd and 4th), the rest as they free up:
+# the real corpus (the longest) is paired with the editor test, the fixtures with the tiny budgets.
+LONGEST_FIRST = ("test_real_corpus.py", "test_fixtures.py", "test_vscode_e2e.py", "test_tiny_budgets.py", "test_distributed.py", "test_notebooks.py")
 
 
 def pytest_collection_modifyitems(items: list) -> None:

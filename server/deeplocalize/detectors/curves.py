@@ -38,8 +38,8 @@ NOT_LEARNING = rule(
     "Generic: the loss does not decrease, accuracy stays at chance, or the loss oscillates;",
     details="the root cause is the result of elimination and the finding yields (becomes information) when a more specific finding exists. "
             "Never said of a fit that the analysis' epoch cap or time budget cut while its loss fell, in its first three epochs or "
-            "steadily at a pace that, kept up over the epochs and steps the script asks for, improves it by a quarter: that is a slow "
-            "start, not a stall.",
+            "steadily at a pace that, kept up over the epochs and steps the script asks for, takes it as far as a fit that ended by "
+            "itself must come not to be called stalled (5% of the first loss, 25% at chance accuracy): that is a slow start, not a stall.",
     causes=("initialization", "learning_rate", "optimizer", "data_normalization", "loss", "activation"),
     traits=frozenset({"established"}), fallback_rank=6)
 UNRELATED_LABELS = rule(

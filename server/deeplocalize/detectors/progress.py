@@ -48,13 +48,13 @@ class Progress:
     def stalled(self) -> bool:
         if self.steps < 20 or self.cut_while_falling:
             return False
-        at_chance = self.accuracy is not None and self.chance_accuracy is not None and self.accuracy < self.chance_accuracy + 0.05
+        at_chance = _at_chance(self.accuracy, self.chance_accuracy)
         # Accuracy at the majority rate while the loss falls a lot is a model still
         # learning (class weights, imbalanced data), not a stalled one.
         near_chance_loss = self.chance_ratio is not None and 0.9 < self.chance_ratio < 1.1
-        if (at_chance or (self.chance_ratio is not None and self.chance_ratio > 0.9 and self.accuracy is None)) and (self.rel_improvement < 0.25 or near_chance_loss):
+        if (at_chance or (self.chance_ratio is not None and self.chance_ratio > 0.9 and self.accuracy is None)) and (self.rel_improvement < AT_CHANCE_IMPROVEMENT or near_chance_loss):
             return True
-        return self.rel_improvement < 0.05
+        return self.rel_improvement < STALL_IMPROVEMENT
 
     @property
     def poor(self) -> bool:
@@ -132,13 +132,21 @@ def measure(trace: Trace) -> Progress | None:
     if acc is not None and len(val_acc) and np.isfinite(val_acc[-1]):
         gap = float(val_acc[-1] - acc)
     return Progress(len(finite), len(trace.epochs), initial, final, rel, slope, acc, chance_acc, chance_ratio, osc, gap,
-                    cut_while_falling=_cut_while_falling(trace, finite, epoch_loss, initial))
+                    cut_while_falling=_cut_while_falling(trace, finite, epoch_loss, initial, _at_chance(acc, chance_acc)))
+
+
+def _at_chance(accuracy: float | None, chance: float | None) -> bool:
+    return accuracy is not None and chance is not None and accuracy < chance + 0.05
+
+
+# A finished fit whose loss fell by less than this fraction is stalled; at chance accuracy the
+# loss must fall by the second (see Progress.stalled).
+STALL_IMPROVEMENT = 0.05
+AT_CHANCE_IMPROVEMENT = 0.25
 
 
 # A trend is steady when the loss' rank correlation with time is at least this strong.
 STEADY_RANK_CORRELATION = -0.8
-# The improvement that the pace seen, kept up over the script's own steps, must reach.
-PROJECTED_IMPROVEMENT = 0.25
 # Epochs a cut fit must have shown before its curve is judged at all.
 JUDGED_EPOCHS = 3
 
@@ -153,11 +161,13 @@ def cut_by_the_analysis(trace: Trace) -> bool:
     return trace.fit is not None and trace.crash is None and trace.end_reason in ("timeout", "memory")
 
 
-def _cut_while_falling(trace: Trace, losses: np.ndarray, epoch_losses: np.ndarray, initial: float) -> Literal["", "early", "steady"]:
+def _cut_while_falling(trace: Trace, losses: np.ndarray, epoch_losses: np.ndarray, initial: float, at_chance: bool) -> Literal["", "early", "steady"]:
     """Judged against the script's own epochs and steps: the cut came within the first epochs
-    while the loss fell (too early to judge a curve), or the pace of the last half of the steps
-    seen, kept up linearly over those the fit still asks for, improves the loss by a quarter.
-    A loss that only drifts (no steady trend) or barely moves (a tiny rate) never passes."""
+    while the loss fell (too early to judge a curve), or the loss falls steadily at a pace that,
+    kept up linearly over the steps the fit still asks for, takes it out of a stall: as far as a
+    fit that ended by itself must have come not to be called stalled (a slow start, such as a
+    text model near chance loss whose fall speeds up later, is not a fault of the script). A loss
+    that only drifts (no steady trend) or barely moves (a tiny rate) never passes."""
     fit = trace.fit
     if fit is None or not cut_by_the_analysis(trace):
         return ""
@@ -190,7 +200,8 @@ def _cut_while_falling(trace: Trace, losses: np.ndarray, epoch_losses: np.ndarra
     if pace <= 0:
         return ""
     projected = max(float(losses[-1]) - pace * (planned - seen), 0.0)
-    return "steady" if (initial - projected) / max(abs(initial), 1e-12) >= PROJECTED_IMPROVEMENT else ""
+    needed = AT_CHANCE_IMPROVEMENT if at_chance else STALL_IMPROVEMENT
+    return "steady" if (initial - projected) / max(abs(initial), 1e-12) >= needed else ""
 
 
 def _rank_correlation(series: np.ndarray) -> float:

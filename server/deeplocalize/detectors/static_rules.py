@@ -186,16 +186,19 @@ def _softmax_one_unit(o: _Output) -> bool:
 
 def _multi_label(o: _Output) -> bool:
     y = o.y
-    if not (o.family in ("categorical", "binary") and o.act == "softmax" and y and y.get("multi_hot") and (o.units or 0) > 1):
+    # Certain before any step, whatever the loss: softmax rows sum to one, multi-hot rows do not
+    # (a regression loss on them cannot reach zero either: it averages the tags of a row).
+    if not (o.family in ("categorical", "binary", "regression") and o.act == "softmax" and y and y.get("multi_hot") and (o.units or 0) > 1):
         return False
     t = activation_target(o.trace, o.head)
     fix = activation_fix(o.trace, o.head, "sigmoid", 'Use a sigmoid output and loss "binary_crossentropy" (several labels per sample)')
     if fix is not None:
-        fix.also = [FixSpec("", new_value='"binary_crossentropy"', target=Target("compile_arg", arg="loss"))] if o.family == "categorical" else []
+        fix.also = [FixSpec("", new_value='"binary_crossentropy"', target=Target("compile_arg", arg="loss"))] if o.family != "binary" else []
+    loss = "" if o.family != "regression" else f" and a regression loss ({o.trace.compile.loss.get('name')}) cannot fit rows whose targets sum to more than one"
     o.add(
         MULTI_LABEL,
         f"Samples carry several labels at once (up to {y.get('max_labels_per_row', '?'):g} per row), but {_where(o.head)} is a softmax, "
-        "which makes the classes compete for one share of probability; a multi-label output needs sigmoid units and binary cross-entropy.",
+        f"which makes the classes compete for one share of probability{loss}; a multi-label output needs sigmoid units and binary cross-entropy.",
         t,
         [fix] if fix else [],
     )
