@@ -506,36 +506,22 @@ def test_a_cut_fit_whose_loss_only_drifts_or_barely_moves_is_still_judged():
     assert [f.code for f in serious(diagnose(_full_batch_run(tiny_pace, 150, end={"reason": "capped"}).trace))] == ["not-learning"]
 
 
-def test_a_fit_cut_in_its_first_epochs_while_its_loss_falls_is_not_judged_poor():
-    """The time budget stopped a healthy regression (large targets) two epochs into its 20."""
-    tb = TraceBuilder(["relu", None], units=[64, 1], loss="mse")
-    tb.trace.fit.y.update({"min": 25.0, "max": 346.0, "integer_valued": False, "n_unique": 200, "mean": 152.0, "std": 77.0})
-    for e in range(2):
-        for s in range(17):
-            tb.step(e, 28000.0 - 400.0 * (e * 17 + s) + (300.0 if s % 2 else -300.0))
-        tb.epoch(e, 28000.0 - 400.0 * (e * 17 + 16))
-    tb.trace.end_reason = "timeout"
-    assert not serious(diagnose(tb.trace))
-    tb.trace.end_reason, tb.trace.fit_end = None, {"reason": "completed"}  # the same two epochs, ended by the script itself
-    tb.trace.fit.epochs_requested = tb.trace.fit.epochs = 2
-    assert serious(diagnose(tb.trace))
-
-
-def test_a_regression_cut_while_its_loss_falls_steadily_is_not_judged_by_the_fraction_shed_so_far():
-    """The time budget stopped a healthy regression (large targets, four folds of 20 epochs) six
-    epochs into its first fold: the loss has shed a third so far and falls steadily. With no
-    accuracy to judge, that fraction is the cut's; the same six epochs ended by the script are not."""
+@pytest.mark.parametrize("epochs, pace", [(2, 400.0), (6, 100.0)], ids=["first-epochs", "steady-mid-fit"])
+def test_a_regression_cut_while_its_loss_falls_is_not_judged_by_the_fraction_shed_so_far(epochs, pace):
+    """The time budget stopped a healthy regression (large targets, 20 epochs of 17 steps asked)
+    two epochs in, or six epochs in while the loss falls steadily, having shed a third of it.
+    With no accuracy to judge, that fraction is the cut's; the same epochs ended by the script are not."""
     tb = TraceBuilder(["relu", None], units=[64, 1], loss="mse")
     tb.trace.fit.y.update({"min": 25.0, "max": 346.0, "integer_valued": False, "n_unique": 200, "mean": 152.0, "std": 77.0})
     tb.trace.fit.steps_per_epoch, tb.trace.fit.epochs_requested = 17, 20
-    for e in range(6):
+    for e in range(epochs):
         for s in range(17):
-            tb.step(e, 28000.0 - 100.0 * (e * 17 + s) + (300.0 if s % 2 else -300.0))
-        tb.epoch(e, 28000.0 - 100.0 * (e * 17 + 16))
+            tb.step(e, 28000.0 - pace * (e * 17 + s) + (300.0 if s % 2 else -300.0))
+        tb.epoch(e, 28000.0 - pace * (e * 17 + 16))
     tb.trace.end_reason = "timeout"
     assert not serious(diagnose(tb.trace))
-    tb.trace.end_reason, tb.trace.fit_end = None, {"reason": "completed"}
-    tb.trace.fit.epochs_requested = tb.trace.fit.epochs = 6
+    tb.trace.end_reason, tb.trace.fit_end = None, {"reason": "completed"}  # the same epochs, ended by the script itself
+    tb.trace.fit.epochs_requested = tb.trace.fit.epochs = epochs
     assert serious(diagnose(tb.trace))
 
 
