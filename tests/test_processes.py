@@ -11,6 +11,8 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
+import textwrap
 import time
 
 import psutil
@@ -113,6 +115,31 @@ def test_a_script_that_never_ends_with_a_helper_is_stopped_at_its_budget(tmp_pat
     assert time.monotonic() - start < 8 + 10
     assert report.status == "timeout" and [f.finding.code for f in report.findings] == ["budget-exceeded"]  # stopped by us: not "left"
     assert _settle(before | set(session.pids())) == []  # the session's own fork server may have started with this test
+
+
+@pytest.mark.parametrize("ends", ["by itself", "at its budget"])
+def test_what_a_training_process_leaves_in_the_temp_folder_goes_with_it(tmp_path, session, ends):
+    """The training process skips Python's exit (TensorFlow's teardown is slow), so what was to be
+    deleted at exit (autograph writes a few modules per fit so) would pile up in the temp folder,
+    one analysis after another. It writes into a folder of the job's, removed with the job."""
+    script = tmp_path / "temp_at_exit.py"
+    script.write_text(textwrap.dedent(f"""\
+        import atexit, os, tempfile
+        import keras, numpy as np
+        with tempfile.NamedTemporaryFile(suffix=".py", delete=False) as f:  # as autograph does
+            atexit.register(os.remove, f.name)
+        print("TEMP", f.name, flush=True)
+        model = keras.Sequential([keras.Input(shape=(4,)), keras.layers.Dense(3, activation="softmax")])
+        model.compile("adam", "sparse_categorical_crossentropy")
+        model.fit(np.random.rand(64, 4), np.random.randint(0, 3, 64), epochs=2, verbose=0)
+        {"while True: pass" if ends == "at its budget" else ""}
+        """))
+    report = asyncio.run(session.analyze(str(script), RunOptions(max_seconds=8 if ends == "at its budget" else 60)))
+    assert report.status == ("timeout" if ends == "at its budget" else "ok"), report.status
+    (temp,) = [line.split()[1] for line in report.run.output if line.startswith("TEMP ")]
+    folder = os.path.dirname(temp)
+    assert os.path.realpath(folder) != os.path.realpath(tempfile.gettempdir())  # the job's own folder
+    assert not os.path.exists(temp) and not os.path.exists(folder)
 
 
 # ------------------------------------------------------------------ the language server

@@ -17,7 +17,9 @@ import json
 import logging
 import os
 import re
+import shutil
 import sys
+import tempfile
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -324,6 +326,10 @@ class Worker:
             job["source"] = script.source
         if record:
             job["record"] = True
+        # The training process ends with os._exit (TensorFlow's teardown is slow), so what it
+        # meant to delete at exit (autograph's generated modules, a few per fit) would stay in
+        # the temp folder: it writes into one of its own, removed here when the job is over.
+        job["tmpdir"] = scratch = tempfile.mkdtemp(prefix="deeplocalize-job-")
         self._send(job)
         state = _JobState(TraceBuilder(script.path), opts.output_lines)
         readers = [asyncio.ensure_future(self._read_events(state, on_event, should_stop)),
@@ -349,6 +355,7 @@ class Worker:
             for reader in readers:
                 reader.cancel()
             self._close_transports()
+            shutil.rmtree(scratch, ignore_errors=True)
         return state.result(returncode, lost=self.forked and returncode is None)
 
     def _send(self, job: dict) -> None:

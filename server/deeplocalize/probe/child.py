@@ -120,6 +120,10 @@ def serve(events_fd: int, control_fd: int, prebuild: bool = True) -> int:
     job = _wait_for_job(control_fd)
     if job is None:
         return 0
+    if job.get("tmpdir"):  # the job's own temp folder (see runner.Worker.run): this process, and what it starts
+        import tempfile
+
+        os.environ["TMPDIR"] = tempfile.tempdir = str(job["tmpdir"])
     leftovers.set_name(leftovers.TRAINING_NAME)
     # Everything the script starts stays below this process (see leftovers) and carries the job's mark.
     leftovers.become_subreaper()
