@@ -142,8 +142,8 @@ class DeepLocalizeServer(LanguageServer):
         if previous is not None and not previous.done():
             previous.cancel()
         state.task = asyncio.ensure_future(self._run(state, reason, previous))
-        # The lens says "training" until the task is done, which is after its own last refresh
-        # (a cancelled run still drains its processes): refresh once more when it is.
+        # The lens says "training" until the task is done (a finished, failed or cancelled run may
+        # still drain its processes after its last step): the one refresh that ends it is here.
         state.task.add_done_callback(lambda _: None if self.shutting_down else self.refresh_lenses())
 
     def cancel(self, uri: str) -> bool:
@@ -204,7 +204,6 @@ class DeepLocalizeServer(LanguageServer):
         state.report_key = key  # reused on an unchanged save only once complete
         progress.end(state.last_outcome)
         self.status(state, "done", state.last_outcome, status=report.status)
-        self.refresh_lenses()
 
     def _script_to_run(self, state: DocState) -> Script | None:
         """The saved file, described, or None (logged, diagnostics cleared) when there is nothing to run."""
@@ -264,8 +263,6 @@ class DeepLocalizeServer(LanguageServer):
             return None
         finally:
             state.running_since = None
-            if not self.shutting_down:
-                self.refresh_lenses()  # also after a cancel or a failure: the lens must stop saying "training"
             if self.settings_cache.warm_worker and not self.shutting_down:
                 self.session.prewarm_soon(options)
         output.flush()
@@ -307,10 +304,8 @@ class DeepLocalizeServer(LanguageServer):
             return
         finally:
             state.running_since = None
-            if not self.shutting_down:
-                self.refresh_lenses()
-                if self.settings_cache.warm_worker:
-                    self.session.prewarm_soon(options)
+            if self.settings_cache.warm_worker and not self.shutting_down:
+                self.session.prewarm_soon(options)
         if summary is not None:
             log.info(f"deeplocalize: {name}: verification {summary.verified} verified, {summary.refuted} unconfirmed, "
                      f"{summary.inconclusive} inconclusive in {summary.seconds:.1f} s")
