@@ -40,7 +40,7 @@ from deeplocalize.evaluation import load_expectations  # noqa: E402
 
 def configuration_codes() -> set[str]:
     """Codes the static rules emit: faults certain from the configuration alone."""
-    tree = ast.parse((ROOT / "server" / "deeplocalize" / "detectors" / "static_rules.py").read_text())
+    tree = ast.parse((ROOT / "server" / "deeplocalize" / "detectors" / "configuration.py").read_text())
     return {n.args[0].value for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "Finding"
             and n.args and isinstance(n.args[0], ast.Constant)}
 

@@ -43,6 +43,26 @@ def test_nan_born_in_a_custom_loss_points_at_its_code():
     assert f.target.kind == "code" and f.target.code["line"] == 5
 
 
+@pytest.mark.parametrize("params, swapped", [
+    (["y_pred", "y_true"], True), (["logits", "labels"], True), (["output", "target"], True),
+    (["y_true", "y_pred"], False), (["a", "b"], False), (["y", "y_hat"], False), (["y_pred"], False),
+])
+def test_a_custom_loss_declared_predictions_first_is_blamed_on_its_parameters_not_guarded(params, swapped):
+    """Keras calls loss(y_true, y_pred): a loss declared (y_pred, y_true) takes the log of the labels.
+    A guard would hide the NaN and keep the loss meaningless, so the swap comes first, the guard after it."""
+    tb = TraceBuilder(["relu", "sigmoid"], units=[16, 1], loss="binary_crossentropy")
+    code = {"file": "/tmp/model.py", "line": 5, "function": "my_loss", "params": params}
+    tb.trace.compile.loss = {"kind": "function", "name": "my_loss", "code": code}
+    tb.step(0, float("nan"))
+    f = [x for x in diagnose(tb.trace) if x.symptom == "nan_inf"][0]
+    assert f.code == "nan-in-custom-loss" and f.target.code["line"] == 5
+    if swapped:
+        assert f.root_cause == "loss" and f.target.arg == "params" and f.fixes[0].swap_params
+        assert [a.root_cause for a in f.alternatives] == ["numerical_operation"] and f.alternatives[0].fixes[0].guard
+    else:
+        assert f.root_cause == "numerical_operation" and f.fixes[0].guard and not f.alternatives
+
+
 def test_initial_weight_scale_decides_between_initialization_and_learning_rate():
     zeros = [weights(kernel_std=0.0), weights(kernel_std=0.0), weights()]
     tb = TraceBuilder(["relu", "relu", "softmax"])
@@ -183,7 +203,7 @@ def test_early_stop_rule_inspects_each_step_once(monkeypatch):
     real = det.step_has_nonfinite
     monkeypatch.setattr(det, "step_has_nonfinite", lambda s: calls.append(s.g) or real(s))
     tb = TraceBuilder(["relu", "softmax"])
-    rule = det.DecisiveRule()
+    rule = det.StopWhenDecisive()
     for i in range(300):
         tb.step(0, 2.0)
         assert rule(tb.trace) is False
@@ -353,7 +373,7 @@ def test_binary_labels_out_of_range_seen_only_in_the_batches_of_a_dataset():
 
 
 def test_unstable_training_keeps_every_candidate_cause_with_the_step_size_last():
-    from deeplocalize.detectors.common import candidate_causes
+    from deeplocalize.detectors.causes import candidate_causes
 
     tb = TraceBuilder(["relu", "relu", "softmax"], optimizer="SGD", lr=0.5)
     tb.trace.fit.x.update({"max": 300.0, "min": 0.0, "std": 80.0})
@@ -416,7 +436,7 @@ def test_a_silent_failure_stops_the_run_once_established_over_two_epochs():
 
     tb = TraceBuilder(["relu", "relu", "softmax"])
     dead = [act(dead=1.0, nonpos=1.0, mean=0.0, std=0.0), act(), act()]
-    rule = det.DecisiveRule()
+    rule = det.StopWhenDecisive()
     stopped_at = None
     for e in range(20):
         for s in range(10):
@@ -430,7 +450,7 @@ def test_a_silent_failure_stops_the_run_once_established_over_two_epochs():
     assert "dead-relu" in rule.reason
 
     healthy = TraceBuilder(["relu", "relu", "softmax"]).healthy(epochs=20)
-    rule = det.DecisiveRule()
+    rule = det.StopWhenDecisive()
     assert not any(rule(det_trace) for det_trace in [healthy.trace])
     assert det.silent_failure(healthy.trace) == set()
 

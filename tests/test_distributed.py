@@ -268,7 +268,7 @@ def test_the_cli_refuses_an_impossible_worker_count():
 
 
 def test_the_editor_setting_sets_the_worker_count():
-    from deeplocalize.lsp.settings import Settings
+    from deeplocalize.settings import Settings
 
     manifest = json.loads((ROOT / "package.json").read_text())["contributes"]["configuration"]["properties"]
     assert manifest["deeplocalize.workers"]["default"] == 1

@@ -12,7 +12,6 @@ import time
 
 import psutil
 import pytest
-from lsprotocol import types as lsp
 
 from conftest import FIXTURES, FORKSERVER_NAME
 from deeplocalize.runner import RunOptions

@@ -133,6 +133,21 @@ def test_custom_code_is_anchored_on_the_risky_operation_and_guarded(tmp_path):
     assert "tf.math.log(tf.maximum(y_pred, 1e-7))" in apply_fix(src, lf.fixes[0])
 
 
+def test_swapped_loss_parameters_are_anchored_on_the_signature_and_swapped_there(tmp_path):
+    path, src = write(tmp_path, '''
+        from keras import ops
+
+        def bce(y_pred: "Tensor", y_true):
+            return -ops.mean(y_true * ops.log(y_pred))
+    ''')
+    code = {"file": str(path), "line": 3, "function": "bce", "params": ["y_pred", "y_true"]}
+    lf = Locator(Trace(str(path))).locate(finding(Target("code", code=code, arg="params"), FixSpec("swap", swap_params=True), root="loss"))
+    line = src.splitlines()[2]
+    assert lf.range.start.line == 3 and line[lf.range.start.column - 1:lf.range.end.column - 1] == 'y_pred: "Tensor", y_true'
+    fixed = apply_fix(src, lf.fixes[0]).splitlines()
+    assert fixed[2] == 'def bce(y_true: "Tensor", y_pred):' and fixed[3] == src.splitlines()[3]  # the body keeps its names
+
+
 @pytest.mark.parametrize("expr, probability, expected", [
     # As keras.losses.msle: the prediction is clamped, not the sum (which would hide a negative prediction).
     ("tf.math.log(y_pred + 1.0)", False, "tf.math.log(tf.maximum(y_pred, 1e-7) + 1.0)"),

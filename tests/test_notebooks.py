@@ -150,7 +150,7 @@ def _diagnostics(report: FileReport, twin_text: str | None = None) -> list[tuple
     from pygls.workspace import Workspace
 
     from deeplocalize.lsp.convert import file_place, to_diagnostic
-    from deeplocalize.lsp.notebooks import placer
+    from deeplocalize.lsp.cells import placer
 
     texts: dict[str, str] = {}
     place = file_place
@@ -311,7 +311,7 @@ def test_the_editor_places_findings_in_cells_even_before_the_report_is_complete(
     the Python cells, not the markdown between them)."""
     from pygls.workspace import Workspace
 
-    from deeplocalize.lsp.notebooks import cell_ref, placer
+    from deeplocalize.lsp.cells import cell_ref, placer
 
     path = tmp_path / "digits.ipynb"
     shutil.copy(NOTEBOOKS / "digits_relu_output.ipynb", path)

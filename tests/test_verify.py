@@ -37,7 +37,7 @@ def test_a_refuted_first_guess_is_corrected_by_a_later_candidate(tmp_path, sessi
     assert f.range.start.line == 16 and f.fixes[0].root_cause == "learning_rate"
     tried = [x for x in f.fixes if x.verification]
     assert tried[0].verification.verdict == "verified" and any(x.verification.verdict == "refuted" and x.root_cause == "initialization" for x in tried)
-    assert "cause: learning rate" in f.finding.message and "Verified by re-training" in f.finding.message
+    assert "cause: learning rate" in f.message and "Verified by re-training" in f.message
     assert report.verification.corrected == 1
     assert script.read_text() == before and not running_jobs(session)
 
@@ -47,7 +47,7 @@ def test_a_warning_that_no_fix_heals_is_demoted_to_information(session):
     assert ("dead-relu", "warning") in [(c[0], c[1]) for c in first]
     f = next(f for f in report.findings if f.finding.code == "dead-relu")
     assert f.finding.severity == "information" and f.confirmation == "unconfirmed"
-    assert f.finding.message.startswith("Unconfirmed: ")
+    assert f.message.startswith("Unconfirmed: ")
     assert all(x.verification.verdict == "refuted" for x in f.fixes if x.verification)
     assert report.verification.demoted == 1 and not running_jobs(session)
 

@@ -24,8 +24,8 @@ from .report import FileReport
 from .runner import RunOptions
 from .script import describe as describe_script
 from .session import EngineSession
+from .settings import Settings, add_arguments
 from .sarif import to_sarif
-from .verify import describe
 from .vocab import is_serious
 
 JSON_VERSION = 2  # 2: fixes carry "preferred", "root_cause" and "verification"; findings "confirmation"
@@ -42,46 +42,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--format", choices=("text", "json", "sarif"), default="text",
                    help="text (like a linter), json (version %d), or sarif (SARIF 2.1.0, for code scanning)" % JSON_VERSION)
     c.add_argument("--report", metavar="FILE.html", help="also write a self-contained HTML training report (plots per layer over steps)")
-    c.add_argument("--python", default=sys.executable, help="interpreter that runs the script (default: this one)")
-    c.add_argument("--max-seconds", type=float, default=60.0, help="time budget of each script's run (default 60)")
-    c.add_argument("--max-epochs", type=int, default=20, help="cap on the epochs a script may train (default 20; 0 = no cap)")
-    c.add_argument("--max-memory-mb", type=int, default=4096, help="memory budget of the training process tree (default 4096)")
-    c.add_argument("--workers", type=int, default=1,
-                   help="worker processes that train a MultiWorkerMirroredStrategy script together on this machine "
-                        "(TF_CONFIG on 127.0.0.1; the chief's training is analyzed; default 1)")
-    c.add_argument("--seed", type=int, default=0, help="random seed set before the script runs (default 0; -1 = none)")
-    c.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="extra environment variable for the script")
+    add_arguments(c)  # the settings the editor shares (settings.py): budgets, interpreter, env, seed, verification
     c.add_argument("--show-output", action="store_true", help="echo the script's own output to stderr")
     c.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
-    c.add_argument("--no-verify", action="store_true", help="do not re-train with the fixes applied to verify them")
-    c.add_argument("--verify-seconds", type=float, default=60.0,
-                   help="time budget per script for the re-runs that verify fixes (default 60)")
     return p
 
 
-def _options(args: argparse.Namespace) -> RunOptions:
-    env: dict[str, str] = {}
-    for item in args.env:
-        if "=" not in item:
-            raise SystemExit(f"deeplocalize: --env expects KEY=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        env[k] = v
-    if args.max_seconds <= 0:
-        raise SystemExit("deeplocalize: --max-seconds must be positive")
-    if args.verify_seconds <= 0:
-        raise SystemExit("deeplocalize: --verify-seconds must be positive (use --no-verify to skip verification)")
-    if not 1 <= args.workers <= 8:
-        raise SystemExit("deeplocalize: --workers must be between 1 and 8")
-    return RunOptions(
-        python=args.python,
-        max_seconds=args.max_seconds,
-        max_epochs=args.max_epochs or None,
-        max_memory_mb=args.max_memory_mb or None,
-        env=env,
-        seed=None if args.seed < 0 else args.seed,
-        workers=args.workers,
-        cwd=os.getcwd(),  # like `python train.py`: relative data paths resolve from where the user runs it
-    )
+def _options(settings: Settings) -> RunOptions:
+    options = settings.run_options()
+    options.cwd = os.getcwd()  # like `python train.py`: relative data paths resolve from where the user runs it
+    return options
 
 
 def render_text(report: FileReport, console: Console) -> None:
@@ -96,7 +66,7 @@ def render_text(report: FileReport, console: Console) -> None:
         f = lf.finding
         cause = f" (root cause: {f.root_cause})" if f.root_cause else ""
         style = _STYLE.get(f.severity, "")
-        console.print(f"{where(report.place(lf.range))}: [{style}]{f.severity}[/{style}] [bold]{f.code}[/bold]{cause}: {f.message}", highlight=False, soft_wrap=True)
+        console.print(f"{where(report.place(lf.range))}: [{style}]{f.severity}[/{style}] [bold]{f.code}[/bold]{cause}: {lf.message}", highlight=False, soft_wrap=True)
         ev = ", ".join(f"{k}={_short(v)}" for k, v in f.evidence.items() if k != "message")
         if ev:
             console.print(f"    evidence: {ev}", style="dim", highlight=False, soft_wrap=True)
@@ -121,7 +91,7 @@ def _verdict(fix: Fix) -> str:
     v = fix.verification
     assert v is not None
     if v.verdict == "verified":
-        return f"verified: {describe(v)}"
+        return f"verified: {v.summary()}"
     return f"{v.verdict}: {v.reason}"
 
 
@@ -141,7 +111,8 @@ def _short(v: Any) -> str:
 
 
 async def _check(args: argparse.Namespace) -> int:
-    options = _options(args)
+    settings = Settings.from_args(args)
+    options = _options(settings)
     err = Console(stderr=True, soft_wrap=True, highlight=False)
     out = Console(highlight=False, soft_wrap=True)
     missing = [p for p in args.files if not os.path.isfile(p)]
@@ -180,14 +151,14 @@ async def _check(args: argparse.Namespace) -> int:
                         f = lf.finding
                         at = cell_places(_p)(lf.range)
                         err.print(f"{where(at)}: {f.severity} {f.code} (found while "
-                                  f"training; the full report follows): {f.message}", markup=False, highlight=False)
+                                  f"training; the full report follows): {lf.message}", markup=False, highlight=False)
 
             def on_progress(message: str, _p: str = path) -> None:
                 if show_progress:
                     err.print(f"[dim]{os.path.basename(_p)}: {message}[/dim]", highlight=False)
 
             try:
-                report = await session.check(script, verify_seconds=None if args.no_verify else args.verify_seconds, on_event=on_event,
+                report = await session.check(script, verify_seconds=settings.verify_seconds if settings.verify_fixes else None, on_event=on_event,
                                              on_output=on_output, on_findings=on_findings, on_progress=on_progress)
             except EnvironmentProblem as exc:
                 err.print(f"deeplocalize: {exc}", style="red", markup=False)

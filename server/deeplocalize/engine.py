@@ -8,8 +8,8 @@ import time
 from dataclasses import replace
 from typing import Callable
 
-from .detectors import DecisiveRule, diagnose, measure, settled_findings, symptom_key
-from .detectors.static_rules import check_static
+from .detectors import HeldTwice, StopWhenDecisive, diagnose, measure, settled_findings, symptom_key
+from .detectors.configuration import check_static
 from .findings import Finding, LocatedFinding, Position, SourceRange, Target
 from .locate import Locator, frame_range, line_range, load_source
 from .notebook import NotebookUnreadable, NothingToRun
@@ -99,7 +99,7 @@ async def analyze(
         if stream is not None:
             stream(event, trace)
 
-    run = await runs.run(script, options, on_event=events, on_output=on_output, should_stop=DecisiveRule(), keep_warm=warm_next)
+    run = await runs.run(script, options, on_event=events, on_output=on_output, should_stop=StopWhenDecisive(), keep_warm=warm_next)
     _check_environment(run, options)
     traces = run.traces or [run.trace]
     findings = diagnose_fits(traces)
@@ -232,7 +232,7 @@ class StreamedFindings:
     def __init__(self, on_findings: FindingsCallback) -> None:
         self.on_findings = on_findings
         self.checked: set[tuple[int, str]] = set()
-        self.previous: dict[int, set[tuple]] = {}
+        self.held = HeldTwice()
         self.sent: set[tuple] = set()
         self.located: list[LocatedFinding] = []
 
@@ -247,9 +247,7 @@ class StreamedFindings:
                 found += [f for f in check_static(trace) if f.severity == "error"]
             if kind == "epoch":
                 settled = {symptom_key(f): f for f in settled_findings(trace)}
-                stable = settled.keys() & self.previous.get(id(trace), set())
-                self.previous[id(trace)] = set(settled)
-                found += [settled[k] for k in stable]
+                found += [settled[k] for k in self.held(trace, set(settled))]
             if found:
                 self._send(trace, found)
         except Exception:  # noqa: BLE001 - a partial trace: the final diagnosis will say it
@@ -270,7 +268,7 @@ class StreamedFindings:
             self.on_findings(list(self.located))
 
 
-async def verify(
+async def verify_report(
     report: FileReport,
     options: RunOptions,
     budget_s: float,

@@ -44,6 +44,7 @@ class FixSpec:
     - `guard`: the risky operation at the target rewritten with an epsilon guard, as Keras'
       losses do ("operand": log/sqrt/division of a value; "probability": clipped into [eps, 1 - eps]);
     - `rename`: the keyword of that name renamed to `new_value` (a Keras 2 keyword);
+    - `swap_params`: the first two parameters of the target's function (`code`) swapped in its signature;
     - `feed`: the data changed at every call that feeds the model (feeds.py), not at one line.
     """
 
@@ -59,6 +60,7 @@ class FixSpec:
     layer_call: str | None = None
     guard: Literal["operand", "probability"] | None = None
     rename: str | None = None
+    swap_params: bool = False
 
 
 @dataclass
@@ -88,6 +90,9 @@ class Finding:
     # finding yields to any strong one (it becomes information).
     confidence: str = "strong"
     alternatives: list[Alternative] = field(default_factory=list)
+    # The message names the root cause (a cause inferred among candidates, which an experiment may
+    # change): rendered after it as "likely cause: ...", or "cause: ..." once verified.
+    names_cause: bool = False
 
     def __post_init__(self) -> None:
         assert self.severity in SEVERITIES, self.severity
@@ -136,10 +141,32 @@ class Verification:
     # Codes the fixed run still showed (None: not diagnosed, e.g. it crashed): another
     # finding of the same fit that is absent there was healed by this fix too.
     remaining: list[str] | None = None
+    measure: str | None = None  # the measure the verdict rests on (a key of before/after, "crash", "finite", "weight_growth")
 
     def to_json(self) -> dict[str, Any]:
         return {"verdict": self.verdict, "before": self.before, "after": self.after, "steps": self.steps,
                 "epochs": self.epochs, "seconds": round(self.seconds, 2), "reason": self.reason}
+
+    def summary(self) -> str:
+        """One line for the message: 'accuracy 0.10 -> 0.91 in 2 epochs'."""
+        b, a = self.before, self.after
+        span = f"in {self.epochs} epoch{'s' if self.epochs != 1 else ''}"
+        if b.get("crashed") and not a.get("crashed"):
+            return f"the crash is gone ({self.epochs} epoch{'s' if self.epochs != 1 else ''} trained)"
+        if not b.get("finite", True) and a.get("finite", True) and not a.get("crashed"):
+            tail = f", loss {a['loss']}" if "loss" in a else ""
+            return f"values stay finite {span}{tail}"
+        if self.measure == "weight_growth":
+            return f"{self.reason.removeprefix('the ')} {span}"
+        keys = ("val_accuracy", "hit_rate", "accuracy", "loss_vs_chance", "loss_drop", "loss")
+        for key in ([self.measure] if self.measure in keys else []) + list(keys):
+            if key in b and key in a:
+                return f"{key.replace('_', ' ')} {_num(b[key])} -> {_num(a[key])} {span}"
+        return self.reason
+
+
+def _num(x: Any) -> str:
+    return f"{x:.2f}" if isinstance(x, float) and abs(x) < 100 else str(x)
 
 
 @dataclass
@@ -162,6 +189,26 @@ class LocatedFinding:
     layer: dict[str, Any] | None
     confirmation: Confirmation | None = None  # once the fixes were tried; None: not tried
     fit_index: int = 0  # which fit of the script showed it
+    demoted: bool = False  # a warning that no fix healed, shown as information
+
+    @property
+    def message(self) -> str:
+        """The message every edge shows, rendered from the parts: the detector's words, the cause it
+        names (likely until an experiment settles it), and what re-training showed."""
+        f = self.finding
+        text = f.message
+        if f.names_cause and f.root_cause:
+            settled = "cause" if self.confirmation == "verified" else "likely cause"
+            text = f"{text.rstrip('.')}; {settled}: {f.root_cause.replace('_', ' ')}."
+        if self.demoted:
+            text = "Unconfirmed: " + text
+        if self.confirmation == "verified" and self.preferred is not None and self.preferred.verification is not None:
+            text += f" Verified by re-training with the fix: {self.preferred.verification.summary()}."
+        elif self.confirmation == "unconfirmed":
+            refuted = sum(1 for fix in self.fixes if fix.verification is not None and fix.verification.verdict == "refuted")
+            text += (" Re-training with the fix did not heal it." if refuted <= 1
+                     else f" Re-training with each of the {refuted} fixes did not heal it.")
+        return text
 
     @property
     def preferred(self) -> Fix | None:
@@ -180,7 +227,7 @@ class LocatedFinding:
             "code": f.code,
             "symptom": f.symptom,
             "root_cause": f.root_cause,
-            "message": f.message,
+            "message": self.message,
             "range": place(self.range).to_json(),
             "layer": self.layer,
             "evidence": f.evidence,

@@ -243,7 +243,7 @@ class Locator:
         if target.kind == "frame":
             return (frame_range(target.frame) if target.frame else self.fallback()), None
         if target.kind == "code":
-            return self._code_anchor(target.code or {})
+            return self._code_anchor(target.code or {}, params=target.arg == "params")
         chain = self._site_for(target)
         if not chain:
             return self.fallback(), None
@@ -352,11 +352,17 @@ class Locator:
         rng = node_range(src, stmt)
         return rng, DataStatement(src, stmt, name)
 
-    def _code_anchor(self, code: dict[str, Any]) -> tuple[SourceRange, FixSite]:
-        """The risky operation inside a custom loss or call(): log, sqrt, division, pow, exp."""
+    def _code_anchor(self, code: dict[str, Any], params: bool = False) -> tuple[SourceRange, FixSite]:
+        """The risky operation inside a custom loss or call(): log, sqrt, division, pow, exp;
+        with `params`, the function's parameters (the mistake is in their order)."""
         path, line = code.get("file"), code.get("line")
         if not path or not line:
             return self.fallback(), None
+        found = _function_at(code) if params else None
+        if found is not None and len(_params(found[1])) >= 2:
+            src, func = found
+            first, second = _params(func)[:2]
+            return SourceRange(path, _name_range(src, first).start, _name_range(src, second).end), None
         src = load_source(path)
         if src is None or src.module is None:
             return line_range(src, path, int(line)), None
@@ -437,6 +443,8 @@ class Locator:
             target = spec.target
         if spec.rename:
             return self._rename_kwarg(spec, target, spec.rename)
+        if spec.swap_params:
+            return _swapped_params(spec.title, target.code)
         if spec.arg and target.kind == "compile_arg":
             return self._set_kwarg_of_value(spec, site)
         match site:
@@ -544,6 +552,31 @@ def _function_at(code: dict[str, Any] | None) -> tuple[Source, nodes.FunctionDef
         if f.lineno == code.get("line") or (f.decorators is not None and f.decorators.nodes[0].lineno == code.get("line")):
             return src, f
     return None
+
+
+def _params(func: nodes.FunctionDef) -> list[nodes.AssignName]:
+    """Its positional parameters, without the method's self."""
+    args = list(func.args.args)
+    return args[1:] if args and args[0].name in ("self", "cls") and func.is_method() else args
+
+
+def _swapped_params(title: str, code: dict[str, Any] | None) -> Fix | None:
+    """The function's first two parameters swapped in its signature (its body keeps its names)."""
+    found = _function_at(code)
+    if found is None:
+        return None
+    src, func = found
+    params = _params(func)
+    if len(params) < 2:
+        return None
+    a, b = params[:2]
+    return Fix(title, [TextEdit(_name_range(src, a), b.name), TextEdit(_name_range(src, b), a.name)])
+
+
+def _name_range(src: Source, param: nodes.AssignName) -> SourceRange:
+    """The parameter's name alone (its node spans its annotation too)."""
+    start = Position(param.lineno, param.col_offset + 1)
+    return SourceRange(src.path, start, Position(param.lineno, param.col_offset + 1 + len(param.name)))
 
 
 def _named_calls(func: nodes.NodeNG, names: list[str]) -> list[nodes.Call]:

@@ -242,7 +242,7 @@ def _finding(report: FileReport, lf: LocatedFinding) -> str:
     fixes = "".join(f"<li>{html.escape(fix.title)}" + (f" — <em>{fix.verification.verdict}</em>" if fix.verification else "") + "</li>"
                     for fix in lf.fixes)
     return (f'<div class="finding {f.severity}"><p><span class="sev">{f.severity}</span> <code>{f.code}</code> at <code>{html.escape(where)}</code>'
-            f"{html.escape(cause)}</p><p>{html.escape(f.message)}</p>{_snippet(report, lf)}"
+            f"{html.escape(cause)}</p><p>{html.escape(lf.message)}</p>{_snippet(report, lf)}"
             + (f"<p>Fixes:</p><ul>{fixes}</ul>" if fixes else "") + "</div>")
 
 

@@ -75,7 +75,7 @@ def _result(report: FileReport, lf: LocatedFinding, index: dict[str, int], root:
     result: dict[str, Any] = {
         "ruleId": f.code,
         "level": LEVEL[f.severity],
-        "message": {"text": f"{f.message}{cause}"},
+        "message": {"text": f"{lf.message}{cause}"},
         "locations": [{"physicalLocation": {"artifactLocation": _artifact(at.file, root), "region": _region(at)}}],
         "properties": props,
     }

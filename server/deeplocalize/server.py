@@ -11,7 +11,6 @@ import asyncio
 import atexit
 import logging
 import sys
-import threading
 
 
 def main() -> int:
@@ -24,11 +23,10 @@ def main() -> int:
     atexit.register(kill_all)
 
     async def serve() -> None:
-        server._stop_event = stop = threading.Event()
         reader = StdinAsyncReader(sys.stdin.buffer, server.thread_pool)
         server.protocol.set_writer(StdoutWriter(sys.stdout.buffer))
         try:
-            await run_async(stop_event=stop, reader=reader, protocol=server.protocol, logger=logging.getLogger("deeplocalize"),
+            await run_async(stop_event=server.stop_event, reader=reader, protocol=server.protocol, logger=logging.getLogger("deeplocalize"),
                             error_handler=server.report_server_error)
         finally:
             await server.close()

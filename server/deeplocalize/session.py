@@ -81,8 +81,8 @@ class EngineSession:
         on_update: UpdateCallback | None = None,
         on_progress: Callable[[str], None] | None = None,
     ) -> VerifySummary | None:
-        """The report's fixes proved by experiment, in place (see engine.verify)."""
-        return await engine.verify(report, options or self.options, budget_s, self, on_update=on_update, on_progress=on_progress)
+        """The report's fixes proved by experiment, in place (see engine.verify_report)."""
+        return await engine.verify_report(report, options or self.options, budget_s, self, on_update=on_update, on_progress=on_progress)
 
     async def check(
         self,

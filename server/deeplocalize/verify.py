@@ -20,8 +20,8 @@ from typing import Any, Awaitable, Callable
 
 import numpy as np
 
-from .detectors import DecisiveRule, diagnose, measure
-from .detectors.common import loss_family
+from .detectors import StopWhenDecisive, diagnose, measure
+from .detectors.setup import loss_family
 from .detectors.numerical import first_nonfinite
 from .detectors.progress import ACCURACY_KEYS, VAL_ACCURACY_KEYS
 from .edits import apply_fix
@@ -39,6 +39,7 @@ MIN_JUDGED_STEPS = 50  # nor refuted on fewer steps than this when the analysis 
 # Per-layer statistic that shows each symptom, for the numbers next to the verdict.
 LAYER_STAT = {"dead_relu": ("out", "dead_units", "dead_unit_fraction"), "saturation": ("pre", "sat5", "saturated_fraction")}
 
+MEASURE_NAMES = {"loss_vs_chance": "loss relative to chance"}  # how a measure's key reads in a reason
 # Clearly better: accuracy up by this much (absolute), or the relative loss drop up by this much.
 ACCURACY_GAIN = 0.05
 LOSS_DROP_GAIN = 0.15
@@ -165,42 +166,43 @@ def _weight_growth(trace: Trace) -> float | None:
     return round(worst, 3) if worst is not None else None
 
 
-def judge(before: dict[str, Any], after: dict[str, Any], symptom_remains: bool, loss_changed: bool, generalization: bool = False) -> tuple[str, str]:
-    """(verdict, reason) from the measures before and after a fix. `generalization`: the
-    symptom is about held-out data (too much regularization), so validation accuracy
-    leads; otherwise training is what failed and the training measures lead."""
+def judge(before: dict[str, Any], after: dict[str, Any], symptom_remains: bool, loss_changed: bool, generalization: bool = False) -> tuple[str, str, str]:
+    """(verdict, reason, measure) from the measures before and after a fix; `measure` names the one
+    the verdict rests on (a key of the measures, or "crash" / "finite" / "weight_growth").
+    `generalization`: the symptom is about held-out data (too much regularization), so validation
+    accuracy leads; otherwise training is what failed and the training measures lead."""
     if after.get("crashed"):
         if before.get("crashed") and after.get("error") != before.get("error"):
-            return "verified", "the crash is gone (a later, different error follows)"
-        return "refuted", f"the script {'still crashes' if before.get('crashed') else 'crashes with this fix'}: {after.get('error')}"
+            return "verified", "the crash is gone (a later, different error follows)", "crash"
+        return "refuted", f"the script {'still crashes' if before.get('crashed') else 'crashes with this fix'}: {after.get('error')}", "crash"
     if before.get("crashed"):
-        return "verified", "the crash is gone"
+        return "verified", "the crash is gone", "crash"
     if not after.get("finite", True):
-        return "refuted", "the values still become NaN/Inf" if not before.get("finite", True) else "the values become NaN/Inf with this fix"
+        return "refuted", "the values still become NaN/Inf" if not before.get("finite", True) else "the values become NaN/Inf with this fix", "finite"
     if not before.get("finite", True):
-        return "verified", "the values stay finite"
+        return "verified", "the values stay finite", "finite"
     wb, wa = before.get("weight_growth"), after.get("weight_growth")
     if wb is not None and wa is not None and wb >= 100 and wa < min(10.0, wb / 100):
-        return "verified", f"the weights stay bounded (x{wa:.3g} instead of x{wb:.3g})"
-    gain, what = _gain(before, after, loss_changed, generalization)
-    worse = gain is not None and gain < -0.02
-    if worse:
-        return "refuted", f"{what} gets worse"
-    accuracy_like = what.endswith("accuracy") or what == "hit rate"
-    if gain is not None and accuracy_like and gain >= 0.02 and what.replace(" ", "_") in before:
+        return "verified", f"the weights stay bounded (x{wa:.3g} instead of x{wb:.3g})", "weight_growth"
+    gain, key = _gain(before, after, loss_changed, generalization)
+    what = MEASURE_NAMES.get(key, key.replace("_", " "))
+    if gain is not None and gain < -0.02:
+        return "refuted", f"{what} gets worse", key
+    accuracy_like = key in ("accuracy", "val_accuracy", "hit_rate")
+    if gain is not None and accuracy_like and gain >= 0.02 and key in before:
         # Near the top a fixed gain is out of reach: a third fewer errors is as clear.
-        err_before = 1.0 - before[what.replace(" ", "_")]
+        err_before = 1.0 - before[key]
         if err_before > 0 and gain / err_before >= 0.3:
-            return "verified", f"{what} clearly better ({gain / err_before:.0%} fewer errors)" + (" (the symptom is still measured)" if symptom_remains else "")
+            return "verified", f"{what} clearly better ({gain / err_before:.0%} fewer errors)" + (" (the symptom is still measured)" if symptom_remains else ""), key
     if gain is not None and gain >= (ACCURACY_GAIN if accuracy_like else LOSS_DROP_GAIN):
-        return "verified", f"{what} clearly better" + (" (the symptom is still measured)" if symptom_remains else "")
+        return "verified", f"{what} clearly better" + (" (the symptom is still measured)" if symptom_remains else ""), key
     if not symptom_remains and gain is not None and gain >= 0.03:
-        return "verified", f"the symptom is gone and {what} is better"
-    return "refuted", "no clear improvement" + ("; the symptom remains" if symptom_remains else "")
+        return "verified", f"the symptom is gone and {what} is better", key
+    return "refuted", "no clear improvement" + ("; the symptom remains" if symptom_remains else ""), key
 
 
 def _gain(before: dict[str, Any], after: dict[str, Any], loss_changed: bool, generalization: bool = False) -> tuple[float | None, str]:
-    """How much better the fixed run trains, on the most comparable measure both have.
+    """How much better the fixed run trains, on the most comparable measure both have (and its key).
     Keras' accuracy changes meaning with the loss (binary vs categorical): when the fix
     changes the loss only the probe's hit rate compares."""
     if loss_changed:
@@ -211,37 +213,14 @@ def _gain(before: dict[str, Any], after: dict[str, Any], loss_changed: bool, gen
         keys = ("hit_rate", "accuracy", "val_accuracy")
     for key in keys:
         if key in before and key in after:
-            return after[key] - before[key], key.replace("_", " ")
+            return after[key] - before[key], key
     if loss_changed:  # a different loss: only its ratio to the loss at chance compares
         if "loss_vs_chance" in before and "loss_vs_chance" in after:
-            return before["loss_vs_chance"] - after["loss_vs_chance"], "loss relative to chance"
+            return before["loss_vs_chance"] - after["loss_vs_chance"], "loss_vs_chance"
         return None, "loss"
     if "loss_drop" in before and "loss_drop" in after:
-        return after["loss_drop"] - before["loss_drop"], "loss drop"
+        return after["loss_drop"] - before["loss_drop"], "loss_drop"
     return None, "loss"
-
-
-def describe(v: Verification) -> str:
-    """One line for the message: 'accuracy 0.10 -> 0.91 in 2 epochs'."""
-    b, a = v.before, v.after
-    span = f"in {v.epochs} epoch{'s' if v.epochs != 1 else ''}"
-    if b.get("crashed") and not a.get("crashed"):
-        return f"the crash is gone ({v.epochs} epoch{'s' if v.epochs != 1 else ''} trained)"
-    if not b.get("finite", True) and a.get("finite", True) and not a.get("crashed"):
-        tail = f", loss {a['loss']}" if "loss" in a else ""
-        return f"values stay finite {span}{tail}"
-    if v.reason.startswith("the weights stay bounded"):
-        return f"{v.reason.removeprefix('the ')} {span}"
-    keys = ("val_accuracy", "hit_rate", "accuracy", "loss_vs_chance", "loss_drop", "loss")
-    judged = [k for k in keys if v.reason.startswith(k.replace("_", " ") + " ") or v.reason.startswith(f"the symptom is gone and {k.replace('_', ' ')} ")]
-    for key in judged + list(keys):
-        if key in b and key in a:
-            return f"{key.replace('_', ' ')} {_num(b[key])} -> {_num(a[key])} {span}"
-    return v.reason
-
-
-def _num(x: Any) -> str:
-    return f"{x:.2f}" if isinstance(x, float) and abs(x) < 100 else str(x)
 
 
 # ------------------------------------------------------------------ experiments
@@ -288,9 +267,9 @@ class Experiment:
         return _fit_trace(run.traces or [run.trace], fit_index)
 
 
-def _stop_on_nonfinite() -> DecisiveRule:
+def _stop_on_nonfinite() -> StopWhenDecisive:
     """A counterfactual run stops at its first NaN (the verdict is then certain), nothing else."""
-    return DecisiveRule(silent_failures=False, static_errors=False)
+    return StopWhenDecisive(silent_failures=False, static_errors=False)
 
 
 def _cut_short(trace: Trace) -> bool:
@@ -354,21 +333,21 @@ async def try_fixes(exp: Experiment, lf: LocatedFinding, fixes: list[Fix], deadl
     after = outcome(compared, f.symptom, _same_layer(before_trace, compared, layer))
     after_findings = diagnose(compared) if compared.crash is None else None
     remains = any(g.code == f.code and is_serious(g.severity) for g in after_findings) if after_findings is not None else True
-    verdict, reason = judge(before, after, remains, _loss_name(before_trace) != _loss_name(after_trace), has_trait(f.code, "generalization"))
+    verdict, reason, measure = judge(before, after, remains, _loss_name(before_trace) != _loss_name(after_trace), has_trait(f.code, "generalization"))
     if verdict == "refuted" and not remains and not after.get("crashed") and before_trace.crash is None and first_nonfinite(before_trace) is None:
         # The symptom is gone but the runs are alike this early (an early stop judged them at its epoch):
         # both trained as long as the fit asks, the original as the control, say which trains better.
         longer = await _over_the_fit(exp, lf, text, before_trace, len(compared.epochs), layer, deadline)
         if longer is not None and longer[0] == "verified":
-            verdict, reason, before, after, compared, after_findings = longer
+            verdict, reason, measure, before, after, compared, after_findings = longer
     if verdict == "refuted" and not after.get("crashed") and len(compared.steps) < MIN_JUDGED_STEPS and _cut_short(before_trace):
         verdict, reason = "inconclusive", f"only {len(compared.steps)} training steps fit in the analysis' epoch cap: too few to judge this fix"
     return Verification(verdict, before, after, len(compared.steps), len(compared.epochs), time.monotonic() - started, reason,
-                        [g.code for g in after_findings] if after_findings is not None else None)
+                        [g.code for g in after_findings] if after_findings is not None else None, measure)
 
 
 async def _over_the_fit(exp: Experiment, lf: LocatedFinding, text: str, before_trace: Trace, judged: int, layer: int | None,
-                        deadline: float) -> tuple[str, str, dict, dict, Trace, list] | None:
+                        deadline: float) -> tuple[str, str, str, dict, dict, Trace, list] | None:
     """The fixed script and the original (control) trained for every epoch the fit asks for (up to
     the analysis' cap), judged at the end; None when that is no longer than what was judged or
     does not fit in the budget."""
@@ -386,8 +365,8 @@ async def _over_the_fit(exp: Experiment, lf: LocatedFinding, text: str, before_t
     before, after = outcome(control, f.symptom, layer), outcome(fixed, f.symptom, _same_layer(control, fixed, layer))
     found = diagnose(judged_as_is(fixed))
     remains = any(g.code == f.code and is_serious(g.severity) for g in found)
-    verdict, reason = judge(before, after, remains, _loss_name(control) != _loss_name(fixed), has_trait(f.code, "generalization"))
-    return verdict, f"{reason} over the fit's {len(fixed.epochs)} epochs", before, after, fixed, found
+    verdict, reason, measure = judge(before, after, remains, _loss_name(control) != _loss_name(fixed), has_trait(f.code, "generalization"))
+    return verdict, f"{reason} over the fit's {len(fixed.epochs)} epochs", measure, before, after, fixed, found
 
 
 async def verify_findings(
@@ -440,8 +419,8 @@ async def verify_findings(
         f = lf.finding
         if lf.confirmation == "unconfirmed":
             summary.refuted -= 1
-            summary.demoted -= f.message.startswith("Unconfirmed: ")
-            f.message = f.message.removeprefix("Unconfirmed: ").split(" Re-training with ")[0]
+            summary.demoted -= lf.demoted
+            lf.demoted = False
         f.severity = "information" if f.severity == "warning" else f.severity
         _conclude(lf, [fix], summary)
         await _notify(on_update, lf)
@@ -502,14 +481,12 @@ def _conclude(lf: LocatedFinding, tried: list[Fix], summary: VerifySummary, undo
             summary.corrected += 1
         if undo_demotion and lf.confirmation == "unconfirmed":  # refuted alone, verified together
             summary.refuted -= 1
-            if f.message.startswith("Unconfirmed: "):
+            if lf.demoted:
                 f.severity = "warning"
-                f.message = f.message.removeprefix("Unconfirmed: ").split(" Re-training with ")[0]
+                lf.demoted = False
                 summary.demoted -= 1
         lf.confirmation = "verified"
         if winner.root_cause and winner.root_cause != f.root_cause:
-            if f.root_cause:
-                f.message = f.message.replace(f"likely cause: {f.root_cause.replace('_', ' ')}", f"cause: {winner.root_cause.replace('_', ' ')}")
             f.root_cause = winner.root_cause
             if winner.anchor is not None:
                 lf.range = winner.anchor
@@ -517,17 +494,14 @@ def _conclude(lf: LocatedFinding, tried: list[Fix], summary: VerifySummary, undo
         # withdrawn (an untried step-size change can make a run that the verified fix heals
         # worse); tried ones stay as evidence (a refuted fix is shown, never offered).
         lf.fixes = [winner, *(fix for fix in lf.fixes if fix is not winner and (fix.root_cause == winner.root_cause or fix.verification))]
-        f.message += f" Verified by re-training with the fix: {describe(winner.verification)}."
         return
     if verdicts and all(v == "refuted" for v in verdicts):
         summary.refuted += 1
         lf.confirmation = "unconfirmed"
         if f.severity == "warning":
             f.severity = "information"
-            f.message = "Unconfirmed: " + f.message
+            lf.demoted = True
             summary.demoted += 1
-        f.message += (" Re-training with the fix did not heal it." if len(verdicts) == 1
-                      else f" Re-training with each of the {len(verdicts)} fixes did not heal it.")
         return
     if verdicts:
         summary.inconclusive += 1

@@ -1,4 +1,5 @@
 // The language server's lifecycle: check the interpreter, start, and restart one at a time.
+import * as fs from "fs";
 import * as path from "path";
 import { execFile } from "child_process";
 import * as vscode from "vscode";
@@ -6,12 +7,26 @@ import { LanguageClient, LanguageClientOptions, ServerOptions, State } from "vsc
 import { Interpreter, resolveInterpreter } from "./python";
 import { RunStatus, StatusItem } from "./status";
 
-const SERVER_DEPS = ["pygls", "lsprotocol", "astroid", "psutil", "rich", "numpy", "nbformat"];
-const TRAIN_DEPS = ["tensorflow"];
-const PIP_NAMES: Record<string, string> = {
-  pygls: '"pygls>=2.1,<3"', lsprotocol: "lsprotocol", astroid: "astroid", psutil: "psutil", rich: "rich", numpy: "numpy", nbformat: "nbformat",
-  tensorflow: "tensorflow-cpu",
+// What the training needs beyond the server (what to install for it) and, for each module needed by one
+// feature only, what is lost without it: the server starts anyway and says so once.
+const TRAIN_DEPS: Record<string, string> = { tensorflow: "tensorflow-cpu" };
+const OPTIONAL: Record<string, string> = {
+  tensorflow: "so training scripts cannot be analyzed",
+  matplotlib: "so the training report cannot be drawn",
 };
+
+/** The server's Python dependencies, import name -> pip requirement, read from the one list the
+ *  package itself is built from (pyproject.toml reads the same file). */
+function serverDependencies(extensionPath: string): Record<string, string> {
+  const deps: Record<string, string> = {};
+  const file = path.join(extensionPath, "server", "deeplocalize", "requirements.txt");
+  for (const raw of fs.readFileSync(file, "utf8").split("\n")) {
+    const line = raw.split("#")[0].trim();
+    const name = /^[A-Za-z0-9_.-]+/.exec(line)?.[0];
+    if (name) deps[name.toLowerCase().replace(/-/g, "_")] = /[<>=!~,]/.test(line) ? `"${line}"` : line;
+  }
+  return deps;
+}
 
 export class Server {
   client: LanguageClient | undefined;
@@ -111,25 +126,28 @@ export class Server {
 
   /** False (with one notification that helps) when the interpreter cannot run the server. */
   private async checkInterpreter(interp: Interpreter, env: NodeJS.ProcessEnv): Promise<boolean> {
-    const check = await missingModules(interp.path, env);
+    const deps = { ...serverDependencies(this.context.extensionPath), ...TRAIN_DEPS };
+    const check = await missingModules(interp.path, env, Object.keys(deps));
     if ("error" in check) {
       this.status.set("$(error) DeepLocalize", `Cannot run ${interp.path}`);
       await this.explain(interp, `cannot run the interpreter ${interp.path} (${interp.source}): ${check.error}.`, []);
       return false;
     }
-    if (check.missing.some((m) => m !== "tensorflow")) {
+    const install = (missing: string[]) => missing.map((m) => deps[m] ?? m);
+    if (check.missing.some((m) => !(m in OPTIONAL))) {
       this.status.set("$(error) DeepLocalize", `Missing in ${interp.path}: ${check.missing.join(", ")}`);
-      await this.explain(interp, `the interpreter ${interp.path} (Python ${check.version}) lacks ${check.missing.join(", ")}.`, check.missing);
+      await this.explain(interp, `the interpreter ${interp.path} (Python ${check.version}) lacks ${check.missing.join(", ")}.`, install(check.missing));
       return false;
     }
-    if (check.missing.includes("tensorflow")) {
-      void this.explain(interp, `the interpreter ${interp.path} has no TensorFlow, so training scripts cannot be analyzed.`, ["tensorflow"]);
+    if (check.missing.length) {
+      const lost = check.missing.map((m) => `${m}, ${OPTIONAL[m]}`).join("; ");
+      void this.explain(interp, `the interpreter ${interp.path} has no ${lost}.`, install(check.missing));
     }
     return true;
   }
 
   private async explain(interp: Interpreter, message: string, missing: string[]): Promise<void> {
-    const install = `"${interp.path}" -m pip install ${missing.map((m) => PIP_NAMES[m] ?? m).join(" ")}`;
+    const install = `"${interp.path}" -m pip install ${missing.join(" ")}`;
     this.log.error(`${message} Install with: ${install}`);
     // Offer the control that changes this interpreter: the setting when it came from there.
     const viaPython = interp.origin === "python-extension" || (interp.origin === "default" && !!vscode.extensions.getExtension("ms-python.python"));
@@ -148,10 +166,10 @@ export class Server {
   }
 }
 
-function missingModules(python: string, env: NodeJS.ProcessEnv): Promise<{ missing: string[]; version: string } | { error: string }> {
+function missingModules(python: string, env: NodeJS.ProcessEnv, modules: string[]): Promise<{ missing: string[]; version: string } | { error: string }> {
   const code = [
     "import importlib.util, json, sys",
-    `mods = ${JSON.stringify(["deeplocalize", ...SERVER_DEPS, ...TRAIN_DEPS])}`,
+    `mods = ${JSON.stringify(["deeplocalize", ...modules])}`,
     "print(json.dumps({'version': sys.version.split()[0], 'missing': [m for m in mods if importlib.util.find_spec(m) is None]}))",
   ].join("\n");
   return new Promise((resolve) => {

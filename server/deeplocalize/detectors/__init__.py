@@ -17,7 +17,7 @@ from .crash import detect_crash
 from .numerical import detect_nonfinite, first_nonfinite, step_has_nonfinite
 from .progress import Progress, measure
 from .registry import RuntimeDetector, runtime_detectors
-from .static_rules import check_static
+from .configuration import check_static
 
 # Every module of this package, so that each `@runtime_detector` and each rule is registered.
 for _module in pkgutil.iter_modules(__path__):
@@ -99,7 +99,27 @@ MIN_EPOCHS_FOR_SYMPTOM = 3
 MIN_FRACTION_FOR_SYMPTOM = 0.25  # of the fit's epochs
 
 
-class DecisiveRule:
+def past_symptom_window(trace: Trace) -> bool:
+    """Seen long enough for a symptom of the whole run to mean something: >= 3 epochs and a quarter of the fit."""
+    fit, done = trace.fit, len(trace.epochs)
+    return fit is not None and done >= MIN_EPOCHS_FOR_SYMPTOM and done >= MIN_FRACTION_FOR_SYMPTOM * fit.epochs
+
+
+class HeldTwice:
+    """Symptoms that hold at two epoch ends in a row, per fit: what the run may stop on (a silent
+    failure) and what may be reported before it ends (a settled finding) are both this."""
+
+    def __init__(self) -> None:
+        self._previous: dict[int, set[tuple]] = {}
+
+    def __call__(self, trace: Trace, symptoms: set[tuple]) -> set[tuple]:
+        """Call once per epoch end with that end's symptoms; returns those also seen at the previous end."""
+        held = symptoms & self._previous.get(id(trace), set())
+        self._previous[id(trace)] = symptoms
+        return held
+
+
+class StopWhenDecisive:
     """Stop training early: a NaN has appeared, a static error is certain and one
     epoch has been seen, or a silent failure is established (see `silent_failure`).
 
@@ -121,7 +141,7 @@ class DecisiveRule:
         self._nonfinite = False
         self._static_error: bool | None = None
         self._epochs_checked = 0
-        self._last_symptoms: set[tuple] = set()
+        self._held = HeldTwice()
 
     def __call__(self, trace: Trace) -> bool:
         if trace is not self._trace:
@@ -140,9 +160,7 @@ class DecisiveRule:
             return True
         if self.silent_failures and len(trace.epochs) > self._epochs_checked:
             self._epochs_checked = len(trace.epochs)
-            symptoms = silent_failure(trace)
-            stable = symptoms & self._last_symptoms
-            self._last_symptoms = symptoms
+            stable = self._held(trace, silent_failure(trace))
             if stable:
                 self.reason = f"{sorted(stable)[0][0]} established over two epochs"
                 return True
@@ -155,9 +173,7 @@ def silent_failure(trace: Trace) -> set[tuple]:
     Only after a window (>= 3 epochs and a quarter of the fit), only while epochs remain
     to save, and a flat loss only when it is really flat (< 2% drop) at chance level.
     """
-    fit = trace.fit
-    done = len(trace.epochs)
-    if fit is None or done < MIN_EPOCHS_FOR_SYMPTOM or done < MIN_FRACTION_FOR_SYMPTOM * fit.epochs or done >= fit.epochs:
+    if not past_symptom_window(trace) or trace.fit is None or len(trace.epochs) >= trace.fit.epochs:
         return set()
     progress = measure(trace)
     out = set()
@@ -179,17 +195,15 @@ def symptom_key(f: Finding) -> tuple:
 def settled_findings(trace: Trace) -> list[Finding]:
     """Serious findings of a fit seen past the symptom window (the window of
     `silent_failure`): what may be reported before the run ends once it holds at two
-    epoch ends in a row, whether or not it stops the run."""
-    fit = trace.fit
-    done = len(trace.epochs)
-    if fit is None or done < MIN_EPOCHS_FOR_SYMPTOM or done < MIN_FRACTION_FOR_SYMPTOM * fit.epochs:
+    epoch ends in a row (HeldTwice), whether or not it stops the run."""
+    if not past_symptom_window(trace):
         return []
     return [f for f in diagnose(trace) if is_serious(f.severity)]
 
 
 def is_decisive(trace: Trace) -> bool:
-    """One-shot form of DecisiveRule, for a finished trace."""
-    return DecisiveRule()(trace)
+    """One-shot form of StopWhenDecisive, for a finished trace."""
+    return StopWhenDecisive()(trace)
 
 
-__all__ = ["diagnose", "is_decisive", "settled_findings", "symptom_key", "DecisiveRule", "measure", "Progress"]
+__all__ = ["diagnose", "is_decisive", "settled_findings", "symptom_key", "HeldTwice", "StopWhenDecisive", "measure", "Progress"]

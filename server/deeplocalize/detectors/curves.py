@@ -7,7 +7,8 @@ import numpy as np
 
 from ..findings import Finding, FixSpec, Target
 from ..trace import Trace
-from .common import CauseScope, alternatives, candidate_causes, layer_label, lr_info, median_log_update_ratio
+from .setup import layer_label, lr_info, median_log_update_ratio
+from .causes import CauseScope, alternatives, candidate_causes
 from ..rules import rule
 from .registry import runtime_detector
 from .progress import ACCURACY_KEYS, VAL_ACCURACY_KEYS, Progress
@@ -50,7 +51,7 @@ UNRELATED_LABELS = rule(
     causes=("labels",), traits=frozenset({"not_testable"}))
 
 
-@runtime_detector(70)
+@runtime_detector
 def detect_regularization(trace: Trace, progress: Progress | None) -> list[Finding]:
     if progress is None:
         return []
@@ -94,7 +95,7 @@ def detect_regularization(trace: Trace, progress: Progress | None) -> list[Findi
     return []
 
 
-@runtime_detector(80)
+@runtime_detector
 def detect_batch_size(trace: Trace, progress: Progress | None) -> list[Finding]:
     fit = trace.fit
     if fit is None or progress is None or not fit.steps_per_epoch or not (fit.x and fit.x.get("n")):
@@ -122,7 +123,7 @@ def detect_batch_size(trace: Trace, progress: Progress | None) -> list[Finding]:
     return []
 
 
-@runtime_detector(100)
+@runtime_detector
 def detect_epochs(trace: Trace, progress: Progress | None) -> list[Finding]:
     fit = trace.fit
     if fit is None or progress is None or not trace.fit_end or trace.fit_end.get("reason") != "completed":
@@ -159,7 +160,7 @@ def detect_epochs(trace: Trace, progress: Progress | None) -> list[Finding]:
     )]
 
 
-@runtime_detector(130)
+@runtime_detector
 def detect_not_learning(trace: Trace, progress: Progress | None) -> list[Finding]:
     """Loss not decreasing / accuracy at chance / oscillating, with the cause found by elimination."""
     # An oscillating loss is a fault only while the model fits poorly: near zero, relative
@@ -186,9 +187,10 @@ def detect_not_learning(trace: Trace, progress: Progress | None) -> list[Finding
         what = (f"The model stays at chance level (loss {progress.initial_loss:.4g} -> {progress.final_loss:.4g} over {progress.steps} steps"
                 + (f", accuracy {progress.accuracy:.2f} vs {progress.chance_accuracy:.2f} by always guessing the majority" if progress.accuracy is not None and progress.chance_accuracy is not None else "") + ")")
     return [NOT_LEARNING.finding(
-        f"{what}; likely cause: {root.replace('_', ' ')}.",
+        f"{what}.",
         target,
         root_cause=root,
+        names_cause=True,
         symptom=symptom,
         layer=target.layer,
         evidence=ev,
@@ -207,7 +209,7 @@ LR_DECAYED = rule(
     causes=("learning_rate",), thresholds={"decay": 1000, "flat": 0.01})
 
 
-@runtime_detector(125)  # before not-learning, which would blame the initial rate
+@runtime_detector
 def detect_learning_rate_decayed_away(trace: Trace, progress: Progress | None) -> list[Finding]:
     if progress is None or not progress.poor:
         return []
@@ -245,7 +247,7 @@ def first_series(trace: Trace, names: tuple[str, ...]) -> np.ndarray:
     return np.array([])
 
 
-@runtime_detector(110)
+@runtime_detector
 def detect_unrelated_labels(trace: Trace, progress: Progress | None) -> list[Finding]:
     """Training accuracy climbs while validation accuracy stays at chance for the whole run:
     the model memorizes labels that do not follow from the inputs (shuffled or misaligned labels)."""

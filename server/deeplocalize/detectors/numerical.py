@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+import re
 
-from ..findings import Finding, FixSpec, Target
+from ..findings import Alternative, Finding, FixSpec, Target
 from ..trace import Trace
-from .common import alternatives, candidate_causes, layer_label, loss_family, lr_info
+from .setup import layer_label, loss_family, lr_info
+from .causes import alternatives, candidate_causes
 from ..rules import rule
 from .heads import output_head
 
@@ -23,8 +25,14 @@ NAN_IN_LOSS = rule(
     "nan-in-custom-loss", "training", "error", "nan_inf",
     "The first NaN/Inf is born inside a custom loss while the model's outputs were finite.",
     details="The guard clamps the prediction where it enters the log, or clips a probability into [1e-7, 1 - 1e-7]; when the "
-            "labels are classes but the output layer emits no probabilities, the output activation comes with it, as one fix.",
-    causes=("numerical_operation",))
+            "labels are classes but the output layer emits no probabilities, the output activation comes with it, as one fix. "
+            "A loss whose parameters are declared predictions first (`def loss(y_pred, y_true)`) gets the labels where it "
+            "expects predictions, since Keras calls `loss(y_true, y_pred)`: a guard would only hide that, so the parameters "
+            "are swapped first (on their line) and the guard is the alternative the experiment tries next.",
+    causes=("loss", "numerical_operation"))
+# Parameter names that say "predictions" or "labels" (a loss' first two parameters).
+_PREDICTION_NAME = re.compile(r"pred|logit|output|^out$|hat|^p$|^yp$", re.I)
+_LABEL_NAME = re.compile(r"true|target|label|truth|actual|^gt$|^y$|^yt$", re.I)
 NAN_INF = rule(
     "nan-inf", "training", "error", "nan_inf",
     "The first NaN/Inf in forward values, gradients, weights or loss, with the layer and step where it appeared.",
@@ -106,9 +114,24 @@ def detect_nonfinite(trace: Trace) -> list[Finding]:
     if kind == "loss" and trace.compile is not None:
         loss = trace.compile.loss
         if loss_family(trace) == "custom" and loss.get("code"):
+            code = loss["code"]
+            swapped = swapped_loss_params(code)
+            if swapped is not None:
+                pred, true = swapped
+                return [NAN_IN_LOSS.finding(
+                    f"{head}, while the model outputs were finite, in the custom loss '{loss.get('name')}': it declares ({pred}, {true}) "
+                    f"but Keras calls a loss as loss(y_true, y_pred), so '{pred}' holds the labels and '{true}' the predictions.",
+                    Target("code", code=code, arg="params"),
+                    root_cause="loss",
+                    evidence={**evidence, "parameters": [pred, true]},
+                    observed=observed,
+                    fixes=[FixSpec(f"Swap the parameters: ({true}, {pred}), as Keras passes them", swap_params=True)],
+                    alternatives=[Alternative("numerical_operation", Target("code", code=code), [_loss_guard(trace)])],
+                )]
             return [NAN_IN_LOSS.finding(
                 f"{head}, while the model outputs were finite: an operation in the custom loss '{loss.get('name')}' produced it.",
-                Target("code", code=loss["code"]),
+                Target("code", code=code),
+                root_cause="numerical_operation",
                 evidence=evidence,
                 observed=observed,
                 fixes=[_loss_guard(trace)],
@@ -120,15 +143,27 @@ def detect_nonfinite(trace: Trace) -> list[Finding]:
     if growth:
         evidence["gradient_norm_growth"] = growth
     return [NAN_INF.finding(
-        f"{head}; likely cause: {cause.root.replace('_', ' ')}.",
+        f"{head}.",
         cause.target,
         root_cause=cause.root,
+        names_cause=True,
         layer=cause.target.layer if cause.target.layer is not None else layer_idx,
         evidence=evidence,
         observed=observed,
         fixes=cause.fixes,
         alternatives=alternatives(causes[1:]),
     )]
+
+
+def swapped_loss_params(code: dict) -> tuple[str, str] | None:
+    """(first, second) parameter names of a loss declared predictions first, labels second."""
+    params = code.get("params") or []
+    if len(params) < 2:
+        return None
+    first, second = params[0], params[1]
+    if _PREDICTION_NAME.search(first) and not _LABEL_NAME.search(first) and _LABEL_NAME.search(second) and not _PREDICTION_NAME.search(second):
+        return first, second
+    return None
 
 
 def _loss_guard(trace: Trace) -> FixSpec:

@@ -10,7 +10,7 @@ from typing import Literal
 import numpy as np
 
 from ..trace import Trace
-from .common import loss_family, n_classes
+from .setup import loss_family, n_classes
 
 
 # Keras' names for training accuracy in the epoch logs, and for validation accuracy.

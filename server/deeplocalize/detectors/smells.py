@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from ..findings import Finding, FixSpec, Target
 from ..trace import Trace
-from .common import data_target_and_fixes, layer_label, x_scale_problem, y_scale_problem
+from .setup import layer_label, x_scale_problem, y_scale_problem
+from .causes import data_target_and_fixes
 from .heads import effective_activation, output_head
 from ..rules import rule
 from .registry import runtime_detector
@@ -39,7 +40,7 @@ LINEAR_NETWORK = rule(
 _DENSE_LIKE = {"Dense", "Conv1D", "Conv2D", "Conv3D", "EinsumDense"}
 
 
-@runtime_detector(120)
+@runtime_detector
 def detect_unscaled_data(trace: Trace, progress: Progress | None) -> list[Finding]:
     if progress is None:
         return []
@@ -77,7 +78,7 @@ def detect_unscaled_data(trace: Trace, progress: Progress | None) -> list[Findin
     return out
 
 
-@runtime_detector(60)
+@runtime_detector
 def detect_activation_smells(trace: Trace, progress: Progress | None) -> list[Finding]:
     if progress is None or not progress.poor:
         return []

@@ -8,11 +8,8 @@ import numpy as np
 
 from ..findings import Finding, FixSpec, Target
 from ..trace import LayerInfo, Trace
-from .common import (
-    RELU_LIKE, SATURATING, SLOW_BY_DEFAULT, DEFAULT_LR, CauseScope, activation_arg_target, bad_init_layers, saturating_stack, alternatives,
-    candidate_causes, init_offset, init_target_and_fixes, layer_label, lr_info, lr_target_and_fixes, median_log_update_ratio,
-    optimizer_target_and_fixes, window,
-)
+from .setup import DEFAULT_LR, RELU_LIKE, SATURATING, SLOW_BY_DEFAULT, bad_init_layers, init_offset, layer_label, lr_info, median_log_update_ratio, window
+from .causes import CauseScope, activation_arg_target, alternatives, candidate_causes, init_target_and_fixes, lr_target_and_fixes, optimizer_target_and_fixes, saturating_stack
 from ..rules import Rule, rule
 from .registry import runtime_detector
 from .numerical import first_nonfinite
@@ -64,7 +61,7 @@ def _grad_norm(trace: Trace, layer: LayerInfo) -> np.ndarray:
     return trace.series(f"L{layer.index}.grad", "norm")
 
 
-@runtime_detector(10)
+@runtime_detector
 def detect_exploding(trace: Trace, progress: Progress | None) -> list[Finding]:
     layers = trace.trainable_layers
     if not layers or len(trace.steps) < 5:
@@ -98,9 +95,10 @@ def detect_exploding(trace: Trace, progress: Progress | None) -> list[Finding]:
     ev.update({"gradient_norm_growth": round(peak / base, 1), "weight_norm_growth": round(w_growth, 1)})
     return [EXPLODING.finding(
         (f"Gradients explode (norm x{peak / base:.3g}, weights x{w_growth:.3g})" if peak / base > 100 else f"Training diverges: weights grow x{w_growth:.3g} (gradient norm x{peak / base:.3g})")
-            + f" starting at {layer_label(start)}; likely cause: {cause.root.replace('_', ' ')}.",
+            + f" starting at {layer_label(start)}.",
         cause.target,
         root_cause=cause.root,
+        names_cause=True,
         layer=cause.target.layer if cause.target.layer is not None else start.index,
         evidence=ev,
         fixes=cause.fixes,
@@ -110,7 +108,7 @@ def detect_exploding(trace: Trace, progress: Progress | None) -> list[Finding]:
     )]
 
 
-@runtime_detector(20)
+@runtime_detector
 def detect_vanishing(trace: Trace, progress: Progress | None) -> list[Finding]:
     layers = trace.trainable_layers
     if len(layers) < 3 or len(trace.steps) < 10:
@@ -176,7 +174,7 @@ def _vanishing_cause(trace: Trace, start: LayerInfo, ratio: float, ev: dict) -> 
     )
 
 
-@runtime_detector(40)
+@runtime_detector
 def detect_dead_relu(trace: Trace, progress: Progress | None) -> list[Finding]:
     for l in trace.layers:
         if l.activation not in RELU_LIKE or l.is_output:
@@ -201,9 +199,10 @@ def _unit_finding(trace: Trace, r: Rule, what: str, scope: CauseScope, ev: dict,
     causes = candidate_causes(trace, scope=scope)
     cause, layer = causes[0], scope.layer
     return r.finding(
-        f"{what}; likely cause: {cause.root.replace('_', ' ')}.",
+        f"{what}.",
         cause.target,
         root_cause=cause.root,
+        names_cause=True,
         severity=severity,
         layer=cause.target.layer if cause.target.layer is not None else layer.index,
         evidence={**ev, **cause.evidence},
@@ -214,7 +213,7 @@ def _unit_finding(trace: Trace, r: Rule, what: str, scope: CauseScope, ev: dict,
     )
 
 
-@runtime_detector(30)
+@runtime_detector
 def detect_saturation(trace: Trace, progress: Progress | None) -> list[Finding]:
     for l in trace.layers:
         if l.activation not in SATURATING:
@@ -232,7 +231,7 @@ def detect_saturation(trace: Trace, progress: Progress | None) -> list[Finding]:
     return []
 
 
-@runtime_detector(50)
+@runtime_detector
 def detect_bad_init(trace: Trace, progress: Progress | None) -> list[Finding]:
     out = []
     if trace.continues:  # weights trained by an earlier fit are not an initialization
@@ -280,7 +279,7 @@ def _unit_trouble(trace: Trace) -> bool:
     return False
 
 
-@runtime_detector(90)
+@runtime_detector
 def detect_update_ratio(trace: Trace, progress: Progress | None) -> list[Finding]:
     """Weights that barely move (too slow) or jump (too fast) relative to their norm."""
     if progress is None or len(trace.steps) < 10 or first_nonfinite(trace) is not None:

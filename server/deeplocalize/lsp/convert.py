@@ -36,7 +36,7 @@ def uri_of(path: str) -> str:
 
 
 # Where a range of the analyzed text shows in the editor: a document and a range in it (a
-# file's own lines, or a notebook cell's: see notebooks.placer).
+# file's own lines, or a notebook cell's: see cells.placer).
 Place = Callable[[SourceRange], "tuple[str, lsp.Range]"]
 
 
@@ -86,7 +86,7 @@ def to_diagnostic(lf: LocatedFinding, trace: Trace | None, run_id: str, place: P
         code=f.code,
         code_description=lsp.CodeDescription(href=docs_href(f.code)),
         source=SOURCE,
-        message=f"{f.message}{cause}",
+        message=f"{lf.message}{cause}",
         related_information=_related(lf, trace, place) or None,
         data={"fixes": fixes_data(lf, place), "root_cause": f.root_cause, "symptom": f.symptom, "run": run_id, "evidence": _jsonable(f.evidence),
               "confirmation": lf.confirmation},
@@ -103,7 +103,7 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
-def code_actions(diag: lsp.Diagnostic, versions: dict[str, int | None]) -> list[lsp.CodeAction]:
+def code_actions(diag: lsp.Diagnostic, version_of: Callable[[str], int | None]) -> list[lsp.CodeAction]:
     """One quick fix per fix carried in the diagnostic's data; only a fix verified by
     re-training is preferred (and says so), so an editor never auto-applies a guess, and a
     fix that re-training refuted is not offered at all."""
@@ -116,7 +116,7 @@ def code_actions(diag: lsp.Diagnostic, versions: dict[str, int | None]) -> list[
             by_uri.setdefault(e["uri"], []).append(lsp.TextEdit(
                 range=lsp.Range(start=lsp.Position(**r["start"]), end=lsp.Position(**r["end"])), new_text=e["newText"]))
         changes = [
-            lsp.TextDocumentEdit(text_document=lsp.OptionalVersionedTextDocumentIdentifier(uri=uri, version=versions.get(uri)), edits=edits)
+            lsp.TextDocumentEdit(text_document=lsp.OptionalVersionedTextDocumentIdentifier(uri=uri, version=version_of(uri)), edits=edits)
             for uri, edits in by_uri.items()
         ]
         verdict = (fix.get("verification") or {}).get("verdict")

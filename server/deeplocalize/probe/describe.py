@@ -157,7 +157,8 @@ def code_location(fn: Any) -> dict[str, Any] | None:
         risky = _risky_ops(code)
     except Exception:  # noqa: BLE001 - bytecode inspection is best effort
         risky = []
-    return {"file": os.path.abspath(code.co_filename), "line": code.co_firstlineno, "function": code.co_name, "risky": risky}
+    params = [n for n in code.co_varnames[:code.co_argcount] if n not in ("self", "cls")]
+    return {"file": os.path.abspath(code.co_filename), "line": code.co_firstlineno, "function": code.co_name, "risky": risky, "params": params}
 
 
 def _custom_init_code(layer: Any) -> dict[str, Any] | None:

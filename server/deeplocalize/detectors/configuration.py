@@ -11,7 +11,7 @@ import math
 from ..findings import Finding, FixSpec, Target
 from ..rules import Rule, rule
 from ..trace import Trace
-from .common import ACTIVATION_RANGE, RELU_LIKE, from_logits, layer_label, loss_family
+from .setup import ACTIVATION_RANGE, RELU_LIKE, from_logits, layer_label, loss_family
 from .heads import Head, activation_fix, activation_target, output_head
 
 

@@ -13,7 +13,8 @@ from ..trace import Trace
 from .logs import log
 
 if TYPE_CHECKING:
-    from .app import DeepLocalizeServer, DocState
+    from .documents import DocState
+    from .language_server import DeepLocalizeServer
 
 MAX_LOG_LINES_PER_RUN = 400
 
@@ -47,7 +48,7 @@ class RunProgress:
         kind = event.get("type")
         if kind == "ready":
             log.info(f"deeplocalize: training {self.name} in process {event.get('pid')} (Keras {event.get('keras')}, TensorFlow {event.get('tensorflow')})")
-            self.server.status(self.state, "running", pid=event.get("pid"))
+            self.server.publisher.status(self.state, "running", pid=event.get("pid"))
         if not self.active:
             return
         if kind == "fit" and trace.fit:
@@ -92,8 +93,8 @@ class RunProgress:
 class OutputLog:
     """The script's own output, batched into log messages and capped per run."""
 
-    def __init__(self, server: "DeepLocalizeServer", name: str) -> None:
-        self.server, self.name = server, name
+    def __init__(self, name: str) -> None:
+        self.name = name
         self.buffer: list[str] = []
         self.count = 0
         self.last_flush = time.monotonic()

@@ -10,6 +10,7 @@ lens asked for in a cell comes back to the script's line.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from lsprotocol import types as lsp
 from pygls.uris import to_fs_path
@@ -108,3 +109,34 @@ def cell_is_saved(workspace: Workspace, uri: str) -> bool:
 
 def is_notebook_uri(uri: str) -> bool:
     return is_notebook(uri.split("?")[0].split("#")[0])
+
+
+@dataclass(frozen=True)
+class View:
+    """A text document as the requests see it: the document whose analysis it belongs to (a cell's
+    notebook, or itself), where its lines are in the analyzed script, and whether its text is the
+    saved one (an analysis' edits land right only then). The one place a request asks "is this a cell?"."""
+
+    uri: str
+    owner_uri: str
+    cell: CellRef | None
+
+    def script_position(self, workspace: Workspace, line: int) -> tuple[str, int] | None:
+        """(file, 1-based line) in the analyzed script of a 1-based line of this document."""
+        if self.cell is None:
+            return (to_fs_path(self.uri) or self.uri, line)
+        return script_position(workspace, self.uri, line)
+
+    def is_saved(self, workspace: Workspace) -> bool:
+        if self.cell is not None:
+            return cell_is_saved(workspace, self.uri)
+        try:
+            doc = workspace.get_text_document(self.uri)
+            return Path(doc.path).read_text(encoding="utf-8", errors="replace") == doc.source
+        except OSError:
+            return False
+
+
+def view(workspace: Workspace, uri: str) -> View:
+    ref = cell_ref(workspace, uri)
+    return View(uri, ref.notebook_uri if ref is not None else uri, ref)

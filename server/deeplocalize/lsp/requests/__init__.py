@@ -1,0 +1,1 @@
+"""One module per LSP request or notification family; each has `register(server)`."""
