@@ -82,10 +82,11 @@ class TraceBuilder:
         return self
 
 
-# Longest first, so that the two workers end together (see pytest addopts in pyproject.toml). xdist
-# hands each worker two units at the start (1st and 3rd, 2nd and 4th), the rest as they free up:
-# the real corpus (the longest) is paired with the editor test, the fixtures with the tiny budgets.
-LONGEST_FIRST = ("test_real_corpus.py", "test_fixtures.py", "test_vscode_e2e.py", "test_tiny_budgets.py", "test_distributed.py", "test_notebooks.py")
+# Longest first, so that the workers end together (see pytest addopts in pyproject.toml). xdist
+# gives each worker one unit, then another to a worker with at most two tests pending, and so on as
+# they free up: the real corpus and the fixtures (each a group of many tests) hold their workers
+# alone, the third worker takes the tiny budgets, the editor test and the rest as they come.
+LONGEST_FIRST = ("test_real_corpus.py", "test_fixtures.py", "test_tiny_budgets.py", "test_vscode_e2e.py", "test_distributed.py", "test_notebooks.py")
 
 
 def pytest_collection_modifyitems(items: list) -> None:
