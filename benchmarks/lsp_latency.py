@@ -227,8 +227,8 @@ async def phases(fixtures: list[Path]) -> None:
             seen: dict[str, float] = {}
             t0 = time.perf_counter()
 
-            def on_event(event: dict, trace) -> None:
-                seen.setdefault(event.get("type"), time.perf_counter() - t0)
+            def on_event(event, trace) -> None:
+                seen.setdefault(event.kind, time.perf_counter() - t0)
 
             def on_findings(found) -> None:
                 seen.setdefault("streamed", time.perf_counter() - t0)

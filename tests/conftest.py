@@ -39,15 +39,17 @@ class TraceBuilder:
     def __init__(self, activations: list[str | None], units: list[int] | None = None, loss: str = "sparse_categorical_crossentropy",
                  optimizer: str = "Adam", lr: float = 0.001, n_classes: int = 10) -> None:
         units = units or [32] * (len(activations) - 1) + [n_classes]
-        frame = lambda line: Frame("/tmp/model.py", line, line, 4, 40)  # noqa: E731
-        self.layers = [LayerInfo(i, f"dense_{i}", "Dense", a, u, n_params=100, is_output=i == len(activations) - 1, site=[frame(10 + i)])
+        frame = lambda line: Frame(file="/tmp/model.py", line=line, end_line=line, col=4, end_col=40)  # noqa: E731
+        self.layers = [LayerInfo(index=i, name=f"dense_{i}", cls="Dense", activation=a, units=u, n_params=100,
+                                 is_output=i == len(activations) - 1, site=[frame(10 + i)])
                        for i, (a, u) in enumerate(zip(activations, units))]
-        opt = OptimizerInfo(optimizer, lr, {}, [frame(20)])
+        opt = OptimizerInfo(cls=optimizer, learning_rate=lr, config={}, site=[frame(20)])
+        x = {"n": 1000, "min": 0.0, "max": 1.0, "std": 0.3, "mean": 0.4, "nonfinite": 0.0}
+        y = {"n": 1000, "min": 0.0, "max": float(n_classes - 1), "integer_valued": True, "n_unique": n_classes, "shape": [1000]}
         self.trace = Trace("/tmp/model.py", layers=self.layers, optimizer=opt,
-                           compile=CompileInfo([frame(21)], {"kind": "string", "name": loss}, opt),
-                           fit=FitInfo([frame(22)], {"n": 1000, "min": 0.0, "max": 1.0, "std": 0.3, "mean": 0.4, "nonfinite": 0.0},
-                                       {"n": 1000, "min": 0.0, "max": float(n_classes - 1), "integer_valued": True, "n_unique": n_classes, "shape": [1000]},
-                                       32, True, 20, 20, 32, False))
+                           compile=CompileInfo(site=[frame(21)], loss={"kind": "string", "name": loss}, optimizer=opt),
+                           fit=FitInfo(site=[frame(22)], x=x, y=y, batch_size=32, batch_size_given=True, epochs_requested=20, epochs=20,
+                                       steps_per_epoch=32, validation=False))
 
     def step(self, epoch: int, loss: float, acts: list[dict] | None = None, grads: list[float] | None = None,
              w: list[dict] | None = None, upd_ratio: float = 1e-3, pre: dict[int, dict] | None = None) -> "TraceBuilder":

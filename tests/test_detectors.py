@@ -476,17 +476,18 @@ def test_a_loss_guard_comes_with_the_output_activation_when_the_output_is_no_pro
 
 def test_a_runtime_finding_is_streamed_once_it_holds_at_two_epoch_ends_past_its_window():
     from deeplocalize.engine import StreamedFindings
+    from deeplocalize.trace import TraceEvent
 
     b = TraceBuilder(["relu", "softmax"])  # a 20-epoch fit: the window is 5 epochs
     streamed: list[list[str]] = []
     stream = StreamedFindings(lambda found: streamed.append([lf.finding.code for lf in found]))
-    stream({"type": "fit"}, b.trace)
+    stream(TraceEvent("fit"), b.trace)
     first_at = None
     for e in range(8):
         for _ in range(10):
             b.step(e, math.log(10), acts=[act(dead=1.0, nonpos=1.0), act()])
         b.epoch(e, math.log(10), 0.1)
-        stream({"type": "epoch"}, b.trace)
+        stream(TraceEvent("epoch", epoch=e), b.trace)
         if streamed and first_at is None:
             first_at = e + 1
     assert streamed[0] == ["dead-relu"] and first_at == 6  # seen at epochs 5 and 6

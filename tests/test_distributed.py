@@ -205,8 +205,8 @@ def test_cancelling_a_multi_worker_run_leaves_no_process(session):
         started = asyncio.Event()
         during: set[int] = set()
 
-        def on_event(event: dict, trace) -> None:
-            if event.get("type") == "step" and not started.is_set():
+        def on_event(event, trace) -> None:
+            if event.kind == "step" and not started.is_set():
                 during.update(_training(session) - before)
                 started.set()
 
@@ -234,10 +234,10 @@ def test_a_worker_that_dies_is_reported_at_once_not_waited_for(session):
     killed: list[int] = []
     chief: list[int] = []
 
-    def on_event(event: dict, trace) -> None:
-        if event.get("type") == "ready":  # only the chief's events are read: its pid is the chief's
-            chief.append(event["pid"])
-        if event.get("type") == "step" and event.get("g") == 5 and not killed:
+    def on_event(event, trace) -> None:
+        if event.kind == "ready":  # only the chief's events are read: its pid is the chief's
+            chief.append(event.pid)
+        if event.kind == "step" and trace.steps and trace.steps[-1].g == 5 and not killed:
             for pid in _training(session) - before - set(chief):
                 os.kill(pid, 9)
                 killed.append(pid)

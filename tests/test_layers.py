@@ -90,3 +90,18 @@ def test_no_import_circle_in_the_package():
         if m not in done:
             visit(m, [m])
     assert not circles, circles
+
+
+def test_every_event_the_probe_sends_is_a_kind_the_trace_knows():
+    """The trace drops an event of an unknown kind (a newer probe): each kind the probe sends must be in
+    vocab.EVENT_KINDS, or its events would be lost silently."""
+    from deeplocalize.vocab import EVENT_KINDS
+
+    sent = set()
+    for f in (PACKAGE / "probe").rglob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "send" and node.args
+                    and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+                sent.add(node.args[0].value)
+    assert {"ready", "compile", "fit", "model", "step", "epoch", "crash"} <= sent
+    assert sent <= set(EVENT_KINDS), sent - set(EVENT_KINDS)

@@ -102,7 +102,7 @@ def test_cancelling_a_run_kills_its_process(session, fork_server):
     async def go():
         started: list[int] = []
         task = asyncio.ensure_future(session.run(str(FIXTURES / "robustness/infinite_loop.py"), RunOptions(max_seconds=60, fork_server=fork_server),
-                                                 on_event=lambda e, t: started.append(e["pid"]) if e.get("type") == "ready" else None))
+                                                 on_event=lambda e, t: started.append(e.pid) if e.kind == "ready" else None))
         for _ in range(300):
             await asyncio.sleep(0.1)
             if started and psutil.Process(started[0]).cpu_percent(0.2) > 50:  # in the script's loop

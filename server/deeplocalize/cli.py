@@ -25,6 +25,7 @@ from .runner import RunOptions
 from .script import describe as describe_script
 from .session import EngineSession
 from .settings import Settings, add_arguments
+from .trace import Trace, TraceEvent
 from .sarif import to_sarif
 from .vocab import is_serious
 
@@ -133,9 +134,9 @@ async def _check(args: argparse.Namespace) -> int:
         for script in scripts:
             path = script.path
 
-            def on_event(event: dict, trace: Any, _p: str = path) -> None:
-                if show_progress and event.get("type") == "epoch" and trace.fit:
-                    err.print(f"[dim]{os.path.basename(_p)}: epoch {event['epoch'] + 1}/{trace.fit.epochs}[/dim]")
+            def on_event(event: TraceEvent, trace: Trace, _p: str = path) -> None:
+                if show_progress and event.kind == "epoch" and event.epoch is not None and trace.fit:
+                    err.print(f"[dim]{os.path.basename(_p)}: epoch {event.epoch + 1}/{trace.fit.epochs}[/dim]")
 
             def on_output(line: str) -> None:
                 if args.show_output:

@@ -18,7 +18,7 @@ from .rules import Rule, rule
 from .runner import EventCallback, OutputCallback, RunOptions, RunResult, Runs
 from .script import Script
 from .strategies import KERAS_DISTRIBUTED_BUG, UNSUPPORTED, UNSUPPORTED_STRATEGY
-from .trace import Frame, Trace
+from .trace import Frame, Trace, TraceEvent
 from .verify import Experiment, UpdateCallback, testable, verify_findings
 from .vocab import ReportStatus, is_serious, rank
 
@@ -93,7 +93,7 @@ async def analyze(
         options = _in_notebook_folder(options, script.path)
     stream = StreamedFindings(on_findings) if on_findings is not None else None
 
-    def events(event: dict, trace: Trace) -> None:
+    def events(event: TraceEvent, trace: Trace) -> None:
         if on_event is not None:
             on_event(event, trace)
         if stream is not None:
@@ -236,8 +236,8 @@ class StreamedFindings:
         self.sent: set[tuple] = set()
         self.located: list[LocatedFinding] = []
 
-    def __call__(self, event: dict, trace: Trace) -> None:
-        kind = event.get("type")
+    def __call__(self, event: TraceEvent, trace: Trace) -> None:
+        kind = event.kind
         if trace.fit is None or trace.compile is None or kind not in self.CHECKPOINTS:
             return
         try:

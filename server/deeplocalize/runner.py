@@ -30,7 +30,7 @@ from .forks import ForkedProcess, ForkServers
 from .probe.child import OUTPUT_MARKER  # stdlib-only module: safe to import here
 from .processes import JobTree, tree_rss_mb
 from .script import Script
-from .trace import Trace, TraceBuilder, decode_event
+from .trace import Trace, TraceBuilder, TraceEvent
 from .vocab import RunStatus
 
 log = logging.getLogger("deeplocalize.runner")
@@ -40,7 +40,7 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # colors and cursor moves of progr
 # this bounds the wait for a process that could not be stopped (never the run's budget).
 _DRAIN_S = 3.0
 
-EventCallback = Callable[[dict, Trace], None]
+EventCallback = Callable[[TraceEvent, Trace], None]
 OutputCallback = Callable[[str], None]
 StopPredicate = Callable[[Trace], bool]
 
@@ -81,9 +81,10 @@ class RunResult:
     output: list[str] = field(default_factory=list)
     message: str = ""
     traces: list[Trace] = field(default_factory=list)
-    # A recorded run (`record=True`): what the script itself reported, in order
-    # (`script_fit`: last epoch's logs; `script_evaluate`: its own evaluate results).
-    script_results: list[dict] = field(default_factory=list)
+    # A recorded run (`record=True`): what the script itself reported, in order: each fit's last
+    # epoch logs (`logs`), each of its own evaluate calls' results (`results`).
+    script_fits: list[dict] = field(default_factory=list)
+    script_evaluations: list[dict] = field(default_factory=list)
     # Processes the script left running when it ended by itself, stopped: `command`, and the
     # user's call `site` that started it where known.
     leftover: list[dict] = field(default_factory=list)
@@ -316,7 +317,7 @@ class Worker:
         The script's text runs in place of the file's when it is not the file's own (a
         counterfactual run with a fix applied, a notebook); the file is never written.
         `record` runs the script to its end without layer probes, keeping only what it
-        reports (`RunResult.script_results`)."""
+        reports (`RunResult.script_fits`, `script_evaluations`)."""
         assert self.proc is not None and self.tree is not None and self._events is not None and not self.used
         self.used = True
         opts = self.options
@@ -373,21 +374,19 @@ class Worker:
         assert self._events is not None
         builder = job.builder
         if self.ready_event is not None:  # read early by wait_ready()
-            builder.feed(self.ready_event)
-            if on_event is not None:
-                on_event(self.ready_event, builder.trace)
+            ready = builder.feed(self.ready_event)
+            if on_event is not None and ready is not None:
+                on_event(ready, builder.trace)
         while line := await self._events.readline():
             try:
-                event = json.loads(line)
-            except json.JSONDecodeError:
+                event = builder.feed(json.loads(line))
+            except (json.JSONDecodeError, AttributeError):
                 continue
-            if event.get("type") in ("script_fit", "script_evaluate"):
-                job.script_results.append(decode_event(event))
+            if event is None or event.kind in ("script_fit", "script_evaluate"):
                 continue
-            builder.feed(event)
             if on_event is not None:
                 on_event(event, builder.trace)
-            if should_stop is not None and event.get("type") in ("step", "epoch", "model") and job.status == "finished" and should_stop(builder.trace):
+            if should_stop is not None and event.training and job.status == "finished" and should_stop(builder.trace):
                 job.end("decisive")
                 self.kill()
                 return
@@ -450,7 +449,6 @@ class _JobState:
         self.start = time.monotonic()
         self.status: RunStatus = "finished"
         self.message = ""
-        self.script_results: list[dict] = []
         self.left: list[str] = []  # still running once the training process had ended by itself
 
     def end(self, status: RunStatus, message: str = "") -> None:
@@ -475,7 +473,8 @@ class _JobState:
         if self.status in ("finished", "crashed") and trace.end_reason != "fit_done":
             left += [{"command": c} for c in self.left]
         return RunResult(self.status, trace, time.monotonic() - self.start, returncode, list(self.output), self.message,
-                         list(self.builder.traces), self.script_results, left, lost and self.status == "failed")
+                         list(self.builder.traces), list(self.builder.script_fits), list(self.builder.script_evaluations), left,
+                         lost and self.status == "failed")
 
 
 class WorkerPool:

@@ -6,12 +6,13 @@ built in Python without TensorFlow.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from .vocab import STAT_FIELDS
+from .vocab import EVENT_KINDS, STAT_FIELDS, EventKind
 
 FIELDS = STAT_FIELDS  # field names of each statistics vector (vocab.py)
 
@@ -176,6 +177,10 @@ class Trace:
         return self.layers[index] if 0 <= index < len(self.layers) else None
 
 
+def _int(v: Any) -> int | None:
+    return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+
 def decode_event(v: Any) -> Any:
     """The values the probe channel encoded as strings (NaN, Inf) back as floats."""
     if isinstance(v, str) and v in ("nan", "inf", "-inf"):
@@ -185,6 +190,23 @@ def decode_event(v: Any) -> Any:
     if isinstance(v, dict):
         return {k: decode_event(x) for k, x in v.items()}
     return v
+
+
+@dataclass(frozen=True)
+class TraceEvent:
+    """What one probe event was, for the callbacks of a run (progress, streaming, early stop):
+    its kind, and where training stood (0-based epoch and step, the training process)."""
+
+    kind: EventKind
+    epoch: int | None = None
+    step: int | None = None
+    pid: int | None = None
+    versions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def training(self) -> bool:
+        """An event at which the model's state moved on (what an early-stop rule looks at)."""
+        return self.kind in ("step", "epoch", "model")
 
 
 class TraceBuilder:
@@ -200,6 +222,9 @@ class TraceBuilder:
         self.traces: list[Trace] = [self.trace]
         self._layouts: dict[int, list[tuple[str, int]]] = {}
         self._fields: dict[str, tuple[str, ...]] = dict(FIELDS)
+        # A recorded run's own results, in order: `script_fit` (last epoch's logs), `script_evaluate`.
+        self.script_fits: list[dict[str, Any]] = []
+        self.script_evaluations: list[dict[str, Any]] = []
 
     def _next_segment(self, keep_compile: bool) -> Trace:
         prev = self.trace
@@ -211,15 +236,25 @@ class TraceBuilder:
         self.traces.append(t)
         return t
 
-    def feed(self, event: dict[str, Any]) -> None:
+    def feed(self, event: dict[str, Any]) -> TraceEvent | None:
+        """Fold one wire event in; None for an event of a kind this version does not know."""
         kind = event.get("type")
+        if kind not in EVENT_KINDS:
+            return None
         event = decode_event(event)
-        t = self.trace
-        if kind in ("compile", "fit") and t.fit is not None:
-            t = self._next_segment(keep_compile=kind == "fit")
-        handler = getattr(self, f"_on_{kind}", None) if isinstance(kind, str) and kind.isidentifier() else None
-        if handler is not None:
-            handler(t, event)
+        if kind == "script_fit":
+            self.script_fits.append(event)
+        elif kind == "script_evaluate":
+            self.script_evaluations.append(event)
+        else:
+            t = self.trace
+            if kind in ("compile", "fit") and t.fit is not None:
+                t = self._next_segment(keep_compile=kind == "fit")
+            handler = getattr(self, f"_on_{kind}", None)
+            if handler is not None:
+                handler(t, event)
+        return TraceEvent(kind, _int(event.get("epoch")), _int(event.get("step")), _int(event.get("pid")),
+                          {k: str(event[k]) for k in ("keras", "tensorflow", "python") if k in event} if kind == "ready" else {})
 
     # One handler per event type of the probe (probe/hooks.py and child.py send them).
     def _on_ready(self, t: Trace, event: dict[str, Any]) -> None:

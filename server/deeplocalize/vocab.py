@@ -24,6 +24,13 @@ RunStatus = Literal["finished", "crashed", "timeout", "memory", "cancelled", "de
 # `nothing_to_run`: a notebook without Python code cells (another kernel language, none at all).
 ReportStatus = Literal["ok", "crashed", "timeout", "not_keras", "syntax_error", "nothing_to_run"]
 REPORT_STATUSES: tuple[ReportStatus, ...] = get_args(ReportStatus)
+# What the probe sends on its pipe, by event type (probe/hooks.py, child.py, record.py); the trace
+# folds them (trace.TraceBuilder) and says what each was (trace.TraceEvent): nothing above it reads the wire.
+EventKind = Literal[
+    "started", "ready", "compile", "fit", "model_preview", "model", "layout", "initial_weights", "epoch_begin", "step",
+    "epoch", "fit_end", "crash", "unsupported", "keras_workaround", "probe_error", "leftover", "script_fit", "script_evaluate", "end",
+]
+EVENT_KINDS: tuple[EventKind, ...] = get_args(EventKind)
 # What the server is doing for a file (the `deeplocalize/runStatus` notification).
 RunPhase = Literal["running", "verifying", "done", "skipped", "cancelled", "failed"]
 # One fix's re-training, and the finding once its fixes were tried.

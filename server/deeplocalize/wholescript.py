@@ -57,9 +57,7 @@ async def run_to_end(script: Script, options: RunOptions, runs: Runs) -> ScriptR
     message = f"{crash.exc_type}: {crash.message}" if crash is not None else result.message
     if status == "completed" and result.trace.end_reason == "sys_exit":
         message = "the script called sys.exit"
-    fits = [e for e in result.script_results if e.get("type") == "script_fit"]
-    evals = [e for e in result.script_results if e.get("type") == "script_evaluate"]
-    return ScriptRun(status, message, fits, evals, result.duration_s)
+    return ScriptRun(status, message, result.script_fits, result.script_evaluations, result.duration_s)
 
 
 def _kind(key: str) -> int:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from lsprotocol import types as lsp
 
-from ..trace import Trace
+from ..trace import Trace, TraceEvent
 from .logs import log
 
 if TYPE_CHECKING:
@@ -44,11 +44,12 @@ class RunProgress:
         self.server.work_done_progress.begin(self.token, lsp.WorkDoneProgressBegin(
             title=f"Training {self.name}", cancellable=True, message="starting", percentage=0))
 
-    def on_event(self, event: dict, trace: Trace) -> None:
-        kind = event.get("type")
+    def on_event(self, event: TraceEvent, trace: Trace) -> None:
+        kind = event.kind
         if kind == "ready":
-            log.info(f"deeplocalize: training {self.name} in process {event.get('pid')} (Keras {event.get('keras')}, TensorFlow {event.get('tensorflow')})")
-            self.server.publisher.status(self.state, "running", pid=event.get("pid"))
+            log.info(f"deeplocalize: training {self.name} in process {event.pid} (Keras {event.versions.get('keras')}, "
+                     f"TensorFlow {event.versions.get('tensorflow')})")
+            self.server.publisher.status(self.state, "running", pid=event.pid)
         if not self.active:
             return
         if kind == "fit" and trace.fit:
@@ -59,8 +60,8 @@ class RunProgress:
         if kind == "step" and now - self.last_report < 0.25:
             return
         self.last_report = now
-        epoch = int(event.get("epoch", trace.steps[-1].epoch if trace.steps else 0))
-        step = int(event.get("step", 0)) + (1 if kind == "step" else 0)
+        epoch = event.epoch if event.epoch is not None else (trace.steps[-1].epoch if trace.steps else 0)
+        step = (event.step or 0) + (1 if kind == "step" else 0)
         msg = f"epoch {epoch + 1}/{self.epochs or '?'}" + (f", step {step}/{self.steps}" if self.steps else "")
         pct = None
         if self.epochs:
