@@ -401,6 +401,10 @@ def test_verdicts_compare_the_symptoms_measures():
 
     assert judge({"finite": False}, {"finite": True, "loss": 0.5}, False, False)[0] == "verified"
     assert judge({"finite": False}, {"finite": False}, True, False)[0] == "refuted"
+    # A fix that only hides the NaN (finite, but the loss stays at the loss of guessing) did not heal it.
+    hidden = judge({"finite": False}, {"finite": True, "loss": 2.30, "loss_vs_chance": 1.0, "loss_drop": 0.01}, False, False)
+    assert hidden[0] == "refuted" and "chance" in hidden[1]
+    assert judge({"finite": False}, {"finite": True, "loss": 0.40, "loss_vs_chance": 0.17, "loss_drop": 0.8}, False, False)[0] == "verified"
     assert judge({"crashed": True, "error": "ValueError: x"}, {"finite": True}, False, False)[0] == "verified"
     assert judge({"finite": True, "accuracy": 0.5}, {"crashed": True, "error": "E"}, False, False)[0] == "refuted"
     # Clearly better, even when a rule still fires; no better is refuted, even when the rule is quiet.

@@ -23,7 +23,7 @@ import numpy as np
 from .detectors import StopWhenDecisive, diagnose, measure
 from .detectors.setup import loss_family
 from .detectors.numerical import first_nonfinite
-from .detectors.progress import ACCURACY_KEYS, VAL_ACCURACY_KEYS
+from .detectors.progress import ACCURACY_KEYS, STALL_IMPROVEMENT, VAL_ACCURACY_KEYS
 from .edits import apply_fix
 from .findings import Fix, LocatedFinding, Verification
 from .report import VerifySummary
@@ -31,7 +31,7 @@ from .runner import RunOptions, RunResult, Runs
 from .rules import has_trait
 from .script import Script
 from .trace import Trace
-from .vocab import is_serious
+from .vocab import CLASSIFICATION_LOSSES, is_serious
 
 MAX_TRIES_PER_FINDING = 3
 MIN_JUDGED_EPOCHS = 3  # a fix is never judged on a single epoch when the fit asks for more
@@ -40,6 +40,7 @@ MIN_JUDGED_STEPS = 50  # nor refuted on fewer steps than this when the analysis 
 LAYER_STAT = {"dead_relu": ("out", "dead_units", "dead_unit_fraction"), "saturation": ("pre", "sat5", "saturated_fraction")}
 
 MEASURE_NAMES = {"loss_vs_chance": "loss relative to chance"}  # how a measure's key reads in a reason
+AT_CHANCE_RATIO = 0.95  # a final loss this close to the loss of guessing (or above it) has learned nothing
 # Clearly better: accuracy up by this much (absolute), or the relative loss drop up by this much.
 ACCURACY_GAIN = 0.05
 LOSS_DROP_GAIN = 0.15
@@ -108,7 +109,7 @@ def outcome(trace: Trace, finding_symptom: str | None = None, layer: int | None 
     """The measures a verdict compares: finite or not, loss and its drop, accuracy (Keras'
     metric, and the probe's own hit rate over the last epoch, the same whatever the loss),
     the symptom's layer statistic."""
-    classification = loss_family(trace) in ("categorical", "sparse", "binary") or _last(trace, ACCURACY_KEYS) is not None
+    classification = loss_family(trace) in CLASSIFICATION_LOSSES or _last(trace, ACCURACY_KEYS) is not None
     if trace.crash is not None:
         return {"crashed": True, "error": f"{trace.crash.exc_type}: {trace.crash.message.splitlines()[0][:200] if trace.crash.message else ''}"}
     out: dict[str, Any] = {"finite": first_nonfinite(trace) is None}
@@ -180,6 +181,9 @@ def judge(before: dict[str, Any], after: dict[str, Any], symptom_remains: bool, 
     if not after.get("finite", True):
         return "refuted", "the values still become NaN/Inf" if not before.get("finite", True) else "the values become NaN/Inf with this fix", "finite"
     if not before.get("finite", True):
+        if after.get("loss_vs_chance", 0.0) >= AT_CHANCE_RATIO and (after.get("loss_drop") or 0.0) < STALL_IMPROVEMENT:
+            # Finite, but the loss sits at the loss of guessing: the fix hid the NaN, training still fails.
+            return "refuted", "the values stay finite, but training stays at chance", "loss_vs_chance"
         return "verified", "the values stay finite", "finite"
     wb, wa = before.get("weight_growth"), after.get("weight_growth")
     if wb is not None and wa is not None and wb >= 100 and wa < min(10.0, wb / 100):

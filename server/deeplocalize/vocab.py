@@ -24,6 +24,9 @@ RunStatus = Literal["finished", "crashed", "timeout", "memory", "cancelled", "de
 # `nothing_to_run`: a notebook without Python code cells (another kernel language, none at all).
 ReportStatus = Literal["ok", "crashed", "timeout", "not_keras", "syntax_error", "nothing_to_run"]
 REPORT_STATUSES: tuple[ReportStatus, ...] = get_args(ReportStatus)
+# The loss a fit is compiled with, by what it computes (detectors.setup.loss_family); `custom`: code in the user's files.
+LossFamily = Literal["categorical", "sparse", "binary", "regression", "hinge", "custom", "unknown"]
+CLASSIFICATION_LOSSES: frozenset[LossFamily] = frozenset({"categorical", "sparse", "binary"})
 # What the probe sends on its pipe, by event type (probe/hooks.py, child.py, record.py); the trace
 # folds them (trace.TraceBuilder) and says what each was (trace.TraceEvent): nothing above it reads the wire.
 EventKind = Literal[

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..trace import LayerInfo, Trace
+from ..vocab import LossFamily
 
 CE_CATEGORICAL = {"categorical_crossentropy", "categoricalcrossentropy", "categorical_focal_crossentropy", "categoricalfocalcrossentropy"}
 CE_SPARSE = {"sparse_categorical_crossentropy", "sparsecategoricalcrossentropy"}
@@ -41,8 +42,8 @@ ADAPTIVE = {"Adam", "AdamW", "RMSprop", "Adamax", "Nadam", "Lion", "Lamb", "Adag
 SANE_LR = {"SGD": "0.01"}
 
 
-def loss_family(trace: Trace) -> str:
-    """categorical | sparse | binary | regression | hinge | custom | unknown
+def loss_family(trace: Trace) -> LossFamily:
+    """What the fit's loss computes (vocab.LossFamily).
 
     A built-in loss may be given as a string, an object or a function
     (`keras.losses.categorical_crossentropy`); only code in the user's files is custom.
@@ -54,7 +55,9 @@ def loss_family(trace: Trace) -> str:
     name = str(loss.get("name", "")).lower()
     if kind in ("string", "object", "function"):
         if not loss.get("code"):
-            for family, names in (("categorical", CE_CATEGORICAL), ("sparse", CE_SPARSE), ("binary", CE_BINARY), ("regression", REGRESSION), ("hinge", HINGE)):
+            families: tuple[tuple[LossFamily, set[str]], ...] = (
+                ("categorical", CE_CATEGORICAL), ("sparse", CE_SPARSE), ("binary", CE_BINARY), ("regression", REGRESSION), ("hinge", HINGE))
+            for family, names in families:
                 if name in names:
                     return family
         if kind in ("object", "function") and loss.get("code"):
