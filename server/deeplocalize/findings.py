@@ -9,25 +9,31 @@ run on synthetic traces and the locator run on source text alone.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, get_args
 
 from .trace import Frame
 from .vocab import ROOT_CAUSES, SEVERITIES, VERDICTS, Confirmation, Verdict  # noqa: F401 - ROOT_CAUSES, SEVERITIES, VERDICTS re-exported
 
 
+# What a finding says must change, by kind; each kind has one anchoring strategy in the locator.
+TargetKind = Literal["layer_arg", "layer", "optimizer_arg", "compile_arg", "fit_arg", "fit_data", "frame", "code"]
+TARGET_KINDS: tuple[TargetKind, ...] = get_args(TargetKind)
+
+
 @dataclass
 class Target:
-    """The source element that must change.
+    """The source element that must change: `kind` says which of the fields mean something
+    (`layer` and `arg` for a layer_arg, `frame` for a frame, `code` for user code, ...)."""
 
-    kind: layer_arg | layer | optimizer_arg | compile_arg | fit_arg | fit_data | frame | code
-    """
-
-    kind: str
+    kind: TargetKind
     layer: int | None = None
     arg: str | None = None
     position: int | None = None
     frame: Frame | None = None
     code: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        assert self.kind in TARGET_KINDS, self.kind
 
 
 FeedChange = Literal["scale_inputs", "scale_targets", "one_hot", "labels_shift", "labels_unit", "nan_to_num"]
