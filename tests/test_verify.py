@@ -56,3 +56,30 @@ def test_a_too_small_budget_leaves_the_diagnosis_as_it_was(session):
     first, report = run(session, ROOT / "fixtures/buggy/b16_unscaled_wine.py", budget=2.0)
     assert [(f.finding.code, f.finding.severity, f.finding.root_cause, f.range.start.line) for f in report.findings] == first
     assert all(f.confirmation in (None, "inconclusive") for f in report.findings)
+
+
+def test_of_two_fixes_that_heal_the_one_that_heals_more_is_preferred_and_both_are_offered():
+    """Class 4 of issue 21: raw features trained with SGD diverge; scaling the inputs and a smaller
+    step both heal. The experiment names the cause whose fix trains better and offers both."""
+    from deeplocalize.findings import Finding, Fix, LocatedFinding, Position, SourceRange, Target, Verification
+    from deeplocalize.report import VerifySummary
+    from deeplocalize.verify import _conclude, heals_better
+
+    def verified(acc: float) -> Verification:
+        return Verification("verified", {"finite": False}, {"finite": True, "hit_rate": acc, "loss_drop": 0.5}, 40, 2, 1.0, "the values stay finite",
+                            measure="finite")
+
+    here = SourceRange("/tmp/t.py", Position(3, 1), Position(3, 9))
+    data = SourceRange("/tmp/t.py", Position(9, 1), Position(9, 9))
+    lr = Fix("Use learning rate 0.01", [], root_cause="learning_rate", anchor=here, verification=verified(0.62))
+    scale = Fix("Scale the inputs", [], root_cause="data_normalization", anchor=data, verification=verified(0.93))
+    assert heals_better(scale.verification, lr.verification) and not heals_better(lr.verification, scale.verification)
+    assert not heals_better(verified(0.93), verified(0.92))  # within the margin: the rank order stands
+    f = Finding("nan-inf", "error", "nan_inf", "learning_rate", "NaN/Inf first appeared in the loss.", Target("optimizer_arg", arg="learning_rate"),
+                names_cause=True)
+    lf = LocatedFinding(f, here, [lr, scale], None)
+    summary = VerifySummary()
+    _conclude(lf, [lr, scale], summary, preferred=scale)
+    assert lf.preferred is scale and f.root_cause == "data_normalization" and lf.range == data and summary.corrected == 1
+    assert [x.title for x in lf.fixes] == ["Scale the inputs", "Use learning rate 0.01"]  # both offered, the better first
+    assert "cause: data normalization" in lf.message and "Also heals it, less: Use learning rate 0.01" in lf.message

@@ -210,6 +210,8 @@ class LocatedFinding:
             text = "Unconfirmed: " + text
         if self.confirmation == "verified" and self.preferred is not None and self.preferred.verification is not None:
             text += f" Verified by re-training with the fix: {self.preferred.verification.summary()}."
+            others = [fix for fix in self.fixes if fix is not self.preferred and fix.verification is not None and fix.verification.verdict == "verified"]
+            text += "".join(f" Also heals it, less: {fix.title} ({fix.verification.summary()})." for fix in others if fix.verification)
         elif self.confirmation == "unconfirmed":
             refuted = sum(1 for fix in self.fixes if fix.verification is not None and fix.verification.verdict == "refuted")
             text += (" Re-training with the fix did not heal it." if refuted <= 1

@@ -389,18 +389,30 @@ async def verify_findings(
     unresolved: list[LocatedFinding] = []
     for n, lf in enumerate(todo, 1):
         tried: list[Fix] = []
-        for fix in [x for x in lf.fixes if x.edits][:MAX_TRIES_PER_FINDING]:
+        preferred: Fix | None = None
+        candidates = [x for x in lf.fixes if x.edits][:MAX_TRIES_PER_FINDING]
+        for fix in candidates:
             if on_progress:
                 on_progress(f"verifying {lf.finding.code} ({n}/{len(todo)}): {fix.title}")
             fix.verification = await try_fixes(exp, lf, [fix], deadline)
             tried.append(fix)
             summary.tried += 1
             if fix.verification.verdict == "verified":
+                # Another cause's fix may heal it too, and better: the experiment decides which is the cause.
+                rival = _rival(lf, fix, candidates, tried)
+                if rival is not None:
+                    if on_progress:
+                        on_progress(f"verifying {lf.finding.code} ({n}/{len(todo)}): {rival.title}, against {fix.title}")
+                    rival.verification = await try_fixes(exp, lf, [rival], deadline)
+                    tried.append(rival)
+                    summary.tried += 1
+                    if rival.verification.verdict == "verified" and heals_better(rival.verification, fix.verification):
+                        preferred = rival
                 break
             if fix.verification.reason == "verification budget used up":
                 break
             exp.runs.prewarm_soon(exp.options)  # the next candidate's run
-        _conclude(lf, tried, summary)
+        _conclude(lf, tried, summary, preferred=preferred)
         if lf.confirmation != "verified":
             unresolved.append(lf)
         await _notify(on_update, lf)
@@ -473,11 +485,33 @@ def _overlap(fixes: list[Fix]) -> bool:
     return any((a[2], a[3]) > (b[0], b[1]) for a, b in zip(spans, spans[1:]))
 
 
-def _conclude(lf: LocatedFinding, tried: list[Fix], summary: VerifySummary, undo_demotion: bool = False) -> None:
-    """Move the finding to the verified cause, or mark it unconfirmed/inconclusive."""
+def _rival(lf: LocatedFinding, verified: Fix, candidates: list[Fix], tried: list[Fix]) -> Fix | None:
+    """The next untried candidate of another cause than the verified fix's, if any."""
+    cause = verified.root_cause or lf.finding.root_cause
+    return next((c for c in candidates if c not in tried and (c.root_cause or lf.finding.root_cause) != cause), None)
+
+
+# Which measure says that one fixed run trains better than another (higher is better; loss_vs_chance lower).
+_HEALING = (("hit_rate", 1), ("val_accuracy", 1), ("accuracy", 1), ("loss_vs_chance", -1), ("loss_drop", 1))
+HEALS_BETTER_MARGIN = 0.02
+
+
+def heals_better(a: Verification, b: Verification) -> bool:
+    """Whether fix a's run trains clearly better than fix b's, on the first measure both have."""
+    for key, sign in _HEALING:
+        x, y = a.after.get(key), b.after.get(key)
+        if isinstance(x, (int, float)) and isinstance(y, (int, float)):
+            return sign * (x - y) > HEALS_BETTER_MARGIN
+    return False
+
+
+def _conclude(lf: LocatedFinding, tried: list[Fix], summary: VerifySummary, undo_demotion: bool = False,
+              preferred: Fix | None = None) -> None:
+    """Move the finding to the verified cause (`preferred` when several healed: the one that healed
+    more), or mark it unconfirmed/inconclusive."""
     f = lf.finding
     verdicts = [fix.verification.verdict for fix in tried if fix.verification]
-    winner = next((fix for fix in tried if fix.verification and fix.verification.verdict == "verified"), None)
+    winner = preferred or next((fix for fix in tried if fix.verification and fix.verification.verdict == "verified"), None)
     if winner is not None:
         assert winner.verification is not None
         summary.verified += 1

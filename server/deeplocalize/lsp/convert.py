@@ -63,7 +63,7 @@ def _related(lf: LocatedFinding, trace: Trace | None, place: Place) -> list[lsp.
 def fixes_data(lf: LocatedFinding, place: Place = file_place) -> list[dict[str, Any]]:
     return [
         {"title": fix.title, "edits": [_edit_json(place, e.range, e.new_text) for e in fix.edits],
-         "verification": _jsonable(fix.verification.to_json()) if fix.verification else None}
+         "verification": _jsonable(fix.verification.to_json()) if fix.verification else None, "preferred": fix is lf.preferred}
         for fix in lf.fixes
     ]
 
@@ -125,7 +125,8 @@ def code_actions(diag: lsp.Diagnostic, version_of: Callable[[str], int | None]) 
         suffix = " (verified)" if verdict == "verified" else ""
         actions.append(lsp.CodeAction(
             title=f"DeepLocalize: {fix['title']}{suffix}", kind=lsp.CodeActionKind.QuickFix, diagnostics=[diag],
-            edit=lsp.WorkspaceEdit(document_changes=changes), is_preferred=verdict == "verified",
+            # Preferred only when verified, and only one (two fixes may both heal: the one that healed more).
+            edit=lsp.WorkspaceEdit(document_changes=changes), is_preferred=verdict == "verified" and fix.get("preferred", True) is not False,
         ))
     return actions
 
