@@ -8,7 +8,8 @@ import pytest
 import numpy as np
 
 from conftest import TraceBuilder, act, weights
-from deeplocalize.detectors import diagnose, is_decisive
+from deeplocalize.trace import CrashInfo
+from deeplocalize.detectors import diagnose, is_decisive, measure
 from deeplocalize.detectors.numerical import first_nonfinite
 
 
@@ -589,3 +590,43 @@ def test_a_smell_that_training_must_confirm_is_information_when_too_few_steps_we
     tb.trace.fit.epochs_requested = tb.trace.fit.epochs = 30
     tb.trace.fit_end = {"reason": "completed"}
     assert [f.severity for f in diagnose(tb.trace) if f.code == "regression-loss-on-classes"] == ["warning"]
+
+
+def _stuck_at_the_prior(shares: list[float], accuracy: float) -> TraceBuilder:
+    """A 3-class fit whose loss falls from a large start (raw inputs: large logits) to the entropy
+    of the class prior and stays there, its accuracy flat: it learned the prior and nothing else."""
+    tb = TraceBuilder(["relu", "softmax"], units=[16, 3], n_classes=3)
+    tb.trace.fit.y["class_shares"] = shares
+    prior = -sum(q * math.log(q) for q in shares)
+    tb.trace.fit.steps_per_epoch, tb.trace.fit.epochs_requested, tb.trace.fit.epochs = 20, 10, 10
+    for e in range(10):
+        for s in range(20):
+            tb.step(e, prior + 12.0 * math.exp(-(e * 20 + s) / 4.0))
+        tb.epoch(e, prior + 12.0 * math.exp(-(e * 20 + 19) / 4.0), accuracy)
+    tb.trace.fit_end = {"reason": "completed"}
+    return tb
+
+
+def test_a_classifier_held_at_the_majority_class_fails_though_its_loss_fell():
+    """Issue 21, class 2: imbalanced classes, accuracy at the majority's share (0.6, far above 1/3)
+    and the loss at the prior's entropy for the whole fit. Against 1/k and log k it looked like
+    learning (a big fall from a large start); against guessing the prior it is a stall."""
+    stuck = _stuck_at_the_prior([0.6, 0.25, 0.15], 0.6)
+    p = measure(stuck.trace)
+    assert p.chance_accuracy == 0.6 and p.fails and p.stalled
+    assert "not-learning" in [f.code for f in serious(diagnose(stuck.trace))]
+    # Accuracy 0.6 on balanced classes is far above guessing (1/3): not a failure.
+    assert not measure(_stuck_at_the_prior([0.34, 0.33, 0.33], 0.6).trace).fails
+
+
+def test_labels_the_sparse_loss_rejected_in_a_dataset_batch_explain_the_crash():
+    """Labels coded 1/2 on a two-unit softmax, fed through tf.data: fit never sees the labels as an
+    array, but TensorFlow's error lists the batch it rejected; that is enough to name the mistake."""
+    tb = TraceBuilder(["relu", "softmax"], units=[16, 2], n_classes=2)
+    tb.trace.fit.y = None
+    tb.trace.crash = CrashInfo("InvalidArgumentError", "Graph execution error:\n\nDetected at node ...\nReceived a label value of 2 which is "
+                               "outside the valid range of [0, 2).  Label values: 2 2 1 2 1 1 2\n\t [[{{node compile_loss/...}}]]", [])
+    codes = {f.code: f for f in diagnose(tb.trace)}
+    assert codes["labels-off-by-one"].root_cause == "labels" and codes["training-crashed"].root_cause == "labels"
+    tb.trace.crash = CrashInfo("InvalidArgumentError", "Received a label value of 7 which is outside the valid range of [0, 2).  Label values: 0 7 1", [])
+    assert [f.code for f in diagnose(tb.trace) if f.code == "output-units-too-few"] == ["output-units-too-few"]

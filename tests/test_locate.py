@@ -119,6 +119,45 @@ def test_a_data_finding_points_at_the_array_fed_to_fit_and_scales_it_where_it_is
     assert fixed[2:4] == ["x_mean, x_std = X.mean(axis=0), X.std(axis=0) + 1e-8", "model.fit((X - x_mean) / x_std, y, epochs=3)"]
 
 
+def test_labels_fed_through_a_dataset_point_at_the_array_it_was_sliced_from(tmp_path):
+    path, src = write(tmp_path, '''
+        import tensorflow as tf
+        y = data.target + 1
+        ds = tf.data.Dataset.from_tensor_slices((x, y))
+        train = ds.shuffle(600, seed=0).batch(32)
+        model.fit(train, epochs=10)
+    ''')
+    fit = FitInfo([call_frame(path, src, "model.fit")], None, None, 32, False, 10, 10, 5, False)
+    lf = Locator(Trace(str(path), fit=fit)).locate(finding(Target("fit_data", arg="y", position=1), root="labels"))
+    assert lf.range.start.line == 2
+
+
+def test_non_finite_inputs_point_at_the_division_that_made_them_and_guard_it(tmp_path):
+    """Issue 21, class 1: a zero standard deviation (a constant column) divides in a helper; the NaN
+    enters at fit through a split. The place to change is the division, not fit nor the split."""
+    path, src = write(tmp_path, '''
+        import numpy as np
+        def standardize(frame):
+            mean = frame.mean(axis=0)
+            std = frame.std(axis=0)
+            return (frame - mean) / std
+        features = np.hstack([data, np.ones((len(data), 1))]) / 255.0
+        features = standardize(features)
+        x_train, x_test, y_train, y_test = train_test_split(features, labels)
+        model.fit(x_train, y_train, epochs=10)
+    ''')
+    fit = FitInfo([call_frame(path, src, "model.fit")], None, None, 32, False, 10, 10, 5, False)
+    lf = Locator(Trace(str(path), fit=fit)).locate(
+        finding(Target("nonfinite_data", arg="x", position=0), FixSpec("guard", guard="operand"), root="data_normalization"))
+    assert (lf.range.start.line, lf.range.start.column) == (5, 12)
+    assert apply_fix(src, lf.fixes[0]).splitlines()[4] == "    return (frame - mean) / (std + 1e-7)"
+    # Scaling by a literal cannot make NaN: without the helper, the statement that assigned the array.
+    path.write_text(src.replace("features = standardize(features)", "features = features"))
+    lf = Locator(Trace(str(path), fit=fit)).locate(
+        finding(Target("nonfinite_data", arg="x", position=0), FixSpec("guard", guard="operand"), root="data_normalization"))
+    assert lf.range.start.line == 8 and not lf.fixes
+
+
 def test_custom_code_is_anchored_on_the_risky_operation_and_guarded(tmp_path):
     path, src = write(tmp_path, '''
         import tensorflow as tf

@@ -52,6 +52,19 @@ def test_a_warning_that_no_fix_heals_is_demoted_to_information(session):
     assert report.verification.demoted == 1 and not running_jobs(session)
 
 
+def test_a_real_failure_that_no_fix_heals_stays_a_warning_without_a_cause(session):
+    """Issue 21, class 2: labels drawn apart from the inputs hold the model at the majority class.
+    No fix tried heals it, yet training plainly failed: the warning stays, says so and what was
+    tried, and names no cause as settled."""
+    first, report = run(session, DATA / "labels_by_chance.py")
+    assert ("not-learning", "warning") in [(c[0], c[1]) for c in first]
+    f = next(f for f in report.findings if f.finding.code == "not-learning")
+    assert f.finding.severity == "warning" and f.confirmation == "unconfirmed" and not f.demoted
+    assert "the cause is not established; tried: " in f.message and "likely cause" not in f.message
+    assert f.cause_label.startswith("cause not established")
+    assert report.verification.demoted == 0 and report.verification.refuted >= 1 and not running_jobs(session)
+
+
 def test_a_too_small_budget_leaves_the_diagnosis_as_it_was(session):
     first, report = run(session, ROOT / "fixtures/buggy/b16_unscaled_wine.py", budget=2.0)
     assert [(f.finding.code, f.finding.severity, f.finding.root_cause, f.range.start.line) for f in report.findings] == first

@@ -65,7 +65,7 @@ def render_text(report: FileReport, console: Console) -> None:
         return
     for lf in report.findings:
         f = lf.finding
-        cause = f" (root cause: {f.root_cause})" if f.root_cause else ""
+        cause = f" ({lf.cause_label})" if lf.cause_label else ""
         style = _STYLE.get(f.severity, "")
         console.print(f"{where(report.place(lf.range))}: [{style}]{f.severity}[/{style}] [bold]{f.code}[/bold]{cause}: {lf.message}", highlight=False, soft_wrap=True)
         ev = ", ".join(f"{k}={_short(v)}" for k, v in f.evidence.items() if k != "message")

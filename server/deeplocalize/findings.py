@@ -16,7 +16,9 @@ from .vocab import ROOT_CAUSES, SEVERITIES, VERDICTS, Confirmation, Verdict  # n
 
 
 # What a finding says must change, by kind; each kind has one anchoring strategy in the locator.
-TargetKind = Literal["layer_arg", "layer", "optimizer_arg", "compile_arg", "fit_arg", "fit_data", "frame", "code"]
+# `nonfinite_data`: the statement that made a fit argument's values NaN/Inf (a division by a zero
+# spread, a log), found back from the argument; where it was last assigned when none is found.
+TargetKind = Literal["layer_arg", "layer", "optimizer_arg", "compile_arg", "fit_arg", "fit_data", "nonfinite_data", "frame", "code"]
 TARGET_KINDS: tuple[TargetKind, ...] = get_args(TargetKind)
 
 
@@ -196,6 +198,9 @@ class LocatedFinding:
     confirmation: Confirmation | None = None  # once the fixes were tried; None: not tried
     fit_index: int = 0  # which fit of the script showed it
     demoted: bool = False  # a warning that no fix healed, shown as information
+    # The fit plainly failed and no fix tried healed it: why it is still a warning, and what was tried
+    # (verify.keep_real_failures); the cause it names is then not established.
+    failure: str | None = None
 
     @property
     def message(self) -> str:
@@ -203,6 +208,8 @@ class LocatedFinding:
         names (likely until an experiment settles it), and what re-training showed."""
         f = self.finding
         text = f.message
+        if self.failure:
+            return f"{text} {self.failure}"
         if f.names_cause and f.root_cause:
             settled = "cause" if self.confirmation == "verified" else "likely cause"
             text = f"{text.rstrip('.')}; {settled}: {f.root_cause.replace('_', ' ')}."
@@ -217,6 +224,15 @@ class LocatedFinding:
             text += (" Re-training with the fix did not heal it." if refuted <= 1
                      else f" Re-training with each of the {refuted} fixes did not heal it.")
         return text
+
+    @property
+    def cause_label(self) -> str | None:
+        """The cause as a report's heading names it: the root cause, or, when no fix tried healed a
+        real failure, that it is not established (the first suspect, for the record)."""
+        cause = self.finding.root_cause.replace("_", " ") if self.finding.root_cause else None
+        if self.failure:
+            return f"cause not established; first suspect: {cause}" if cause else "cause not established"
+        return f"root cause: {cause}" if cause else None
 
     @property
     def preferred(self) -> Fix | None:

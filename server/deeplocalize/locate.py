@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -234,7 +235,7 @@ class Locator:
             return t.compile.site if t.compile else []
         if target.kind == "compile_arg":
             return t.compile.site if t.compile else []
-        if target.kind in ("fit_arg", "fit_data"):
+        if target.kind in ("fit_arg", "fit_data", "nonfinite_data"):
             return t.fit.site if t.fit else []
         return []
 
@@ -263,11 +264,19 @@ class Locator:
             return node_range(r.src, r.node), ReplaceOptimizer(r)
         if target.kind == "optimizer_arg" and target.arg is None:
             return node_range(src, call), ReplaceCall(Resolved(src, call))
-        if target.kind == "fit_data":
+        if target.kind in ("fit_data", "nonfinite_data"):
             value = arg_node(call, target.arg, target.position)
+            if value is None and target.position:
+                # fit(dataset): the part of the tuple the dataset was sliced from.
+                value = _dataset_part(arg_node(call, "x", 0), target.position)
             if value is None:
                 return node_range(src, call), None
-            return self._data_anchor(src, value, call)
+            anchor, site = self._data_anchor(src, value, call)
+            if target.kind == "nonfinite_data" and isinstance(site, DataStatement):
+                op = _nonfinite_producer(site.stmt)
+                if op is not None:
+                    return node_range(src, op), GuardSite(src, op, None)
+            return anchor, site
         value = arg_node(call, target.arg, target.position)
         if value is None and target.arg:
             value = _double_star_entry(src, call, target.arg)
@@ -541,6 +550,35 @@ def _overlaps(a: SourceRange, b: SourceRange) -> bool:
     return (a0 < b1 and b0 < a1) or (a0 == b0 and a1 == b1)
 
 
+_SLICING = ("from_tensor_slices", "from_tensors")
+
+
+def _dataset_part(value: nodes.NodeNG | None, index: int) -> nodes.NodeNG | None:
+    """The `index`-th element of the `(x, y)` tuple a tf.data pipeline was sliced from, through
+    its method chain (`.shuffle(...).batch(...)`) and the names it is stored under."""
+    for _ in range(8):
+        if value is None:
+            return None
+        if isinstance(value, nodes.Name):
+            try:
+                _, assigns = value.lookup(value.name)
+            except Exception:  # noqa: BLE001
+                return None
+            before = [a for a in assigns if isinstance(a, nodes.AssignName) and a.lineno is not None and a.lineno <= value.lineno]
+            stmt = max(before, key=lambda a: a.lineno).parent if before else None
+            value = stmt.value if isinstance(stmt, nodes.Assign) and len(stmt.targets) == 1 else None
+        elif isinstance(value, nodes.Call) and isinstance(value.func, nodes.Attribute):
+            if value.func.attrname in _SLICING:
+                parts = value.args[0] if value.args else None
+                if isinstance(parts, (nodes.Tuple, nodes.List)) and len(parts.elts) > index:
+                    return parts.elts[index]
+                return None
+            value = value.func.expr
+        else:
+            return None
+    return None
+
+
 def _function_at(code: dict[str, Any] | None) -> tuple[Source, nodes.FunctionDef] | None:
     if not code or not code.get("file"):
         return None
@@ -598,6 +636,50 @@ def _risky_ops(func: nodes.FunctionDef) -> list[nodes.NodeNG]:
                 found.append((_RISKY[name], n.lineno, n))
         elif n.op in ("/", "**", "//"):
             found.append((1 if n.op == "/" else 2, n.lineno, n))
+    found.sort(key=lambda t: (t[0], t[1]))
+    return [n for _, _, n in found]
+
+
+# A divisor named like a spread of the data: zero for a constant column, so 0/0 = NaN.
+_SPREAD = re.compile(r"std|var|sigma|scale|range|ptp|norm|max|min|count|sum|total|len", re.I)
+
+
+def _nonfinite_producer(stmt: nodes.NodeNG) -> nodes.NodeNG | None:
+    """The operation that can turn finite data into NaN/Inf (a division by a computed value, a log,
+    a sqrt), in the statement that gave the data its values or in those it reads from, nearest
+    first, through the helper functions it calls. Divisions by a literal cannot: they are skipped."""
+    seen: set[nodes.NodeNG] = set()
+    todo: list[nodes.NodeNG] = [stmt]
+    while todo and len(seen) < 40:
+        current = todo.pop(0)
+        if current in seen:
+            continue
+        seen.add(current)
+        ops = _data_risky_ops(current)
+        if ops:
+            return ops[0]
+        for name in current.nodes_of_class(nodes.Name):
+            try:
+                _, defs = name.lookup(name.name)
+            except Exception:  # noqa: BLE001
+                continue
+            funcs = [d for d in defs if isinstance(d, nodes.FunctionDef)]
+            earlier = [d for d in defs if isinstance(d, nodes.AssignName) and d.lineno is not None and d.lineno < current.lineno]
+            if funcs:
+                todo.append(funcs[-1])
+            elif earlier:
+                todo.append(max(earlier, key=lambda d: d.lineno).statement())
+    return None
+
+
+def _data_risky_ops(node: nodes.NodeNG) -> list[nodes.NodeNG]:
+    """Risky operations on data in `node`, the likeliest first: a division by a spread, a log or sqrt, another division."""
+    found: list[tuple[int, int, nodes.NodeNG]] = []
+    for n in node.nodes_of_class((nodes.Call, nodes.BinOp)):
+        if isinstance(n, nodes.BinOp) and n.op == "/" and not isinstance(n.right, nodes.Const):
+            found.append((0 if _SPREAD.search(n.right.as_string()) else 2, n.lineno, n))
+        elif isinstance(n, nodes.Call) and call_name(n) in ("log", "sqrt", "log2", "log10", "reciprocal"):
+            found.append((1, n.lineno, n))
     found.sort(key=lambda t: (t[0], t[1]))
     return [n for _, _, n in found]
 

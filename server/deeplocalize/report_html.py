@@ -238,7 +238,7 @@ def _finding(report: FileReport, lf: LocatedFinding) -> str:
     f = lf.finding
     at = report.place(lf.range)
     where = f"{os.path.basename(at.file)}:" + (f"cell {at.cell}:" if at.cell else "") + f"{at.start.line}:{at.start.column}"
-    cause = f" (root cause: {f.root_cause.replace('_', ' ')})" if f.root_cause else ""
+    cause = f" ({lf.cause_label})" if lf.cause_label else ""
     fixes = "".join(f"<li>{html.escape(fix.title)}" + (f" — <em>{fix.verification.verdict}</em>" if fix.verification else "") + "</li>"
                     for fix in lf.fixes)
     return (f'<div class="finding {f.severity}"><p><span class="sev">{f.severity}</span> <code>{f.code}</code> at <code>{html.escape(where)}</code>'

@@ -20,10 +20,10 @@ from typing import Any, Awaitable, Callable
 
 import numpy as np
 
-from .detectors import StopWhenDecisive, diagnose, measure
+from .detectors import Progress, StopWhenDecisive, diagnose, measure
 from .detectors.setup import loss_family
 from .detectors.numerical import first_nonfinite
-from .detectors.progress import ACCURACY_KEYS, STALL_IMPROVEMENT, VAL_ACCURACY_KEYS
+from .detectors.progress import ACCURACY_KEYS, AT_CHANCE_RATIO, STALL_IMPROVEMENT, VAL_ACCURACY_KEYS
 from .edits import apply_fix
 from .findings import Fix, LocatedFinding, Verification
 from .report import VerifySummary
@@ -40,7 +40,6 @@ MIN_JUDGED_STEPS = 50  # nor refuted on fewer steps than this when the analysis 
 LAYER_STAT = {"dead_relu": ("out", "dead_units", "dead_unit_fraction"), "saturation": ("pre", "sat5", "saturated_fraction")}
 
 MEASURE_NAMES = {"loss_vs_chance": "loss relative to chance"}  # how a measure's key reads in a reason
-AT_CHANCE_RATIO = 0.95  # a final loss this close to the loss of guessing (or above it) has learned nothing
 # Clearly better: accuracy up by this much (absolute), or the relative loss drop up by this much.
 ACCURACY_GAIN = 0.05
 LOSS_DROP_GAIN = 0.15
@@ -440,8 +439,43 @@ async def verify_findings(
         f.severity = "information" if f.severity == "warning" else f.severity
         _conclude(lf, [fix], summary)
         await _notify(on_update, lf)
+    for lf in keep_real_failures(exp.run.traces or [exp.run.trace], findings, summary):
+        await _notify(on_update, lf)
     summary.seconds = time.monotonic() - start
     return summary
+
+
+def keep_real_failures(traces: list[Trace], findings: list[LocatedFinding], summary: VerifySummary) -> list[LocatedFinding]:
+    """A fit that plainly failed (a whole fit ending at the accuracy and loss of guessing) keeps one
+    warning when no fix tried healed it: the symptom is real though its cause is not established.
+    Only a symptom that is not real may be demoted. One per fit: the failure itself (not-learning)
+    if it was said, else the first refuted warning. Returns the findings changed."""
+    kept = []
+    for fit in sorted({lf.fit_index for lf in findings if lf.demoted}):
+        same_fit = [lf for lf in findings if lf.fit_index == fit]
+        if any(lf.confirmation == "verified" or is_serious(lf.finding.severity) for lf in same_fit):
+            continue  # healed, or a warning or error stands already
+        trace = _fit_trace(traces, fit)
+        p = measure(trace) if trace is not None else None
+        if p is None or not p.fails:
+            continue
+        demoted = [lf for lf in same_fit if lf.demoted]
+        keep = next((lf for lf in demoted if lf.finding.code == "not-learning"), demoted[0])
+        tried = list(dict.fromkeys(fix.title for lf in demoted for fix in lf.fixes
+                                   if fix.verification is not None and fix.verification.verdict == "refuted"))
+        keep.finding.severity = "warning"
+        keep.demoted = False
+        summary.demoted -= 1
+        keep.failure = f"Training fails ({_failure_evidence(p)}); the cause is not established; tried: {'; '.join(tried)}."
+        kept.append(keep)
+    return kept
+
+
+def _failure_evidence(p: Progress) -> str:
+    loss = f"loss {p.final_loss:.4g}, {p.chance_ratio:.2f}x the loss of guessing" if p.chance_ratio is not None else f"loss {p.final_loss:.4g}"
+    if p.accuracy is None or p.chance_accuracy is None:
+        return loss
+    return f"accuracy {p.accuracy:.2f}, where always answering the most frequent class gets {p.chance_accuracy:.2f}; {loss}"
 
 
 def _healed_alongside(findings: list[LocatedFinding]) -> list[tuple[LocatedFinding, Fix]]:

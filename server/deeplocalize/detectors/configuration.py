@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import math
+import re
 
 from ..findings import Finding, FixSpec, Target
 from ..rules import Rule, rule
@@ -394,8 +395,28 @@ def _binary_labels(labels: _Labels) -> Finding | bool | None:
     return False
 
 
+# TensorFlow's sparse cross-entropy on CPU rejects a class index out of range and lists the batch's labels.
+_LABEL_OUT_OF_RANGE = re.compile(r"Received a label value of (-?\d+) which is outside the valid range of \[0, (\d+)\)\.\s+Label values:((?:\s+-?\d+)+)")
+
+
+def labels_in_crash(trace: Trace) -> dict[str, Any] | None:
+    """The labels of the batch that the loss rejected, as a summary like `fit`'s (None: no such crash)."""
+    m = _LABEL_OUT_OF_RANGE.search(trace.crash.message) if trace.crash is not None and trace.crash.message else None
+    if m is None:
+        return None
+    values = [int(v) for v in m.group(3).split()]
+    return {"min": float(min(values)), "max": float(max(values)), "integer_valued": True, "n_unique": len(set(values)),
+            "shape": [len(values)], "seen_in": "the batch the loss rejected"}
+
+
 def _check_observed_labels(trace: Trace, family: str) -> list[Finding]:
-    """Labels that come from a dataset or generator: only their range, as the first batches showed it."""
+    """Labels that come from a dataset or generator: only their range, as the first batches showed
+    it, or as the loss listed them when it rejected a batch."""
+    head = output_head(trace)
+    crashed_on = labels_in_crash(trace) if family == "sparse" and head is not None else None
+    if crashed_on is not None:
+        found = _class_labels(_Labels(trace, crashed_on, head.units_layer, family))
+        return [found] if found is not None else []
     rows = [st.values["y"] for st in trace.steps[:5] if "y" in st.values and not st.values["y"].get("nonfinite")]
     if not rows or family != "binary":
         return []

@@ -14,6 +14,9 @@ from .heads import output_head
 
 NAN_IN_INPUTS = rule(
     "nan-in-inputs", "training", "error", "nan_inf", "The training inputs contain NaN/Inf before any step.",
+    details="The range is the operation that made them (a division by a spread that is zero for a constant column, a log "
+            "of zero), followed back from the array given to fit through the statements and helpers that computed it; the "
+            "fix guards it. Where no such operation is found, the statement that last assigned the array.",
     causes=("data_normalization",), traits=frozenset({"not_testable"}))
 NAN_IN_CODE = rule(
     "nan-in-custom-code", "training", "error", "nan_inf",
@@ -83,9 +86,10 @@ def detect_nonfinite(trace: Trace) -> list[Finding]:
     if x and (x.get("nonfinite") or 0) > 0:
         return [NAN_IN_INPUTS.finding(
             f"{x['nonfinite']:.1%} of the input values are NaN/Inf before training starts.",
-            Target("fit_data", arg="x", position=0),
+            Target("nonfinite_data", arg="x", position=0),
             evidence={"nonfinite_fraction": x["nonfinite"]},
-            fixes=[FixSpec("Replace NaN/Inf inputs by 0 (wherever the model gets them)", feed="nan_to_num")],
+            fixes=[FixSpec("Guard the operation that makes the NaN/Inf (a zero divisor, a log of zero)", guard="operand"),
+                   FixSpec("Replace NaN/Inf inputs by 0 (wherever the model gets them)", feed="nan_to_num")],
         )]
     hit = first_nonfinite(trace)
     if hit is None:

@@ -10,7 +10,7 @@ from typing import Literal
 import numpy as np
 
 from ..trace import Trace
-from .setup import loss_family, n_classes
+from .setup import class_shares, loss_family, n_classes
 
 
 # Keras' names for training accuracy in the epoch logs, and for validation accuracy.
@@ -55,6 +55,16 @@ class Progress:
         if (at_chance or (self.chance_ratio is not None and self.chance_ratio > 0.9 and self.accuracy is None)) and (self.rel_improvement < AT_CHANCE_IMPROVEMENT or near_chance_loss):
             return True
         return self.rel_improvement < STALL_IMPROVEMENT
+
+    @property
+    def fails(self) -> bool:
+        """Training plainly failed: a whole fit (not one the analysis cut while it learned) ends at
+        the accuracy and the loss of guessing. No fix need heal it for that to be true."""
+        if self.steps < 20 or self.cut_while_falling or self.chance_ratio is None:
+            return False
+        if self.accuracy is not None:
+            return _at_chance(self.accuracy, self.chance_accuracy) and self.chance_ratio > 0.9
+        return self.chance_ratio > AT_CHANCE_RATIO and self.rel_improvement < AT_CHANCE_IMPROVEMENT
 
     @property
     def poor(self) -> bool:
@@ -112,8 +122,12 @@ def measure(trace: Trace) -> Progress | None:
     chance_acc = chance_ratio = None
     c = n_classes(trace)
     if family in ("categorical", "sparse") and c and c > 1:
-        chance_acc = 1.0 / c
-        chance_ratio = final / math.log(c)
+        # Guessing means answering the prior: the majority's share is its accuracy, the prior's
+        # entropy its loss (1/k and log k on balanced classes).
+        shares = class_shares(trace)
+        chance_acc = max(1.0 / c, shares[0]) if shares else 1.0 / c
+        prior_loss = -sum(q * math.log(q) for q in shares if q > 0) if shares else math.log(c)
+        chance_ratio = final / max(prior_loss, 1e-3)
     elif family == "binary":
         y = trace.fit.y if trace.fit else None
         p = y.get("mean") if y and y.get("min", 0) >= 0 and y.get("max", 1) <= 1 and y.get("mean") is not None else 0.5
@@ -143,6 +157,8 @@ def _at_chance(accuracy: float | None, chance: float | None) -> bool:
 # loss must fall by the second (see Progress.stalled).
 STALL_IMPROVEMENT = 0.05
 AT_CHANCE_IMPROVEMENT = 0.25
+# A final loss this close to the loss of guessing (or above it) has learned nothing.
+AT_CHANCE_RATIO = 0.95
 
 
 # A trend is steady when the loss' rank correlation with time is at least this strong.

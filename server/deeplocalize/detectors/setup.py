@@ -114,6 +114,13 @@ def n_classes(trace: Trace) -> int | None:
     return out.units if out else None
 
 
+def class_shares(trace: Trace) -> list[float] | None:
+    """Each class's share of the training labels, largest first (None: not arrays, or not classes)."""
+    y = trace.fit.y if trace.fit else None
+    shares = y.get("class_shares") if y else None
+    return shares if shares and len(shares) >= 2 else None
+
+
 INDEX_INPUT_LAYERS = {"Embedding", "IntegerLookup", "StringLookup", "CategoryEncoding", "Hashing", "TextVectorization"}
 SCALING_LAYERS = {"Rescaling", "Normalization", "BatchNormalization", "LayerNormalization", "Discretization"}
 WEIGHTED_LAYERS = {"Dense", "Conv1D", "Conv2D", "Conv3D", "SeparableConv2D", "DepthwiseConv2D", "Conv2DTranspose", "EinsumDense", "LSTM", "GRU", "SimpleRNN"}

@@ -256,11 +256,27 @@ def describe_array(value: Any, labels: bool = False) -> dict[str, Any] | None:
             info["multi_hot"] = bool(binary and flat.shape[1] > 1 and rows.max() > 1 and not info["one_hot"])
             info["max_labels_per_row"] = float(rows.max())
     if labels:
-        uniq = np.unique(af[: min(len(af), 100000)])
+        uniq, counts = np.unique(af[: min(len(af), 100000)], return_counts=True)
         info["n_unique"] = int(min(len(uniq), 100000))
         if len(uniq) <= 1000:
             info["unique_values"] = uniq[:50].tolist()
+        shares = _class_shares(af, info, counts)
+        if shares is not None:
+            info["class_shares"] = shares
     return info
+
+
+def _class_shares(labels: np.ndarray, info: dict[str, Any], counts: np.ndarray) -> list[float] | None:
+    """Each class's share of the labels, largest first: the accuracy of always answering the
+    majority and the loss of always answering the prior are what a stuck classifier reaches,
+    and on imbalanced classes both differ from 1/k and log k."""
+    if info.get("one_hot") and labels.ndim == 2 and labels.shape[1] <= 100:
+        shares = labels.mean(axis=0)
+    elif info.get("integer_valued") and (labels.ndim == 1 or (labels.ndim == 2 and labels.shape[1] == 1)) and len(counts) <= 100:
+        shares = counts / max(1, counts.sum())
+    else:
+        return None
+    return [round(float(v), 5) for v in sorted(shares, reverse=True)]
 
 
 def describe_layers(model: Any, layers: list[Any], sites: dict[int, list]) -> list[dict[str, Any]]:
