@@ -16,7 +16,7 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
     ("probe (inside the training process)", ("probe",)),
     ("scripts, traces and findings", ("trace", "findings", "rules", "source", "notebook", "strategies", "script", "edits", "feeds")),
     ("processes", ("forks", "processes", "runner", "cluster")),
-    ("detectors and locations", ("detectors", "locate")),
+    ("detectors and locations", ("detectors", "anchors", "locate")),
     ("engine", ("report", "verify", "engine", "sarif", "report_html", "settings")),
     ("session", ("session", "evaluation", "wholescript")),
     ("front ends", ("cli", "lsp", "server")),

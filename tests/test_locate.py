@@ -10,6 +10,8 @@ from pathlib import Path
 
 from deeplocalize.edits import apply_fix
 from deeplocalize.findings import Finding, FixSpec, Target
+from deeplocalize.anchors import Anchors
+from deeplocalize.findings import TARGET_KINDS
 from deeplocalize.locate import Locator
 from deeplocalize.trace import CompileInfo, FitInfo, Frame, LayerInfo, OptimizerInfo, Trace
 
@@ -247,3 +249,7 @@ def test_a_layer_is_replaced_from_its_own_module_and_a_penalty_keeps_its_functio
     assert apply_fix(src, act.fixes[0]).splitlines()[3].strip() == 'keras.layers.Activation("softmax"),'
     reg = loc.locate(finding(Target("layer_arg", layer=0, arg="kernel_regularizer"), FixSpec("penalty", call_args="1e-4"), root="regularization"))
     assert apply_fix(src, reg.fixes[0]).splitlines()[2].strip() == "keras.layers.Dense(10, kernel_regularizer=keras.regularizers.l2(1e-4)),"
+
+
+def test_every_target_kind_has_one_anchoring_strategy():
+    assert sorted(Anchors(Trace("/tmp/model.py")).by_kind) == sorted(TARGET_KINDS)
