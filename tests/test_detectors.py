@@ -64,6 +64,48 @@ def test_a_custom_loss_declared_predictions_first_is_blamed_on_its_parameters_no
         assert f.root_cause == "numerical_operation" and f.fixes[0].guard and not f.alternatives
 
 
+def test_a_custom_loss_that_went_below_zero_before_the_nan_is_blamed_on_its_numbers_not_the_step():
+    """Issue 21, class 1: a focal loss with a class weight above 1 (1 - alpha < 0) starts positive,
+    runs negative, then overflows. Before, the elimination order blamed the learning rate; a guard
+    would only hide the NaN. The loss is the cause, anchored on the numbers it computes with."""
+    def run(losses: list[float]) -> list:
+        tb = TraceBuilder(["relu", "sigmoid"], units=[16, 1], loss="binary_crossentropy")
+        code = {"file": "/tmp/model.py", "line": 6, "function": "focal_loss_fixed", "params": ["y_true", "y_pred"], "free": {"alpha": 2.0, "gamma": 2.0}}
+        tb.trace.compile.loss = {"kind": "function", "name": "focal_loss_fixed", "code": code}
+        for i, v in enumerate(losses):
+            tb.step(i // 5, v)
+        return [x for x in diagnose(tb.trace) if x.symptom == "nan_inf"]
+
+    f = run([3.4, 3.1, 2.5, 1.2, 0.3, -2.0, -9.5, -31.0, -58.8, float("nan")])[0]
+    assert f.code == "loss-unbounded-below" and f.root_cause == "loss" and f.severity == "error"
+    assert f.target.kind == "code" and f.target.arg == "hyperparameters" and "alpha=2" in f.message
+    assert [a.root_cause for a in f.alternatives] == ["numerical_operation"]  # never a smaller step
+    # A loss that stays positive until its NaN is the operation's, as before.
+    assert run([3.4, 3.1, 2.5, 1.2, 0.3, float("nan")])[0].code == "nan-in-custom-loss"
+
+
+def test_a_fix_that_leaves_a_loss_below_zero_is_refuted_even_when_the_values_stay_finite():
+    from deeplocalize.verify import judge
+
+    before = {"finite": False, "loss_start": 3.4, "loss_min": -58.8}
+    verdict, reason, measure_key = judge(before, {"finite": True, "loss_start": 3.3, "loss_min": -12.0}, False, False)
+    assert (verdict, measure_key) == ("refuted", "loss_min") and "below zero" in reason
+    assert judge(before, {"finite": True, "loss_start": 0.9, "loss_min": 0.05}, False, False)[0] == "verified"
+
+
+def test_nan_born_in_custom_code_while_the_rate_is_far_too_high_lets_the_experiment_try_both():
+    """A VAE's sampling layer overflows first (exp of a log-variance) with a learning rate of 10:
+    the guard and the rate are both candidates; the experiment decides."""
+    tb = TraceBuilder(["relu", None, "sigmoid"], units=[16, 4, 1], loss="binary_crossentropy", lr=10.0)
+    tb.layers[1].cls, tb.layers[1].custom = "Sampling", True
+    tb.layers[1].call_code = {"file": "/tmp/model.py", "line": 8, "function": "call", "risky": ["exp"]}
+    tb.step(0, 0.7)
+    tb.step(0, float("nan"), acts=[act(), act(nonfinite=1.0), act(nonfinite=1.0)])
+    f = [x for x in diagnose(tb.trace) if x.symptom == "nan_inf"][0]
+    assert f.code == "nan-in-custom-code" and f.fixes[0].guard
+    assert "learning_rate" in [a.root_cause for a in f.alternatives]
+
+
 def test_initial_weight_scale_decides_between_initialization_and_learning_rate():
     zeros = [weights(kernel_std=0.0), weights(kernel_std=0.0), weights()]
     tb = TraceBuilder(["relu", "relu", "softmax"])

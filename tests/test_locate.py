@@ -253,3 +253,21 @@ def test_a_layer_is_replaced_from_its_own_module_and_a_penalty_keeps_its_functio
 
 def test_every_target_kind_has_one_anchoring_strategy():
     assert sorted(Anchors(Trace("/tmp/model.py")).by_kind) == sorted(TARGET_KINDS)
+
+
+def test_a_loss_made_by_a_factory_is_anchored_on_the_numbers_it_captured(tmp_path):
+    path, src = write(tmp_path, '''
+        from keras import ops
+        def focal_loss(gamma=2., alpha=2.):
+            def focal_loss_fixed(y_true, y_pred):
+                return -ops.sum(alpha * ops.power(1. - y_pred, gamma) * ops.log(y_pred))
+            return focal_loss_fixed
+        model.compile(optimizer="adam", loss=focal_loss())
+    ''')
+    code = {"file": str(path), "line": 3, "function": "focal_loss_fixed", "params": ["y_true", "y_pred"], "free": {"alpha": 2.0, "gamma": 2.0}}
+    lf = Locator(Trace(str(path))).locate(finding(Target("code", code=code, arg="hyperparameters"), root="loss"))
+    assert (lf.range.start.line, lf.range.start.column, lf.range.end.column) == (2, 16, 34)  # gamma=2., alpha=2.
+    # A loss written as a plain function: its own signature.
+    path.write_text("from keras import ops\ndef my_loss(y_true, y_pred, w=3.0):\n    return ops.mean(w * (y_true - y_pred) ** 2)\n")
+    lf = Locator(Trace(str(path))).locate(finding(Target("code", code={**code, "line": 2, "function": "my_loss", "free": {}}, arg="hyperparameters"), root="loss"))
+    assert (lf.range.start.line, lf.range.start.column) == (2, 1)

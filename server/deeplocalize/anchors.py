@@ -250,6 +250,17 @@ def params_of(func: nodes.FunctionDef) -> list[nodes.AssignName]:
     return args[1:] if args and args[0].name in ("self", "cls") and func.is_method() else args
 
 
+def _default_end(src: Source, func: nodes.FunctionDef, param: nodes.AssignName) -> Position:
+    """The end of a parameter with its default value (`alpha=2.`), else of its name."""
+    names = [a.name for a in func.args.args]
+    defaults = func.args.defaults or []
+    i = names.index(param.name) - (len(names) - len(defaults)) if param.name in names else -1
+    if 0 <= i < len(defaults):
+        d = defaults[i]
+        return Position(d.end_lineno or d.lineno, (d.end_col_offset or d.col_offset) + 1)
+    return name_range(src, param).end
+
+
 def name_range(src: Source, param: nodes.AssignName) -> SourceRange:
     """The parameter's name alone (its node spans its annotation too)."""
     start = Position(param.lineno, param.col_offset + 1)
@@ -362,7 +373,25 @@ class Anchors:
         return (frame_range(target.frame) if target.frame else self.fallback()), None
 
     def _code(self, target: Target) -> Anchored:
+        if target.arg == "hyperparameters":
+            return self._hyperparameters(target.code or {})
         return self._code_anchor(target.code or {}, params=target.arg == "params")
+
+    def _hyperparameters(self, code: dict[str, Any]) -> Anchored:
+        """The numbers a custom function computes with: the parameters of the factory that made
+        it (`def focal_loss(gamma=2., alpha=2.)` around `def loss(y_true, y_pred)`), else its own
+        signature."""
+        found = function_at(code)
+        if found is None:
+            return self._code_anchor(code)
+        src, func = found
+        factory = func.parent.scope() if func.parent is not None else None
+        captured = set(code.get("free") or {})
+        if isinstance(factory, nodes.FunctionDef):
+            given = [a for a in params_of(factory) if a.name in captured] or params_of(factory)
+            if given:
+                return SourceRange(src.path, name_range(src, given[0]).start, _default_end(src, factory, given[-1])), None
+        return SourceRange(src.path, Position(func.lineno, func.col_offset + 1), Position(func.lineno, len(src.lines[func.lineno - 1]) + 1)), None
 
     def _layer(self, target: Target) -> Anchored:
         found = self._call(target)

@@ -35,7 +35,8 @@ from .vocab import CLASSIFICATION_LOSSES, is_serious
 
 MAX_TRIES_PER_FINDING = 3
 MIN_JUDGED_EPOCHS = 3  # a fix is never judged on a single epoch when the fit asks for more
-MIN_JUDGED_STEPS = 50  # nor refuted on fewer steps than this when the analysis cut the fit short
+MIN_JUDGED_STEPS = 50  # nor refuted on fewer steps than this when the analysis cut the fit short,
+CERTAIN_REFUTATIONS = ("finite", "loss_min")  # unless more steps cannot undo it (NaN again, a loss below zero)
 # Per-layer statistic that shows each symptom, for the numbers next to the verdict.
 LAYER_STAT = {"dead_relu": ("out", "dead_units", "dead_unit_fraction"), "saturation": ("pre", "sat5", "saturated_fraction")}
 
@@ -112,6 +113,10 @@ def outcome(trace: Trace, finding_symptom: str | None = None, layer: int | None 
     if trace.crash is not None:
         return {"crashed": True, "error": f"{trace.crash.exc_type}: {trace.crash.message.splitlines()[0][:200] if trace.crash.message else ''}"}
     out: dict[str, Any] = {"finite": first_nonfinite(trace) is None}
+    losses = trace.series("loss", "loss")
+    losses = losses[np.isfinite(losses)]
+    if len(losses) >= 3:
+        out["loss_start"], out["loss_min"] = round(float(np.median(losses[:5])), 5), round(float(np.min(losses)), 5)
     p = measure(trace)
     if p is not None:
         out["loss"] = round(p.final_loss, 5) if math.isfinite(p.final_loss) else str(p.final_loss)
@@ -179,6 +184,9 @@ def judge(before: dict[str, Any], after: dict[str, Any], symptom_remains: bool, 
         return "verified", "the crash is gone", "crash"
     if not after.get("finite", True):
         return "refuted", "the values still become NaN/Inf" if not before.get("finite", True) else "the values become NaN/Inf with this fix", "finite"
+    if _below_zero(before) and _below_zero(after):
+        # A loss that started positive and goes negative has no minimum: finite or not, it is not healed.
+        return "refuted", f"the loss still goes below zero ({after['loss_min']:.4g})", "loss_min"
     if not before.get("finite", True):
         if after.get("loss_vs_chance", 0.0) >= AT_CHANCE_RATIO and (after.get("loss_drop") or 0.0) < STALL_IMPROVEMENT:
             # Finite, but the loss sits at the loss of guessing: the fix hid the NaN, training still fails.
@@ -202,6 +210,11 @@ def judge(before: dict[str, Any], after: dict[str, Any], symptom_remains: bool, 
     if not symptom_remains and gain is not None and gain >= 0.03:
         return "verified", f"the symptom is gone and {what} is better", key
     return "refuted", "no clear improvement" + ("; the symptom remains" if symptom_remains else ""), key
+
+
+def _below_zero(measures: dict[str, Any]) -> bool:
+    start, low = measures.get("loss_start"), measures.get("loss_min")
+    return isinstance(start, float) and isinstance(low, float) and start > 0 and low < -0.01 * start
 
 
 def _gain(before: dict[str, Any], after: dict[str, Any], loss_changed: bool, generalization: bool = False) -> tuple[float | None, str]:
@@ -343,7 +356,8 @@ async def try_fixes(exp: Experiment, lf: LocatedFinding, fixes: list[Fix], deadl
         longer = await _over_the_fit(exp, lf, text, before_trace, len(compared.epochs), layer, deadline)
         if longer is not None and longer[0] == "verified":
             verdict, reason, measure, before, after, compared, after_findings = longer
-    if verdict == "refuted" and not after.get("crashed") and len(compared.steps) < MIN_JUDGED_STEPS and _cut_short(before_trace):
+    if (verdict == "refuted" and measure not in CERTAIN_REFUTATIONS and not after.get("crashed") and len(compared.steps) < MIN_JUDGED_STEPS
+            and _cut_short(before_trace)):
         verdict, reason = "inconclusive", f"only {len(compared.steps)} training steps fit in the analysis' epoch cap: too few to judge this fix"
     return Verification(verdict, before, after, len(compared.steps), len(compared.epochs), time.monotonic() - started, reason,
                         [g.code for g in after_findings] if after_findings is not None else None, measure)

@@ -33,6 +33,16 @@ NAN_IN_LOSS = rule(
             "expects predictions, since Keras calls `loss(y_true, y_pred)`: a guard would only hide that, so the parameters "
             "are swapped first (on their line) and the guard is the alternative the experiment tries next.",
     causes=("loss", "numerical_operation"))
+LOSS_UNBOUNDED = rule(
+    "loss-unbounded-below", "training", "error", "nan_inf",
+    "A custom loss that started positive went below zero before the values became NaN/Inf: a loss without a minimum is pushed "
+    "down until the values overflow.",
+    details="A loss must be bounded below (a cross-entropy by 0); one that can go negative has a weight outside its range (a "
+            "class weight `alpha` above 1 makes `1 - alpha` negative) or a wrong sign. The range is the numbers the loss "
+            "computes with: the parameters of the function that made it (a loss factory's), else its signature. Guarding "
+            "its log would only hide the NaN (the experiment tries it: a loss that still goes below zero is not healed); a "
+            "smaller step would only delay it.",
+    causes=("loss",))
 # Parameter names that say "predictions" or "labels" (a loss' first two parameters).
 _PREDICTION_NAME = re.compile(r"pred|logit|output|^out$|hat|^p$|^yp$", re.I)
 _LABEL_NAME = re.compile(r"true|target|label|truth|actual|^gt$|^y$|^yt$", re.I)
@@ -101,6 +111,21 @@ def detect_nonfinite(trace: Trace) -> list[Finding]:
     evidence = {"first_nonfinite": where, "epoch": step.epoch + 1, "step": step.step, "global_step": step.g}
     head = f"NaN/Inf first appeared in {where} at epoch {step.epoch + 1}, step {step.step}"
 
+    unbounded = _unbounded_custom_loss(trace, pos)
+    if unbounded is not None:
+        code, start, low, low_epoch = unbounded
+        free = code.get("free") or {}
+        return [LOSS_UNBOUNDED.finding(
+            f"{head}; before it, the custom loss '{code.get('function')}' went below zero ({low:.4g} at epoch {low_epoch + 1}) after "
+                f"starting at {start:.4g}: a loss with no minimum is pushed down until the values overflow"
+                + (f" (it computes with {', '.join(f'{k}={v:g}' for k, v in free.items())})" if free else "") + ".",
+            Target("code", code=code, arg="hyperparameters"),
+            evidence={**evidence, "loss_start": round(start, 4), "loss_min": round(low, 4), **{f"loss_{k}": v for k, v in free.items()}},
+            observed=observed,
+            fixes=[],
+            # A smaller step only delays the overflow of a loss without a minimum: not a candidate.
+            alternatives=[Alternative("numerical_operation", Target("code", code=code), [_loss_guard(trace)])],
+        )]
     # A value born inside user code: a custom layer's call(), a Lambda, the model's call().
     culprit = _risky_code(trace, pos, kind, layer_idx)
     if culprit is not None:
@@ -114,6 +139,9 @@ def detect_nonfinite(trace: Trace) -> list[Finding]:
             evidence=evidence,
             observed=observed,
             fixes=[GUARD],
+            # What else the run shows (a rate far above the default, a bad initialization, unscaled data): the
+            # experiment decides between the guard and them, and prefers what trains better when both heal.
+            alternatives=alternatives([c for c in candidate_causes(trace, diverging=True) if c.strong]),
         )]
     if kind == "loss" and trace.compile is not None:
         loss = trace.compile.loss
@@ -157,6 +185,23 @@ def detect_nonfinite(trace: Trace) -> list[Finding]:
         fixes=cause.fixes,
         alternatives=alternatives(causes[1:]),
     )]
+
+
+def _unbounded_custom_loss(trace: Trace, upto: int) -> tuple[dict, float, float, int] | None:
+    """(the custom loss' code, its first loss, its lowest, the epoch of the lowest) when a custom
+    loss that started positive went clearly below zero before step `upto`."""
+    loss = trace.compile.loss if trace.compile is not None else {}
+    if loss_family(trace) != "custom" or not loss.get("code"):
+        return None
+    seen = [(st.get("loss", "loss"), st.epoch) for st in trace.steps[:upto]]
+    seen = [(v, e) for v, e in seen if v is not None and math.isfinite(v)]
+    if len(seen) < 3:
+        return None
+    first = sorted(v for v, _ in seen[:5])[len(seen[:5]) // 2]
+    low, low_epoch = min(seen)
+    if first <= 0 or low >= -0.01 * first:
+        return None
+    return loss["code"], first, low, low_epoch
 
 
 def swapped_loss_params(code: dict) -> tuple[str, str] | None:

@@ -158,7 +158,20 @@ def code_location(fn: Any) -> dict[str, Any] | None:
     except Exception:  # noqa: BLE001 - bytecode inspection is best effort
         risky = []
     params = [n for n in code.co_varnames[:code.co_argcount] if n not in ("self", "cls")]
-    return {"file": os.path.abspath(code.co_filename), "line": code.co_firstlineno, "function": code.co_name, "risky": risky, "params": params}
+    out = {"file": os.path.abspath(code.co_filename), "line": code.co_firstlineno, "function": code.co_name, "risky": risky, "params": params}
+    # Numbers a closure captured (a loss factory's `alpha`, `gamma`): the hyperparameters it computes with.
+    closure = getattr(fn, "__closure__", None) or ()
+    free = {}
+    for name, cell in zip(code.co_freevars, closure):
+        try:
+            value = cell.cell_contents
+        except ValueError:
+            continue
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            free[name] = float(value)
+    if free:
+        out["free"] = free
+    return out
 
 
 def _custom_init_code(layer: Any) -> dict[str, Any] | None:
