@@ -106,6 +106,22 @@ def test_nan_born_in_custom_code_while_the_rate_is_far_too_high_lets_the_experim
     assert "learning_rate" in [a.root_cause for a in f.alternatives]
 
 
+def test_nan_in_the_first_layer_at_the_first_step_came_with_the_data():
+    """A generator's batches are not seen as arrays; NaN in the first layer's forward pass before any
+    update, with finite weights, can only have come in with them."""
+    def first_nonfinite_at(step: int) -> list:
+        tb = TraceBuilder(["relu", "sigmoid"], units=[16, 1], loss="mse")
+        tb.trace.fit.x = None
+        for g in range(step):
+            tb.step(0, 0.5)
+        tb.step(0, float("nan"), acts=[act(nonfinite=1.0), act(nonfinite=1.0)], pre={0: act(nonfinite=1.0)})
+        return [f for f in diagnose(tb.trace) if f.symptom == "nan_inf"]
+
+    f = first_nonfinite_at(0)[0]
+    assert f.code == "nan-in-inputs" and f.target.kind == "nonfinite_data" and "before any update" in f.message
+    assert first_nonfinite_at(3)[0].code != "nan-in-inputs"  # after updates: the weights may have made it
+
+
 def test_initial_weight_scale_decides_between_initialization_and_learning_rate():
     zeros = [weights(kernel_std=0.0), weights(kernel_std=0.0), weights()]
     tb = TraceBuilder(["relu", "relu", "softmax"])

@@ -271,3 +271,23 @@ def test_a_loss_made_by_a_factory_is_anchored_on_the_numbers_it_captured(tmp_pat
     path.write_text("from keras import ops\ndef my_loss(y_true, y_pred, w=3.0):\n    return ops.mean(w * (y_true - y_pred) ** 2)\n")
     lf = Locator(Trace(str(path))).locate(finding(Target("code", code={**code, "line": 2, "function": "my_loss", "free": {}}, arg="hyperparameters"), root="loss"))
     assert (lf.range.start.line, lf.range.start.column) == (2, 1)
+
+
+def test_non_finite_batches_of_a_generator_point_at_the_division_inside_it(tmp_path):
+    path, src = write(tmp_path, '''
+        import numpy as np
+        class Data:
+            def __init__(self, maximum):
+                self.maximum_val = maximum
+            def generator(self, batch_size):
+                while True:
+                    x = np.random.rand(batch_size, 18)
+                    yield np.asarray(x) / self.maximum_val, x
+        data = Data(np.zeros(18))
+        model.fit(data.generator(32), steps_per_epoch=10, epochs=3)
+    ''')
+    fit = FitInfo([call_frame(path, src, "model.fit")], None, None, 32, False, 3, 3, 10, False)
+    lf = Locator(Trace(str(path), fit=fit)).locate(
+        finding(Target("nonfinite_data", arg="x", position=0), FixSpec("guard", guard="operand"), root="data_normalization"))
+    assert (lf.range.start.line, lf.range.start.column) == (8, 19)
+    assert apply_fix(src, lf.fixes[0]).splitlines()[7].strip() == "yield np.asarray(x) / (self.maximum_val + 1e-7), x"

@@ -322,6 +322,20 @@ def _nonfinite_producer(stmt: nodes.NodeNG) -> nodes.NodeNG | None:
     return None
 
 
+def _called_function(value: nodes.NodeNG) -> nodes.FunctionDef | None:
+    """The user function or method a call goes to (`data.generator("train", 32)`), when the syntax tree can tell."""
+    if not isinstance(value, nodes.Call):
+        return None
+    try:
+        inferred = next(value.func.infer())
+    except Exception:  # noqa: BLE001 - astroid cannot always infer
+        return None
+    func = inferred
+    while not isinstance(func, nodes.FunctionDef) and hasattr(func, "_proxied"):  # a bound method proxies its function
+        func = func._proxied
+    return func if isinstance(func, nodes.FunctionDef) and func.root() is value.root() else None
+
+
 def _data_risky_ops(node: nodes.NodeNG) -> list[nodes.NodeNG]:
     """Risky operations on data in `node`, the likeliest first: a division by a spread, a log or sqrt, another division."""
     found: list[tuple[int, int, nodes.NodeNG]] = []
@@ -446,8 +460,10 @@ class Anchors:
         if value is None:
             return node_range(src, call), None
         anchor, site = self._data_anchor(src, value, call)
-        if target.kind == "nonfinite_data" and isinstance(site, DataStatement):
-            op = _nonfinite_producer(site.stmt)
+        if target.kind == "nonfinite_data":
+            # Where the values were made: the statements behind the array, or the generator that yields the batches.
+            made_by = site.stmt if isinstance(site, DataStatement) else _called_function(value)
+            op = _nonfinite_producer(made_by) if made_by is not None else None
             if op is not None:
                 return node_range(src, op), GuardSite(src, op, None)
         return anchor, site

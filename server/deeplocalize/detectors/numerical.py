@@ -143,6 +143,14 @@ def detect_nonfinite(trace: Trace) -> list[Finding]:
             # experiment decides between the guard and them, and prefers what trains better when both heal.
             alternatives=alternatives([c for c in candidate_causes(trace, diverging=True) if c.strong]),
         )]
+    if _inputs_of_first_batch(trace, pos, kind, layer_idx):
+        return [NAN_IN_INPUTS.finding(
+            f"{head}, before any update and with finite weights: the batches fed to fit carry NaN/Inf.",
+            Target("nonfinite_data", arg="x", position=0),
+            evidence={**evidence, "seen_in": "the first batch"},
+            observed=observed,
+            fixes=[FixSpec("Guard the operation that makes the NaN/Inf (a zero divisor, a log of zero)", guard="operand")],
+        )]
     if kind == "loss" and trace.compile is not None:
         loss = trace.compile.loss
         if loss_family(trace) == "custom" and loss.get("code"):
@@ -185,6 +193,18 @@ def detect_nonfinite(trace: Trace) -> list[Finding]:
         fixes=cause.fixes,
         alternatives=alternatives(causes[1:]),
     )]
+
+
+def _inputs_of_first_batch(trace: Trace, pos: int, kind: str, layer_idx: int | None) -> bool:
+    """Non-finite values first in the first weighted layer's forward pass at the very first step,
+    its weights finite: nothing was updated yet, so they came in with the data (a generator or
+    dataset whose batches the probe does not see as arrays)."""
+    if kind not in ("pre", "out") or layer_idx is None or not trace.steps or trace.steps[pos].g != trace.steps[0].g or trace.continues:
+        return False
+    first = next((l.index for l in trace.layers if l.n_params > 0), None)
+    step = trace.steps[pos]
+    weights_finite = all(v.get("nonfinite", 0) == 0 for k, v in step.values.items() if k.endswith(".w"))
+    return layer_idx == first and trace.steps[0].g == 0 and weights_finite
 
 
 def _unbounded_custom_loss(trace: Trace, upto: int) -> tuple[dict, float, float, int] | None:
