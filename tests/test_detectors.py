@@ -688,3 +688,13 @@ def test_labels_the_sparse_loss_rejected_in_a_dataset_batch_explain_the_crash():
     assert codes["labels-off-by-one"].root_cause == "labels" and codes["training-crashed"].root_cause == "labels"
     tb.trace.crash = CrashInfo("InvalidArgumentError", "Received a label value of 7 which is outside the valid range of [0, 2).  Label values: 0 7 1", [])
     assert [f.code for f in diagnose(tb.trace) if f.code == "output-units-too-few"] == ["output-units-too-few"]
+
+
+def test_a_rate_far_from_the_usual_gets_the_usual_rate_and_one_decade_as_candidates():
+    """Adam at 0.1 keeps a linear regressor above its minimum; 0.001 trains it too slowly for the
+    run's length, 0.01 heals it: the experiment gets both, the usual rate first."""
+    from deeplocalize.detectors.causes import lr_target_and_fixes
+
+    assert [f.new_value for f in lr_target_and_fixes(TraceBuilder(["relu", None], lr=0.1).trace, "down")[1]] == ["0.001", "0.01"]
+    assert [f.new_value for f in lr_target_and_fixes(TraceBuilder(["relu", None], lr=0.005).trace, "down")[1]] == ["0.001"]
+    assert [f.new_value for f in lr_target_and_fixes(TraceBuilder(["relu", None], lr=1e-6).trace, "up")[1]] == ["0.001", "1e-05"]

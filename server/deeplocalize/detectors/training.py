@@ -325,13 +325,19 @@ def detect_update_ratio(trace: Trace, progress: Progress | None) -> list[Finding
         ev.update({"default_learning_rate": DEFAULT_LR.get(cls, 0.001), "train_accuracy": progress.accuracy, "validation_accuracy_swing": swing})
         return [LR_TOO_HIGH.finding(
             f"The learning rate {lr:g} is {ratio:.0f}x {cls}'s usual {DEFAULT_LR.get(cls, 0.001):g} and the model fits poorly"
-                + (f" (training accuracy {progress.accuracy:.2f}" if progress.accuracy is not None else " (")
-                + (f", validation accuracy jumps by {swing:.2f} between epochs)" if swing else ")") + ": steps overshoot the minimum.",
+                + f" ({_fit_so_far(progress)}" + (f", validation accuracy jumps by {swing:.2f} between epochs)" if swing else ")")
+                + ": steps overshoot the minimum.",
             target,
             evidence=ev,
             fixes=fixes,
         )]
     return []
+
+
+def _fit_so_far(progress: Progress) -> str:
+    if progress.accuracy is not None:
+        return f"training accuracy {progress.accuracy:.2f}"
+    return f"loss {progress.initial_loss:.4g} -> {progress.final_loss:.4g}"
 
 
 def _val_swing(trace: Trace) -> float | None:
