@@ -675,6 +675,13 @@ def test_a_classifier_held_at_the_majority_class_fails_though_its_loss_fell():
     assert "not-learning" in [f.code for f in serious(diagnose(stuck.trace))]
     # Accuracy 0.6 on balanced classes is far above guessing (1/3): not a failure.
     assert not measure(_stuck_at_the_prior([0.34, 0.33, 0.33], 0.6).trace).fails
+    # Cut by the analysis after 10 of 40 epochs: ten epochs at the prior's loss are a stall and a failure
+    # (what it shed from its huge start says nothing); after 5, a stall, too little to call it failed.
+    cut = _stuck_at_the_prior([0.6, 0.25, 0.15], 0.6)
+    cut.trace.fit.epochs_requested, cut.trace.fit_end = 40, {"reason": "capped"}
+    assert measure(cut.trace).stalled and measure(cut.trace).fails
+    cut.trace.epochs, cut.trace.steps = cut.trace.epochs[:5], [st for st in cut.trace.steps if st.epoch < 5]
+    assert measure(cut.trace).stalled and not measure(cut.trace).fails
 
 
 def test_labels_the_sparse_loss_rejected_in_a_dataset_batch_explain_the_crash():

@@ -43,6 +43,8 @@ class Progress:
     # steps the script asks for makes a real difference (a slow start, not a stall; how well it
     # fits so far is still judged). "" when the fit was not cut so.
     cut_while_falling: Literal["", "early", "steady"] = ""
+    # The analysis cut the fit before it saw half of it and ten epochs: too little to call it failed for sure.
+    barely_seen: bool = False
 
     @property
     def stalled(self) -> bool:
@@ -60,7 +62,7 @@ class Progress:
     def fails(self) -> bool:
         """Training plainly failed: a whole fit (not one the analysis cut while it learned) ends at
         the accuracy and the loss of guessing. No fix need heal it for that to be true."""
-        if self.steps < 20 or self.cut_while_falling or self.chance_ratio is None:
+        if self.steps < 20 or self.cut_while_falling or self.barely_seen or self.chance_ratio is None:
             return False
         if self.accuracy is not None:
             return _at_chance(self.accuracy, self.chance_accuracy) and self.chance_ratio > 0.9
@@ -146,7 +148,8 @@ def measure(trace: Trace) -> Progress | None:
     if acc is not None and len(val_acc) and np.isfinite(val_acc[-1]):
         gap = float(val_acc[-1] - acc)
     return Progress(len(finite), len(trace.epochs), initial, final, rel, slope, acc, chance_acc, chance_ratio, osc, gap,
-                    cut_while_falling=_cut_while_falling(trace, finite, epoch_loss, initial, _at_chance(acc, chance_acc)))
+                    cut_while_falling=_cut_while_falling(trace, finite, epoch_loss, initial, _at_chance(acc, chance_acc)),
+                    barely_seen=_barely_seen(trace, len(finite)))
 
 
 def _at_chance(accuracy: float | None, chance: float | None) -> bool:
@@ -175,6 +178,14 @@ def cut_by_the_analysis(trace: Trace) -> bool:
     if end is not None:
         return end.get("reason") == "capped"
     return trace.fit is not None and trace.crash is None and trace.end_reason in ("timeout", "memory")
+
+
+def _barely_seen(trace: Trace, seen: int) -> bool:
+    fit = trace.fit
+    if fit is None or not cut_by_the_analysis(trace) or len(trace.epochs) >= 10:
+        return False
+    per_epoch = fit.steps_per_epoch or (seen // len(trace.epochs) if trace.epochs else 0)
+    return per_epoch * max(1, fit.epochs_requested) > 2 * seen
 
 
 def _cut_while_falling(trace: Trace, losses: np.ndarray, epoch_losses: np.ndarray, initial: float, at_chance: bool) -> Literal["", "early", "steady"]:
@@ -217,7 +228,10 @@ def _cut_while_falling(trace: Trace, losses: np.ndarray, epoch_losses: np.ndarra
         return ""
     projected = max(float(losses[-1]) - pace * (planned - seen), 0.0)
     needed = AT_CHANCE_IMPROVEMENT if at_chance else STALL_IMPROVEMENT
-    return "steady" if (initial - projected) / max(abs(initial), 1e-12) >= needed else ""
+    # At chance, what it already shed is no evidence (a loss that fell from a huge start to the
+    # loss of guessing): the pace must take it away from where it is now.
+    base = float(losses[-1]) if at_chance else initial
+    return "steady" if (base - projected) / max(abs(base), 1e-12) >= needed else ""
 
 
 def _rank_correlation(series: np.ndarray) -> float:
