@@ -705,3 +705,32 @@ def test_a_rate_far_from_the_usual_gets_the_usual_rate_and_one_decade_as_candida
     assert [f.new_value for f in lr_target_and_fixes(TraceBuilder(["relu", None], lr=0.1).trace, "down")[1]] == ["0.001", "0.01"]
     assert [f.new_value for f in lr_target_and_fixes(TraceBuilder(["relu", None], lr=0.005).trace, "down")[1]] == ["0.001"]
     assert [f.new_value for f in lr_target_and_fixes(TraceBuilder(["relu", None], lr=1e-6).trace, "up")[1]] == ["0.001", "1e-05"]
+
+
+def test_ten_classes_at_sixteen_percent_with_the_loss_of_guessing_have_learned_nothing():
+    """Labels sorted apart from their images: accuracy creeps from 0.10 to 0.16 while the loss stays
+    at 0.97 of guessing. Five points above chance is too strict a bar on ten classes."""
+    tb = TraceBuilder(["relu", "softmax"], units=[64, 10])
+    tb.trace.fit.steps_per_epoch, tb.trace.fit.epochs_requested, tb.trace.fit.epochs = 24, 10, 10
+    for e in range(10):
+        for s in range(24):
+            tb.step(e, 2.436 - 0.2 * (e * 24 + s) / 240)
+        tb.epoch(e, 2.436 - 0.2 * (e + 1) / 10, 0.10 + 0.006 * (e + 1))
+    tb.trace.fit_end = {"reason": "completed"}
+    p = measure(tb.trace)
+    assert p.stalled and p.fails
+    assert "not-learning" in [f.code for f in serious(diagnose(tb.trace))]
+
+
+def test_relu_units_dead_from_a_negative_starting_bias_are_blamed_on_that_bias():
+    """bias_initializer=Constant(-3) on a ReLU layer: every unit starts dead and never gets a gradient.
+    The bias is the first candidate, before the activation that would only treat the symptom."""
+    dead = TraceBuilder(["relu", "softmax"], units=[128, 10])
+    dead.layers[0].bias_initializer = {"class": "Constant", "config": {"value": -3.0}}
+    for e in range(5):
+        for s in range(10):
+            dead.step(e, math.log(10), acts=[act(dead=1.0, nonpos=1.0), act()])
+        dead.epoch(e, math.log(10), 0.1)
+    found = [f for f in diagnose(dead.trace) if f.symptom == "dead_relu"][0]
+    assert found.root_cause == "initialization" and found.target.arg == "bias_initializer"
+    assert found.fixes[0].new_value == '"zeros"'

@@ -291,3 +291,21 @@ def test_non_finite_batches_of_a_generator_point_at_the_division_inside_it(tmp_p
         finding(Target("nonfinite_data", arg="x", position=0), FixSpec("guard", guard="operand"), root="data_normalization"))
     assert (lf.range.start.line, lf.range.start.column) == (8, 19)
     assert apply_fix(src, lf.fixes[0]).splitlines()[7].strip() == "yield np.asarray(x) / (self.maximum_val + 1e-7), x"
+
+
+def test_nan_that_a_fill_let_through_points_at_the_reduction_that_nan_spoils(tmp_path):
+    """Missing values filled with the column mean, taken with np.mean: the mean is NaN, so the fill
+    keeps every NaN. The place is the mean, the fix its NaN-ignoring twin."""
+    path, src = write(tmp_path, '''
+        import numpy as np
+        data = load()
+        col_mean = np.mean(data, axis=0)
+        data = np.where(np.isnan(data), col_mean, data)
+        X = np.delete(scaler.fit_transform(data), 3, axis=1)
+        model.fit(X, y, epochs=10)
+    ''')
+    fit = FitInfo([call_frame(path, src, "model.fit")], None, None, 32, False, 10, 10, 5, False)
+    lf = Locator(Trace(str(path), fit=fit)).locate(
+        finding(Target("nonfinite_data", arg="x", position=0), FixSpec("safe", guard="operand"), root="data_normalization"))
+    assert (lf.range.start.line, lf.range.start.column) == (3, 12)
+    assert apply_fix(src, lf.fixes[0]).splitlines()[2] == "col_mean = np.nanmean(data, axis=0)"

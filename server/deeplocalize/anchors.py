@@ -308,18 +308,49 @@ def _nonfinite_producer(stmt: nodes.NodeNG) -> nodes.NodeNG | None:
         ops = _data_risky_ops(current)
         if ops:
             return ops[0]
-        for name in current.nodes_of_class(nodes.Name):
-            try:
-                _, defs = name.lookup(name.name)
-            except Exception:  # noqa: BLE001
-                continue
-            funcs = [d for d in defs if isinstance(d, nodes.FunctionDef)]
-            earlier = [d for d in defs if isinstance(d, nodes.AssignName) and d.lineno is not None and d.lineno < current.lineno]
-            if funcs:
-                todo.append(funcs[-1])
-            elif earlier:
-                todo.append(max(earlier, key=lambda d: d.lineno).statement())
+        feeders = _feeding_statements(current)
+        if _handles_nan(current):
+            # Meant to remove NaN (`np.where(np.isnan(a), fill, a)`) yet NaN came through: its fill value
+            # came from a reduction that NaN spoils (`np.mean` where `np.nanmean` was meant), else the handler.
+            spoilt = next((c for f in [current, *feeders] for c in _nan_spoilt_reductions(f)), None)
+            return spoilt or current
+        todo += feeders
     return None
+
+
+def _feeding_statements(stmt: nodes.NodeNG) -> list[nodes.NodeNG]:
+    """The statements (or helper functions) whose results `stmt` reads: each name's latest assignment before it."""
+    out: list[nodes.NodeNG] = []
+    for name in stmt.nodes_of_class(nodes.Name):
+        try:
+            _, defs = name.lookup(name.name)
+        except Exception:  # noqa: BLE001
+            continue
+        funcs = [d for d in defs if isinstance(d, nodes.FunctionDef)]
+        earlier = [d for d in defs if isinstance(d, nodes.AssignName) and d.lineno is not None and d.lineno < stmt.lineno]
+        if funcs:
+            out.append(funcs[-1])
+        elif earlier:
+            out.append(max(earlier, key=lambda d: d.lineno).statement())
+    return out
+
+
+_NAN_HANDLERS = ("isnan", "isfinite", "nan_to_num", "fillna", "dropna", "isna", "isnull")
+# NumPy reductions that return NaN when any value is NaN, and their NaN-ignoring twins.
+NAN_SAFE = {"mean": "nanmean", "median": "nanmedian", "std": "nanstd", "var": "nanvar", "sum": "nansum", "max": "nanmax",
+            "min": "nanmin", "percentile": "nanpercentile", "quantile": "nanquantile"}
+
+
+def _handles_nan(stmt: nodes.NodeNG) -> bool:
+    return isinstance(stmt, nodes.Assign) and any(call_name(c) in _NAN_HANDLERS for c in stmt.nodes_of_class(nodes.Call))
+
+
+def _nan_spoilt_reductions(stmt: nodes.NodeNG) -> list[nodes.Call]:
+    """`np.mean(...)`-style calls in `stmt` (module functions of numpy) that NaN spoils."""
+    if not isinstance(stmt, nodes.Assign):
+        return []
+    return [c for c in stmt.nodes_of_class(nodes.Call) if call_name(c) in NAN_SAFE and isinstance(c.func, nodes.Attribute)
+            and c.func.expr.as_string() in ("np", "numpy")]
 
 
 def _called_function(value: nodes.NodeNG) -> nodes.FunctionDef | None:

@@ -11,7 +11,7 @@ from astroid import nodes
 from . import feeds
 from .anchors import (
     Anchors, FixSite, GuardSite, InsertKwarg, ReplaceCall, ReplaceDefault, ReplaceOptimizer, ReplaceValue,
-    function_at, name_range, params_of,
+    NAN_SAFE, function_at, name_range, params_of,
 )
 from .findings import Finding, Fix, FixSpec, LocatedFinding, Position, SourceRange, Target, TextEdit
 from .source import Source, arg_node, call_at, frame_range, insert_kwarg, keras_prefix, line_range, load_source, match_quotes, node_range, text_of
@@ -214,6 +214,10 @@ def _guarded(src: Source, node: nodes.NodeNG, func: nodes.NodeNG | None = None, 
     (`probability`), so `log(1 - y_pred)` is safe too. Elsewhere: `log(x)` ->
     `log(maximum(x, 1e-7))`, `sqrt(x)` -> `sqrt(maximum(x, 0.0))`, `a / b` -> `a / (b + 1e-7)`.
     """
+    if isinstance(node, nodes.Call) and isinstance(node.func, nodes.Attribute) and node.func.attrname in NAN_SAFE:
+        # A reduction that NaN spoils: its NaN-ignoring twin (`np.mean` -> `np.nanmean`).
+        args = text_of(src, node)[len(text_of(src, node.func)):]
+        return f"{text_of(src, node.func.expr)}.{NAN_SAFE[node.func.attrname]}{args}"
     if isinstance(node, nodes.BinOp) and node.op == "/":
         left = text_of(src, node.left)
         if isinstance(node.left, (nodes.BinOp, nodes.BoolOp, nodes.Compare, nodes.IfExp, nodes.Lambda)):

@@ -44,7 +44,9 @@ class LayerInfo:
     output_shape: list | None = None
     n_params: int = 0
     kernel_initializer: dict | None = None
+    bias_initializer: dict | None = None
     kernel_regularizer: dict | None = None
+    activity_regularizer: dict | None = None
     is_output: bool = False
     custom: bool = False
     call_code: dict | None = None
@@ -383,7 +385,9 @@ def _layer(d: dict[str, Any]) -> LayerInfo:
         output_shape=d.get("output_shape"),
         n_params=int(d.get("n_params") or 0),
         kernel_initializer=d.get("kernel_initializer"),
+        bias_initializer=d.get("bias_initializer"),
         kernel_regularizer=d.get("kernel_regularizer"),
+        activity_regularizer=d.get("activity_regularizer"),
         is_output=bool(d.get("is_output")),
         custom=bool(d.get("custom")),
         call_code=d.get("call_code"),

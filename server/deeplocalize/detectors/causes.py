@@ -166,6 +166,9 @@ def candidate_causes(trace: Trace, diverging: bool = False, scope: CauseScope | 
         out.append(_data_cause("x", xs))
     elif scope.data_first and ys and not units:
         out.append(_data_cause("y", ys))
+    if units and negative_bias(scope.layer) is not None:
+        out.append(Cause("initialization", Target("layer_arg", layer=scope.layer.index, arg="bias_initializer"),
+                         [FixSpec('Use bias_initializer "zeros"', new_value='"zeros"')], {"initial_bias": negative_bias(scope.layer)}))
     bad = bad_init_layers(trace)
     if bad:
         layer, scale = bad[0]
@@ -216,6 +219,16 @@ def _training_causes(trace: Trace, diverging: bool, xs: dict | None, ys: dict | 
     if opt is not None and (opt.config.get("momentum") or 0) >= 0.95:
         out.append(Cause("optimizer", Target("optimizer_arg", arg="momentum"), [FixSpec("Use momentum 0.9", new_value="0.9")], {"momentum": opt.config.get("momentum")}))
     return out
+
+
+def negative_bias(layer: LayerInfo) -> float | None:
+    """The constant a ReLU-like layer's biases start at when it is clearly negative: every unit whose
+    pre-activation is smaller than it starts dead and gets no gradient to come back."""
+    init = layer.bias_initializer or {}
+    value = (init.get("config") or {}).get("value")
+    if layer.activation in RELU_LIKE and init.get("class") == "Constant" and isinstance(value, (int, float)) and value <= -0.5:
+        return float(value)
+    return None
 
 
 def _data_cause(which: str, problem: dict) -> Cause:

@@ -22,6 +22,12 @@ SCRIPT_CRASHED = rule(
     "script-crashed", "run", "error", "crash",
     "The script raised; the range is the innermost frame in your code.")
 
+AFTER_CAPPED_FIT = rule(
+    "crashed-after-capped-fit", "run", "information", "crash",
+    "The script raised after a fit that the analysis cut short (its epoch cap): code after training that expects every epoch "
+    "(`history.history['loss'][99]`) fails under the cap, so nothing here is blamed on the script.",
+    details="Raise `--max-epochs` / `deeplocalize.maxEpochs` to run the script to its end. The range is the line that raised.")
+
 # Keras 2 keyword -> Keras 3 keyword.
 KERAS2_KWARGS = {"lr": "learning_rate", "nb_epoch": "epochs", "init": "kernel_initializer", "output_dim": "units",
                  "W_regularizer": "kernel_regularizer", "b_regularizer": "bias_regularizer", "nb_filter": "filters", "border_mode": "padding"}
@@ -57,6 +63,12 @@ def detect_crash(trace: Trace, static_findings: list[Finding]) -> list[Finding]:
     if crash.exc_type in ("ModuleNotFoundError", "ImportError", "AttributeError") and any(mod.split(".")[-1] in crash.message for mod in KERAS2_MODULES + ("predict_classes",)):
         return [KERAS3.finding(f"Not valid Keras 3 (a Keras 2 API): {crash.exc_type}: {msg}", target, evidence=ev, fixes=[])]
     inferred = next((f for f in static_findings if f.severity == "error"), None)
+    capped = trace.fit_end is not None and trace.fit_end.get("reason") == "capped" and trace.fit is not None
+    if inferred is None and capped:
+        return [AFTER_CAPPED_FIT.finding(
+            f"{crash.exc_type}: {msg} — raised after training, which the analysis cut at {trace.fit.epochs} of the "
+                f"{trace.fit.epochs_requested} epochs the fit asks for; to run the script to its end, raise --max-epochs.",
+            target, evidence={**ev, "epochs_analyzed": trace.fit.epochs, "epochs_requested": trace.fit.epochs_requested}, fixes=[])]
     if inferred is not None:
         ev["inferred_from"] = inferred.code
         fixes = [dataclasses.replace(f, target=f.target or inferred.target) for f in inferred.fixes]

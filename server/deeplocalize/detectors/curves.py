@@ -70,10 +70,14 @@ def detect_regularization(trace: Trace, progress: Progress | None) -> list[Findi
                 if len(v) and float(np.median(v)) > best_val:
                     best, best_val = l, float(np.median(v))
             if best is not None:
+                # The penalty that is set: on the weights, else on the layer's outputs (an activity regularizer).
+                arg = "activity_regularizer" if best.activity_regularizer and not best.kernel_regularizer else "kernel_regularizer"
+                what = "activity penalty on its outputs" if arg == "activity_regularizer" else "weight penalty"
                 return [REGULARIZATION.finding(
-                    f"The weight penalty is {share:.0%} of the loss, so training shrinks weights instead of fitting the data; "
-                        f"{layer_label(best)} contributes the most.",
-                    Target("layer_arg", layer=best.index, arg="kernel_regularizer"),
+                    f"The {'weight' if arg == 'kernel_regularizer' else 'regularization'} penalty is {share:.0%} of the loss, so training "
+                        f"shrinks {'weights' if arg == 'kernel_regularizer' else 'activations'} instead of fitting the data; "
+                        f"{layer_label(best)} contributes the most (its {what}).",
+                    Target("layer_arg", layer=best.index, arg=arg),
                     layer=best.index,
                     evidence={"regularization_share": round(share, 3)},
                     fixes=[FixSpec("Use a 1e-4 penalty", call_args="1e-4")],

@@ -98,7 +98,7 @@ def detect_nonfinite(trace: Trace) -> list[Finding]:
             f"{x['nonfinite']:.1%} of the input values are NaN/Inf before training starts.",
             Target("nonfinite_data", arg="x", position=0),
             evidence={"nonfinite_fraction": x["nonfinite"]},
-            fixes=[FixSpec("Guard the operation that makes the NaN/Inf (a zero divisor, a log of zero)", guard="operand"),
+            fixes=[FixSpec("Make the operation that produces the NaN/Inf safe (a zero divisor, a log of zero, a mean over missing values)", guard="operand"),
                    FixSpec("Replace NaN/Inf inputs by 0 (wherever the model gets them)", feed="nan_to_num")],
         )]
     hit = first_nonfinite(trace)
@@ -149,7 +149,7 @@ def detect_nonfinite(trace: Trace) -> list[Finding]:
             Target("nonfinite_data", arg="x", position=0),
             evidence={**evidence, "seen_in": "the first batch"},
             observed=observed,
-            fixes=[FixSpec("Guard the operation that makes the NaN/Inf (a zero divisor, a log of zero)", guard="operand")],
+            fixes=[FixSpec("Make the operation that produces the NaN/Inf safe (a zero divisor, a log of zero, a mean over missing values)", guard="operand")],
         )]
     if kind == "loss" and trace.compile is not None:
         loss = trace.compile.loss

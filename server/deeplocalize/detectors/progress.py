@@ -121,6 +121,8 @@ def measure(trace: Trace) -> Progress | None:
             acc = float(series[-1])
             break
     family = loss_family(trace)
+    if acc is None and family in ("categorical", "sparse", "binary"):
+        acc = _hit_rate(trace)
     chance_acc = chance_ratio = None
     c = n_classes(trace)
     if family in ("categorical", "sparse") and c and c > 1:
@@ -152,8 +154,22 @@ def measure(trace: Trace) -> Progress | None:
                     barely_seen=_barely_seen(trace, len(finite)))
 
 
+def _hit_rate(trace: Trace) -> float | None:
+    """A classifier compiled without an accuracy metric: the probe's own hit rate over the last
+    epoch's sampled steps (the share of samples whose top output is the label)."""
+    hits = trace.series("hit", "rate")
+    if not trace.steps or not len(hits):
+        return None
+    last = trace.steps[-1].epoch
+    recent = hits[np.array([s.epoch == last for s in trace.steps])]
+    recent = recent[np.isfinite(recent)]
+    return float(np.mean(recent)) if len(recent) else None
+
+
 def _at_chance(accuracy: float | None, chance: float | None) -> bool:
-    return accuracy is not None and chance is not None and accuracy < chance + 0.05
+    """Within 5 points of guessing, or a tenth of the way from guessing to perfect (0.19 on ten
+    balanced classes: a model that gets 16% has learned nothing to speak of)."""
+    return accuracy is not None and chance is not None and accuracy < chance + max(0.05, 0.1 * (1.0 - chance))
 
 
 # A finished fit whose loss fell by less than this fraction is stalled; at chance accuracy the

@@ -80,7 +80,7 @@ def _layer_parts(i: int, layer: Any, col: "Collector", sampled: list[_Part], alw
         sampled.append(_Part(f"L{i}.w", len(S.WEIGHT_FIELDS), lambda w=before, k=kernel_t: S.weight_stats(w, k)))
         sampled.append(_Part(f"L{i}.upd", len(S.UPDATE_FIELDS), lambda b=before, a=col.weights_after[i]: S.update_norm(b, a)))
     try:
-        has_reg = getattr(layer, "kernel_regularizer", None) is not None or getattr(layer, "bias_regularizer", None) is not None
+        has_reg = any(getattr(layer, name, None) is not None for name in ("kernel_regularizer", "bias_regularizer", "activity_regularizer"))
         reg = list(layer.losses) if has_reg else []
     except Exception:  # noqa: BLE001
         reg = []

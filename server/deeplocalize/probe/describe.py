@@ -317,6 +317,8 @@ def describe_layers(model: Any, layers: list[Any], sites: dict[int, list]) -> li
                 "n_params": int(sum(int(np.prod(v.shape)) for v in layer.weights)) if layer.built else 0,
                 "kernel_initializer": _describe_initializer(getattr(layer, "kernel_initializer", None)),
                 "kernel_regularizer": _describe_regularizer(getattr(layer, "kernel_regularizer", None)),
+                "activity_regularizer": _describe_regularizer(getattr(layer, "activity_regularizer", None)),
+                "bias_initializer": _describe_initializer(getattr(layer, "bias_initializer", None)),
                 "is_output": id(layer) in out_ids,
                 "custom": not _from_keras(layer),
                 "call_code": _user_code_of(layer),
