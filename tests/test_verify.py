@@ -65,6 +65,17 @@ def test_a_real_failure_that_no_fix_heals_stays_a_warning_without_a_cause(sessio
     assert report.verification.demoted == 0 and report.verification.refuted >= 1 and not running_jobs(session)
 
 
+def test_of_two_causes_whose_fixes_both_heal_the_one_that_heals_more_is_named_and_both_are_offered(session):
+    """Issue 21, class 4, on a real run: raw measurements trained with SGD at 0.5. Scaling the inputs
+    and a smaller step both heal; scaling trains better, so it names the cause; the step stays offered."""
+    _, report = run(session, ROOT / "fixtures/buggy/b36_raw_features_sgd_two_fixes.py")
+    f = next(f for f in report.findings if f.confirmation == "verified")
+    assert f.finding.root_cause == "data_normalization" and f.range.start.line == 9
+    verified = [x for x in f.fixes if x.verification and x.verification.verdict == "verified"]
+    assert [x.root_cause for x in verified] == ["data_normalization", "learning_rate"] and f.preferred is verified[0]
+    assert "Also heals it, less: Lower the learning rate" in f.message
+
+
 def test_a_too_small_budget_leaves_the_diagnosis_as_it_was(session):
     first, report = run(session, ROOT / "fixtures/buggy/b16_unscaled_wine.py", budget=2.0)
     assert [(f.finding.code, f.finding.severity, f.finding.root_cause, f.range.start.line) for f in report.findings] == first
