@@ -27,7 +27,9 @@ SHARDS = 2
                                         for i in range(SHARDS)])
 def summary(request, session) -> Summary:
     shard = EXPECTATIONS[request.param::SHARDS]
-    return asyncio.run(evaluate(shard, session, RunOptions(), parallel=2, verify_seconds=60.0))
+    # Twice the CLI's time budget: under the suite's load (three workers, two analyses each, on two cores) a
+    # program's 15 s plain run can take a minute; the analysis' budget is not what this module tests.
+    return asyncio.run(evaluate(shard, session, RunOptions(max_seconds=120), parallel=2, verify_seconds=60.0))
 
 
 def _describe(s) -> str:
@@ -57,9 +59,13 @@ def test_at_least_90_percent_of_real_bugs_on_an_expected_line_with_an_expected_c
     assert diagnosed / total >= 0.9, missed
 
 
-def test_every_real_bug_is_detected(summary):
-    missed = [_describe(s) for s in summary.scores if s.expectation.buggy and not s.detected]
+def test_every_real_bug_is_detected_but_the_known_misses(summary):
+    """A miss is either written down with its reason (`known_miss` in expected.json: at most 3% of the
+    buggy programs, the issue's target) or a failure."""
+    missed = [_describe(s) for s in summary.scores if s.expectation.buggy and not s.detected and not s.expectation.known_miss]
     assert not missed, missed
+    known = [e for e in EXPECTATIONS if e.buggy and e.known_miss]
+    assert len(known) <= 0.03 * len([e for e in EXPECTATIONS if e.buggy])
 
 
 def test_sarif_output_of_every_real_program_validates_against_the_schema(summary):

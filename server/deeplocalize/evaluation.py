@@ -28,6 +28,8 @@ class Expectation:
     root_causes: list[str]
     lines: list[int]
     mistake_class: str = ""
+    # Why the tool misses this one today (a limit written down, so that any other miss fails the tests).
+    known_miss: str = ""
 
 
 @dataclass
@@ -61,7 +63,8 @@ class Summary:
 
 def load_expectations(fixtures_dir: Path) -> list[Expectation]:
     data = json.loads((fixtures_dir / "expected.json").read_text())
-    return [Expectation(fixtures_dir / f["path"], f["buggy"], f["root_causes"], f["lines"], f.get("mistake_class", "")) for f in data["fixtures"]]
+    return [Expectation(fixtures_dir / f["path"], f["buggy"], f["root_causes"], f["lines"], f.get("mistake_class", ""), f.get("known_miss", ""))
+            for f in data["fixtures"]]
 
 
 def score(exp: Expectation, report: FileReport) -> Score:

@@ -10,7 +10,7 @@ from astroid import nodes
 
 from . import feeds
 from .anchors import (
-    Anchors, FixSite, GuardSite, InsertKwarg, ReplaceCall, ReplaceDefault, ReplaceOptimizer, ReplaceValue,
+    Anchors, DataStatement, FixSite, GuardSite, InsertKwarg, ReplaceCall, ReplaceDefault, ReplaceOptimizer, ReplaceValue,
     NAN_SAFE, function_at, name_range, params_of,
 )
 from .findings import Finding, Fix, FixSpec, LocatedFinding, Position, SourceRange, Target, TextEdit
@@ -45,7 +45,10 @@ class Locator:
         fixes = []
         for spec in specs:
             if spec.feed:
-                fixes += self._feed_fixes(spec)
+                fed = self._feed_fixes(spec)
+                if not fed and spec.feed == "labels_shift" and isinstance(site, DataStatement):
+                    fed = [_shift_where_made(spec.title, site)]  # labels fed through a dataset: where they are made
+                fixes += fed
                 continue
             fix = self._fix(spec, target, site)
             if fix is not None and spec.also:
@@ -182,6 +185,14 @@ class Locator:
                     rng = SourceRange(src.path, Position(kw.lineno, col + 1), Position(kw.lineno, col + len(old) + 1))
                     return Fix(spec.title, [TextEdit(rng, spec.new_value or "")])
         return None
+
+
+def _shift_where_made(title: str, site: DataStatement) -> Fix:
+    """`name = name - name.min()` right after the statement that made the labels."""
+    stmt, src = site.stmt, site.src
+    indent = " " * stmt.col_offset
+    end = Position(stmt.end_lineno or stmt.lineno, len(src.lines[(stmt.end_lineno or stmt.lineno) - 1]) + 1)
+    return Fix(title, [TextEdit(SourceRange(src.path, end, end), f"\n{indent}{site.name} = {site.name} - {site.name}.min()")])
 
 
 def _overlaps(a: SourceRange, b: SourceRange) -> bool:

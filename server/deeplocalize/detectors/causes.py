@@ -19,10 +19,16 @@ def suggested_lr(trace: Trace, direction: str) -> str:
     cls, lr, _ = lr_info(trace)
     sane = float(SANE_LR.get(cls, "0.001"))
     if lr is None:
-        return f"{sane:g}"
+        return _float_literal(sane)
     if direction == "down":
-        return f"{sane:g}" if lr > sane * 3 else f"{lr / 10:g}"
-    return f"{sane:g}" if lr < sane / 3 else f"{lr * 10:g}"
+        return _float_literal(sane if lr > sane * 3 else lr / 10)
+    return _float_literal(sane if lr < sane / 3 else lr * 10)
+
+
+def _float_literal(value: float) -> str:
+    """A rate as Python source that stays a float (Keras 3 rejects `learning_rate=1`)."""
+    text = f"{value:g}"
+    return text if any(c in text for c in ".e") else text + ".0"
 
 
 def lr_target_and_fixes(trace: Trace, direction: str) -> tuple[Target, list[FixSpec]]:
@@ -34,7 +40,7 @@ def lr_target_and_fixes(trace: Trace, direction: str) -> tuple[Target, list[FixS
     fixes = [FixSpec(f"{verb} the learning rate to {new}", new_value=new)]
     _, lr, _ = lr_info(trace)
     if lr is not None and (lr > float(new) * 30 if direction == "down" else lr < float(new) / 30):
-        step = f"{lr / 10 if direction == 'down' else lr * 10:g}"
+        step = _float_literal(lr / 10 if direction == "down" else lr * 10)
         fixes.append(FixSpec(f"{verb} the learning rate to {step}", new_value=step))
     return Target("optimizer_arg", arg="learning_rate", position=0), fixes
 

@@ -17,7 +17,7 @@ NAN_IN_INPUTS = rule(
     details="The range is the operation that made them (a division by a spread that is zero for a constant column, a log "
             "of zero), followed back from the array given to fit through the statements and helpers that computed it; the "
             "fix guards it. Where no such operation is found, the statement that last assigned the array.",
-    causes=("data_normalization",), traits=frozenset({"not_testable"}))
+    causes=("data_normalization",))
 NAN_IN_CODE = rule(
     "nan-in-custom-code", "training", "error", "nan_inf",
     "The first NaN/Inf is born inside user code (a custom layer's `call`, a `Lambda`, the model's `call()`) while its inputs were finite.",
