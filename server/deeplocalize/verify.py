@@ -23,7 +23,7 @@ import numpy as np
 from .detectors import Progress, StopWhenDecisive, diagnose, measure
 from .detectors.setup import loss_family
 from .detectors.numerical import first_nonfinite
-from .detectors.progress import ACCURACY_KEYS, AT_CHANCE_RATIO, STALL_IMPROVEMENT, VAL_ACCURACY_KEYS
+from .detectors.progress import ACCURACY_KEYS, AT_CHANCE_RATIO, STALL_IMPROVEMENT, VAL_ACCURACY_KEYS, hit_rate
 from .edits import apply_fix
 from .findings import Fix, LocatedFinding, Verification
 from .report import VerifySummary
@@ -135,13 +135,9 @@ def outcome(trace: Trace, finding_symptom: str | None = None, layer: int | None 
     acc = _last(trace, ACCURACY_KEYS)
     if acc is not None:
         out["accuracy"] = acc
-    hits = trace.series("hit", "rate")
-    if trace.steps and classification:
-        last_epoch = trace.steps[-1].epoch
-        recent = hits[[s.epoch == last_epoch for s in trace.steps]]
-        recent = recent[np.isfinite(recent)]
-        if len(recent):
-            out["hit_rate"] = round(float(np.mean(recent)), 4)
+    hits = hit_rate(trace) if classification else None
+    if hits is not None:
+        out["hit_rate"] = round(hits, 4)
     val = _last(trace, VAL_ACCURACY_KEYS)
     if val is not None:
         out["val_accuracy"] = val

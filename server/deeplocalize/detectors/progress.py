@@ -122,7 +122,7 @@ def measure(trace: Trace) -> Progress | None:
             break
     family = loss_family(trace)
     if acc is None and family in ("categorical", "sparse", "binary"):
-        acc = _hit_rate(trace)
+        acc = hit_rate(trace)
     chance_acc = chance_ratio = None
     c = n_classes(trace)
     if family in ("categorical", "sparse") and c and c > 1:
@@ -154,9 +154,10 @@ def measure(trace: Trace) -> Progress | None:
                     barely_seen=_barely_seen(trace, len(finite)))
 
 
-def _hit_rate(trace: Trace) -> float | None:
-    """A classifier compiled without an accuracy metric: the probe's own hit rate over the last
-    epoch's sampled steps (the share of samples whose top output is the label)."""
+def hit_rate(trace: Trace) -> float | None:
+    """The probe's own hit rate over the last epoch's sampled steps (the share of samples whose top
+    output is the label): the accuracy of a classifier compiled without an accuracy metric, and a
+    measure that means the same whatever the loss."""
     hits = trace.series("hit", "rate")
     if not trace.steps or not len(hits):
         return None
