@@ -93,7 +93,9 @@ async def test_a_certain_configuration_error_is_squiggled_before_training_ends(c
     early = await until(lambda: client.diagnostics.get(uri), 90, "the streamed diagnostic")
     assert not finished(client, path.name), "the diagnostic came only with the final report"
     assert [(d.code, d.range.start.line) for d in early] == [("output-not-distribution", 9)]
-    assert any(s.get("provisional") == ["output-not-distribution"] for s in statuses(client, path.name, "running"))
+    # The status that names it follows the diagnostics on the wire: awaited, not assumed already there.
+    await until(lambda: any(s.get("provisional") == ["output-not-distribution"] for s in statuses(client, path.name, "running")), 30,
+                "the running status that names the provisional finding")
     await until(lambda: finished(client, path.name), what="the run to finish")
     final = [d for d in client.diagnostics[uri] if d.code == "output-not-distribution"]
     assert len(final) == 1 and final[0].range == early[0].range

@@ -208,6 +208,10 @@ def judge(before: dict[str, Any], after: dict[str, Any], symptom_remains: bool, 
     return "refuted", "no clear improvement" + ("; the symptom remains" if symptom_remains else ""), key
 
 
+def _same_place(a: Fix, b: Fix) -> bool:
+    return [e.range for e in a.edits] == [e.range for e in b.edits]
+
+
 def _below_zero(measures: dict[str, Any]) -> bool:
     start, low = measures.get("loss_start"), measures.get("loss_min")
     return isinstance(start, float) and isinstance(low, float) and start > 0 and low < -0.01 * start
@@ -575,7 +579,10 @@ def _conclude(lf: LocatedFinding, tried: list[Fix], summary: VerifySummary, undo
         # The experiment settled the cause: untried fixes for other candidate causes are
         # withdrawn (an untried step-size change can make a run that the verified fix heals
         # worse); tried ones stay as evidence (a refuted fix is shown, never offered).
-        lf.fixes = [winner, *(fix for fix in lf.fixes if fix is not winner and (fix.root_cause == winner.root_cause or fix.verification))]
+        # Of the same cause, an untried other value for the very place the winner edits (a second rate) is
+        # withdrawn too: the verified value supersedes it; another way to make the same change stays offered.
+        lf.fixes = [winner, *(fix for fix in lf.fixes if fix is not winner and (fix.verification or (
+            fix.root_cause == winner.root_cause and not _same_place(fix, winner))))]
         return
     if verdicts and all(v == "refuted" for v in verdicts):
         summary.refuted += 1
