@@ -32,10 +32,10 @@ def _fmt(run) -> str:
         return f"{run.status}: {run.message[:80]}"
     parts = []
     if run.fits:
-        logs = run.fits[-1]["logs"]
+        logs = run.fits[-1].values
         parts.append("fit " + " ".join(f"{k}={v:.4g}" for k, v in logs.items() if v is not None))
     for i, e in enumerate(run.evaluations[-2:]):
-        parts.append("eval " + " ".join(f"{k}={v:.4g}" for k, v in e["results"].items() if v is not None))
+        parts.append("eval " + " ".join(f"{k}={v:.4g}" for k, v in e.values.items() if v is not None))
     return "; ".join(parts) or "completed"
 
 

@@ -159,11 +159,15 @@ def session():
 
 
 # The language server over stdio, driven by a real LSP client (pytest-lsp); see lsp_helpers.py.
-@pytest_lsp.fixture(config=ClientServerConfig(server_command=[sys.executable, "-m", "deeplocalize.server"],
-                                              server_env={**os.environ, "PYTHONPATH": str(ROOT / "server")}))
+SERVER = ClientServerConfig(server_command=[sys.executable, "-m", "deeplocalize.server"],
+                            server_env={**os.environ, "PYTHONPATH": str(ROOT / "server")})
+EDITOR_SETTINGS = {"run": "onSave", "maxSeconds": 90, "maxEpochs": 20, "debounceMs": 200, "warmWorker": True}
+
+
+@pytest_lsp.fixture(config=SERVER)
 async def client(lsp_client: LanguageClient):  # pytest-lsp hands the client over by this annotation
     from lsp_helpers import start_session
 
-    await start_session(lsp_client, {"run": "onSave", "maxSeconds": 90, "maxEpochs": 20, "debounceMs": 200, "warmWorker": True})
+    await start_session(lsp_client, EDITOR_SETTINGS)
     yield
     await lsp_client.shutdown_session()

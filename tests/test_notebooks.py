@@ -281,12 +281,12 @@ async def test_server_puts_a_notebook_finding_in_its_cell_with_quick_fix_hover_a
     before = len(client.run_status)
     reply = await client.protocol.send_request_async("deeplocalize/report", {"uri": model_cell})
     assert reply.html and "digits.ipynb:cell 4:4:39" in reply.html and "output-not-distribution" in reply.html
-    await asyncio.sleep(0.5)
-    assert len(client.run_status) == before  # nothing ran to draw it
+    assert reply.run == diag.data["run"]  # the run that put the diagnostic there
     fit_cell = cell_uris[6]  # cell 6: model.fit(...)
     lenses = await client.text_document_code_lens_async(lsp.CodeLensParams(text_document=lsp.TextDocumentIdentifier(uri=fit_cell)))
     assert lenses and lenses[0].range.start.line == 0 and list(lenses[0].command.arguments) == [uri]
     assert not await client.text_document_code_lens_async(lsp.CodeLensParams(text_document=lsp.TextDocumentIdentifier(uri=cell_uris[2])))
+    assert len(client.run_status) == before  # nothing ran to draw the report (two round trips since)
 
     client.notebook_document_did_close(lsp.DidCloseNotebookDocumentParams(
         notebook_document=lsp.NotebookDocumentIdentifier(uri=uri), cell_text_documents=[lsp.TextDocumentIdentifier(uri=u) for u in cell_uris.values()]))

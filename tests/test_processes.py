@@ -14,6 +14,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from typing import Callable
 
 import psutil
 import pytest
@@ -38,12 +39,25 @@ CASES = {
 BUDGET, VERIFY, GRACE = 30, 20, 30  # the CLI's budgets in the issue's report, and a grace that covers TensorFlow's import
 
 
-def _settle(before: set[int], timeout: float = 5.0) -> list[str]:
-    """What is still there once a kill has had time to land (a SIGKILLed process is reaped within ms)."""
+def _settle(before: set[int], timeout: float = 5.0, idle: Callable[[], dict[int, str]] = dict) -> list[str]:
+    """What is still there once a kill has had time to land (a SIGKILLed process is reaped within ms),
+    other than the `idle` processes the server keeps at that moment."""
     deadline = time.monotonic() + timeout
-    while (left := ours_since(before)) and time.monotonic() < deadline:
+    while (left := ours_since(before | set(idle()))) and time.monotonic() < deadline:
         time.sleep(0.2)
     return left
+
+
+def _idle(server_pid: int) -> dict[int, str]:
+    """The language server's idle processes (fork servers, spare workers), by pid."""
+    out = {}
+    for p in psutil.Process(server_pid).children(recursive=True):
+        try:
+            if p.name() in (SPARE_NAME, FORKSERVER_NAME):
+                out[p.pid] = p.name()
+        except psutil.Error:
+            continue  # gone while listed
+    return out
 
 
 def _left_finding(findings: list[dict]) -> list[dict]:
@@ -176,9 +190,10 @@ async def test_a_run_cancelled_from_the_editor_leaves_nothing(server, tmp_path):
     assert await server.workspace_execute_command_async(lsp.ExecuteCommandParams(command="deeplocalize.cancel", arguments=[uri])) is True
     await until(lambda: statuses(server, path.name, "cancelled"), 30, "the cancel")
     # The fork server and its spare stay (warm workers are on): everything of the run is gone.
-    await asyncio.sleep(1.0)  # the spare for the next run is forked when the run ends
-    kept = {p.pid for p in psutil.Process(server._server.pid).children(recursive=True) if p.name() in (SPARE_NAME, FORKSERVER_NAME)}
-    assert _settle(before | kept) == []  # the helper too: it carries this test run's mark
+    # The spare for the next run is forked when the run ends: awaited, not slept for.
+    idle = lambda: _idle(server._server.pid)  # noqa: E731
+    await until(lambda: SPARE_NAME in idle().values(), 60, "the next run's spare")
+    assert _settle(before, idle=idle) == []  # the helper too: it carries this test run's mark
 
 
 @pytest.fixture

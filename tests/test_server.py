@@ -20,70 +20,7 @@ DATA = Path(__file__).parent / "data"
 
 
 # ------------------------------------------------------------------------------ tests
-async def test_nan_fixture_diagnostic_quick_fix_progress_hover_and_lens(client: LanguageClient, tmp_path):
-    uri, path = open_copy(client, tmp_path, FIXTURES / "buggy/b10_lr_var_adam.py")
-    original = path.read_text()
-    save(client, uri)
-    await until(lambda: finished(client, path.name), what="the run to finish")
-
-    diags = client.diagnostics[uri]
-    top = diags[0]
-    assert top.range.start.line == 6  # `lr = 10.0` (0-based)
-    assert top.severity == lsp.DiagnosticSeverity.Error and top.source == "deeplocalize"
-    assert top.code in ("exploding-gradients", "nan-inf") and "learning rate" in top.message
-    assert top.code_description.href.endswith(f"docs/diagnostics.md#{top.code}")
-    assert Path(top.code_description.href.split("file://")[1].split("#")[0]).is_file()
-    assert top.data["root_cause"] == "learning_rate" and top.data["fixes"]
-
-    # progress: begin, reports with percentages, end with the outcome
-    (token, reports), = list(client.progress_reports.items())
-    assert isinstance(reports[0], lsp.WorkDoneProgressBegin) and reports[0].cancellable
-    assert any(isinstance(r, lsp.WorkDoneProgressReport) and "epoch" in (r.message or "") for r in reports)
-    await until(lambda: isinstance(client.progress_reports[token][-1], lsp.WorkDoneProgressEnd), 10, "progress end")
-    assert "fault" in client.progress_reports[token][-1].message
-
-    # the first diagnosis was published before the experiments, which then updated it in place
-    order = [(s["phase"], s.get("status")) for s in statuses(client, path.name) if s["phase"] in ("verifying", "done")]
-    assert order == [("verifying", None), ("done", "ok")]
-    assert top.data["confirmation"] == "verified" and "Verified by re-training with the fix" in top.message
-    verification = top.data["fixes"][0]["verification"]
-    assert verification["verdict"] == "verified" and verification["after"]["accuracy"] > verification["before"]["accuracy"] + 0.3
-    assert path.read_text() == original and child_processes(client) == []  # in memory, and no process left
-
-    # the preferred quick fix is the verified one, says so, and rewrites the defining line
-    actions = await client.text_document_code_action_async(lsp.CodeActionParams(
-        text_document=lsp.TextDocumentIdentifier(uri=uri), range=top.range, context=lsp.CodeActionContext(diagnostics=[top])))
-    preferred = [a for a in actions if a.is_preferred]
-    assert len(preferred) == 1 and preferred[0].kind == lsp.CodeActionKind.QuickFix
-    assert preferred[0].title.endswith("(verified)")
-    (change,) = preferred[0].edit.document_changes
-    assert change.text_document.uri == uri and change.text_document.version == 1
-    fixed = apply(path.read_text(), change.edits)
-    assert fixed.splitlines()[6] == "lr = 0.001  # FAULT"
-
-    # hover on the diagnostic's line shows what re-training with the fix changed
-    hover = await client.text_document_hover_async(lsp.HoverParams(text_document=lsp.TextDocumentIdentifier(uri=uri), position=lsp.Position(line=6, character=6)))
-    assert "| measure | before | after |" in hover.contents.value and "verified" in hover.contents.value
-
-    # hover on a layer line shows that layer's recorded statistics
-    hover = await client.text_document_hover_async(lsp.HoverParams(text_document=lsp.TextDocumentIdentifier(uri=uri), position=lsp.Position(line=10, character=10)))
-    assert "dense" in hover.contents.value and "gradient norm" in hover.contents.value
-
-    # code lens above fit(): run and last outcome
-    lenses = await client.text_document_code_lens_async(lsp.CodeLensParams(text_document=lsp.TextDocumentIdentifier(uri=uri)))
-    assert {l.range.start.line for l in lenses} == {16}  # model.fit(...)
-    assert any("fault" in l.command.title for l in lenses) and any(l.command.command == "deeplocalize.analyze" for l in lenses)
-
-    # the script's own output and the server's decisions reach the log
-    assert any("analyzing b10_lr_var_adam.py" in m for m in logs(client))
-
-    # the same content again: results are reused, nothing trains
-    n_pids = len(training_pids(client))
-    save(client, uri)
-    await until(lambda: any(s.get("reused") for s in statuses(client, path.name, "done")), 30, "reuse")
-    assert len(training_pids(client)) == n_pids
-
-
+# One analyzed document, feature by feature: test_lsp_features.py.
 async def test_a_certain_configuration_error_is_squiggled_before_training_ends(client: LanguageClient, tmp_path):
     """Streamed: the error is published as soon as the model, compile and data are known;
     the final diagnosis replaces it (one diagnostic, same place), with no duplicate."""

@@ -15,6 +15,7 @@ import pytest
 from pygls.uris import from_fs_path
 
 from conftest import ROOT
+from lsp_helpers import until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 LONG = Path(__file__).parent / "data" / "long_training.py"
@@ -106,13 +107,9 @@ async def _start_training(tmp_path: Path) -> tuple[RawClient, list[int]]:
     uri = from_fs_path(str(script))
     client.notify("textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": "python", "version": 1, "text": script.read_text()}})
     await client.request("workspace/executeCommand", {"command": "deeplocalize.analyze", "arguments": [uri]})
-    deadline = time.monotonic() + 90
-    while not any(s.get("pid") for s in client.statuses("running")) and time.monotonic() < deadline:
-        await asyncio.sleep(0.2)
-    assert any(s.get("pid") for s in client.statuses("running")), client.logs()
-    await asyncio.sleep(1.0)
-    pids = client.children()
-    assert pids, "a training process should be running"
+    running = await until(lambda: [s["pid"] for s in client.statuses("running") if s.get("pid")], 90, "training to start")
+    # Its training process (and the fork server it came from) below the server, awaited rather than slept for.
+    pids = await until(lambda: (kids := client.children()) and running[-1] in kids and kids, 30, "the training process")
     return client, pids
 
 

@@ -11,12 +11,13 @@ import pytest
 
 from deeplocalize.runner import RunOptions
 from deeplocalize.script import describe
+from deeplocalize.trace import ScriptResult
 from deeplocalize.wholescript import ScriptRun, regressions, run_to_end
 
 
-def run(status="completed", fit=None, evals=(), loss="sparse_categorical_crossentropy", scale=1.0, message=""):
-    fits = [{"logs": fit, "loss": loss, "target_scale": scale}] if fit is not None else []
-    return ScriptRun(status, message, fits, [{"results": e, "loss": loss, "target_scale": scale} for e in evals])
+def run(status="completed", fit=None, evals=(), loss="sparse_categorical_crossentropy", scale=1.0, message="", samples=None):
+    fits = [ScriptResult(fit, loss=loss, target_scale=scale, samples=samples)] if fit is not None else []
+    return ScriptRun(status, message, fits, [ScriptResult(e, loss=loss, target_scale=scale) for e in evals])
 
 
 def test_better_or_equal_results_pass():
@@ -41,12 +42,9 @@ def test_a_classifier_is_judged_by_its_accuracy_not_an_epoch_averaged_loss():
 
 
 def test_one_sample_flipping_on_a_tiny_dataset_is_not_a_regression():
-    before = run(fit={"loss": 0.44, "accuracy": 0.6667})
-    after = run(fit={"loss": 0.43, "accuracy": 0.3333})
-    before.fits[0]["samples"] = after.fits[0]["samples"] = 3  # XOR: three training samples
-    assert regressions(before, after) == []
-    before.fits[0]["samples"] = after.fits[0]["samples"] = 300
-    assert regressions(before, after)
+    before, after = ({"loss": 0.44, "accuracy": 0.6667}, {"loss": 0.43, "accuracy": 0.3333})
+    assert regressions(run(fit=before, samples=3), run(fit=after, samples=3)) == []  # XOR: three training samples
+    assert regressions(run(fit=before, samples=300), run(fit=after, samples=300))
 
 
 def test_a_crash_after_the_fix_fails_and_completing_after_a_crash_passes():
@@ -99,6 +97,6 @@ def test_a_script_runs_to_its_end_with_its_own_results_recorded(tmp_path, sessio
     '''))
     result = asyncio.run(run_to_end(describe(str(script)), RunOptions(max_epochs=3), session))
     assert result.status == "completed", result.message
-    assert len(result.fits) == 1 and {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(result.fits[0]["logs"])
+    assert len(result.fits) == 1 and {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(result.fits[0].values)
     # evaluate returned the list the script unpacked, and its results were recorded by name.
-    assert len(result.evaluations) == 1 and set(result.evaluations[0]["results"]) == {"loss", "accuracy"}
+    assert len(result.evaluations) == 1 and set(result.evaluations[0].values) == {"loss", "accuracy"}

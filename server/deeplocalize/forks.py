@@ -22,9 +22,19 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 log = logging.getLogger("deeplocalize.forks")
+# What a log line about the fork servers reports, as a field of its record (`fork_event`), so that
+# what reads the log (the tests, a client) does not depend on its wording: a fork refused (its
+# `threads` above the `baseline`), a server restarted, a run started in a fresh interpreter
+# instead, a run lost with its server and run again in a fresh interpreter.
+ForkEvent = Literal["refused", "restarted", "fresh_interpreter", "rerun_fresh"]
+
+
+def fork_said(event: ForkEvent, **fields: Any) -> dict[str, Any]:
+    """The `extra` of a log record about the fork servers."""
+    return {"fork_event": event, **fields}
 FORKSERVER = Path(__file__).resolve().parent / "probe" / "forkserver.py"
 READY_TIMEOUT_S = 120.0  # an import of TensorFlow on a busy machine; a dead server answers at once
 
@@ -159,7 +169,8 @@ class ForkServer:
             return None
         if msg is None or msg.get("type") != "forked":
             if msg is not None and msg.get("type") == "refused":
-                log.warning(f"deeplocalize: the fork server refused to fork ({msg.get('reason')}); a new one serves the next run")
+                log.warning(f"deeplocalize: the fork server refused to fork ({msg.get('reason')}); a new one serves the next run",
+                            extra=fork_said("refused", threads=msg.get("threads"), baseline=msg.get("baseline")))
                 self.problem = f"refused: {msg.get('reason')}"
             return None
         with self._lock:
@@ -251,7 +262,8 @@ class ForkServers:
             server = self._servers.get(key)
             if server is not None and not server.alive():
                 if server.problem and server.problem != "closed":
-                    log.info(f"deeplocalize: restarting the fork server for {python} ({server.problem.splitlines()[0]})")
+                    log.info(f"deeplocalize: restarting the fork server for {python} ({server.problem.splitlines()[0]})",
+                             extra=fork_said("restarted"))
                 server.close()
                 server = None
             if server is None:

@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
 
-from .forks import ForkedProcess, ForkServers
+from .forks import ForkedProcess, ForkServers, fork_said
 from .probe.child import OUTPUT_MARKER  # stdlib-only module: safe to import here
 from .processes import JobTree, tree_rss_mb
 from .script import Script
-from .trace import Trace, TraceBuilder, TraceEvent
+from .trace import ScriptResult, Trace, TraceBuilder, TraceEvent, parse_ready
 from .vocab import RunStatus
 
 log = logging.getLogger("deeplocalize.runner")
@@ -83,8 +83,8 @@ class RunResult:
     traces: list[Trace] = field(default_factory=list)
     # A recorded run (`record=True`): what the script itself reported, in order: each fit's last
     # epoch logs (`logs`), each of its own evaluate calls' results (`results`).
-    script_fits: list[dict] = field(default_factory=list)
-    script_evaluations: list[dict] = field(default_factory=list)
+    script_fits: list[ScriptResult] = field(default_factory=list)
+    script_evaluations: list[ScriptResult] = field(default_factory=list)
     # Processes the script left running when it ended by itself, stopped: `command`, and the
     # user's call `site` that started it where known.
     leftover: list[dict] = field(default_factory=list)
@@ -235,7 +235,7 @@ class Worker:
         proc = await server.fork(fds, self.fresh_runtime, {**own, **self.extra_env})
         if proc is None:
             log.info(f"deeplocalize: no fork server for {self.options.python} ({(server.problem or 'unavailable').splitlines()[0]}); "
-                     "this run starts a fresh interpreter, which imports TensorFlow again")
+                     "this run starts a fresh interpreter, which imports TensorFlow again", extra=fork_said("fresh_interpreter"))
         return proc
 
     async def _reader(self, fd: int) -> asyncio.StreamReader:
@@ -276,11 +276,8 @@ class Worker:
             line = await asyncio.wait_for(self._events.readline(), timeout)
         except asyncio.TimeoutError:
             return False
-        try:
-            event = json.loads(line) if line else None
-        except json.JSONDecodeError:
-            event = None
-        if not event or event.get("type") != "ready":
+        event = parse_ready(line)
+        if event is None:
             self.kill()
             return False
         self.ready_event = event
@@ -378,10 +375,7 @@ class Worker:
             if on_event is not None and ready is not None:
                 on_event(ready, builder.trace)
         while line := await self._events.readline():
-            try:
-                event = builder.feed(json.loads(line))
-            except (json.JSONDecodeError, AttributeError):
-                continue
+            event = builder.feed_line(line)
             if event is None or event.kind in ("script_fit", "script_evaluate"):
                 continue
             if on_event is not None:
@@ -599,6 +593,12 @@ class WorkerPool:
         finally:
             self._draining = False
 
+    async def settled(self) -> None:
+        """Until no start or stop is in flight: what the pool holds then stays as it is until the
+        next run or prewarm (what a caller checks after `drain`, instead of waiting a while)."""
+        while self._scheduled or self._pending:
+            await asyncio.wait([*self._scheduled, *self._pending], timeout=15)
+
     def _kill_spares(self) -> None:
         for _, worker in self._spare:
             worker.kill()
@@ -670,7 +670,7 @@ async def run_one(
                 pass
     if result.lost:
         # Not the script's doing: the same job again in a fresh interpreter, said in the log.
-        log.warning("deeplocalize: the fork server died during the run; running it again in a fresh interpreter")
+        log.warning("deeplocalize: the fork server died during the run; running it again in a fresh interpreter", extra=fork_said("rerun_fresh"))
         worker = await Worker(options, fresh_runtime=script.configures_runtime).start()
         try:
             return await worker.run(script, on_event=on_event, on_output=on_output, should_stop=should_stop, record=record)

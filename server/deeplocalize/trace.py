@@ -6,6 +6,7 @@ built in Python without TensorFlow.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -195,6 +196,36 @@ def decode_event(v: Any) -> Any:
 
 
 @dataclass(frozen=True)
+class ScriptResult:
+    """What the script itself reported on a recorded run: one fit's last-epoch logs or one of its
+    own `evaluate` calls' results, with what makes two runs' numbers comparable (wholescript.py):
+    the loss function's name, the targets' spread and how many samples an accuracy counts."""
+
+    values: dict[str, float | None]
+    loss: str = ""
+    target_scale: float | None = None
+    samples: int | None = None
+
+    @classmethod
+    def from_event(cls, event: dict[str, Any]) -> "ScriptResult":
+        values = event.get("logs") if event.get("type") == "script_fit" else event.get("results")
+        return cls(dict(values or {}), event.get("loss") or "", event.get("target_scale"), _int(event.get("samples")))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"values": self.values, "loss": self.loss, "target_scale": self.target_scale, "samples": self.samples}
+
+
+def parse_ready(line: bytes) -> dict[str, Any] | None:
+    """A training process' first line if it is its `ready` event (kept to be folded into the
+    job's trace), else None: the process died or is not ours."""
+    try:
+        event = json.loads(line) if line else None
+    except json.JSONDecodeError:
+        return None
+    return event if isinstance(event, dict) and event.get("type") == "ready" else None
+
+
+@dataclass(frozen=True)
 class TraceEvent:
     """What one probe event was, for the callbacks of a run (progress, streaming, early stop):
     its kind, and where training stood (0-based epoch and step, the training process)."""
@@ -225,8 +256,8 @@ class TraceBuilder:
         self._layouts: dict[int, list[tuple[str, int]]] = {}
         self._fields: dict[str, tuple[str, ...]] = dict(FIELDS)
         # A recorded run's own results, in order: `script_fit` (last epoch's logs), `script_evaluate`.
-        self.script_fits: list[dict[str, Any]] = []
-        self.script_evaluations: list[dict[str, Any]] = []
+        self.script_fits: list[ScriptResult] = []
+        self.script_evaluations: list[ScriptResult] = []
 
     def _next_segment(self, keep_compile: bool) -> Trace:
         prev = self.trace
@@ -238,6 +269,14 @@ class TraceBuilder:
         self.traces.append(t)
         return t
 
+    def feed_line(self, line: bytes) -> TraceEvent | None:
+        """One line of the probe's channel folded in; None for a line that is no event of a known kind."""
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            return None
+        return self.feed(event) if isinstance(event, dict) else None
+
     def feed(self, event: dict[str, Any]) -> TraceEvent | None:
         """Fold one wire event in; None for an event of a kind this version does not know."""
         kind = event.get("type")
@@ -245,9 +284,9 @@ class TraceBuilder:
             return None
         event = decode_event(event)
         if kind == "script_fit":
-            self.script_fits.append(event)
+            self.script_fits.append(ScriptResult.from_event(event))
         elif kind == "script_evaluate":
-            self.script_evaluations.append(event)
+            self.script_evaluations.append(ScriptResult.from_event(event))
         else:
             t = self.trace
             if kind in ("compile", "fit") and t.fit is not None:

@@ -20,6 +20,7 @@ from .findings import Fix
 from .report import FileReport
 from .runner import RunOptions, Runs
 from .script import Script, describe
+from .trace import ScriptResult
 
 HIGHER_IS_BETTER = ("acc", "auc", "precision", "recall", "f1", "hit")
 # Error metrics in target units, by the power of the target scale they carry.
@@ -33,12 +34,13 @@ LOSS_SLACK = 0.10  # relative
 class ScriptRun:
     status: str  # completed | crashed | timeout | memory | failed | cancelled
     message: str
-    fits: list[dict] = field(default_factory=list)  # {"logs", "loss", "target_scale"} per fit
-    evaluations: list[dict] = field(default_factory=list)  # {"results", "loss", "target_scale"} per evaluate
+    fits: list[ScriptResult] = field(default_factory=list)  # each fit's last-epoch logs
+    evaluations: list[ScriptResult] = field(default_factory=list)  # each of its own evaluate calls' results
     seconds: float = 0.0
 
     def to_json(self) -> dict:
-        return {"status": self.status, "message": self.message, "fits": self.fits, "evaluations": self.evaluations, "seconds": round(self.seconds, 2)}
+        return {"status": self.status, "message": self.message, "fits": [f.to_json() for f in self.fits],
+                "evaluations": [e.to_json() for e in self.evaluations], "seconds": round(self.seconds, 2)}
 
 
 @dataclass
@@ -85,28 +87,28 @@ def _same_loss(a: str, b: str) -> bool:
     return a == b or (cat(a) and cat(b))
 
 
-def compare(before: dict, after: dict, key: str, value_b: float | None, value_a: float | None) -> str | None:
+def compare(before: ScriptResult, after: ScriptResult, key: str, value_b: float | None, value_a: float | None) -> str | None:
     """Why `after` is worse on this metric, or None."""
     kind = _kind(key)
     if kind == 0 or value_b is None or value_a is None:
         return None
-    power = _power(key, before.get("loss", ""))
-    if key.lower().removeprefix("val_") == "loss" and not _same_loss(before.get("loss", ""), after.get("loss", "")):
+    power = _power(key, before.loss)
+    if key.lower().removeprefix("val_") == "loss" and not _same_loss(before.loss, after.loss):
         return None  # another loss function: not comparable
-    if kind < 0 and value_a < -1e-6 and "crossentropy" in (after.get("loss") or "").lower() and key.lower().endswith("loss"):
+    if kind < 0 and value_a < -1e-6 and "crossentropy" in after.loss.lower() and key.lower().endswith("loss"):
         return f"{key} is negative ({value_a:.4g}): the labels are still outside the range the loss expects"
     if math.isnan(value_b) or (kind < 0 and value_b < 0):
         return None  # NaN, or a negative loss/error: the "before" number was already meaningless
     if math.isnan(value_a):
         return f"{key} became NaN (was {value_b:.4g})"
-    scale_b, scale_a = before.get("target_scale"), after.get("target_scale")
+    scale_b, scale_a = before.target_scale, after.target_scale
     if power and scale_b and scale_a:
         # In units of the targets' spread: a fix that standardizes the targets is judged fairly.
         value_b, value_a = value_b / scale_b**power, value_a / scale_a**power
     elif power and scale_b != scale_a:
         return None
     # An accuracy on n samples moves in steps of 1/n: one sample's flip is not a regression.
-    samples = min((before.get("samples") or 10**9), (after.get("samples") or 10**9))
+    samples = min(before.samples or 10**9, after.samples or 10**9)
     if kind > 0 and value_a < value_b - max(ACCURACY_SLACK, 1.0 / samples + 1e-3):
         return f"{key} {value_b:.4g} -> {value_a:.4g}"
     if kind < 0 and value_a > value_b * (1 + LOSS_SLACK) + 1e-6:
@@ -124,12 +126,12 @@ def regressions(before: ScriptRun, after: ScriptRun) -> list[str]:
         return problems  # it crashed before: completing is the improvement
     if len(after.evaluations) != len(before.evaluations):
         problems.append(f"evaluate ran {len(after.evaluations)} times instead of {len(before.evaluations)}")
-    pairs = []
+    pairs: list[tuple[str, ScriptResult, ScriptResult]] = []
     if before.fits and after.fits:
-        pairs.append(("training", before.fits[-1], after.fits[-1], "logs"))
-    pairs += [(f"evaluate #{i + 1}", b, a, "results") for i, (b, a) in enumerate(zip(before.evaluations, after.evaluations))]
-    for where, b, a, field_name in pairs:
-        vals_b, vals_a = b.get(field_name) or {}, a.get(field_name) or {}
+        pairs.append(("training", before.fits[-1], after.fits[-1]))
+    pairs += [(f"evaluate #{i + 1}", b, a) for i, (b, a) in enumerate(zip(before.evaluations, after.evaluations))]
+    for where, b, a in pairs:
+        vals_b, vals_a = b.values, a.values
         shared = [k for k in vals_b if k in vals_a]
         # Accuracy is what a classifier's user reads; a cross-entropy can rise while it
         # improves (an epoch-averaged loss with a rough first epoch). Losses judge the rest.

@@ -132,8 +132,8 @@ class _Server:
         if threads > self.baseline:
             for fd in fds:
                 os.close(fd)
-            _send(self.sock, "refused", id=msg["id"], reason=f"{threads} threads where it had {self.baseline}: "
-                                                                "a thread started after the imports, and a fork could hang")
+            _send(self.sock, "refused", id=msg["id"], threads=threads, baseline=self.baseline,
+                  reason=f"{threads} threads where it had {self.baseline}: a thread started after the imports, and a fork could hang")
             return
         pid = os.fork()
         if pid == 0:
