@@ -72,6 +72,24 @@ class FixSpec:
 
 
 @dataclass
+class Failure:
+    """A fit that plainly failed while no fix tried healed it (verify.keep_real_failures): the
+    evidence that it failed, against guessing, and the fixes tried; the message says it at the edges."""
+
+    loss: float
+    tried: list[str]
+    chance_ratio: float | None = None  # the loss over the loss of guessing the class prior
+    accuracy: float | None = None
+    chance_accuracy: float | None = None  # the most frequent class's share
+
+    def sentence(self) -> str:
+        loss = f"loss {self.loss:.4g}, {self.chance_ratio:.2f}x the loss of guessing" if self.chance_ratio is not None else f"loss {self.loss:.4g}"
+        evidence = loss if self.accuracy is None or self.chance_accuracy is None else (
+            f"accuracy {self.accuracy:.2f}, where always answering the most frequent class gets {self.chance_accuracy:.2f}; {loss}")
+        return f"Training fails ({evidence}); the cause is not established; tried: {'; '.join(self.tried)}."
+
+
+@dataclass
 class Alternative:
     """Another cause that explains the same symptom, ranked after the finding's own:
     a counterfactual run that heals the symptom with its fix makes it the root cause."""
@@ -200,7 +218,7 @@ class LocatedFinding:
     demoted: bool = False  # a warning that no fix healed, shown as information
     # The fit plainly failed and no fix tried healed it: why it is still a warning, and what was tried
     # (verify.keep_real_failures); the cause it names is then not established.
-    failure: str | None = None
+    failure: Failure | None = None
 
     @property
     def message(self) -> str:
@@ -209,7 +227,7 @@ class LocatedFinding:
         f = self.finding
         text = f.message
         if self.failure:
-            return f"{text} {self.failure}"
+            return f"{text} {self.failure.sentence()}"
         if f.names_cause and f.root_cause:
             settled = "cause" if self.confirmation == "verified" else "likely cause"
             text = f"{text.rstrip('.')}; {settled}: {f.root_cause.replace('_', ' ')}."

@@ -20,12 +20,12 @@ from typing import Any, Awaitable, Callable
 
 import numpy as np
 
-from .detectors import Progress, StopWhenDecisive, diagnose, measure
+from .detectors import StopWhenDecisive, diagnose, measure
 from .detectors.setup import loss_family
 from .detectors.numerical import first_nonfinite
 from .detectors.progress import ACCURACY_KEYS, AT_CHANCE_RATIO, STALL_IMPROVEMENT, VAL_ACCURACY_KEYS, hit_rate
 from .edits import apply_fix
-from .findings import Fix, LocatedFinding, Verification
+from .findings import Failure, Fix, LocatedFinding, Verification
 from .report import VerifySummary
 from .runner import RunOptions, RunResult, Runs
 from .rules import has_trait
@@ -480,16 +480,9 @@ def keep_real_failures(traces: list[Trace], findings: list[LocatedFinding], summ
         keep.finding.severity = "warning"
         keep.demoted = False
         summary.demoted -= 1
-        keep.failure = f"Training fails ({_failure_evidence(p)}); the cause is not established; tried: {'; '.join(tried)}."
+        keep.failure = Failure(p.final_loss, tried, p.chance_ratio, p.accuracy, p.chance_accuracy)
         kept.append(keep)
     return kept
-
-
-def _failure_evidence(p: Progress) -> str:
-    loss = f"loss {p.final_loss:.4g}, {p.chance_ratio:.2f}x the loss of guessing" if p.chance_ratio is not None else f"loss {p.final_loss:.4g}"
-    if p.accuracy is None or p.chance_accuracy is None:
-        return loss
-    return f"accuracy {p.accuracy:.2f}, where always answering the most frequent class gets {p.chance_accuracy:.2f}; {loss}"
 
 
 def _healed_alongside(findings: list[LocatedFinding]) -> list[tuple[LocatedFinding, Fix]]:
