@@ -171,3 +171,14 @@ async def client(lsp_client: LanguageClient):  # pytest-lsp hands the client ove
     await start_session(lsp_client, EDITOR_SETTINGS)
     yield
     await lsp_client.shutdown_session()
+
+
+@pytest_lsp.fixture(config=SERVER, scope="module")
+async def editor(lsp_client: LanguageClient):
+    """One server for a module whose tests each ask one feature of the same analyzed document
+    (its tests run with `pytest.mark.asyncio(loop_scope="module")`)."""
+    from lsp_helpers import start_session
+
+    await start_session(lsp_client, EDITOR_SETTINGS)
+    yield
+    await lsp_client.shutdown_session()

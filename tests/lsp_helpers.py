@@ -5,17 +5,20 @@ starts the real server over stdio with pytest-lsp."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import shutil
 import sys
 import time
 from pathlib import Path
 
+import nbformat
 import psutil
 from lsprotocol import types as lsp
 from pygls.uris import from_fs_path
 from pytest_lsp import LanguageClient
 
-from conftest import TRAINING_NAME
+from conftest import ROOT, TRAINING_NAME
 
 
 async def start_session(lsp_client: LanguageClient, settings: dict) -> None:
@@ -116,3 +119,102 @@ def apply(text: str, edits: list[lsp.TextEdit]) -> str:
     return text
 
 
+def open_notebook(client: LanguageClient, path: Path) -> tuple[str, dict[int, str]]:
+    """As VS Code does: only the cells the server's selector matches (Python) are synced.
+    Returns the notebook's URI and its code cells' URIs by their 1-based index in the .ipynb."""
+    nb = nbformat.read(path, as_version=4)
+    uri = from_fs_path(str(path))
+    cells, docs, by_index = [], [], {}
+    for i, c in enumerate(nb.cells, 1):
+        if c.cell_type != "code":
+            continue
+        by_index[i] = cell_uri = f"vscode-notebook-cell:{path}#C{i}"
+        cells.append(lsp.NotebookCell(kind=lsp.NotebookCellKind.Code, document=cell_uri))
+        docs.append(lsp.TextDocumentItem(uri=cell_uri, language_id="python", version=1, text=c.source))
+    client.notebook_document_did_open(lsp.DidOpenNotebookDocumentParams(
+        notebook_document=lsp.NotebookDocument(uri=uri, notebook_type="jupyter-notebook", version=1, cells=cells), cell_text_documents=docs))
+    return uri, by_index
+
+
+# ------------------------------------------------------------------------------ a raw client
+# For the server's lifecycle (its exit paths, an editor that vanishes): just enough LSP, over the
+# server's own pipes, that the test can close them as an editor would.
+RAW_SETTINGS = {"run": "manual", "maxSeconds": 120, "maxEpochs": 0, "warmWorker": True}
+
+
+class RawClient:
+    """Speaks just enough LSP to drive the server and answer its requests."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, settings: dict, trusted: bool = True) -> None:
+        self.proc, self.settings, self.trusted = proc, settings, trusted
+        self.next_id = 0
+        self.responses: dict[int, asyncio.Future] = {}
+        self.notifications: list[dict] = []
+        self.reader = asyncio.ensure_future(self._read())
+
+    @classmethod
+    async def start(cls, settings: dict = RAW_SETTINGS, trusted: bool = True) -> "RawClient":
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "deeplocalize.server", stdin=asyncio.subprocess.PIPE,
+                                                    stdout=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT / "server")})
+        client = cls(proc, settings, trusted)
+        await client.request("initialize", {"processId": os.getpid(), "rootUri": None, "initializationOptions": {"workspaceTrusted": trusted},
+                                            "capabilities": {"workspace": {"configuration": True}, "window": {"workDoneProgress": True}}})
+        client.notify("initialized", {})
+        return client
+
+    def _send(self, msg: dict) -> None:
+        body = json.dumps({"jsonrpc": "2.0", **msg}).encode()
+        self.proc.stdin.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+
+    async def request(self, method: str, params: dict | None) -> object:
+        self.next_id += 1
+        fut = self.responses[self.next_id] = asyncio.get_running_loop().create_future()
+        self._send({"id": self.next_id, "method": method, "params": params})
+        return await asyncio.wait_for(fut, 60)
+
+    def notify(self, method: str, params: dict | None) -> None:
+        self._send({"method": method, "params": params})
+
+    async def _read(self) -> None:
+        out = self.proc.stdout
+        while True:
+            header = await out.readline()
+            if not header:
+                return
+            if not header.lower().startswith(b"content-length"):
+                continue
+            length = int(header.split(b":")[1])
+            while (await out.readline()).strip():  # other headers, up to the blank line
+                pass
+            msg = json.loads(await out.readexactly(length))
+            if "id" in msg and "method" in msg:  # a request from the server
+                result = [self.settings] if msg["method"] == "workspace/configuration" else None
+                self._send({"id": msg["id"], "result": result})
+            elif "id" in msg:
+                fut = self.responses.pop(msg["id"], None)
+                if fut and not fut.done():
+                    fut.set_result(msg.get("result"))
+            else:
+                self.notifications.append(msg)
+
+    def logs(self) -> str:
+        return "\n".join(n["params"]["message"] for n in self.notifications if n["method"] == "window/logMessage")
+
+    def statuses(self, phase: str) -> list[dict]:
+        """What the server says it is doing (`deeplocalize/runStatus`), in one phase."""
+        return [n["params"] for n in self.notifications if n["method"] == "deeplocalize/runStatus" and n["params"]["phase"] == phase]
+
+    def children(self) -> list[int]:
+        """Every live process below the server: training processes and the fork server."""
+        try:
+            kids = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.Error:
+            return []
+        return [p.pid for p in kids if alive(p.pid)]
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False

@@ -9,23 +9,15 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-import pytest_lsp
 from lsprotocol import types as lsp
 from pytest_lsp import LanguageClient
 
-from conftest import EDITOR_SETTINGS, FIXTURES, SERVER
-from lsp_helpers import apply, child_processes, finished, logs, open_copy, save, start_session, statuses, training_pids, until
+from conftest import FIXTURES
+from lsp_helpers import apply, child_processes, finished, logs, open_copy, save, statuses, training_pids, until
 
 # One server and one analysis for the module, its tests in file order on one worker (the last reuses the run).
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300), pytest.mark.asyncio(loop_scope="module"), pytest.mark.xdist_group("lsp-features")]
 FAULT_LINE = 6  # `lr = 10.0` (0-based)
-
-
-@pytest_lsp.fixture(config=SERVER, scope="module")
-async def editor(lsp_client: LanguageClient):
-    await start_session(lsp_client, EDITOR_SETTINGS)
-    yield
-    await lsp_client.shutdown_session()
 
 
 class Analyzed:

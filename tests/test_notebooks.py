@@ -14,7 +14,6 @@ import nbformat
 import pytest
 from lsprotocol import types as lsp
 from pygls.uris import from_fs_path
-from pytest_lsp import LanguageClient
 
 from conftest import FIXTURES, ROOT
 from deeplocalize.evaluation import Expectation, evaluate
@@ -22,7 +21,6 @@ from deeplocalize.findings import Position, SourceRange
 from deeplocalize.notebook import NotebookUnreadable, NothingToRun, from_json, load_notebook, to_python
 from deeplocalize.report import FileReport
 from deeplocalize.runner import RunOptions
-from lsp_helpers import apply, finished, until
 
 # The notebook and distributed twins ask for the same single-device analyses: one worker answers them once.
 pytestmark = pytest.mark.xdist_group("twins")
@@ -235,62 +233,7 @@ def test_a_crash_points_at_its_cell():
 
 
 # ------------------------------------------------------------------ the language server (slow)
-def open_notebook(client: LanguageClient, path: Path) -> tuple[str, dict[int, str]]:
-    """As VS Code does: only the cells the server's selector matches (Python) are synced.
-    Returns the notebook's URI and its code cells' URIs by their 1-based index in the .ipynb."""
-    nb = nbformat.read(path, as_version=4)
-    uri = from_fs_path(str(path))
-    cells, docs, by_index = [], [], {}
-    for i, c in enumerate(nb.cells, 1):
-        if c.cell_type != "code":
-            continue
-        by_index[i] = cell_uri = f"vscode-notebook-cell:{path}#C{i}"
-        cells.append(lsp.NotebookCell(kind=lsp.NotebookCellKind.Code, document=cell_uri))
-        docs.append(lsp.TextDocumentItem(uri=cell_uri, language_id="python", version=1, text=c.source))
-    client.notebook_document_did_open(lsp.DidOpenNotebookDocumentParams(
-        notebook_document=lsp.NotebookDocument(uri=uri, notebook_type="jupyter-notebook", version=1, cells=cells), cell_text_documents=docs))
-    return uri, by_index
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(300)
-async def test_server_puts_a_notebook_finding_in_its_cell_with_quick_fix_hover_and_lens(client: LanguageClient, tmp_path):
-    path = tmp_path / "digits.ipynb"
-    shutil.copy(NOTEBOOKS / "digits_relu_output.ipynb", path)
-    uri, cell_uris = open_notebook(client, path)
-    client.notebook_document_did_save(lsp.DidSaveNotebookDocumentParams(notebook_document=lsp.NotebookDocumentIdentifier(uri=uri)))
-    await until(lambda: finished(client, path.name), what="the notebook's run to finish")
-    assert "Verified by re-training with the fix" in next(d for d in client.diagnostics[cell_uris[4]]).message  # the fix re-trained in the notebook's script
-
-    model_cell = cell_uris[4]  # cell 4: the model (cell 1 is markdown, not synced)
-    diag = next(d for d in client.diagnostics.get(model_cell, []) if d.code == "output-not-distribution")
-    assert diag.severity == lsp.DiagnosticSeverity.Error and diag.range.start == lsp.Position(line=3, character=38)
-    assert not any(client.diagnostics.get(u) for u in cell_uris.values() if u != model_cell)
-
-    actions = await client.text_document_code_action_async(lsp.CodeActionParams(
-        text_document=lsp.TextDocumentIdentifier(uri=model_cell), range=diag.range, context=lsp.CodeActionContext(diagnostics=[diag])))
-    fix = next(a for a in actions if "softmax" in a.title)
-    (change,) = fix.edit.document_changes
-    assert change.text_document.uri == model_cell
-    cell_text = nbformat.read(path, as_version=4).cells[3].source
-    assert 'Dense(10, activation="softmax")' in apply(cell_text, change.edits)
-
-    hover = await client.text_document_hover_async(lsp.HoverParams(text_document=lsp.TextDocumentIdentifier(uri=model_cell), position=diag.range.start))
-    assert hover is not None and "dense_1" in hover.contents.value
-    # The report panel's data: drawn from this run (no new analysis), asked for from a cell
-    before = len(client.run_status)
-    reply = await client.protocol.send_request_async("deeplocalize/report", {"uri": model_cell})
-    assert reply.html and "digits.ipynb:cell 4:4:39" in reply.html and "output-not-distribution" in reply.html
-    assert reply.run == diag.data["run"]  # the run that put the diagnostic there
-    fit_cell = cell_uris[6]  # cell 6: model.fit(...)
-    lenses = await client.text_document_code_lens_async(lsp.CodeLensParams(text_document=lsp.TextDocumentIdentifier(uri=fit_cell)))
-    assert lenses and lenses[0].range.start.line == 0 and list(lenses[0].command.arguments) == [uri]
-    assert not await client.text_document_code_lens_async(lsp.CodeLensParams(text_document=lsp.TextDocumentIdentifier(uri=cell_uris[2])))
-    assert len(client.run_status) == before  # nothing ran to draw the report (two round trips since)
-
-    client.notebook_document_did_close(lsp.DidCloseNotebookDocumentParams(
-        notebook_document=lsp.NotebookDocumentIdentifier(uri=uri), cell_text_documents=[lsp.TextDocumentIdentifier(uri=u) for u in cell_uris.values()]))
-    await until(lambda: not client.diagnostics.get(model_cell), 10, "the cell's diagnostics to be cleared on close")
+# Feature by feature on one analyzed notebook: test_lsp_notebook.py.
 
 
 @pytest.mark.slow
