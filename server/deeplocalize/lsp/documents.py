@@ -7,22 +7,33 @@ document in turn."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterator
+import asyncio
+from typing import Callable, Iterator, Protocol
 
 from lsprotocol import types as lsp
 from pygls.uris import to_fs_path
 
 from ..report import FileReport
 
-if TYPE_CHECKING:
-    from .runs import DocumentRun
+
+class Run(Protocol):
+    """A document's analysis as the store and the requests drive it (runs.DocumentRun)."""
+
+    task: asyncio.Task | None
+
+    @property
+    def running(self) -> bool: ...
+
+    def schedule(self, reason: str, delay: float | None = None) -> None: ...
+
+    def cancel(self) -> bool: ...
 
 
 @dataclass
 class DocState:
     uri: str
     path: str
-    run: "DocumentRun" = field(init=False, repr=False)  # made with the state (Documents.ensure)
+    run: Run = field(init=False, repr=False)  # made with the state (Documents.ensure)
     report: FileReport | None = None
     report_key: str | None = None  # the text and settings the complete report answers; None while provisional
     report_run: str = ""
@@ -51,7 +62,7 @@ def _files_of(report: FileReport) -> frozenset[str]:
 class Documents:
     """The analyzed documents by URI."""
 
-    def __init__(self, make_run: Callable[[DocState], "DocumentRun"]) -> None:
+    def __init__(self, make_run: Callable[[DocState], Run]) -> None:
         self._by_uri: dict[str, DocState] = {}
         self._make_run = make_run
 

@@ -4,7 +4,7 @@ file or in a notebook's cells), its run status, the code lenses to redraw, messa
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lsprotocol import types as lsp
 
@@ -14,15 +14,13 @@ from ..vocab import RunPhase
 from . import cells
 from .convert import Place, file_place, to_diagnostic
 from .documents import DocState
-
-if TYPE_CHECKING:
-    from .language_server import DeepLocalizeServer
+from .host import Editor
 
 RUN_STATUS = "deeplocalize/runStatus"
 
 
 class Publisher:
-    def __init__(self, server: "DeepLocalizeServer") -> None:
+    def __init__(self, server: Editor) -> None:
         self.server = server
 
     def place(self, state: DocState, report: FileReport | None) -> Place:

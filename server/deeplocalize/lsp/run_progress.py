@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
 
 from lsprotocol import types as lsp
 
 from ..trace import Trace, TraceEvent
+from .documents import DocState
+from .host import Editor
 from .logs import log
-
-if TYPE_CHECKING:
-    from .documents import DocState
-    from .language_server import DeepLocalizeServer
+from .publisher import Publisher
 
 MAX_LOG_LINES_PER_RUN = 400
 
@@ -22,8 +20,8 @@ MAX_LOG_LINES_PER_RUN = 400
 class RunProgress:
     """A cancellable work-done progress for one run; client cancel cancels the run."""
 
-    def __init__(self, server: "DeepLocalizeServer", token: str, name: str, state: "DocState") -> None:
-        self.server, self.token, self.name, self.state = server, token, name, state
+    def __init__(self, server: Editor, publisher: Publisher, token: str, name: str, state: DocState) -> None:
+        self.server, self.publisher, self.token, self.name, self.state = server, publisher, token, name, state
         self.active = False
         self.last_report = 0.0
         self.epochs = 0
@@ -49,7 +47,7 @@ class RunProgress:
         if kind == "ready":
             log.info(f"deeplocalize: training {self.name} in process {event.pid} (Keras {event.versions.get('keras')}, "
                      f"TensorFlow {event.versions.get('tensorflow')})")
-            self.server.publisher.status(self.state, "running", pid=event.pid)
+            self.publisher.status(self.state, "running", pid=event.pid)
         if not self.active:
             return
         if kind == "fit" and trace.fit:

@@ -11,7 +11,7 @@ import os
 import time
 import uuid
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, AsyncIterator
+from typing import AsyncIterator
 
 from lsprotocol import types as lsp
 
@@ -24,16 +24,14 @@ from ..script import Script, describe
 from ..verify import testable
 from ..vocab import RunPhase, is_serious
 from .documents import DocState
+from .host import Host
 from .logs import log
 from .run_progress import OutputLog, RunProgress
 from ..settings import Settings
 
-if TYPE_CHECKING:
-    from .language_server import DeepLocalizeServer
-
 
 class DocumentRun:
-    def __init__(self, server: "DeepLocalizeServer", state: DocState) -> None:
+    def __init__(self, server: Host, state: DocState) -> None:
         self.server, self.state = server, state
         self.publisher = server.publisher
         self.task: asyncio.Task | None = None
@@ -123,7 +121,7 @@ class DocumentRun:
         options = settings.run_options()
         options.cwd = server.workspace_folder_of(state.path)
         run_id = f"deeplocalize/{uuid.uuid4()}"  # also the progress token
-        progress = RunProgress(server, run_id, self.name, state)
+        progress = RunProgress(server, self.publisher, run_id, self.name, state)
         await progress.begin(asyncio.current_task())
         report = await self._first_diagnosis(reason, settings, options, script, run_id, progress)
         if report is None:
