@@ -35,6 +35,8 @@ ForkEvent = Literal["refused", "restarted", "fresh_interpreter", "rerun_fresh"]
 def fork_said(event: ForkEvent, **fields: Any) -> dict[str, Any]:
     """The `extra` of a log record about the fork servers."""
     return {"fork_event": event, **fields}
+
+
 FORKSERVER = Path(__file__).resolve().parent / "probe" / "forkserver.py"
 READY_TIMEOUT_S = 120.0  # an import of TensorFlow on a busy machine; a dead server answers at once
 

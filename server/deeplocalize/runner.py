@@ -82,7 +82,7 @@ class RunResult:
     message: str = ""
     traces: list[Trace] = field(default_factory=list)
     # A recorded run (`record=True`): what the script itself reported, in order: each fit's last
-    # epoch logs (`logs`), each of its own evaluate calls' results (`results`).
+    # epoch logs, each of its own evaluate calls' results.
     script_fits: list[ScriptResult] = field(default_factory=list)
     script_evaluations: list[ScriptResult] = field(default_factory=list)
     # Processes the script left running when it ended by itself, stopped: `command`, and the
@@ -593,11 +593,12 @@ class WorkerPool:
         finally:
             self._draining = False
 
-    async def settled(self) -> None:
-        """Until no start or stop is in flight: what the pool holds then stays as it is until the
-        next run or prewarm (what a caller checks after `drain`, instead of waiting a while)."""
-        while self._scheduled or self._pending:
-            await asyncio.wait([*self._scheduled, *self._pending], timeout=15)
+    async def settled(self, timeout: float = 30.0) -> None:
+        """Until no start or stop is in flight (or `timeout`): what the pool holds then stays as it
+        is until the next run or prewarm (what a caller checks after `drain`, instead of waiting a while)."""
+        deadline = time.monotonic() + timeout
+        while (busy := [*self._scheduled, *self._pending]) and (left := deadline - time.monotonic()) > 0:
+            await asyncio.wait(busy, timeout=left)
 
     def _kill_spares(self) -> None:
         for _, worker in self._spare:

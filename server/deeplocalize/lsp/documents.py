@@ -6,8 +6,8 @@ document in turn."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 import asyncio
+from dataclasses import dataclass, field
 from typing import Callable, Iterator, Protocol
 
 from lsprotocol import types as lsp
