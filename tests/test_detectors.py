@@ -8,7 +8,8 @@ import pytest
 import numpy as np
 
 from conftest import TraceBuilder, act, weights
-from deeplocalize.trace import CrashInfo
+from deeplocalize.findings import Guard, LayerArg, LayerCall, NewValue, SwapParams, target_layer
+from deeplocalize.trace import CodeLocation, CrashInfo
 from deeplocalize.detectors import diagnose, is_decisive, measure
 from deeplocalize.detectors.numerical import first_nonfinite
 
@@ -37,11 +38,12 @@ def test_nan_is_attributed_to_the_first_layer_whose_output_goes_non_finite():
 
 def test_nan_born_in_a_custom_loss_points_at_its_code():
     tb = TraceBuilder(["relu", None], units=[16, 1], loss="msle")
-    tb.trace.compile.loss = {"kind": "function", "name": "my_loss", "code": {"file": "/tmp/model.py", "line": 5, "function": "my_loss"}}
+    tb.trace.compile.loss = {"kind": "function", "name": "my_loss"}
+    tb.trace.compile.loss_code = CodeLocation("/tmp/model.py", 5, "my_loss")
     tb.step(0, float("nan"))
     f = [x for x in diagnose(tb.trace) if x.symptom == "nan_inf"][0]
     assert f.root_cause == "numerical_operation"
-    assert f.target.kind == "code" and f.target.code["line"] == 5
+    assert f.target.kind == "code" and f.target.code.line == 5
 
 
 @pytest.mark.parametrize("params, swapped", [
@@ -52,16 +54,16 @@ def test_a_custom_loss_declared_predictions_first_is_blamed_on_its_parameters_no
     """Keras calls loss(y_true, y_pred): a loss declared (y_pred, y_true) takes the log of the labels.
     A guard would hide the NaN and keep the loss meaningless, so the swap comes first, the guard after it."""
     tb = TraceBuilder(["relu", "sigmoid"], units=[16, 1], loss="binary_crossentropy")
-    code = {"file": "/tmp/model.py", "line": 5, "function": "my_loss", "params": params}
-    tb.trace.compile.loss = {"kind": "function", "name": "my_loss", "code": code}
+    tb.trace.compile.loss = {"kind": "function", "name": "my_loss"}
+    tb.trace.compile.loss_code = CodeLocation("/tmp/model.py", 5, "my_loss", params=tuple(params))
     tb.step(0, float("nan"))
     f = [x for x in diagnose(tb.trace) if x.symptom == "nan_inf"][0]
-    assert f.code == "nan-in-custom-loss" and f.target.code["line"] == 5
+    assert f.code == "nan-in-custom-loss" and f.target.code.line == 5
     if swapped:
-        assert f.root_cause == "loss" and f.target.arg == "params" and f.fixes[0].swap_params
-        assert [a.root_cause for a in f.alternatives] == ["numerical_operation"] and f.alternatives[0].fixes[0].guard
+        assert f.root_cause == "loss" and f.target.part == "params" and f.fixes[0].change == SwapParams()
+        assert [a.root_cause for a in f.alternatives] == ["numerical_operation"] and isinstance(f.alternatives[0].fixes[0].change, Guard)
     else:
-        assert f.root_cause == "numerical_operation" and f.fixes[0].guard and not f.alternatives
+        assert f.root_cause == "numerical_operation" and isinstance(f.fixes[0].change, Guard) and not f.alternatives
 
 
 def test_a_custom_loss_that_went_below_zero_before_the_nan_is_blamed_on_its_numbers_not_the_step():
@@ -70,15 +72,15 @@ def test_a_custom_loss_that_went_below_zero_before_the_nan_is_blamed_on_its_numb
     would only hide the NaN. The loss is the cause, anchored on the numbers it computes with."""
     def run(losses: list[float]) -> list:
         tb = TraceBuilder(["relu", "sigmoid"], units=[16, 1], loss="binary_crossentropy")
-        code = {"file": "/tmp/model.py", "line": 6, "function": "focal_loss_fixed", "params": ["y_true", "y_pred"], "free": {"alpha": 2.0, "gamma": 2.0}}
-        tb.trace.compile.loss = {"kind": "function", "name": "focal_loss_fixed", "code": code}
+        tb.trace.compile.loss = {"kind": "function", "name": "focal_loss_fixed"}
+        tb.trace.compile.loss_code = CodeLocation("/tmp/model.py", 6, "focal_loss_fixed", params=("y_true", "y_pred"), free={"alpha": 2.0, "gamma": 2.0})
         for i, v in enumerate(losses):
             tb.step(i // 5, v)
         return [x for x in diagnose(tb.trace) if x.symptom == "nan_inf"]
 
     f = run([3.4, 3.1, 2.5, 1.2, 0.3, -2.0, -9.5, -31.0, -58.8, float("nan")])[0]
     assert f.code == "loss-unbounded-below" and f.root_cause == "loss" and f.severity == "error"
-    assert f.target.kind == "code" and f.target.arg == "hyperparameters" and "alpha=2" in f.message
+    assert f.target.kind == "code" and f.target.part == "hyperparameters" and "alpha=2" in f.message
     assert [a.root_cause for a in f.alternatives] == ["numerical_operation"]  # never a smaller step
     # A loss that stays positive until its NaN is the operation's, as before.
     assert run([3.4, 3.1, 2.5, 1.2, 0.3, float("nan")])[0].code == "nan-in-custom-loss"
@@ -98,28 +100,33 @@ def test_nan_born_in_custom_code_while_the_rate_is_far_too_high_lets_the_experim
     the guard and the rate are both candidates; the experiment decides."""
     tb = TraceBuilder(["relu", None, "sigmoid"], units=[16, 4, 1], loss="binary_crossentropy", lr=10.0)
     tb.layers[1].cls, tb.layers[1].custom = "Sampling", True
-    tb.layers[1].call_code = {"file": "/tmp/model.py", "line": 8, "function": "call", "risky": ["exp"]}
+    tb.layers[1].call_code = CodeLocation("/tmp/model.py", 8, "call", risky=("exp",))
     tb.step(0, 0.7)
     tb.step(0, float("nan"), acts=[act(), act(nonfinite=1.0), act(nonfinite=1.0)])
     f = [x for x in diagnose(tb.trace) if x.symptom == "nan_inf"][0]
-    assert f.code == "nan-in-custom-code" and f.fixes[0].guard
+    assert f.code == "nan-in-custom-code" and isinstance(f.fixes[0].change, Guard)
     assert "learning_rate" in [a.root_cause for a in f.alternatives]
 
 
-def test_nan_in_the_first_layer_at_the_first_step_came_with_the_data():
+def test_nan_in_the_first_layer_with_steady_finite_weights_came_with_the_data():
     """A generator's batches are not seen as arrays; NaN in the first layer's forward pass before any
-    update, with finite weights, can only have come in with them."""
-    def first_nonfinite_at(step: int) -> list:
+    update, or after a calm step with its weights finite and steady, can only have come in with them
+    (a pipeline that goes bad late). Weights that jumped may have overflowed the layer themselves."""
+    def first_nonfinite_at(step: int, w_norm: float = 5.0, calm_max: float = 2.0) -> list:
         tb = TraceBuilder(["relu", "sigmoid"], units=[16, 1], loss="mse")
         tb.trace.fit.x = None
         for g in range(step):
-            tb.step(0, 0.5)
-        tb.step(0, float("nan"), acts=[act(nonfinite=1.0), act(nonfinite=1.0)], pre={0: act(nonfinite=1.0)})
+            tb.step(0, 0.5, pre={0: act(vmax=calm_max)})
+        tb.step(0, float("nan"), acts=[act(nonfinite=1.0), act(nonfinite=1.0)], pre={0: act(nonfinite=1.0)},
+                w=[weights(norm=w_norm), weights()])
         return [f for f in diagnose(tb.trace) if f.symptom == "nan_inf"]
 
     f = first_nonfinite_at(0)[0]
     assert f.code == "nan-in-inputs" and f.target.kind == "nonfinite_data" and "before any update" in f.message
-    assert first_nonfinite_at(3)[0].code != "nan-in-inputs"  # after updates: the weights may have made it
+    late = first_nonfinite_at(300)[0]
+    assert late.code == "nan-in-inputs" and late.evidence["seen_in"] == "batch 301"
+    assert first_nonfinite_at(3, w_norm=5e6)[0].code != "nan-in-inputs"  # the weights jumped: they may have made it
+    assert first_nonfinite_at(3, calm_max=1e6)[0].code != "nan-in-inputs"  # the layer was already diverging
 
 
 def test_initial_weight_scale_decides_between_initialization_and_learning_rate():
@@ -171,7 +178,7 @@ def test_update_ratio_tiny_with_explicit_low_rate_is_a_learning_rate_fault():
         tb.epoch(e, math.log(10), 0.1)
     f = serious(diagnose(tb.trace))
     assert f[0].code == "weights-barely-change" and f[0].root_cause == "learning_rate"
-    assert f[0].fixes[0].new_value == "0.01"
+    assert f[0].fixes[0].change == NewValue("0.01")
 
 
 def test_slow_optimizer_at_default_rate_is_an_optimizer_fault():
@@ -188,7 +195,7 @@ def test_static_rules_output_activation_vs_loss():
     relu_out = TraceBuilder(["relu", "relu"])
     f = diagnose(relu_out.trace)
     assert f[0].code == "output-not-distribution" and f[0].root_cause == "activation" and f[0].target.layer == 1
-    assert f[0].fixes[0].new_value == '"softmax"'
+    assert f[0].fixes[0].change == NewValue('"softmax"')
 
     single = TraceBuilder(["relu", "softmax"], units=[8, 1], loss="binary_crossentropy", n_classes=2)
     assert diagnose(single.trace)[0].code == "softmax-single-unit"
@@ -205,7 +212,7 @@ def test_label_rules_tell_off_by_one_labels_from_too_few_units():
 
     few = TraceBuilder(["relu", "softmax"], units=[32, 5])
     f = diagnose(few.trace)[0]
-    assert f.root_cause == "architecture" and f.target.arg == "units" and f.fixes[0].new_value == "10"
+    assert f.root_cause == "architecture" and f.target.arg == "units" and f.fixes[0].change == NewValue("10")
 
 
 def test_not_learning_is_a_weak_finding_that_yields_to_specific_evidence():
@@ -273,7 +280,7 @@ def test_early_stop_rule_inspects_each_step_once(monkeypatch):
 
 def test_builtin_loss_given_as_a_function_is_recognized():
     tb = TraceBuilder(["relu", "relu"], loss="categorical_crossentropy")
-    tb.trace.compile.loss = {"kind": "function", "name": "categorical_crossentropy", "code": None}
+    tb.trace.compile.loss = {"kind": "function", "name": "categorical_crossentropy"}
     tb.trace.fit.y.update({"one_hot": True, "shape": [1000, 10], "integer_valued": True})
     assert diagnose(tb.trace)[0].code == "output-not-distribution"
 
@@ -326,7 +333,7 @@ def test_output_activation_set_by_a_separate_layer_is_checked_and_located_there(
     f = [x for x in diagnose(tb.trace) if x.code == "output-not-distribution"]
     assert f and f[0].severity == "error" and f[0].root_cause == "activation"
     assert f[0].target.kind == "layer" and f[0].target.layer == 2  # the ReLU() call is replaced
-    assert f[0].fixes[0].layer_call == 'Activation("softmax")'
+    assert f[0].fixes[0].change == LayerCall('Activation("softmax")')
     ok = _with_activation_layer("Activation", "softmax").healthy()
     assert serious(diagnose(ok.trace)) == []
 
@@ -335,13 +342,13 @@ def test_softmax_applied_in_call_is_inferred_from_the_predictions():
     tb = TraceBuilder(["relu", None]).healthy()
     for s in tb.trace.steps:
         s.values["y_pred"] = {"min": 0.01, "max": 0.6, "mean": 0.1, "std": 0.1, "nonfinite": 0.0, "rowsum_mean": 1.0, "rowsum_std": 1e-7}
-    tb.trace.model_call_code = {"file": "/tmp/model.py", "line": 30, "function": "call", "risky": []}
+    tb.trace.model_call_code = CodeLocation("/tmp/model.py", 30, "call")
     assert serious(diagnose(tb.trace)) == []  # a linear Dense, but call() applies softmax
     for s in tb.trace.steps:
         s.values["y_pred"].update(rowsum_mean=3.2, rowsum_std=0.5)  # relu-like outputs in call()
         s.values["y_pred"]["max"] = 2.5
     f = [x for x in diagnose(tb.trace) if x.code == "output-not-distribution"]
-    assert f and f[0].target.kind == "code" and f[0].target.code["ops"] == ["relu", "relu6"]
+    assert f and f[0].target.kind == "code" and f[0].target.code.ops == ("relu", "relu6")
 
 
 @pytest.mark.parametrize("loss", ["categorical_crossentropy", "mse", "mean_absolute_error"])
@@ -352,8 +359,8 @@ def test_multi_label_targets_on_softmax_get_one_fix_changing_activation_and_loss
                       "one_hot": False, "multi_hot": True, "max_labels_per_row": 3.0}
     found = diagnose(tb.trace)
     f = [x for x in found if x.code == "multi-label-softmax"][0]
-    assert f.severity == "error" and f.root_cause == "activation" and f.fixes[0].new_value == '"sigmoid"'
-    assert [a.new_value for a in f.fixes[0].also] == ['"binary_crossentropy"']
+    assert f.severity == "error" and f.root_cause == "activation" and f.fixes[0].change == NewValue('"sigmoid"')
+    assert [a.change for a in f.fixes[0].also] == [NewValue('"binary_crossentropy"')]
     assert not [x for x in found if x.code == "regression-loss-on-classes"]  # one finding, not two for one mistake
 
 
@@ -393,20 +400,20 @@ def test_repeated_bad_initialization_is_fixed_on_every_layer_at_once():
     tb.trace.initial_kernels = {0: (0.0, 64.0), 1: (0.0, 32.0), 2: (0.0, 32.0)}
     tb.healthy()
     f = [x for x in diagnose(tb.trace) if x.root_cause == "initialization"][0]
-    assert f.target.layer == 0 and sorted(a.target.layer for a in f.fixes[0].also) == [1, 2]
+    assert f.target.layer == 0 and sorted(target_layer(a.target) for a in f.fixes[0].also) == [1, 2]
 
 
 def test_nan_downstream_of_a_risky_lambda_points_at_the_lambda_never_at_a_higher_rate():
     from deeplocalize.trace import LayerInfo
 
     tb = TraceBuilder(["relu", None, "sigmoid"], units=[16, None, 1], loss="binary_crossentropy", n_classes=2)
-    tb.layers[1] = LayerInfo(1, "lambda", "Lambda", None, None, call_code={"file": "/tmp/model.py", "line": 11, "function": "<lambda>", "risky": ["log"]})
+    tb.layers[1] = LayerInfo(1, "lambda", "Lambda", None, None, call_code=CodeLocation("/tmp/model.py", 11, "<lambda>", risky=("log",)))
     tb.trace.layers = tb.layers
     tb.step(0, 0.7)
     bad = act(nonfinite=1.0)
     tb.step(0, float("nan"), acts=[act(), act(), bad])
     f = [x for x in diagnose(tb.trace) if x.symptom == "nan_inf"][0]
-    assert f.code == "nan-in-custom-code" and f.root_cause == "numerical_operation" and f.target.code["line"] == 11
+    assert f.code == "nan-in-custom-code" and f.root_cause == "numerical_operation" and f.target.code.line == 11
     for x in diagnose(tb.trace):
         for fix in x.fixes:
             assert not fix.title.startswith("Raise")
@@ -438,7 +445,7 @@ def test_unstable_training_keeps_every_candidate_cause_with_the_step_size_last()
     tb.trace.fit.x.update({"max": 300.0, "min": 0.0, "std": 80.0})
     causes = candidate_causes(tb.trace, diverging=True)
     assert [c.root for c in causes] == ["learning_rate", "data_normalization"]
-    assert causes[0].fixes[0].new_value == "0.01"
+    assert causes[0].fixes[0].change == NewValue("0.01")
     plain = TraceBuilder(["relu", "relu", "softmax"])
     causes = candidate_causes(plain.trace, diverging=True)
     assert [c.root for c in causes] == ["learning_rate"] and not causes[0].strong
@@ -449,7 +456,7 @@ def test_a_nan_finding_carries_the_other_candidates_as_alternatives():
     tb.trace.fit.x.update({"max": 300.0, "min": 0.0, "std": 80.0})
     for s in range(5):
         tb.step(0, 2.0)
-    tb.step(0, float("nan"), acts=[act(nonfinite=1.0)] * 3)
+    tb.step(0, float("nan"), acts=[act(nonfinite=1.0)] * 3, w=[weights(norm=1e30)] * 3)  # the step blew the weights up
     nan = [f for f in diagnose(tb.trace) if f.code == "nan-inf"][0]
     assert nan.root_cause == "learning_rate"
     assert [a.root_cause for a in nan.alternatives] == ["data_normalization"]
@@ -525,16 +532,16 @@ def test_a_loss_guard_comes_with_the_output_activation_when_the_output_is_no_pro
 
     relu_head = TraceBuilder(["relu", "relu"]).trace
     spec = _loss_guard(relu_head)
-    assert spec.guard == "probability" and "softmax" in spec.title
+    assert spec.change == Guard("probability") and "softmax" in spec.title
     (also,) = spec.also
-    assert also.new_value == '"softmax"' and (also.target.kind, also.target.layer, also.target.arg) == ("layer_arg", 1, "activation")
+    assert also.change == NewValue('"softmax"') and also.target == LayerArg(layer=1, arg="activation")
 
     softmax_head = TraceBuilder(["relu", "softmax"]).trace
-    assert _loss_guard(softmax_head).guard == "probability" and not _loss_guard(softmax_head).also
+    assert _loss_guard(softmax_head).change == Guard("probability") and not _loss_guard(softmax_head).also
 
     regression = TraceBuilder(["relu", None], units=[16, 1]).trace
     regression.fit.y = {"n": 1000, "min": -3.0, "max": 40.0, "integer_valued": False, "shape": [1000]}
-    assert _loss_guard(regression).guard == "operand" and not _loss_guard(regression).also
+    assert _loss_guard(regression).change == Guard("operand") and not _loss_guard(regression).also
 
 
 def test_a_runtime_finding_is_streamed_once_it_holds_at_two_epoch_ends_past_its_window():
@@ -702,9 +709,9 @@ def test_a_rate_far_from_the_usual_gets_the_usual_rate_and_one_decade_as_candida
     run's length, 0.01 heals it: the experiment gets both, the usual rate first."""
     from deeplocalize.detectors.causes import lr_target_and_fixes
 
-    assert [f.new_value for f in lr_target_and_fixes(TraceBuilder(["relu", None], lr=0.1).trace, "down")[1]] == ["0.001", "0.01"]
-    assert [f.new_value for f in lr_target_and_fixes(TraceBuilder(["relu", None], lr=0.005).trace, "down")[1]] == ["0.001"]
-    assert [f.new_value for f in lr_target_and_fixes(TraceBuilder(["relu", None], lr=1e-6).trace, "up")[1]] == ["0.001", "1e-05"]
+    assert [f.change.text for f in lr_target_and_fixes(TraceBuilder(["relu", None], lr=0.1).trace, "down")[1]] == ["0.001", "0.01"]
+    assert [f.change.text for f in lr_target_and_fixes(TraceBuilder(["relu", None], lr=0.005).trace, "down")[1]] == ["0.001"]
+    assert [f.change.text for f in lr_target_and_fixes(TraceBuilder(["relu", None], lr=1e-6).trace, "up")[1]] == ["0.001", "1e-05"]
 
 
 def test_ten_classes_at_sixteen_percent_with_the_loss_of_guessing_have_learned_nothing():
@@ -733,4 +740,4 @@ def test_relu_units_dead_from_a_negative_starting_bias_are_blamed_on_that_bias()
         dead.epoch(e, math.log(10), 0.1)
     found = [f for f in diagnose(dead.trace) if f.symptom == "dead_relu"][0]
     assert found.root_cause == "initialization" and found.target.arg == "bias_initializer"
-    assert found.fixes[0].new_value == '"zeros"'
+    assert found.fixes[0].change == NewValue('"zeros"')

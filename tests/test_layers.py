@@ -17,8 +17,8 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
     ("scripts, traces and findings", ("trace", "findings", "rules", "source", "notebook", "strategies", "script", "edits", "feeds")),
     ("processes", ("forks", "processes", "runner", "cluster")),
     ("detectors and locations", ("detectors", "anchors", "locate")),
-    ("engine", ("report", "verify", "engine", "sarif", "report_html", "settings")),
-    ("session", ("session", "evaluation", "wholescript")),
+    ("engine", ("report", "verify", "engine", "sarif", "report_html", "settings", "run_folder")),
+    ("session", ("session", "evaluation", "wholescript", "live")),
     ("front ends", ("cli", "lsp", "server")),
 ]
 

@@ -7,13 +7,13 @@ import pytest
 import ast
 import textwrap
 from pathlib import Path
+from typing import get_args
 
 from deeplocalize.edits import apply_fix
-from deeplocalize.findings import Finding, FixSpec, Target
+from deeplocalize.findings import CallArgs, CodeTarget, Feed, Finding, FitData, FixSpec, FrameTarget, Guard, Layer, LayerArg, LayerCall, NewValue, NonfiniteData, OptimizerArg, Rename, SwapParams, Target
 from deeplocalize.anchors import Anchors
-from deeplocalize.findings import TARGET_KINDS
 from deeplocalize.locate import Locator
-from deeplocalize.trace import CompileInfo, FitInfo, Frame, LayerInfo, OptimizerInfo, Trace
+from deeplocalize.trace import CodeLocation, CompileInfo, FitInfo, Frame, LayerInfo, OptimizerInfo, Trace
 
 
 def call_frame(path: Path, source: str, needle: str, occurrence: int = 0) -> Frame:
@@ -46,7 +46,7 @@ def test_layer_keyword_token_and_replacement(tmp_path):
     layers = [LayerInfo(0, "d0", "Dense", site=[call_frame(path, src, "keras.layers.Dense(64")]),
               LayerInfo(1, "d1", "Dense", site=[call_frame(path, src, "keras.layers.Dense(10")])]
     lf = Locator(Trace(str(path), layers=layers)).locate(
-        finding(Target("layer_arg", layer=1, arg="activation"), FixSpec("softmax", new_value='"softmax"')))
+        finding(LayerArg(layer=1, arg="activation"), FixSpec("softmax", NewValue('"softmax"'))))
     assert (lf.range.start.line, lf.range.start.column, lf.range.end.column) == (4, 39, 45)
     fixed = apply_fix(src, lf.fixes[0])
     assert "keras.layers.Dense(10, activation='softmax')" in fixed  # keeps the file's quote style
@@ -60,7 +60,7 @@ def test_missing_keyword_is_inserted(tmp_path):
     ''')
     layers = [LayerInfo(0, "d0", "Dense", site=[call_frame(path, src, "keras.layers.Dense")])]
     lf = Locator(Trace(str(path), layers=layers)).locate(
-        finding(Target("layer_arg", layer=0, arg="activation"), FixSpec("sigmoid", new_value='"sigmoid"')))
+        finding(LayerArg(layer=0, arg="activation"), FixSpec("sigmoid", NewValue('"sigmoid"'))))
     assert lf.range.start.line == 2
     assert apply_fix(src, lf.fixes[0]).splitlines()[1] == 'out = keras.layers.Dense(1, activation="sigmoid")'
 
@@ -73,7 +73,7 @@ def test_value_passed_by_name_points_at_its_definition(tmp_path):
     ''')
     opt = OptimizerInfo("SGD", 5.0, {}, [call_frame(path, src, "keras.optimizers.SGD")])
     lf = Locator(Trace(str(path), optimizer=opt)).locate(
-        finding(Target("optimizer_arg", arg="learning_rate", position=0), FixSpec("lower", new_value="0.01"), root="learning_rate"))
+        finding(OptimizerArg(arg="learning_rate", position=0), FixSpec("lower", NewValue("0.01")), root="learning_rate"))
     assert (lf.range.start.line, lf.range.start.column) == (2, 6)
     assert apply_fix(src, lf.fixes[0]).splitlines()[1] == "lr = 0.01"
 
@@ -91,7 +91,7 @@ def test_helper_parameter_is_followed_to_the_callers_argument(tmp_path):
     outer = call_frame(path, src, "block(32")
     layers = [LayerInfo(0, "d0", "Dense", site=[inner, outer])]
     lf = Locator(Trace(str(path), layers=layers)).locate(
-        finding(Target("layer_arg", layer=0, arg="activation"), FixSpec("relu", new_value='"relu"')))
+        finding(LayerArg(layer=0, arg="activation"), FixSpec("relu", NewValue('"relu"'))))
     assert lf.range.start.line == 6
     assert apply_fix(src, lf.fixes[0]).splitlines()[5] == 'hidden = block(32, "relu")'
 
@@ -103,7 +103,7 @@ def test_optimizer_given_as_string_is_replaced_by_an_object_with_the_rate(tmp_pa
     ''')
     compile_site = [call_frame(path, src, "model.compile")]
     t = Trace(str(path), optimizer=OptimizerInfo("SGD", 0.01, {}, []), compile=CompileInfo(compile_site, {"kind": "string", "name": "mse"}, None))
-    lf = Locator(t).locate(finding(Target("optimizer_arg", arg="learning_rate"), FixSpec("lower", new_value="0.001"), root="learning_rate"))
+    lf = Locator(t).locate(finding(OptimizerArg(arg="learning_rate"), FixSpec("lower", NewValue("0.001")), root="learning_rate"))
     assert apply_fix(src, lf.fixes[0]).splitlines()[1] == 'model.compile(optimizer=tf.keras.optimizers.SGD(learning_rate=0.001), loss="mse")'
 
 
@@ -115,7 +115,7 @@ def test_a_data_finding_points_at_the_array_fed_to_fit_and_scales_it_where_it_is
     ''')
     fit = FitInfo([call_frame(path, src, "model.fit")], None, None, 32, False, 3, 3, 5, False)
     lf = Locator(Trace(str(path), fit=fit)).locate(
-        finding(Target("fit_data", arg="x", position=0), FixSpec("scale", feed="scale_inputs"), root="data_normalization"))
+        finding(FitData(arg="x", position=0), FixSpec("scale", Feed("scale_inputs")), root="data_normalization"))
     assert lf.range.start.line == 2
     fixed = apply_fix(src, lf.fixes[0]).splitlines()
     assert fixed[2:4] == ["x_mean, x_std = X.mean(axis=0), X.std(axis=0) + 1e-8", "model.fit((X - x_mean) / x_std, y, epochs=3)"]
@@ -130,7 +130,7 @@ def test_labels_fed_through_a_dataset_point_at_the_array_it_was_sliced_from(tmp_
         model.fit(train, epochs=10)
     ''')
     fit = FitInfo([call_frame(path, src, "model.fit")], None, None, 32, False, 10, 10, 5, False)
-    lf = Locator(Trace(str(path), fit=fit)).locate(finding(Target("fit_data", arg="y", position=1), root="labels"))
+    lf = Locator(Trace(str(path), fit=fit)).locate(finding(FitData(arg="y", position=1), root="labels"))
     assert lf.range.start.line == 2
 
 
@@ -150,13 +150,13 @@ def test_non_finite_inputs_point_at_the_division_that_made_them_and_guard_it(tmp
     ''')
     fit = FitInfo([call_frame(path, src, "model.fit")], None, None, 32, False, 10, 10, 5, False)
     lf = Locator(Trace(str(path), fit=fit)).locate(
-        finding(Target("nonfinite_data", arg="x", position=0), FixSpec("guard", guard="operand"), root="data_normalization"))
+        finding(NonfiniteData(arg="x", position=0), FixSpec("guard", Guard("operand")), root="data_normalization"))
     assert (lf.range.start.line, lf.range.start.column) == (5, 12)
     assert apply_fix(src, lf.fixes[0]).splitlines()[4] == "    return (frame - mean) / (std + 1e-7)"
     # Scaling by a literal cannot make NaN: without the helper, the statement that assigned the array.
     path.write_text(src.replace("features = standardize(features)", "features = features"))
     lf = Locator(Trace(str(path), fit=fit)).locate(
-        finding(Target("nonfinite_data", arg="x", position=0), FixSpec("guard", guard="operand"), root="data_normalization"))
+        finding(NonfiniteData(arg="x", position=0), FixSpec("guard", Guard("operand")), root="data_normalization"))
     assert lf.range.start.line == 8 and not lf.fixes
 
 
@@ -168,8 +168,8 @@ def test_custom_code_is_anchored_on_the_risky_operation_and_guarded(tmp_path):
             diff = y_true - y_pred
             return tf.reduce_mean(tf.math.log(y_pred) * diff)
     ''')
-    code = {"file": str(path), "line": 3, "function": "my_loss"}
-    lf = Locator(Trace(str(path))).locate(finding(Target("code", code=code), FixSpec("guard", guard="operand"), root="numerical_operation"))
+    code = CodeLocation(str(path), 3, "my_loss")
+    lf = Locator(Trace(str(path))).locate(finding(CodeTarget(code=code), FixSpec("guard", Guard("operand")), root="numerical_operation"))
     assert lf.range.start.line == 5 and src.splitlines()[4][lf.range.start.column - 1:].startswith("tf.math.log(y_pred)")
     assert "tf.math.log(tf.maximum(y_pred, 1e-7))" in apply_fix(src, lf.fixes[0])
 
@@ -181,8 +181,8 @@ def test_swapped_loss_parameters_are_anchored_on_the_signature_and_swapped_there
         def bce(y_pred: "Tensor", y_true):
             return -ops.mean(y_true * ops.log(y_pred))
     ''')
-    code = {"file": str(path), "line": 3, "function": "bce", "params": ["y_pred", "y_true"]}
-    lf = Locator(Trace(str(path))).locate(finding(Target("code", code=code, arg="params"), FixSpec("swap", swap_params=True), root="loss"))
+    code = CodeLocation(str(path), 3, "bce", params=("y_pred", "y_true"))
+    lf = Locator(Trace(str(path))).locate(finding(CodeTarget(code=code, part="params"), FixSpec("swap", SwapParams()), root="loss"))
     line = src.splitlines()[2]
     assert lf.range.start.line == 3 and line[lf.range.start.column - 1:lf.range.end.column - 1] == 'y_pred: "Tensor", y_true'
     fixed = apply_fix(src, lf.fixes[0]).splitlines()
@@ -206,9 +206,9 @@ def test_loss_guards_follow_the_keras_losses_convention(tmp_path, expr, probabil
         def my_loss(y_true, y_pred):
             return {expr}
     ''')
-    code = {"file": str(path), "line": 5, "function": "my_loss"}
-    spec = FixSpec("guard", guard="probability" if probability else "operand")
-    lf = Locator(Trace(str(path))).locate(finding(Target("code", code=code), spec, root="numerical_operation"))
+    code = CodeLocation(str(path), 5, "my_loss")
+    spec = FixSpec("guard", Guard("probability" if probability else "operand"))
+    lf = Locator(Trace(str(path))).locate(finding(CodeTarget(code=code), spec, root="numerical_operation"))
     assert apply_fix(src, lf.fixes[0]).splitlines()[5].strip() == f"return {expected}"
 
 
@@ -219,7 +219,7 @@ def test_functional_call_maps_to_the_constructor_not_the_application(tmp_path):
     ''')
     frame = call_frame(path, src, 'keras.layers.Dense(8, activation="relu")', occurrence=1)  # the inner call
     layers = [LayerInfo(0, "d0", "Dense", site=[frame])]
-    lf = Locator(Trace(str(path), layers=layers)).locate(finding(Target("layer_arg", layer=0, arg="units", position=0), FixSpec("units", new_value="16")))
+    lf = Locator(Trace(str(path), layers=layers)).locate(finding(LayerArg(layer=0, arg="units", position=0), FixSpec("units", NewValue("16"))))
     assert apply_fix(src, lf.fixes[0]).splitlines()[1] == 'x = keras.layers.Dense(16, activation="relu")(inp)'
 
 
@@ -229,8 +229,8 @@ def test_keras2_keyword_is_renamed_in_place(tmp_path):
         opt = keras.optimizers.SGD(lr=0.01)
     ''')
     frame = Frame(str(path), 2, 2, 6, 35)
-    lf = Locator(Trace(str(path))).locate(Finding("keras3-incompatible", "error", "crash", None, "m", Target("frame", frame=frame),
-                                                  fixes=[FixSpec("rename", new_value="learning_rate", rename="lr")]))
+    lf = Locator(Trace(str(path))).locate(Finding("keras3-incompatible", "error", "crash", None, "m", FrameTarget(frame=frame),
+                                                  fixes=[FixSpec("rename", Rename("lr", "learning_rate"))]))
     assert apply_fix(src, lf.fixes[0]).splitlines()[1] == "opt = keras.optimizers.SGD(learning_rate=0.01)"
 
 
@@ -245,14 +245,14 @@ def test_a_layer_is_replaced_from_its_own_module_and_a_penalty_keeps_its_functio
     layers = [LayerInfo(0, "d0", "Dense", site=[call_frame(path, src, "keras.layers.Dense")]),
               LayerInfo(1, "r", "ReLU", site=[call_frame(path, src, "keras.layers.ReLU")])]
     loc = Locator(Trace(str(path), layers=layers))
-    act = loc.locate(finding(Target("layer", layer=1), FixSpec("softmax", layer_call='Activation("softmax")')))
+    act = loc.locate(finding(Layer(layer=1), FixSpec("softmax", LayerCall('Activation("softmax")'))))
     assert apply_fix(src, act.fixes[0]).splitlines()[3].strip() == 'keras.layers.Activation("softmax"),'
-    reg = loc.locate(finding(Target("layer_arg", layer=0, arg="kernel_regularizer"), FixSpec("penalty", call_args="1e-4"), root="regularization"))
+    reg = loc.locate(finding(LayerArg(layer=0, arg="kernel_regularizer"), FixSpec("penalty", CallArgs("1e-4")), root="regularization"))
     assert apply_fix(src, reg.fixes[0]).splitlines()[2].strip() == "keras.layers.Dense(10, kernel_regularizer=keras.regularizers.l2(1e-4)),"
 
 
 def test_every_target_kind_has_one_anchoring_strategy():
-    assert sorted(Anchors(Trace("/tmp/model.py")).by_kind) == sorted(TARGET_KINDS)
+    assert set(Anchors(Trace("/tmp/model.py")).by_type) == set(get_args(Target))
 
 
 def test_a_loss_made_by_a_factory_is_anchored_on_the_numbers_it_captured(tmp_path):
@@ -264,12 +264,12 @@ def test_a_loss_made_by_a_factory_is_anchored_on_the_numbers_it_captured(tmp_pat
             return focal_loss_fixed
         model.compile(optimizer="adam", loss=focal_loss())
     ''')
-    code = {"file": str(path), "line": 3, "function": "focal_loss_fixed", "params": ["y_true", "y_pred"], "free": {"alpha": 2.0, "gamma": 2.0}}
-    lf = Locator(Trace(str(path))).locate(finding(Target("code", code=code, arg="hyperparameters"), root="loss"))
+    code = CodeLocation(str(path), 3, "focal_loss_fixed", params=("y_true", "y_pred"), free={"alpha": 2.0, "gamma": 2.0})
+    lf = Locator(Trace(str(path))).locate(finding(CodeTarget(code=code, part="hyperparameters"), root="loss"))
     assert (lf.range.start.line, lf.range.start.column, lf.range.end.column) == (2, 16, 34)  # gamma=2., alpha=2.
     # A loss written as a plain function: its own signature.
     path.write_text("from keras import ops\ndef my_loss(y_true, y_pred, w=3.0):\n    return ops.mean(w * (y_true - y_pred) ** 2)\n")
-    lf = Locator(Trace(str(path))).locate(finding(Target("code", code={**code, "line": 2, "function": "my_loss", "free": {}}, arg="hyperparameters"), root="loss"))
+    lf = Locator(Trace(str(path))).locate(finding(CodeTarget(CodeLocation(str(path), 2, "my_loss", params=code.params), part="hyperparameters"), root="loss"))
     assert (lf.range.start.line, lf.range.start.column) == (2, 1)
 
 
@@ -288,7 +288,7 @@ def test_non_finite_batches_of_a_generator_point_at_the_division_inside_it(tmp_p
     ''')
     fit = FitInfo([call_frame(path, src, "model.fit")], None, None, 32, False, 3, 3, 10, False)
     lf = Locator(Trace(str(path), fit=fit)).locate(
-        finding(Target("nonfinite_data", arg="x", position=0), FixSpec("guard", guard="operand"), root="data_normalization"))
+        finding(NonfiniteData(arg="x", position=0), FixSpec("guard", Guard("operand")), root="data_normalization"))
     assert (lf.range.start.line, lf.range.start.column) == (8, 19)
     assert apply_fix(src, lf.fixes[0]).splitlines()[7].strip() == "yield np.asarray(x) / (self.maximum_val + 1e-7), x"
 
@@ -306,6 +306,6 @@ def test_nan_that_a_fill_let_through_points_at_the_reduction_that_nan_spoils(tmp
     ''')
     fit = FitInfo([call_frame(path, src, "model.fit")], None, None, 32, False, 10, 10, 5, False)
     lf = Locator(Trace(str(path), fit=fit)).locate(
-        finding(Target("nonfinite_data", arg="x", position=0), FixSpec("safe", guard="operand"), root="data_normalization"))
+        finding(NonfiniteData(arg="x", position=0), FixSpec("safe", Guard("operand")), root="data_normalization"))
     assert (lf.range.start.line, lf.range.start.column) == (3, 12)
     assert apply_fix(src, lf.fixes[0]).splitlines()[2] == "col_mean = np.nanmean(data, axis=0)"

@@ -181,7 +181,7 @@ def test_cli_json_gives_each_range_its_cell(tmp_path):
     f = json.loads(r.stdout)["files"][0]["findings"][0]
     assert f["code"] == "output-not-distribution"
     assert f["range"]["cell"] == 4 and f["range"]["start"] == {"line": 4, "column": 39}
-    assert f["fixes"][0]["edits"][0]["range"] == {"start": {"line": 4, "column": 39}, "end": {"line": 4, "column": 45}, "cell": 4}
+    assert f["fixes"][0]["edits"][0]["range"] == {"file": str(nb), "start": {"line": 4, "column": 39}, "end": {"line": 4, "column": 45}, "cell": 4}
 
 
 @pytest.mark.slow

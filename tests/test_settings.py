@@ -46,15 +46,19 @@ def test_the_settings_type_has_the_schema_s_fields_and_defaults():
 
 
 def test_the_cli_has_a_flag_for_each_option_that_has_one_with_its_default():
-    check = next(a for a in build_parser()._actions if a.dest == "command").choices["check"]
-    by_flag = {s: a for a in check._actions for s in a.option_strings}
+    commands = next(a for a in build_parser()._actions if a.dest == "command").choices
     for o in OPTIONS:
         if o.flag is None:
             continue
-        assert o.flag in by_flag, o.flag
-        action = by_flag[o.flag]
-        if o.kind not in (bool, dict) and o.field != "interpreter":
-            assert action.default == o.default and o.help in action.help, o.flag
+        for name, command in commands.items():
+            by_flag = {s: a for a in command._actions for s in a.option_strings}
+            if name not in o.commands:
+                assert o.flag not in by_flag, (name, o.flag)
+                continue
+            assert o.flag in by_flag, (name, o.flag)
+            action = by_flag[o.flag]
+            if o.kind not in (bool, dict) and o.field != "interpreter":
+                assert action.default == o.default and o.help in action.help, o.flag
 
 
 def test_the_readme_names_every_setting_and_flag():

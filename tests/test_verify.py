@@ -85,7 +85,7 @@ def test_a_too_small_budget_leaves_the_diagnosis_as_it_was(session):
 def test_of_two_fixes_that_heal_the_one_that_heals_more_is_preferred_and_both_are_offered():
     """Class 4 of issue 21: raw features trained with SGD diverge; scaling the inputs and a smaller
     step both heal. The experiment names the cause whose fix trains better and offers both."""
-    from deeplocalize.findings import Finding, Fix, LocatedFinding, Position, SourceRange, Target, Verification
+    from deeplocalize.findings import Finding, Fix, LocatedFinding, Position, OptimizerArg, SourceRange, Verification
     from deeplocalize.report import VerifySummary
     from deeplocalize.verify import _conclude, heals_better
 
@@ -99,7 +99,7 @@ def test_of_two_fixes_that_heal_the_one_that_heals_more_is_preferred_and_both_ar
     scale = Fix("Scale the inputs", [], root_cause="data_normalization", anchor=data, verification=verified(0.93))
     assert heals_better(scale.verification, lr.verification) and not heals_better(lr.verification, scale.verification)
     assert not heals_better(verified(0.93), verified(0.92))  # within the margin: the rank order stands
-    f = Finding("nan-inf", "error", "nan_inf", "learning_rate", "NaN/Inf first appeared in the loss.", Target("optimizer_arg", arg="learning_rate"),
+    f = Finding("nan-inf", "error", "nan_inf", "learning_rate", "NaN/Inf first appeared in the loss.", OptimizerArg(arg="learning_rate"),
                 names_cause=True)
     lf = LocatedFinding(f, here, [lr, scale], None)
     summary = VerifySummary()

@@ -47,6 +47,15 @@ def test_one_sample_flipping_on_a_tiny_dataset_is_not_a_regression():
     assert regressions(run(fit=before, samples=300), run(fit=after, samples=300))
 
 
+def test_a_classifier_that_guessed_before_the_fix_has_no_accuracy_to_lose():
+    # A diverged binary RNN answers one class (0.52), and still guesses with a rate that does not heal it: the other class.
+    before, after = run(fit={"loss": 0.70, "accuracy": 0.5188}), run(fit={"loss": 0.69, "accuracy": 0.4789})
+    assert regressions(before, after, chance_accuracy=0.52) == []
+    assert regressions(before, after)  # without the class prior, it reads as a drop
+    assert regressions(run(fit={"loss": 0.3, "accuracy": 0.90}), run(fit={"loss": 0.3, "accuracy": 0.52}), chance_accuracy=0.52)
+    assert regressions(before, run(fit={"loss": 5.0, "accuracy": 0.48}), chance_accuracy=0.52)  # the loss still judges
+
+
 def test_a_crash_after_the_fix_fails_and_completing_after_a_crash_passes():
     ok = run(fit={"loss": 0.5})
     crashed = run("crashed", message="ValueError: shapes")

@@ -16,9 +16,12 @@ from typing import Any, Callable
 
 from astroid import nodes
 
-from .findings import Position, SourceRange, Target, TargetKind
+from .findings import (
+    CodeTarget, CompileArg, FitArg, FitData, FrameTarget, Layer, LayerArg, NonfiniteData, OptimizerArg, Position, ScheduleTarget, SourceRange,
+    Target,
+)
 from .source import Source, arg_node, call_at, call_name, frame_range, line_range, load_source, node_range, text_of
-from .trace import Frame, Trace
+from .trace import CodeLocation, Frame, Trace
 
 
 def _param_binding(func: nodes.FunctionDef, param: str, caller: nodes.Call) -> nodes.NodeNG | None:
@@ -231,15 +234,15 @@ def _dataset_part(value: nodes.NodeNG | None, index: int) -> nodes.NodeNG | None
     return None
 
 
-def function_at(code: dict[str, Any] | None) -> tuple[Source, nodes.FunctionDef] | None:
-    if not code or not code.get("file"):
+def function_at(code: CodeLocation | None) -> tuple[Source, nodes.FunctionDef] | None:
+    if code is None:
         return None
-    src = load_source(code["file"])
+    src = load_source(code.file)
     if src is None or src.module is None:
         return None
     for f in src.module.nodes_of_class(nodes.FunctionDef):
         # co_firstlineno of a decorated function is its first decorator's line
-        if f.lineno == code.get("line") or (f.decorators is not None and f.decorators.nodes[0].lineno == code.get("line")):
+        if f.lineno == code.line or (f.decorators is not None and f.decorators.nodes[0].lineno == code.line):
             return src, f
     return None
 
@@ -397,14 +400,15 @@ class Anchors:
     def __init__(self, trace: Trace) -> None:
         self.trace = trace
         self.script = os.path.abspath(trace.script)
-        self.by_kind: dict[TargetKind, Callable[[Target], Anchored]] = {
-            "frame": self._frame, "code": self._code, "layer": self._layer, "optimizer_arg": self._optimizer_arg,
-            "layer_arg": self._call_arg, "compile_arg": self._call_arg, "fit_arg": self._call_arg,
-            "fit_data": self._fit_data, "nonfinite_data": self._fit_data,
+        # One strategy per target type (findings.Target).
+        self.by_type: dict[type, Callable[[Any], Anchored]] = {
+            FrameTarget: self._frame, CodeTarget: self._code, Layer: self._layer, OptimizerArg: self._optimizer_arg,
+            LayerArg: self._call_arg, CompileArg: self._call_arg, FitArg: self._call_arg,
+            FitData: self._fit_data, NonfiniteData: self._fit_data, ScheduleTarget: self._schedule,
         }
 
     def anchor(self, target: Target) -> Anchored:
-        return self.by_kind[target.kind](target)
+        return self.by_type[type(target)](target)
 
     def fallback(self) -> SourceRange:
         """Where a finding without a place of its own is reported: the fit (or compile) call."""
@@ -414,15 +418,15 @@ class Anchors:
         return SourceRange(self.script, Position(1, 1), Position(1, 1))
 
     # ------------------------------------------------------- one per target kind
-    def _frame(self, target: Target) -> Anchored:
+    def _frame(self, target: FrameTarget) -> Anchored:
         return (frame_range(target.frame) if target.frame else self.fallback()), None
 
-    def _code(self, target: Target) -> Anchored:
-        if target.arg == "hyperparameters":
-            return self._hyperparameters(target.code or {})
-        return self._code_anchor(target.code or {}, params=target.arg == "params")
+    def _code(self, target: CodeTarget) -> Anchored:
+        if target.part == "hyperparameters":
+            return self._hyperparameters(target.code)
+        return self._code_anchor(target.code, params=target.part == "params")
 
-    def _hyperparameters(self, code: dict[str, Any]) -> Anchored:
+    def _hyperparameters(self, code: CodeLocation) -> Anchored:
         """The numbers a custom function computes with: the parameters of the factory that made
         it (`def focal_loss(gamma=2., alpha=2.)` around `def loss(y_true, y_pred)`), else its own
         signature."""
@@ -431,20 +435,20 @@ class Anchors:
             return self._code_anchor(code)
         src, func = found
         factory = func.parent.scope() if func.parent is not None else None
-        captured = set(code.get("free") or {})
+        captured = set(code.free)
         if isinstance(factory, nodes.FunctionDef):
             given = [a for a in params_of(factory) if a.name in captured] or params_of(factory)
             if given:
                 return SourceRange(src.path, name_range(src, given[0]).start, _default_end(src, factory, given[-1])), None
         return SourceRange(src.path, Position(func.lineno, func.col_offset + 1), Position(func.lineno, len(src.lines[func.lineno - 1]) + 1)), None
 
-    def _layer(self, target: Target) -> Anchored:
+    def _layer(self, target: Layer) -> Anchored:
         found = self._call(target)
         if not isinstance(found, _Call):
             return found
         return node_range(found.src, found.call), ReplaceCall(Resolved(found.src, found.call))
 
-    def _optimizer_arg(self, target: Target) -> Anchored:
+    def _optimizer_arg(self, target: OptimizerArg) -> Anchored:
         found = self._call(target)
         if not isinstance(found, _Call):
             return found
@@ -460,7 +464,7 @@ class Anchors:
             return node_range(src, call), ReplaceCall(Resolved(src, call))
         return self._call_arg(target)
 
-    def _call_arg(self, target: Target) -> Anchored:
+    def _call_arg(self, target: LayerArg | OptimizerArg | CompileArg | FitArg) -> Anchored:
         """An argument of the call that made the layer, optimizer, compile or fit: its value, followed back to its definition."""
         found = self._call(target)
         if not isinstance(found, _Call):
@@ -469,7 +473,7 @@ class Anchors:
         value = arg_node(call, target.arg, target.position)
         if value is None and target.arg:
             value = _double_star_entry(src, call, target.arg)
-        if value is None and target.kind == "layer_arg" and target.arg:
+        if value is None and isinstance(target, LayerArg):
             default = self._custom_default(target)
             if default is not None:
                 return node_range(default[0].src, default[0].node), ReplaceDefault(default[0], call, src, default[1])
@@ -478,7 +482,7 @@ class Anchors:
         resolved = resolve_value(src, value, found.chain[1:])
         return node_range(resolved.src, resolved.node), ReplaceValue(resolved)
 
-    def _fit_data(self, target: Target) -> Anchored:
+    def _fit_data(self, target: FitData | NonfiniteData) -> Anchored:
         """The data given to fit, where its values were made; for non-finite data, the operation that made them so."""
         found = self._call(target)
         if not isinstance(found, _Call):
@@ -491,7 +495,7 @@ class Anchors:
         if value is None:
             return node_range(src, call), None
         anchor, site = self._data_anchor(src, value, call)
-        if target.kind == "nonfinite_data":
+        if isinstance(target, NonfiniteData):
             # Where the values were made: the statements behind the array, or the generator that yields the batches.
             made_by = site.stmt if isinstance(site, DataStatement) else _called_function(value)
             op = _nonfinite_producer(made_by) if made_by is not None else None
@@ -499,16 +503,39 @@ class Anchors:
                 return node_range(src, op), GuardSite(src, op, None)
         return anchor, site
 
+    def _schedule(self, target: ScheduleTarget) -> Anchored:
+        """What changed the rate: in its function (a LearningRateScheduler's, a callback's hook, a
+        schedule class's `__call__`) the statement that makes the new rate larger; a schedule
+        object given as the optimizer's rate: its call, or the argument that makes it grow."""
+        code = target.schedule.code
+        if code is not None:
+            found = function_at(code)
+            if found is None:
+                return self._code_anchor(code)
+            src, func = found
+            raising = _rate_raising_statements(func)
+            if raising:
+                return node_range(src, raising[0]), None
+            return SourceRange(src.path, Position(func.lineno, func.col_offset + 1), Position(func.lineno, len(src.lines[func.lineno - 1]) + 1)), None
+        anchor, site = self._optimizer_arg(OptimizerArg(arg="learning_rate", position=0))
+        if isinstance(site, ReplaceValue) and isinstance(site.resolved.node, nodes.Call) and target.arg:
+            r = site.resolved
+            value = arg_node(r.node, target.arg, target.position)
+            if value is not None:
+                return node_range(r.src, value), ReplaceValue(Resolved(r.src, value))
+        return anchor, site
+
     # ------------------------------------------------------------ helpers
     def _site_for(self, target: Target) -> list[Frame]:
         """The call chain (innermost user frame first) of the call the target belongs to."""
         t = self.trace
-        if target.kind in ("layer_arg", "layer"):
-            return t.layers[target.layer].site if target.layer is not None and 0 <= target.layer < len(t.layers) else []
-        if target.kind == "optimizer_arg" and t.optimizer and t.optimizer.site:
-            return t.optimizer.site
-        if target.kind in ("optimizer_arg", "compile_arg"):
-            return t.compile.site if t.compile else []
+        match target:
+            case LayerArg() | Layer():
+                return t.layers[target.layer].site if 0 <= target.layer < len(t.layers) else []
+            case OptimizerArg() if t.optimizer and t.optimizer.site:
+                return t.optimizer.site
+            case OptimizerArg() | CompileArg():
+                return t.compile.site if t.compile else []
         return t.fit.site if t.fit else []
 
     def _call(self, target: Target) -> "_Call | Anchored":
@@ -522,16 +549,16 @@ class Anchors:
             return frame_range(chain[0]), None
         return _Call(src, call, chain)
 
-    def _custom_default(self, target: Target) -> tuple[Resolved, str | None] | None:
+    def _custom_default(self, target: LayerArg) -> tuple[Resolved, str | None] | None:
         """A custom layer's setting that the call site leaves to a default: the default in
         its `__init__` (with the parameter's name), else the literal given to `add_weight` in `build`."""
-        layer = self.trace.layer(target.layer) if target.layer is not None else None
+        layer = self.trace.layer(target.layer)
         code = layer.init_code if layer is not None else None
-        if not code or not target.arg:
+        if code is None:
             return None
         want = target.arg
         stem = "init" if want.endswith("initializer") else want
-        init = function_at(code.get("init"))
+        init = function_at(code.init)
         if init is not None:
             src, func = init
             names = [a.name for a in func.args.args]
@@ -540,7 +567,7 @@ class Anchors:
             for name in sorted(with_default, key=lambda n: (n != want, stem not in n)):
                 if (name == want or stem in name) and isinstance(with_default[name], nodes.Const) and isinstance(with_default[name].value, str):
                     return Resolved(src, with_default[name]), name
-        build = function_at(code.get("build"))
+        build = function_at(code.build)
         if build is not None:
             src, func = build
             for call in _named_calls(func, ["add_weight"]):
@@ -594,10 +621,10 @@ class Anchors:
         rng = node_range(src, stmt)
         return rng, DataStatement(src, stmt, name)
 
-    def _code_anchor(self, code: dict[str, Any], params: bool = False) -> tuple[SourceRange, FixSite]:
+    def _code_anchor(self, code: CodeLocation, params: bool = False) -> tuple[SourceRange, FixSite]:
         """The risky operation inside a custom loss or call(): log, sqrt, division, pow, exp;
         with `params`, the function's parameters (the mistake is in their order)."""
-        path, line = code.get("file"), code.get("line")
+        path, line = code.file, code.line
         if not path or not line:
             return self.fallback(), None
         found = function_at(code) if params else None
@@ -615,8 +642,8 @@ class Anchors:
             if not lam:
                 return line_range(src, path, int(line)), None
             func = lam[0]
-        if code.get("ops"):
-            named = _named_calls(func, code["ops"])
+        if code.ops:
+            named = _named_calls(func, list(code.ops))
             if named:
                 return node_range(src, named[-1]), None
             return line_range(src, path, int(line)), None
@@ -624,3 +651,40 @@ class Anchors:
         if risky:
             return node_range(src, risky[0]), GuardSite(src, risky[0], func)
         return SourceRange(path, Position(func.lineno, func.col_offset + 1), Position(func.lineno, len(src.lines[func.lineno - 1]) + 1)), None
+
+
+def _grows(node: nodes.NodeNG) -> bool:
+    """An expression that makes a rate larger: multiplied by a constant above 1, raised to a
+    power, or added to."""
+    for n in [node, *node.nodes_of_class(nodes.BinOp)]:
+        if not isinstance(n, nodes.BinOp):
+            continue
+        consts = [x.value for x in (n.left, n.right) if isinstance(x, nodes.Const) and isinstance(x.value, (int, float))]
+        if n.op == "*" and any(c > 1 for c in consts):
+            return True
+        if n.op in ("**", "+"):
+            return True
+        if n.op == "/" and isinstance(n.right, nodes.Const) and isinstance(n.right.value, (int, float)) and 0 < n.right.value < 1:
+            return True
+    return False
+
+
+def _names_a_rate(target: nodes.NodeNG) -> bool:
+    name = target.as_string().rsplit(".", 1)[-1].lower()
+    return "rate" in name or name in ("lr", "new_lr", "lr_new")
+
+
+def _rate_raising_statements(func: nodes.FunctionDef) -> list[nodes.NodeNG]:
+    """The returns (a schedule function) and assignments (a callback setting the optimizer's
+    rate) whose value makes the rate larger, in source order."""
+    found: list[nodes.NodeNG] = []
+    for n in func.nodes_of_class((nodes.Return, nodes.Assign, nodes.AugAssign, nodes.Call)):
+        if isinstance(n, nodes.Return) and n.value is not None and _grows(n.value):
+            found.append(n)
+        elif isinstance(n, nodes.AugAssign) and n.op in ("*=", "+=", "**=") and _names_a_rate(n.target):
+            found.append(n)
+        elif isinstance(n, nodes.Assign) and any(_names_a_rate(t) for t in n.targets) and _grows(n.value):
+            found.append(n)
+        elif isinstance(n, nodes.Call) and n.func.as_string().endswith(("set_value", ".assign")) and n.args and _grows(n.args[-1]):
+            found.append(n)
+    return sorted(found, key=lambda n: (n.lineno, n.col_offset))

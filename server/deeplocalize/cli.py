@@ -1,7 +1,9 @@
 """`deeplocalize check FILE...`: the engine as a linter for CI and terminals.
+`deeplocalize run train.py [args...]`: the real training, diagnosed while it runs (live.py).
 
-Exit codes: 0 nothing at warning/error level, 1 something was found, 2 usage or
-internal error (bad interpreter, unreadable file).
+Exit codes of `check`: 0 nothing at warning/error level, 1 something was found, 2 usage or
+internal error (bad interpreter, unreadable file). `run` ends with the script's own exit code
+(1 when --stop-on-error stopped it, 2 when it could not start).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from rich.markup import escape
 
 from . import __version__
 from .engine import EnvironmentProblem, not_runnable
-from .findings import Fix, SourceRange
+from .findings import Fix, LocatedFinding, SourceRange
 from .notebook import cell_places
 from .report import FileReport
 from .runner import RunOptions
@@ -46,6 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(c)  # the settings the editor shares (settings.py): budgets, interpreter, env, seed, verification
     c.add_argument("--show-output", action="store_true", help="echo the script's own output to stderr")
     c.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
+    r = sub.add_parser("run", help="run a training script as `python` would, every epoch, and diagnose it while it trains",
+                       description="Runs SCRIPT with its arguments as `python SCRIPT ARGS...` would (its output, its exit code), with the "
+                                   "probe. Findings are printed as they settle and recorded in the run's folder, which the editor shows.")
+    r.add_argument("script", help="the Python script to run")
+    r.add_argument("args", nargs=argparse.REMAINDER, help="the script's own arguments")
+    r.add_argument("--stop-on-error", action="store_true", help="stop the script (as Ctrl-C would) at the first error found")
+    add_arguments(r, "run")
     return p
 
 
@@ -179,12 +188,42 @@ async def _check(args: argparse.Namespace) -> int:
     return 1 if found else 0
 
 
+async def _run(args: argparse.Namespace) -> int:
+    from .live import LiveOptions, LiveRun
+
+    settings = Settings.from_args(args)
+    err = Console(stderr=True, soft_wrap=True, highlight=False)
+    if not os.path.isfile(args.script):
+        err.print(f"deeplocalize: no such file: {args.script}", style="red", markup=False)
+        return 2
+    script = describe_script(args.script)
+    options = LiveOptions(python=settings.interpreter or sys.executable, argv=list(args.args), runs_folder=settings.runs_folder or None,
+                          keep_runs=settings.keep_runs, stop_on_error=args.stop_on_error, env=dict(settings.env))
+    place = cell_places(script.path)
+
+    def say(message: str) -> None:
+        err.print(message, style="dim", markup=False, highlight=False)
+
+    def say_finding(lf: LocatedFinding, trace: Trace | None) -> None:
+        f = lf.finding
+        style = _STYLE.get(f.severity, "")
+        epoch = f" (found in epoch {len(trace.epochs) + 1})" if trace is not None and trace.fit is not None else ""
+        err.print(f"\n{where(place(lf.range))}: [{style}]{f.severity}[/{style}] [bold]{f.code}[/bold]{epoch}: {escape(lf.message)}",
+                  highlight=False, soft_wrap=True)
+        for fix in lf.fixes:
+            err.print(f"    fix: {fix.title}", style="dim", markup=False, highlight=False, soft_wrap=True)
+
+    return await LiveRun(script, options, say, say_finding).run()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         if args.command == "check":
             return asyncio.run(_check(args))
+        if args.command == "run":
+            return asyncio.run(_run(args))
     except KeyboardInterrupt:
         return 130
     except SystemExit as exc:

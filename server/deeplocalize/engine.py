@@ -10,7 +10,7 @@ from typing import Callable
 
 from .detectors import HeldTwice, StopWhenDecisive, diagnose, measure, settled_findings, symptom_key
 from .detectors.configuration import check_static
-from .findings import Finding, LocatedFinding, Position, SourceRange, Target
+from .findings import Finding, FrameTarget, LocatedFinding, Position, SourceRange
 from .locate import Locator, frame_range, line_range, load_source
 from .notebook import NotebookUnreadable, NothingToRun
 from .report import FileReport, VerifySummary
@@ -62,7 +62,7 @@ class EnvironmentProblem(Exception):
 
 
 def _run_finding(r: Rule, message: str, rng: SourceRange, evidence: dict | None = None) -> LocatedFinding:
-    return LocatedFinding(r.finding(message, Target("frame"), evidence=evidence or {}), rng, [], None)
+    return LocatedFinding(r.finding(message, FrameTarget(), evidence=evidence or {}), rng, [], None)
 
 
 def _worker_failed_to_start(run: RunResult) -> bool:
@@ -101,11 +101,17 @@ async def analyze(
 
     run = await runs.run(script, options, on_event=events, on_output=on_output, should_stop=StopWhenDecisive(), keep_warm=warm_next)
     _check_environment(run, options)
+    return report_of_run(script, run, options, time.monotonic() - start)
+
+
+def report_of_run(script: Script, run: RunResult, options: RunOptions, duration_s: float) -> FileReport:
+    """The diagnosis of a finished run: every fit's findings, and what the user should know
+    about how the run went."""
     traces = run.traces or [run.trace]
     findings = diagnose_fits(traces)
     findings += _about_the_run(run, options, findings, load_source(script.path), script.path)
     # Hover and the code lens follow the first fit; every fit's findings are in `findings`.
-    return FileReport(script.path, _status(run), time.monotonic() - start, findings, traces[0], run, source=script.text,
+    return FileReport(script.path, _status(run), duration_s, findings, traces[0], run, source=script.text,
                       notebook=script.notebook, script=script)
 
 
@@ -124,7 +130,7 @@ def not_runnable(script: Script) -> FileReport | None:
         at = SourceRange(path, Position(exc.line, exc.column), Position(exc.line, exc.column + 1))
         return FileReport(path, "syntax_error", 0.0, [_run_finding(NOTEBOOK_UNREADABLE, str(exc), at)], script=script)
     if script.syntax is not None:
-        found = LocatedFinding(SYNTAX_ERROR.finding(script.syntax.message, Target("frame")), script.syntax.range, [], None)
+        found = LocatedFinding(SYNTAX_ERROR.finding(script.syntax.message, FrameTarget()), script.syntax.range, [], None)
         return FileReport(path, "syntax_error", 0.0, [found], notebook=script.notebook, script=script)
     if not script.keras:
         return FileReport(path, "not_keras", 0.0, [], message="the script does not import Keras or TensorFlow", notebook=script.notebook,

@@ -9,66 +9,213 @@ run on synthetic traces and the locator run on source text alone.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, get_args
+from typing import Any, Callable, ClassVar, Literal, get_args
 
-from .trace import Frame
+from .trace import CodeLocation, Frame, RateSchedule
 from .vocab import ROOT_CAUSES, SEVERITIES, VERDICTS, Confirmation, Verdict  # noqa: F401 - ROOT_CAUSES, SEVERITIES, VERDICTS re-exported
 
 
-# What a finding says must change, by kind; each kind has one anchoring strategy in the locator.
-# `nonfinite_data`: the statement that made a fit argument's values NaN/Inf (a division by a zero
-# spread, a log), found back from the argument; where it was last assigned when none is found.
-TargetKind = Literal["layer_arg", "layer", "optimizer_arg", "compile_arg", "fit_arg", "fit_data", "nonfinite_data", "frame", "code"]
-TARGET_KINDS: tuple[TargetKind, ...] = get_args(TargetKind)
+# ------------------------------------------------------------------ targets
+# What a finding says must change: one type per kind, each with the fields that kind needs and
+# one anchoring strategy in the locator (anchors.py).
 
 
-@dataclass
-class Target:
-    """The source element that must change: `kind` says which of the fields mean something
-    (`layer` and `arg` for a layer_arg, `frame` for a frame, `code` for user code, ...)."""
+@dataclass(frozen=True)
+class LayerArg:
+    """An argument of the call that made a layer (`Dense(10, activation=...)`), followed back to
+    where its value is defined; `position` when it may be passed positionally."""
 
-    kind: TargetKind
+    kind: ClassVar[str] = "layer_arg"
+    layer: int
+    arg: str
+    position: int | None = None
+
+
+@dataclass(frozen=True)
+class Layer:
+    """The whole call that made a layer (`layers.Softmax()` replaced by another layer)."""
+
+    kind: ClassVar[str] = "layer"
+    layer: int
+
+
+@dataclass(frozen=True)
+class OptimizerArg:
+    """An argument of the optimizer (its call, or the compile call's `optimizer=` string);
+    `arg=None` is the optimizer itself."""
+
+    kind: ClassVar[str] = "optimizer_arg"
+    arg: str | None
+    position: int | None = None
+
+
+@dataclass(frozen=True)
+class CompileArg:
+    kind: ClassVar[str] = "compile_arg"
+    arg: str
+    position: int | None = None
+
+
+@dataclass(frozen=True)
+class FitArg:
+    kind: ClassVar[str] = "fit_arg"
+    arg: str
+    position: int | None = None
+
+
+@dataclass(frozen=True)
+class FitData:
+    """The inputs (`x`) or targets (`y`) given to fit: anchored where their values were made."""
+
+    kind: ClassVar[str] = "fit_data"
+    arg: Literal["x", "y"]
+    position: int
+
+
+@dataclass(frozen=True)
+class NonfiniteData:
+    """The statement that made a fit argument's values NaN/Inf (a division by a zero spread, a
+    log), found back from the argument; where it was last assigned when none is found."""
+
+    kind: ClassVar[str] = "nonfinite_data"
+    arg: Literal["x", "y"]
+    position: int
+
+
+@dataclass(frozen=True)
+class FrameTarget:
+    """A place the run itself reported (the frame of a crash); the fit call when there is none."""
+
+    kind: ClassVar[str] = "frame"
+    frame: Frame | None = None
+
+
+CodePart = Literal["body", "hyperparameters", "params"]
+
+
+@dataclass(frozen=True)
+class CodeTarget:
+    """User code the model runs (a custom loss, a layer's or the model's `call`): its risky
+    operation (`body`), the numbers it computes with (`hyperparameters`: its factory's
+    parameters), or its signature (`params`)."""
+
+    kind: ClassVar[str] = "code"
+    code: CodeLocation
+    part: CodePart = "body"
     layer: int | None = None
+
+
+@dataclass(frozen=True)
+class ScheduleTarget:
+    """What changed the learning rate during the fit (trace.RateSchedule): the statement of its
+    function that sets the rate, or the argument of a schedule object (`arg`: its `decay_rate`)."""
+
+    kind: ClassVar[str] = "schedule"
+    schedule: RateSchedule
     arg: str | None = None
     position: int | None = None
-    frame: Frame | None = None
-    code: dict[str, Any] | None = None
 
-    def __post_init__(self) -> None:
-        assert self.kind in TARGET_KINDS, self.kind
 
+Target = LayerArg | Layer | OptimizerArg | CompileArg | FitArg | FitData | NonfiniteData | FrameTarget | CodeTarget | ScheduleTarget
+TargetKind = Literal["layer_arg", "layer", "optimizer_arg", "compile_arg", "fit_arg", "fit_data", "nonfinite_data", "frame", "code", "schedule"]
+TARGET_KINDS: tuple[TargetKind, ...] = get_args(TargetKind)
+assert TARGET_KINDS == tuple(t.kind for t in get_args(Target))
+
+
+def target_layer(target: Target) -> int | None:
+    """The layer a target belongs to, if any (a finding reports it with the layer's name)."""
+    return target.layer if isinstance(target, (LayerArg, Layer, CodeTarget)) else None
+
+
+def target_arg(target: Target) -> str | None:
+    """The argument a target names, if any."""
+    return target.arg if isinstance(target, (LayerArg, OptimizerArg, CompileArg, FitArg, FitData, NonfiniteData)) else None
+
+
+def element(target: Target) -> tuple[str, int | None, str | None]:
+    """The source element a target names (kind, layer, argument or part of the code), to tell
+    findings about the same element apart; how it may be passed (`position`) is not part of it."""
+    part = target.part if isinstance(target, CodeTarget) else target_arg(target)
+    return (target.kind, target_layer(target), part)
+
+
+# ---------------------------------------------------------------- fix kinds
+# How a fix changes its target: one type per kind, each turned into text edits by the locator.
 
 FeedChange = Literal["scale_inputs", "scale_targets", "one_hot", "labels_shift", "labels_unit", "nan_to_num"]
 
 
+@dataclass(frozen=True)
+class NewValue:
+    """The text that replaces the target's value (or is inserted as `arg=`)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class SetKwarg:
+    """A keyword set on the object that is the target's value (`from_logits=True` on a loss object)."""
+
+    arg: str
+    value: str
+
+
+@dataclass(frozen=True)
+class CallArgs:
+    """The same callable called with these arguments (`l2(0.1)` -> `l2(1e-4)`)."""
+
+    args: str
+
+
+@dataclass(frozen=True)
+class LayerCall:
+    """Another layer of the module the target's layer comes from (`layers.Softmax()` ->
+    `layers.Activation("sigmoid")`), written as that module is imported."""
+
+    call: str
+
+
+@dataclass(frozen=True)
+class Guard:
+    """The risky operation at the target rewritten with an epsilon guard, as Keras' losses do:
+    `operand` (log/sqrt/division of a value) or `probability` (clipped into [eps, 1 - eps])."""
+
+    kind: Literal["operand", "probability"]
+
+
+@dataclass(frozen=True)
+class Rename:
+    """A keyword renamed (a Keras 2 keyword at the frame of a crash)."""
+
+    old: str
+    new: str
+
+
+@dataclass(frozen=True)
+class SwapParams:
+    """The first two parameters of the target's function swapped in its signature."""
+
+
+@dataclass(frozen=True)
+class Feed:
+    """The data changed at every call that feeds the model (feeds.py), not at one line."""
+
+    change: FeedChange
+
+
+Change = NewValue | SetKwarg | CallArgs | LayerCall | Guard | Rename | SwapParams | Feed
+
+
 @dataclass
 class FixSpec:
-    """A change expressed on the target, in exactly one of these ways:
-
-    - `new_value`: the text that replaces the target's value (or is inserted as `arg=`);
-    - `call_args`: the same callable called with these arguments (`l2(0.1)` -> `l2(1e-4)`);
-    - `layer_call`: a layer of the module the target's layer comes from (`layers.Softmax()` ->
-      `layers.Activation("sigmoid")`), written as that module is imported;
-    - `guard`: the risky operation at the target rewritten with an epsilon guard, as Keras'
-      losses do ("operand": log/sqrt/division of a value; "probability": clipped into [eps, 1 - eps]);
-    - `rename`: the keyword of that name renamed to `new_value` (a Keras 2 keyword);
-    - `swap_params`: the first two parameters of the target's function (`code`) swapped in its signature;
-    - `feed`: the data changed at every call that feeds the model (feeds.py), not at one line.
-    """
+    """A change of the finding's target (or of its own `target`), with the edits applied
+    together with it as a single fix in `also` (the same setting on several layers, an
+    activation and the loss that goes with it)."""
 
     title: str
-    new_value: str | None = None
-    arg: str | None = None
+    change: Change
     target: Target | None = None
-    # Edits applied together with this one, as a single fix (the same setting on
-    # several layers, an activation and the loss that goes with it).
     also: list["FixSpec"] = field(default_factory=list)
-    feed: FeedChange | None = None
-    call_args: str | None = None
-    layer_call: str | None = None
-    guard: Literal["operand", "probability"] | None = None
-    rename: str | None = None
-    swap_params: bool = False
 
 
 @dataclass
@@ -141,7 +288,7 @@ class SourceRange:
     cell: int | None = None  # in a notebook: the 1-based cell, and lines counted within it
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"start": vars(self.start), "end": vars(self.end)}
+        out: dict[str, Any] = {"file": self.file, "start": vars(self.start), "end": vars(self.end)}
         if self.cell is not None:
             out["cell"] = self.cell
         return out

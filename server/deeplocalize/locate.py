@@ -4,7 +4,6 @@ target's anchoring strategy (`anchors`), the edits from the fix's kind at that p
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 from astroid import nodes
 
@@ -13,9 +12,12 @@ from .anchors import (
     Anchors, DataStatement, FixSite, GuardSite, InsertKwarg, ReplaceCall, ReplaceDefault, ReplaceOptimizer, ReplaceValue,
     NAN_SAFE, function_at, name_range, params_of,
 )
-from .findings import Finding, Fix, FixSpec, LocatedFinding, Position, SourceRange, Target, TextEdit
+from .findings import (
+    CallArgs, CodeTarget, Feed, FeedChange, Finding, Fix, FixSpec, FrameTarget, Guard, LayerCall, LocatedFinding, NewValue, Position, Rename,
+    SetKwarg, SourceRange, SwapParams, Target, TextEdit, target_arg,
+)
 from .source import Source, arg_node, call_at, frame_range, insert_kwarg, keras_prefix, line_range, load_source, match_quotes, node_range, text_of
-from .trace import Trace
+from .trace import CodeLocation, Frame, Trace
 
 __all__ = ["Locator", "frame_range", "line_range", "load_source"]
 
@@ -44,9 +46,9 @@ class Locator:
     def _fixes(self, specs: list[FixSpec], target: Target, site: FixSite, root_cause: str | None, anchor: SourceRange) -> list[Fix]:
         fixes = []
         for spec in specs:
-            if spec.feed:
-                fed = self._feed_fixes(spec)
-                if not fed and spec.feed == "labels_shift" and isinstance(site, DataStatement):
+            if isinstance(spec.change, Feed):
+                fed = self._feed_fixes(spec.title, spec.change.change)
+                if not fed and spec.change.change == "labels_shift" and isinstance(site, DataStatement):
                     fed = [_shift_where_made(spec.title, site)]  # labels fed through a dataset: where they are made
                 fixes += fed
                 continue
@@ -55,8 +57,8 @@ class Locator:
                 fix = self._with_companions(fix, spec.also, target)
             if fix is not None:
                 fixes.append(fix)
-            if isinstance(site, ReplaceDefault) and site.param and spec.new_value:
-                fixes.append(Fix(spec.title + " (at this call)", [insert_kwarg(site.src, site.call, site.param, spec.new_value)]))
+            if isinstance(site, ReplaceDefault) and site.param and isinstance(spec.change, NewValue):
+                fixes.append(Fix(spec.title + " (at this call)", [insert_kwarg(site.src, site.call, site.param, spec.change.text)]))
         for fix in fixes:
             fix.root_cause, fix.anchor = root_cause, anchor
         return fixes
@@ -65,7 +67,7 @@ class Locator:
         return self.anchors.fallback()
 
     # --------------------------------------------------------------- fixes
-    def _feed_fixes(self, spec: FixSpec) -> list[Fix]:
+    def _feed_fixes(self, title: str, change: FeedChange) -> list[Fix]:
         """Data changes made wherever the model gets data (fit, validation, evaluate, predict)."""
         fit = self.trace.fit
         if fit is None or not fit.site:
@@ -75,20 +77,20 @@ class Locator:
         found = feeds.find_feeds(src, call) if call is not None else None
         if found is None:
             return []
-        if spec.feed == "scale_inputs":
+        if change == "scale_inputs":
             ndim = len(fit.x["shape"]) if fit.x and fit.x.get("shape") else None
             return feeds.input_scaling_fixes(found, ndim, self._first_layer_call())
-        if spec.feed == "scale_targets":
+        if change == "scale_targets":
             fix = feeds.target_scaling_fix(found)
-        elif spec.feed == "one_hot":
+        elif change == "one_hot":
             head = next((l for l in reversed(self.trace.layers) if l.is_output), None)
             width = f", num_classes={head.units}" if head and head.units else ""
             utils = keras_prefix(src) + "utils"
-            fix = feeds.labels_fix(found, spec.title, lambda t: f"{utils}.to_categorical({t}{width})")
-        elif spec.feed in ("labels_shift", "labels_unit"):
-            fix = feeds.label_range_fix(found, spec.title, spec.feed.split("_", 1)[1])
-        elif spec.feed == "nan_to_num":
-            fix = feeds.inputs_fix(found, spec.title, lambda t: f"np.nan_to_num({t})", imports=["import numpy as np"])
+            fix = feeds.labels_fix(found, title, lambda t: f"{utils}.to_categorical({t}{width})")
+        elif change in ("labels_shift", "labels_unit"):
+            fix = feeds.label_range_fix(found, title, change.split("_", 1)[1])
+        elif change == "nan_to_num":
+            fix = feeds.inputs_fix(found, title, lambda t: f"np.nan_to_num({t})", imports=["import numpy as np"])
         else:
             fix = None
         return [fix] if fix is not None else []
@@ -119,72 +121,67 @@ class Locator:
         return Fix(fix.title, edits)
 
     def _fix(self, spec: FixSpec, target: Target, site: FixSite) -> Fix | None:
+        """The change, written at the place the target's anchoring found: each fix kind knows the
+        fix sites it can be written at; elsewhere it has no fix."""
         if spec.target is not None and spec.target is not target:
             _, site = self.anchors.anchor(spec.target)
             target = spec.target
-        if spec.rename:
-            return self._rename_kwarg(spec, target, spec.rename)
-        if spec.swap_params:
-            return _swappedparams_of(spec.title, target.code)
-        if spec.arg and target.kind == "compile_arg":
-            return self._set_kwarg_of_value(spec, site)
-        match site:
-            case GuardSite(src, node, func) if spec.guard:
-                new = _guarded(src, node, func, probability=spec.guard == "probability")
-                return Fix(spec.title, [TextEdit(node_range(src, node), new)]) if new else None
-            case ReplaceDefault(r) if spec.new_value is not None:
+        title = spec.title
+        match spec.change, site:
+            case Rename(old, new), _:
+                return _renamed_kwarg(title, target.frame, old, new) if isinstance(target, FrameTarget) else None
+            case SwapParams(), _:
+                return _swappedparams_of(title, target.code) if isinstance(target, CodeTarget) else None
+            case SetKwarg(arg, value), ReplaceValue(r) if isinstance(r.node, nodes.Call):
+                # e.g. from_logits= on a loss given as an object; on a string loss, no edit applies
+                existing = arg_node(r.node, arg, None)
+                if existing is not None:
+                    return Fix(title, [TextEdit(node_range(r.src, existing), value)])
+                return Fix(title, [insert_kwarg(r.src, r.node, arg, value)])
+            case Guard(kind), GuardSite(src, node, func):
+                new = _guarded(src, node, func, probability=kind == "probability")
+                return Fix(title, [TextEdit(node_range(src, node), new)]) if new else None
+            case NewValue(text), ReplaceDefault(r):
                 # The class default (fixes every instance); the call-site argument comes as a second fix.
-                return Fix(spec.title + " (the layer's default)", [TextEdit(node_range(r.src, r.node), match_quotes(text_of(r.src, r.node), spec.new_value))])
-            case ReplaceValue(r) if spec.call_args is not None:
-                if not isinstance(r.node, nodes.Call):
-                    return None
-                return Fix(spec.title, [TextEdit(node_range(r.src, r.node), f"{r.node.func.as_string()}({spec.call_args})")])
-            case ReplaceValue(r) if spec.new_value is not None:
-                return Fix(spec.title, [TextEdit(node_range(r.src, r.node), match_quotes(text_of(r.src, r.node), spec.new_value))])
-            case InsertKwarg(call, src) if spec.new_value is not None and target.arg:
-                return Fix(spec.title, [insert_kwarg(src, call, target.arg, spec.new_value)])
-            case ReplaceOptimizer(r) if spec.new_value is not None and target.arg == "learning_rate":
+                return Fix(title + " (the layer's default)", [TextEdit(node_range(r.src, r.node), match_quotes(text_of(r.src, r.node), text))])
+            case CallArgs(args), ReplaceValue(r) if isinstance(r.node, nodes.Call):
+                return Fix(title, [TextEdit(node_range(r.src, r.node), f"{r.node.func.as_string()}({args})")])
+            case NewValue(text), ReplaceValue(r):
+                return Fix(title, [TextEdit(node_range(r.src, r.node), match_quotes(text_of(r.src, r.node), text))])
+            case NewValue(text), InsertKwarg(call, src) if target_arg(target):
+                return Fix(title, [insert_kwarg(src, call, target_arg(target) or "", text)])
+            case NewValue(text), ReplaceOptimizer(r) if target_arg(target) == "learning_rate":
                 cls = self.trace.optimizer.cls if self.trace.optimizer else "Adam"
-                return Fix(spec.title, [TextEdit(node_range(r.src, r.node), f"{keras_prefix(r.src)}optimizers.{cls}(learning_rate={spec.new_value})")])
-            case ReplaceCall(r) | ReplaceOptimizer(r) if spec.layer_call is not None:
-                if not isinstance(r.node, nodes.Call):
-                    return None
+                return Fix(title, [TextEdit(node_range(r.src, r.node), f"{keras_prefix(r.src)}optimizers.{cls}(learning_rate={text})")])
+            case LayerCall(call), (ReplaceCall(r) | ReplaceOptimizer(r)) if isinstance(r.node, nodes.Call):
                 func = text_of(r.src, r.node.func)
                 module = func.rsplit(".", 1)[0] + "." if "." in func else keras_prefix(r.src) + "layers."
-                return Fix(spec.title, [TextEdit(node_range(r.src, r.node), module + spec.layer_call)])
-            case ReplaceCall(r) | ReplaceOptimizer(r) if spec.new_value is not None:
-                return Fix(spec.title, [TextEdit(node_range(r.src, r.node), match_quotes(text_of(r.src, r.node), spec.new_value))])
+                return Fix(title, [TextEdit(node_range(r.src, r.node), module + call)])
+            case NewValue(text), (ReplaceCall(r) | ReplaceOptimizer(r)):
+                return Fix(title, [TextEdit(node_range(r.src, r.node), match_quotes(text_of(r.src, r.node), text))])
         return None
 
-    def _set_kwarg_of_value(self, spec: FixSpec, site: FixSite) -> Fix | None:
-        """Set e.g. from_logits= on a loss given as an object; on a string loss, no edit applies."""
-        if not isinstance(site, ReplaceValue) or not isinstance(site.resolved.node, nodes.Call):
-            return None
-        r = site.resolved
-        existing = arg_node(r.node, spec.arg, None)
-        if existing is not None:
-            return Fix(spec.title, [TextEdit(node_range(r.src, existing), spec.new_value or "")])
-        return Fix(spec.title, [insert_kwarg(r.src, r.node, spec.arg or "", spec.new_value or "")])
 
-    def _rename_kwarg(self, spec: FixSpec, target: Target, old: str) -> Fix | None:
-        frame = target.frame
-        if frame is None:
-            return None
-        src = load_source(frame.file)
-        if src is None or src.module is None:
-            return None
-        for call in src.module.nodes_of_class(nodes.Call):
-            if not (call.lineno <= frame.line <= (call.end_lineno or call.lineno)):
-                continue
-            for kw in call.keywords or []:
-                if kw.arg == old:
-                    line = src.lines[kw.lineno - 1]
-                    col = line.find(old, kw.col_offset)
-                    if col < 0:
-                        continue
-                    rng = SourceRange(src.path, Position(kw.lineno, col + 1), Position(kw.lineno, col + len(old) + 1))
-                    return Fix(spec.title, [TextEdit(rng, spec.new_value or "")])
+
+def _renamed_kwarg(title: str, frame: Frame | None, old: str, new: str) -> Fix | None:
+    """The keyword `old` renamed to `new` in the call at the frame (a Keras 2 keyword)."""
+    if frame is None:
         return None
+    src = load_source(frame.file)
+    if src is None or src.module is None:
+        return None
+    for call in src.module.nodes_of_class(nodes.Call):
+        if not (call.lineno <= frame.line <= (call.end_lineno or call.lineno)):
+            continue
+        for kw in call.keywords or []:
+            if kw.arg == old:
+                line = src.lines[kw.lineno - 1]
+                col = line.find(old, kw.col_offset)
+                if col < 0:
+                    continue
+                rng = SourceRange(src.path, Position(kw.lineno, col + 1), Position(kw.lineno, col + len(old) + 1))
+                return Fix(title, [TextEdit(rng, new)])
+    return None
 
 
 def _shift_where_made(title: str, site: DataStatement) -> Fix:
@@ -203,7 +200,7 @@ def _overlaps(a: SourceRange, b: SourceRange) -> bool:
     return (a0 < b1 and b0 < a1) or (a0 == b0 and a1 == b1)
 
 
-def _swappedparams_of(title: str, code: dict[str, Any] | None) -> Fix | None:
+def _swappedparams_of(title: str, code: CodeLocation) -> Fix | None:
     """The function's first two parameters swapped in its signature (its body keeps its names)."""
     found = function_at(code)
     if found is None:

@@ -53,6 +53,10 @@ class EngineSession:
         return await run_one(script, options, self.pool, on_event=on_event, on_output=on_output, should_stop=should_stop,
                              keep_warm=keep_warm, record=record)
 
+    def keep_spares(self, refill: bool, max_spares: int) -> None:
+        """How many processes to keep forked ahead of the next run (a setting the user can change at any time)."""
+        self.pool.refill, self.pool.max_spares = refill, max_spares
+
     def prewarm_soon(self, options: RunOptions | None = None) -> None:
         """Another run follows soon: prepare its training process now."""
         self.pool.prewarm_soon(options or self.options)

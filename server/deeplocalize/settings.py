@@ -27,6 +27,7 @@ class Option:
     maximum: float | None = None
     none_at_zero: bool = False  # 0 means "no cap" (None in the run options)
     choices: tuple[str, ...] = ()
+    commands: tuple[str, ...] = ("check",)  # the CLI commands that take its flag
 
     def check(self, value: Any) -> Any:
         """The value in bounds, or ValueError saying which bound it breaks."""
@@ -63,8 +64,8 @@ OPTIONS: tuple[Option, ...] = (
            "the chief's training is analyzed). Other scripts always run as one process.", minimum=1, maximum=8),
     Option("interpreter", "interpreter", "--python", str, "",
            "Python interpreter that runs the server and the training. When set, it is used whatever the Python extension selects; "
-           "when empty: the Python extension's selected interpreter, else python3."),
-    Option("env", "env", "--env", dict, {}, "Extra environment variables for the training process."),
+           "when empty: the Python extension's selected interpreter, else python3.", commands=("check", "run")),
+    Option("env", "env", "--env", dict, {}, "Extra environment variables for the training process.", commands=("check", "run")),
     Option("debounce_ms", "debounceMs", None, int, 150, "Delay before a run starts after a save; a newer save replaces a pending run.", minimum=0),
     Option("verify_fixes", "verifyFixes", "--no-verify", bool, True,
            "After the first diagnosis, re-train briefly with each fix applied (in memory; your file is not touched) and mark the fixes "
@@ -79,6 +80,11 @@ OPTIONS: tuple[Option, ...] = (
            "Spare training processes kept ready, forked from the fork server with the probe prepared (the least recently started is "
            "stopped first). An idle one uses no CPU and about 35 MB of its own: it shares the fork server's memory.", minimum=1),
     Option("seed", None, "--seed", int, 0, "Random seed set before the script runs (-1: none).", minimum=-1),
+    Option("runs_folder", "runsFolder", "--runs-folder", str, "",
+           "Where `deeplocalize run` records each real training run (its findings, trace and report), relative to the script's folder; "
+           "the editor shows the findings of the runs it finds there. Empty: .deeplocalize/runs next to the script.", commands=("run",)),
+    Option("keep_runs", "keepRuns", "--keep-runs", int, 20, "Recorded runs kept per folder; older finished ones are removed.", minimum=1,
+           commands=("run",)),
 )
 BY_FIELD = {o.field: o for o in OPTIONS}
 
@@ -100,6 +106,8 @@ class Settings:
     warm_worker: bool = True
     max_warm_workers: int = 1
     seed: int | None = 0
+    runs_folder: str = ""
+    keep_runs: int = 20
 
     @classmethod
     def from_json(cls, data: Any, fallback_interpreter: str | None) -> "Settings":
@@ -119,7 +127,7 @@ class Settings:
         """The CLI's options (see add_arguments); a value out of bounds is an error that names its flag."""
         s = cls()
         for o in OPTIONS:
-            if o.flag is None:
+            if o.flag is None or not hasattr(args, o.field):
                 continue
             value = getattr(args, o.field)
             if o.kind is dict:
@@ -145,10 +153,10 @@ class Settings:
                 self.verify_fixes, self.verify_seconds, self.workers, self.seed)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The CLI flags of every option that has one."""
+def add_arguments(parser: argparse.ArgumentParser, command: str = "check") -> None:
+    """The CLI flags of every option that `command` takes."""
     for o in OPTIONS:
-        if o.flag is None:
+        if o.flag is None or command not in o.commands:
             continue
         if o.kind is bool:
             parser.add_argument(o.flag, dest=o.field, action="store_true", help=o.help)

@@ -18,7 +18,7 @@ from .vocab import EVENT_KINDS, STAT_FIELDS, EventKind
 FIELDS = STAT_FIELDS  # field names of each statistics vector (vocab.py)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Frame:
     """A source position in user code (1-based line, 0-based column)."""
 
@@ -32,6 +32,44 @@ class Frame:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Frame":
         return cls(d["file"], int(d["line"]), d.get("end_line"), d.get("col"), d.get("end_col"), d.get("function", ""))
+
+
+@dataclass(frozen=True)
+class CodeLocation:
+    """A function of the user's that the model runs (a custom loss, a layer's or the model's
+    `call`, a custom layer's `__init__`/`build`): where it is defined, the risky operations its
+    bytecode holds, its parameters, the numbers its closure captured (a loss factory's `alpha`),
+    and the operations a finding is about (`ops`: the activation a `call()` applies)."""
+
+    file: str
+    line: int
+    function: str = ""
+    risky: tuple[str, ...] = ()
+    params: tuple[str, ...] = ()
+    free: dict[str, float] = field(default_factory=dict, hash=False)
+    ops: tuple[str, ...] = ()
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> "CodeLocation | None":
+        if not d or not d.get("file"):
+            return None
+        return cls(d["file"], int(d.get("line") or 0), d.get("function", ""), tuple(d.get("risky") or ()), tuple(d.get("params") or ()),
+                   {str(k): float(v) for k, v in (d.get("free") or {}).items()})
+
+
+@dataclass(frozen=True)
+class CustomInit:
+    """Where a custom layer sets its defaults (`__init__`) and creates its weights (`build`)."""
+
+    init: CodeLocation | None
+    build: CodeLocation | None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> "CustomInit | None":
+        if not d:
+            return None
+        found = cls(CodeLocation.from_dict(d.get("init")), CodeLocation.from_dict(d.get("build")))
+        return found if found.init or found.build else None
 
 
 @dataclass
@@ -50,8 +88,8 @@ class LayerInfo:
     activity_regularizer: dict | None = None
     is_output: bool = False
     custom: bool = False
-    call_code: dict | None = None
-    init_code: dict | None = None
+    call_code: CodeLocation | None = None
+    init_code: CustomInit | None = None
     inputs: list[int] = field(default_factory=list)
     inner: int | None = None  # the layer a TimeDistributed wrapper applies
     site: list[Frame] = field(default_factory=list)
@@ -72,10 +110,28 @@ class OptimizerInfo:
 @dataclass
 class CompileInfo:
     site: list[Frame]
-    loss: dict[str, Any]
+    loss: dict[str, Any]  # kind (string, object, function, ...), name, config
     optimizer: OptimizerInfo | None
+    loss_code: CodeLocation | None = None  # a custom loss: the function that computes it
     optimizer_given_as: str = ""
     metrics: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RateSchedule:
+    """What may change the learning rate during a fit: a LearningRateScheduler's function
+    (`callback`), a callback class of the user's (`callback_class`: `code` is its first hook),
+    or a schedule object given as the optimizer's rate (`schedule`: `code` for a user's class)."""
+
+    kind: str
+    name: str
+    code: CodeLocation | None = None
+    config: dict[str, float] = field(default_factory=dict, hash=False)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RateSchedule":
+        config = {str(k): float(v) for k, v in (d.get("config") or {}).items() if isinstance(v, (int, float))}
+        return cls(str(d.get("kind", "")), str(d.get("name", "")), CodeLocation.from_dict(d.get("code")), config)
 
 
 @dataclass
@@ -89,6 +145,7 @@ class FitInfo:
     epochs: int
     steps_per_epoch: int | None
     validation: bool
+    schedules: list[RateSchedule] = field(default_factory=list)
 
 
 @dataclass
@@ -119,6 +176,7 @@ class EpochRecord:
     epoch: int
     logs: dict[str, float]
     seconds: float = 0.0
+    lr: float | None = None  # the learning rate at the epoch's end
 
 
 @dataclass
@@ -139,7 +197,7 @@ class Trace:
     unsupported: str | None = None
     model_class: str = ""
     versions: dict[str, str] = field(default_factory=dict)
-    model_call_code: dict | None = None
+    model_call_code: CodeLocation | None = None
     # Several fits in one script: which model this fit trains, whether it was
     # trained by an earlier fit (so its "initial" weights are trained ones), and
     # whether a later fit goes on training it (so this fit's length is not final).
@@ -148,6 +206,7 @@ class Trace:
     continued_later: bool = False
     fit_index: int = 0
     weight_ids: set[int] = field(default_factory=set)
+    epoch_start_lr: dict[int, float] = field(default_factory=dict)  # epoch -> the learning rate it started with
     # Keras bugs the training process had to fix to train at all (probe/keras_compat.py):
     # the script as the user runs it still hits them.
     keras_workarounds: list[dict[str, str]] = field(default_factory=list)
@@ -178,6 +237,10 @@ class Trace:
 
     def layer(self, index: int) -> LayerInfo | None:
         return self.layers[index] if 0 <= index < len(self.layers) else None
+
+
+def _float(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
 def _int(v: Any) -> int | None:
@@ -306,6 +369,7 @@ class TraceBuilder:
         t.compile = CompileInfo(
             site=[Frame.from_dict(f) for f in event.get("site", [])],
             loss=event.get("loss") or {},
+            loss_code=CodeLocation.from_dict((event.get("loss") or {}).get("code")),
             optimizer=opt,
             optimizer_given_as=event.get("optimizer_given_as", ""),
             metrics=event.get("metrics", []),
@@ -323,6 +387,7 @@ class TraceBuilder:
             epochs=int(event.get("epochs") or 1),
             steps_per_epoch=event.get("steps_per_epoch"),
             validation=bool(event.get("validation")),
+            schedules=[RateSchedule.from_dict(d) for d in event.get("schedules") or [] if isinstance(d, dict)],
         )
         t.model_id = event.get("model_id")
         t.continues = bool(event.get("continues"))
@@ -336,7 +401,7 @@ class TraceBuilder:
 
     def _on_model(self, t: Trace, event: dict[str, Any]) -> None:
         t.model_class = event.get("model_class", "")
-        t.model_call_code = event.get("model_call_code")
+        t.model_call_code = CodeLocation.from_dict(event.get("model_call_code"))
         t.layers = [_layer(d) for d in event.get("layers", [])]
         self._layouts[int(event.get("layout_id", 0))] = [(k, int(n)) for k, n in event.get("layout", [])]
         for k, names in (event.get("fields") or {}).items():
@@ -358,7 +423,12 @@ class TraceBuilder:
         t.steps.append(StepRecord(int(event["epoch"]), int(event["step"]), int(event["g"]), self._unpack(event["v"])))
 
     def _on_epoch(self, t: Trace, event: dict[str, Any]) -> None:
-        t.epochs.append(EpochRecord(int(event["epoch"]), event.get("logs", {}), float(event.get("seconds", 0.0))))
+        t.epochs.append(EpochRecord(int(event["epoch"]), event.get("logs", {}), float(event.get("seconds", 0.0)), _float(event.get("lr"))))
+
+    def _on_epoch_begin(self, t: Trace, event: dict[str, Any]) -> None:
+        lr = _float(event.get("lr"))
+        if lr is not None:
+            t.epoch_start_lr[int(event.get("epoch", 0))] = lr
 
     def _on_fit_end(self, t: Trace, event: dict[str, Any]) -> None:
         t.fit_end = event
@@ -429,8 +499,8 @@ def _layer(d: dict[str, Any]) -> LayerInfo:
         activity_regularizer=d.get("activity_regularizer"),
         is_output=bool(d.get("is_output")),
         custom=bool(d.get("custom")),
-        call_code=d.get("call_code"),
-        init_code=d.get("init_code"),
+        call_code=CodeLocation.from_dict(d.get("call_code")),
+        init_code=CustomInit.from_dict(d.get("init_code")),
         inputs=[int(i) for i in d.get("inputs") or []],
         inner=d.get("inner"),
         site=[Frame.from_dict(f) for f in d.get("site", [])],

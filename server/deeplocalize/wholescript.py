@@ -15,6 +15,7 @@ import asyncio
 import math
 from dataclasses import dataclass, field
 
+from .detectors import measure
 from .edits import apply_fix
 from .findings import Fix
 from .report import FileReport
@@ -116,8 +117,11 @@ def compare(before: ScriptResult, after: ScriptResult, key: str, value_b: float 
     return None
 
 
-def regressions(before: ScriptRun, after: ScriptRun) -> list[str]:
-    """What the fix made worse in the script's own results; empty when nothing did."""
+def regressions(before: ScriptRun, after: ScriptRun, chance_accuracy: float | None = None) -> list[str]:
+    """What the fix made worse in the script's own results; empty when nothing did. An accuracy
+    that was no better than always answering the most frequent class (`chance_accuracy`) before
+    the fix is no result the fix can lose (a model that guesses one class, then the other, moves
+    between the two classes' shares): then the losses judge."""
     if after.status != "completed":
         return [f"the script no longer completes ({after.status}: {after.message})" if before.status == "completed"
                 else f"the script still does not complete ({after.status}: {after.message})"]
@@ -135,11 +139,15 @@ def regressions(before: ScriptRun, after: ScriptRun) -> list[str]:
         shared = [k for k in vals_b if k in vals_a]
         # Accuracy is what a classifier's user reads; a cross-entropy can rise while it
         # improves (an epoch-averaged loss with a rough first epoch). Losses judge the rest.
-        scored = [k for k in shared if _kind(k) > 0] or shared
+        guessed = chance_accuracy is not None and any(
+            _kind(k) > 0 and "acc" in k.lower() and isinstance(vals_b[k], float) and vals_b[k] <= chance_accuracy + ACCURACY_SLACK for k in shared)
+        scored = [k for k in shared if _kind(k) > 0 and not guessed] or [k for k in shared if _kind(k) < 0]
         for key in shared:
             va = vals_a[key]
             broken = isinstance(va, float) and (math.isnan(va) or va < 0)  # NaN, or a negative loss: judged anyway
             if key not in scored and not broken:
+                continue
+            if guessed and _kind(key) > 0 and not broken:
                 continue
             why = compare(b, a, key, vals_b[key], va)
             if why:
@@ -170,10 +178,12 @@ async def check_fixes(report: FileReport, options: RunOptions, runs: Runs) -> li
         return []
     script = report.script or describe(report.path, report.source)
     before = await run_to_end(script, options, runs)
+    progress = measure(report.trace) if report.trace is not None else None
+    chance = progress.chance_accuracy if progress is not None else None
     checks = []
     for code, fix in fixes:
         after = await run_to_end(script.edited(apply_fix(report.source, fix)), options, runs)
-        checks.append(FixCheck(code, fix.title, before, after, regressions(before, after)))
+        checks.append(FixCheck(code, fix.title, before, after, regressions(before, after, chance)))
     return checks
 
 

@@ -22,6 +22,7 @@ const LONG = "long_training.py";
 const NOTEBOOK = "digits_relu_output.ipynb";
 const NAN = "b09_lr_high_regression.py"; // a NaN, at a step
 const DEAD = "b16_unscaled_wine.py"; // a silent failure: dead units
+const LIVE = "live_schedule.py"; // a real run with a late fault (deeplocalize run, in the integrated terminal)
 
 const results = { checks: [], screenshots: [] };
 function check(name, ok, detail = "") {
@@ -172,6 +173,38 @@ async function reportScenario(page, docReport, shot, ws) {
   }
 }
 
+/** A real training run started in the integrated terminal (`deeplocalize run`): its finding squiggles the
+ *  faulty line while it still trains, the status bar shows the live run, and its report panel shows it. */
+async function trainingRunScenario(page, docReport, shot) {
+  const fault = fs.readFileSync(path.join(ROOT, "tests/data", LIVE), "utf8").split("\n").findIndex((l) => l.includes("# FAULT"));
+  await page.locator(".explorer-viewlet .monaco-list-row", { hasText: LIVE }).first().click();
+  await page.locator(".monaco-editor .view-lines").first().waitFor({ timeout: 30000 });
+  await page.keyboard.press("F1");
+  await page.locator(".quick-input-widget input").fill(">Terminal: Create New Terminal");
+  await page.locator(".quick-input-widget .monaco-list-row", { hasText: "Create New Terminal" }).first().click({ timeout: 15000 });
+  await page.locator(".terminal-wrapper .xterm").first().waitFor({ state: "visible", timeout: 30000 });
+  await sleep(2000); // the shell's prompt
+  await page.keyboard.type(`${PYTHON} -m deeplocalize.cli run ${LIVE}`);
+  await page.keyboard.press("Enter");
+  const running = () => processTable().some((p) => p.args.includes("deeplocalize.cli run"));
+  await until(running, 30000, "the run to start in the terminal");
+  const doc = await until(() => { const d = docReport(LIVE); return d && d.training && d.training.length ? d : null; }, 150000, "the training run's diagnostic");
+  const live = running();
+  check("a run started in the terminal squiggles the faulty line while it still trains",
+    live && doc.training[0].line === fault && doc.training[0].severity === 0, JSON.stringify(doc.training));
+  check("the diagnostic names the live run and its epoch", /live training run, epoch \d+\/120/.test(doc.training[0].message), doc.training[0].message);
+  const item = page.locator(".statusbar-item", { hasText: `Training ${LIVE}` }).first();
+  await item.waitFor({ state: "visible", timeout: 30000 });
+  check("the status bar shows the live run with its epoch and finding", /epoch \d+\/120, 1 finding/.test(await item.innerText()), await item.innerText());
+  await item.click();
+  const frame = await webviewFrame(page, "DeepLocalize training report", 60000);
+  const text = await frame.evaluate(() => document.body.innerText);
+  check("the status bar opens the live run's report panel", text.includes(LIVE) && /nan-inf|exploding-gradients/.test(text), text.slice(0, 300));
+  await sleep(500);
+  await shot("training-run-live");
+  await until(() => !running(), 150000, "the run to end");
+}
+
 async function notebookScenario(page, readReport, shot) {
   const cellReport = (cell) => readReport()?.docs.find((d) => d.path.endsWith(NOTEBOOK) && d.cell === cell);
   await page.locator(".explorer-viewlet .monaco-list-row", { hasText: NOTEBOOK }).first().click();
@@ -296,6 +329,7 @@ async function main() {
   fs.copyFileSync(path.join(ROOT, "tests/data", LONG), path.join(ws, LONG));
   fs.copyFileSync(path.join(ROOT, "fixtures/notebooks", NOTEBOOK), path.join(ws, NOTEBOOK));
   for (const f of [NAN, DEAD]) fs.copyFileSync(path.join(ROOT, "fixtures/buggy", f), path.join(ws, f));
+  fs.copyFileSync(path.join(ROOT, "tests/data", LIVE), path.join(ws, LIVE));
   fs.writeFileSync(path.join(userData, "User", "settings.json"), JSON.stringify({
     "deeplocalize.interpreter": PYTHON,
     "deeplocalize.run": "onOpenAndSave",
@@ -343,6 +377,10 @@ async function main() {
     }
     if (process.env.DEEPLOCALIZE_E2E_ONLY === "report") {
       await reportScenario(page, docReport, shot, ws);
+      return;
+    }
+    if (process.env.DEEPLOCALIZE_E2E_ONLY === "training-run") {
+      await trainingRunScenario(page, docReport, shot);
       return;
     }
     // 1. open the buggy fixture from the explorer; the analysis runs on open
@@ -421,6 +459,9 @@ async function main() {
 
     // 8. the training report panel, opened from the code lens, on a NaN and on dead units
     await reportScenario(page, docReport, shot, ws);
+
+    // 9. a real training run started in the integrated terminal, shown while it trains
+    await trainingRunScenario(page, docReport, shot);
   } catch (err) {
     await screenshot(page, "failure").catch(() => {});
     fs.writeFileSync(path.join(ART, "last-api-report.json"), fs.existsSync(report) ? fs.readFileSync(report) : "");

@@ -7,6 +7,7 @@ import { ReportPanels } from "./report";
 import { Server } from "./server";
 import { affectsInterpreter } from "./settings";
 import { StatusItem } from "./status";
+import { TrainingRuns } from "./training";
 
 let server: Server | undefined;
 let log: vscode.LogOutputChannel;
@@ -16,11 +17,13 @@ export async function activate(ctx: vscode.ExtensionContext): Promise<void> {
   const status = new StatusItem();
   ctx.subscriptions.push(log, status);
   const reports = new ReportPanels(() => server?.client, log);
+  const training = new TrainingRuns(log);
+  ctx.subscriptions.push(training, vscode.window.onDidChangeActiveTextEditor(() => training.redraw()));
   const srv = new Server(ctx, log, status, (p) => {
     if (p.phase === "done" && !p.reused) {
       void reports.refresh(p.uri);
     }
-  });
+  }, (p) => training.update(p));
   server = srv;
 
   ctx.subscriptions.push(
@@ -28,6 +31,7 @@ export async function activate(ctx: vscode.ExtensionContext): Promise<void> {
     vscode.commands.registerCommand("deeplocalize.cancelFile", () => runOnActive("deeplocalize.cancel")),
     vscode.commands.registerCommand("deeplocalize.showLogs", () => log.show(true)),
     vscode.commands.registerCommand("deeplocalize.showReport", (uri?: string) => showReport(reports, uri)),
+    vscode.commands.registerCommand("deeplocalize.showTrainingReport", () => training.showReport()),
     reports,
     vscode.commands.registerCommand("deeplocalize.restartServer", () => srv.restart("restart requested")),
     vscode.workspace.onDidChangeConfiguration((e) => {

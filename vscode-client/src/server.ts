@@ -6,6 +6,7 @@ import * as vscode from "vscode";
 import { LanguageClient, LanguageClientOptions, ServerOptions, State } from "vscode-languageclient/node";
 import { Interpreter, resolveInterpreter } from "./python";
 import { RunStatus, StatusItem } from "./status";
+import { TrainingRun } from "./training";
 
 // What the training needs beyond the server (what to install for it) and, for each module needed by one
 // feature only, what is lost without it: the server starts anyway and says so once.
@@ -37,6 +38,7 @@ export class Server {
     private readonly log: vscode.LogOutputChannel,
     private readonly status: StatusItem,
     private readonly onRun: (p: RunStatus) => void = () => {},
+    private readonly onTrainingRun: (p: TrainingRun) => void = () => {},
   ) {}
 
   /** Start or restart; calls are serialized, so two quick restarts never run two servers. */
@@ -108,6 +110,7 @@ export class Server {
       this.status.showRun(p);
       this.onRun(p);
     });
+    client.onNotification("deeplocalize/trainingRun", (p: TrainingRun) => this.onTrainingRun(p));
     this.status.set("$(beaker) DeepLocalize", `Ready (interpreter: ${interp.path})`);
   }
 

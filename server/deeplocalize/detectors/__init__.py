@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from ..findings import Finding
+from ..findings import Finding, FrameTarget, element
 from ..rules import REGISTRY, has_trait
 from ..trace import Trace
 from ..vocab import is_serious, rank
@@ -56,9 +56,9 @@ def diagnose(trace: Trace) -> list[Finding]:
 
 def _key(f: Finding) -> tuple:
     t = f.target
-    if t.kind in ("frame",):
+    if isinstance(t, FrameTarget):
         return (t.kind, t.frame.file if t.frame else None, t.frame.line if t.frame else None)
-    return (f.root_cause, t.kind, t.layer, t.arg)
+    return (f.root_cause, *element(t))
 
 
 def _merge(findings: list[Finding]) -> list[Finding]:
@@ -189,7 +189,7 @@ def silent_failure(trace: Trace) -> set[tuple]:
 
 def symptom_key(f: Finding) -> tuple:
     """The same symptom blamed on the same element, across epochs of one fit."""
-    return (f.code, f.root_cause, f.target.kind, f.target.layer, f.target.arg)
+    return (f.code, f.root_cause, *element(f.target))
 
 
 def settled_findings(trace: Trace) -> list[Finding]:

@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from ..findings import Alternative, FixSpec, Target
+from ..findings import Alternative, CompileArg, element, Feed, FitData, FixSpec, LayerArg, NewValue, OptimizerArg, ScheduleTarget, Target
 from ..trace import LayerInfo, Trace
 from .heads import effective_activation, output_head
-from .setup import DEFAULT_LR, RELU_LIKE, SANE_LR, SATURATING, SLOW_BY_DEFAULT, bad_init_layers, loss_family, lr_info, median_log_update_ratio, window, x_scale_problem, y_scale_problem
+from .setup import DEFAULT_LR, RELU_LIKE, SANE_LR, SATURATING, SLOW_BY_DEFAULT, bad_init_layers, loss_family, lr_info, median_log_update_ratio, rate_raised, window, x_scale_problem, y_scale_problem
 
 
 def suggested_lr(trace: Trace, direction: str) -> str:
@@ -37,34 +37,34 @@ def lr_target_and_fixes(trace: Trace, direction: str) -> tuple[Target, list[FixS
     length (a linear regressor that Adam at 0.1 keeps above its minimum trains slowly at 0.001)."""
     new = suggested_lr(trace, direction)
     verb = "Lower" if direction == "down" else "Raise"
-    fixes = [FixSpec(f"{verb} the learning rate to {new}", new_value=new)]
+    fixes = [FixSpec(f"{verb} the learning rate to {new}", NewValue(new))]
     _, lr, _ = lr_info(trace)
     if lr is not None and (lr > float(new) * 30 if direction == "down" else lr < float(new) / 30):
         step = _float_literal(lr / 10 if direction == "down" else lr * 10)
-        fixes.append(FixSpec(f"{verb} the learning rate to {step}", new_value=step))
-    return Target("optimizer_arg", arg="learning_rate", position=0), fixes
+        fixes.append(FixSpec(f"{verb} the learning rate to {step}", NewValue(step)))
+    return OptimizerArg(arg="learning_rate", position=0), fixes
 
 
 def optimizer_target_and_fixes(trace: Trace) -> tuple[Target, list[FixSpec]]:
-    return Target("optimizer_arg", arg=None), [FixSpec("Use the Adam optimizer", new_value='"adam"')]
+    return OptimizerArg(arg=None), [FixSpec("Use the Adam optimizer", NewValue('"adam"'))]
 
 
 def data_target_and_fixes(which: str = "x") -> tuple[Target, list[FixSpec]]:
     """Scaling fixes are built by the locator from every call that feeds the model
     (training statistics, applied to fit, validation, evaluate and predict alike)."""
     if which == "x":
-        return Target("fit_data", arg="x", position=0), [FixSpec("Standardize the inputs", feed="scale_inputs")]
-    return Target("fit_data", arg="y", position=1), [FixSpec("Standardize the regression targets", feed="scale_targets")]
+        return FitData(arg="x", position=0), [FixSpec("Standardize the inputs", Feed("scale_inputs"))]
+    return FitData(arg="y", position=1), [FixSpec("Standardize the regression targets", Feed("scale_targets"))]
 
 
 def init_target_and_fixes(layer: LayerInfo, same: list[LayerInfo] | None = None) -> tuple[Target, list[FixSpec]]:
     """The initializer of `layer`; with `same`, one fix that changes every listed layer
     (a zeros init repeated on each hidden layer is still broken if one is fixed)."""
     init = '"he_normal"' if layer.activation in RELU_LIKE else '"glorot_uniform"'
-    also = [FixSpec("", new_value='"he_normal"' if l.activation in RELU_LIKE else '"glorot_uniform"', target=Target("layer_arg", layer=l.index, arg="kernel_initializer"))
+    also = [FixSpec("", NewValue('"he_normal"' if l.activation in RELU_LIKE else '"glorot_uniform"'), target=LayerArg(layer=l.index, arg="kernel_initializer"))
             for l in (same or []) if l.index != layer.index]
     title = f"Use {init.strip(chr(34))} initialization" + (f" on all {len(also) + 1} layers" if also else "")
-    return Target("layer_arg", layer=layer.index, arg="kernel_initializer"), [FixSpec(title, new_value=init, also=also)]
+    return LayerArg(layer=layer.index, arg="kernel_initializer"), [FixSpec(title, NewValue(init), also=also)]
 
 
 @dataclass
@@ -86,7 +86,7 @@ def classification_with_regression_loss(trace: Trace) -> Cause | None:
         return None
     new = "binary_crossentropy" if head.activation == "sigmoid" and (head.units or 1) == 1 else (
         "categorical_crossentropy" if y.get("one_hot") else "sparse_categorical_crossentropy")
-    return Cause("loss", Target("compile_arg", arg="loss"), [FixSpec(f'Use loss "{new}"', new_value=f'"{new}"')],
+    return Cause("loss", CompileArg(arg="loss"), [FixSpec(f'Use loss "{new}"', NewValue(f'"{new}"'))],
                  {"loss": trace.compile.loss.get("name") if trace.compile else None, "output_activation": head.activation})
 
 
@@ -108,7 +108,7 @@ def saturating_stack(trace: Trace) -> list[tuple[LayerInfo, LayerInfo]]:
 
 
 def activation_arg_target(setter: LayerInfo) -> Target:
-    return Target("layer_arg", layer=setter.index, arg="activation", position=0 if setter.cls == "Activation" else None)
+    return LayerArg(layer=setter.index, arg="activation", position=0 if setter.cls == "Activation" else None)
 
 
 def saturating_cause(trace: Trace) -> Cause | None:
@@ -125,9 +125,9 @@ def saturating_cause(trace: Trace) -> Cause | None:
     if ratio >= 1e-2:
         return None
     setters = [st for _, st in stack]
-    also = [FixSpec("", new_value='"relu"', target=activation_arg_target(st)) for st in setters[1:]]
+    also = [FixSpec("", NewValue('"relu"'), target=activation_arg_target(st)) for st in setters[1:]]
     return Cause("activation", activation_arg_target(setters[0]),
-                 [FixSpec(f'Use activation "relu" on all {len(setters)} {setters[0].activation} layers', new_value='"relu"', also=also)],
+                 [FixSpec(f'Use activation "relu" on all {len(setters)} {setters[0].activation} layers', NewValue('"relu"'), also=also)],
                  {"saturating_layers": len(setters), "first_to_last_gradient_ratio": float(f"{ratio:.3g}")})
 
 
@@ -173,14 +173,19 @@ def candidate_causes(trace: Trace, diverging: bool = False, scope: CauseScope | 
     elif scope.data_first and ys and not units:
         out.append(_data_cause("y", ys))
     if units and negative_bias(scope.layer) is not None:
-        out.append(Cause("initialization", Target("layer_arg", layer=scope.layer.index, arg="bias_initializer"),
-                         [FixSpec('Use bias_initializer "zeros"', new_value='"zeros"')], {"initial_bias": negative_bias(scope.layer)}))
+        out.append(Cause("initialization", LayerArg(layer=scope.layer.index, arg="bias_initializer"),
+                         [FixSpec('Use bias_initializer "zeros"', NewValue('"zeros"'))], {"initial_bias": negative_bias(scope.layer)}))
     bad = bad_init_layers(trace)
     if bad:
         layer, scale = bad[0]
         target, fixes = init_target_and_fixes(layer, [l for l, _ in bad])
         out.append(Cause("initialization", target, fixes, {"init_scale": round(scale, 4)}))
+    raised = rate_raised(trace)
+    if raised is not None:
+        out.append(_raised_rate_cause(trace, *raised))
     cls, lr, ratio = lr_info(trace)
+    if raised is not None:
+        ratio = 1.0  # the fit trained well at its starting rate: the raise is the suspect, not that rate
     if lr is not None and ratio >= (3 if units else 10):
         target, fixes = lr_target_and_fixes(trace, "down")
         out.append(Cause("learning_rate", target, fixes, {"learning_rate": lr} if units else {"learning_rate": lr, "default_learning_rate": DEFAULT_LR.get(cls, 0.001)}))
@@ -188,7 +193,7 @@ def candidate_causes(trace: Trace, diverging: bool = False, scope: CauseScope | 
         if xs and (first_layer or scope.data_first) and not (scope.data_first and first_layer):
             out.append(_data_cause("x", xs))
         if not out and scope.fallback is not None:
-            out.append(Cause("activation", Target("layer_arg", layer=scope.layer.index, arg="activation"), [scope.fallback], {}, strong=False))
+            out.append(Cause("activation", LayerArg(layer=scope.layer.index, arg="activation"), [scope.fallback], {}, strong=False))
         return out
     out += _training_causes(trace, scope.diverging, xs, ys, cls, lr, ratio)
     if not any(c.root == "learning_rate" for c in out):
@@ -200,6 +205,24 @@ def candidate_causes(trace: Trace, diverging: bool = False, scope: CauseScope | 
         target, fixes = lr_target_and_fixes(trace, direction)
         out.append(Cause("learning_rate", target, fixes, {"learning_rate": lr}, strong=False))
     return _distinct(out)
+
+
+def _raised_rate_cause(trace: Trace, start: float, raised: float, epoch: int) -> Cause:
+    """The rate rose during the fit: what raised it is blamed (its function's statement, or
+    the growth setting of a schedule object), else the optimizer's rate as given."""
+    ev = {"learning_rate_at_start": start, "learning_rate": raised, "raised_at_epoch": epoch + 1}
+    schedules = trace.fit.schedules if trace.fit is not None else []
+    ranked = sorted(schedules, key=lambda s: ("callback", "callback_class", "schedule").index(s.kind) if s.kind in
+                    ("callback", "callback_class", "schedule") else 9)
+    if not ranked:
+        target, _ = lr_target_and_fixes(trace, "down")
+        return Cause("learning_rate", target, [], ev)
+    found = ranked[0]
+    ev["schedule"] = found.name
+    if found.code is None and found.config.get("decay_rate", 0) > 1:
+        return Cause("learning_rate", ScheduleTarget(found, arg="decay_rate", position=2),
+                     [FixSpec("Use decay_rate=0.96 (below 1, the rate decays)", NewValue("0.96"))], ev)
+    return Cause("learning_rate", ScheduleTarget(found), [], ev)
 
 
 def _training_causes(trace: Trace, diverging: bool, xs: dict | None, ys: dict | None, cls: str | None, lr: float | None, ratio: float) -> list[Cause]:
@@ -223,7 +246,7 @@ def _training_causes(trace: Trace, diverging: bool, xs: dict | None, ys: dict | 
         out.append(sat)
     opt = trace.optimizer
     if opt is not None and (opt.config.get("momentum") or 0) >= 0.95:
-        out.append(Cause("optimizer", Target("optimizer_arg", arg="momentum"), [FixSpec("Use momentum 0.9", new_value="0.9")], {"momentum": opt.config.get("momentum")}))
+        out.append(Cause("optimizer", OptimizerArg(arg="momentum"), [FixSpec("Use momentum 0.9", NewValue("0.9"))], {"momentum": opt.config.get("momentum")}))
     return out
 
 
@@ -252,7 +275,7 @@ def _distinct(causes: list[Cause]) -> list[Cause]:
     seen: set[tuple] = set()
     out = []
     for c in causes:
-        key = (c.root, c.target.kind, c.target.layer, c.target.arg)
+        key = (c.root, *element(c.target))
         if key not in seen:
             seen.add(key)
             out.append(c)

@@ -9,7 +9,7 @@ from typing import Any, Callable
 import math
 import re
 
-from ..findings import Finding, FixSpec, Target
+from ..findings import CompileArg, Feed, Finding, FitData, FixSpec, Layer, LayerArg, NewValue, SetKwarg, Target, target_arg, target_layer
 from ..rules import Rule, rule
 from ..trace import Trace
 from .setup import ACTIVATION_RANGE, RELU_LIKE, from_logits, layer_label, loss_family
@@ -107,14 +107,14 @@ def _where(head: Head) -> str:
 
 
 def _loss_fix(new: str) -> tuple[Target, list[FixSpec]]:
-    return Target("compile_arg", arg="loss"), [FixSpec(f"Use loss \"{new}\"", new_value=f'"{new}"')]
+    return CompileArg(arg="loss"), [FixSpec(f"Use loss \"{new}\"", NewValue(f'"{new}"'))]
 
 
 def _multiclass_head_fix(trace: Trace, out: Any, n: int) -> FixSpec:
     """One fix that turns a one-unit sigmoid head into an n-way softmax classifier: the loss,
     the units and the activation change together (any one alone still fails)."""
-    fix = FixSpec(f'Use loss "sparse_categorical_crossentropy" with {n} softmax output units', new_value='"sparse_categorical_crossentropy"')
-    fix.also.append(FixSpec("", new_value=str(n), target=Target("layer_arg", layer=out.index, arg="units", position=0)))
+    fix = FixSpec(f'Use loss "sparse_categorical_crossentropy" with {n} softmax output units', NewValue('"sparse_categorical_crossentropy"'))
+    fix.also.append(FixSpec("", NewValue(str(n)), target=LayerArg(layer=out.index, arg="units", position=0)))
     head = output_head(trace)
     act = activation_fix(trace, head, "softmax", "") if head is not None else None
     if act is not None and head is not None:
@@ -132,8 +132,8 @@ def _from_logits_on_probabilities(head: Any, act: str, add: Callable[..., None])
         FROM_LOGITS,
         f"The loss expects logits (from_logits=True) but the output layer already applies {act}"
             + ("; Keras computes this loss from the logits behind that activation anyway, so training is unaffected, but the setting says the opposite of what the model does." if declared else "."),
-        Target("compile_arg", arg="loss"),
-        [FixSpec("Set from_logits=False", new_value="False", arg="from_logits")],
+        CompileArg(arg="loss"),
+        [FixSpec("Set from_logits=False", SetKwarg("from_logits", "False"))],
         severity="information" if declared else "warning",
     )
 
@@ -160,7 +160,7 @@ class _Output:
         ev = {"output_activation": self.act, "output_units": self.units, "loss": self.trace.compile.loss.get("name"), "loss_family": self.family}
         if self.head.where != "layer":
             ev["activation_applied_in"] = self.head.where
-        layer = self.head.act_layer.index if target.layer is not None else None
+        layer = self.head.act_layer.index if target_layer(target) is not None else None
         self.findings.append(r.finding(message, target, severity=severity, layer=layer, evidence=ev, fixes=fixes))
 
 
@@ -194,7 +194,7 @@ def _multi_label(o: _Output) -> bool:
     t = activation_target(o.trace, o.head)
     fix = activation_fix(o.trace, o.head, "sigmoid", 'Use a sigmoid output and loss "binary_crossentropy" (several labels per sample)')
     if fix is not None:
-        fix.also = [FixSpec("", new_value='"binary_crossentropy"', target=Target("compile_arg", arg="loss"))] if o.family != "binary" else []
+        fix.also = [FixSpec("", NewValue('"binary_crossentropy"'), target=CompileArg(arg="loss"))] if o.family != "binary" else []
     loss = "" if o.family != "regression" else f" and a regression loss ({o.trace.compile.loss.get('name')}) cannot fit rows whose targets sum to more than one"
     o.add(
         MULTI_LABEL,
@@ -220,8 +220,8 @@ def _categorical_output(o: _Output) -> None:
     if act != "softmax" and units and units > 1:
         t, f = _act_fix(o.trace, o.head, "softmax", " (cross-entropy needs a probability distribution)")
         if o.head.where == "layer" and o.head.act_layer is o.head.units_layer:
-            f.append(FixSpec("Keep the activation and compute the loss from logits", new_value="True", arg="from_logits",
-                             target=Target("compile_arg", arg="loss")))
+            f.append(FixSpec("Keep the activation and compute the loss from logits", SetKwarg("from_logits", "True"),
+                             target=CompileArg(arg="loss")))
         # Keras renormalizes non-negative outputs to sum to 1 before the log, so sigmoid
         # units still train (just unusually); negative or all-zero outputs do not.
         sev = "error" if act in RELU_LIKE or act == "linear" else ("information" if act in ("sigmoid", "hard_sigmoid", "softplus", "exponential") else "warning")
@@ -295,12 +295,12 @@ class _Labels:
         return {"label_min": y.get("min"), "label_max": y.get("max"), "label_shape": y.get("shape"), "output_units": self.units, "loss_family": self.family}
 
     def units_fix(self, r: Rule, message: str, n: int) -> Finding:
-        return r.finding(message, Target("layer_arg", layer=self.out.index, arg="units", position=0), layer=self.out.index, evidence=self.ev,
-                         fixes=[FixSpec(f"Use {n} output units", new_value=str(n))])
+        return r.finding(message, LayerArg(layer=self.out.index, arg="units", position=0), layer=self.out.index, evidence=self.ev,
+                         fixes=[FixSpec(f"Use {n} output units", NewValue(str(n)))])
 
 
 def _labels_y() -> Target:
-    return Target("fit_data", arg="y", position=1)
+    return FitData(arg="y", position=1)
 
 
 def check_labels(trace: Trace) -> list[Finding]:
@@ -321,7 +321,7 @@ def check_labels(trace: Trace) -> list[Finding]:
             and (y.get("n_unique") or 0) > CONTINUOUS["distinct"]:
         found = CONTINUOUS.finding(
             f"The targets are continuous ({y.get('n_unique')} distinct values) but the loss is a classification loss; use a regression loss.",
-            Target("compile_arg", arg="loss"), evidence=labels.ev, fixes=[FixSpec('Use loss "mse"', new_value='"mse"')])
+            CompileArg(arg="loss"), evidence=labels.ev, fixes=[FixSpec('Use loss "mse"', NewValue('"mse"'))])
     return [found] if isinstance(found, Finding) else []
 
 
@@ -335,7 +335,7 @@ def _rank_mismatch(labels: _Labels) -> Finding | None:
     return RANK_MISMATCH.finding(
         f"The model outputs shape {tuple(out_shape)} but the labels have shape {tuple(shape)}: {layer_label(first)} receives "
         f"a {len(first.output_shape or out_shape)}-D tensor (missing Flatten or pooling before the Dense layers?).",
-        Target("layer", layer=first.index), layer=first.index, evidence={**labels.ev, "output_shape": out_shape}, fixes=[])
+        Layer(layer=first.index), layer=first.index, evidence={**labels.ev, "output_shape": out_shape}, fixes=[])
 
 
 def _class_labels(labels: _Labels) -> Finding | None:
@@ -346,14 +346,14 @@ def _class_labels(labels: _Labels) -> Finding | None:
         return NOT_ONE_HOT.finding(
             f"categorical_crossentropy needs one-hot labels of width {units}, but the labels are class indices {tuple(shape)}; "
             "use sparse_categorical_crossentropy (or one-hot encode the labels).",
-            Target("compile_arg", arg="loss"), evidence=labels.ev,
-            fixes=[FixSpec('Use loss "sparse_categorical_crossentropy"', new_value='"sparse_categorical_crossentropy"'),
-                   FixSpec("One-hot encode the labels (wherever the model gets them)", feed="one_hot")])
+            CompileArg(arg="loss"), evidence=labels.ev,
+            fixes=[FixSpec('Use loss "sparse_categorical_crossentropy"', NewValue('"sparse_categorical_crossentropy"')),
+                   FixSpec("One-hot encode the labels (wherever the model gets them)", Feed("one_hot"))])
     if family == "sparse" and y.get("one_hot"):
         return ONE_HOT_SPARSE.finding(
             "sparse_categorical_crossentropy needs class indices, but the labels are one-hot; use categorical_crossentropy.",
-            Target("compile_arg", arg="loss"), evidence=labels.ev,
-            fixes=[FixSpec('Use loss "categorical_crossentropy"', new_value='"categorical_crossentropy"')])
+            CompileArg(arg="loss"), evidence=labels.ev,
+            fixes=[FixSpec('Use loss "categorical_crossentropy"', NewValue('"categorical_crossentropy"'))])
     if sparse_1d and not y.get("integer_valued") and 0 < (y.get("n_unique") or 0) <= 2 * units:
         return NOT_CLASS_INDICES.finding(
             f"sparse_categorical_crossentropy needs integer class indices 0..{units - 1}, but the labels are fractions in "
@@ -363,7 +363,7 @@ def _class_labels(labels: _Labels) -> Finding | None:
         if y["min"] >= 1 and int(y["max"]) == units:
             return OFF_BY_ONE.finding(
                 f"Labels run from {y['min']:.0f} to {y['max']:.0f} but the {units} output units cover classes 0..{units - 1}: shift the labels to start at 0.",
-                _labels_y(), evidence=labels.ev, fixes=[FixSpec("Shift the labels to start at 0 (wherever the model gets them)", feed="labels_shift")])
+                _labels_y(), evidence=labels.ev, fixes=[FixSpec("Shift the labels to start at 0 (wherever the model gets them)", Feed("labels_shift"))])
         n = int(y["max"]) + 1
         return labels.units_fix(TOO_FEW_UNITS, f"Labels go up to {y['max']:.0f} ({n} classes) but the {layer_label(labels.out)} has only {units} units.", n)
     if family == "categorical" and len(shape) >= 2 and shape[-1] != units and units > 1:
@@ -379,19 +379,19 @@ def _binary_labels(labels: _Labels) -> Finding | bool | None:
         return BINARY_LABEL_SHAPE.finding(
             f"binary_crossentropy compares each output unit with a label, but the {layer_label(labels.out)} has {units} units "
             f"and the labels are one class index per sample {tuple(labels.shape)}; use sparse_categorical_crossentropy.",
-            Target("compile_arg", arg="loss"), evidence=labels.ev,
-            fixes=[FixSpec('Use loss "sparse_categorical_crossentropy"', new_value='"sparse_categorical_crossentropy"')])
+            CompileArg(arg="loss"), evidence=labels.ev,
+            fixes=[FixSpec('Use loss "sparse_categorical_crossentropy"', NewValue('"sparse_categorical_crossentropy"'))])
     if not (y["min"] < 0 or y["max"] > 1):
         return None
     uniq = y.get("n_unique") or 0
     if uniq <= 2:
         return LABELS_NOT_01.finding(
             f"binary_crossentropy needs labels in {{0, 1}}, but they are in [{y['min']:.3g}, {y['max']:.3g}].",
-            _labels_y(), evidence=labels.ev, fixes=[FixSpec("Map the labels to 0/1 (wherever the model gets them)", feed="labels_unit")])
+            _labels_y(), evidence=labels.ev, fixes=[FixSpec("Map the labels to 0/1 (wherever the model gets them)", Feed("labels_unit"))])
     if y.get("integer_valued") and units == 1:
         return BINARY_MULTICLASS_LABELS.finding(
             f"Labels have {uniq} classes but the model is a binary classifier (1 sigmoid unit, binary_crossentropy).",
-            Target("compile_arg", arg="loss"), evidence=labels.ev, fixes=[_multiclass_head_fix(labels.trace, labels.out, int(y["max"]) + 1)])
+            CompileArg(arg="loss"), evidence=labels.ev, fixes=[_multiclass_head_fix(labels.trace, labels.out, int(y["max"]) + 1)])
     return False
 
 
@@ -426,7 +426,7 @@ def _check_observed_labels(trace: Trace, family: str) -> list[Finding]:
     return [LABELS_NOT_01.finding(
         f"binary_crossentropy needs labels in {{0, 1}}, but the batches fed to fit carry labels in [{lo:.3g}, {hi:.3g}] "
             "(the loss goes negative or explodes).",
-        Target("fit_data", arg="y", position=1),
+        FitData(arg="y", position=1),
         evidence={"label_min": lo, "label_max": hi, "seen_in": "first batches"},
         fixes=[],
     )]
@@ -434,9 +434,9 @@ def _check_observed_labels(trace: Trace, family: str) -> list[Finding]:
 
 def check_static(trace: Trace) -> list[Finding]:
     found = check_labels(trace)
-    seen = {(f.root_cause, f.target.kind, f.target.arg) for f in found}
+    seen = {(f.root_cause, f.target.kind, target_arg(f.target)) for f in found}
     for f in check_output_and_loss(trace):
-        if (f.root_cause, f.target.kind, f.target.arg) not in seen:
+        if (f.root_cause, f.target.kind, target_arg(f.target)) not in seen:
             found.append(f)
     return found
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from ..findings import Finding, FixSpec, Target
+from ..findings import Finding, FixSpec, FrameTarget, Rename
 from ..rules import rule
 from ..trace import Trace
 
@@ -49,7 +49,7 @@ def detect_crash(trace: Trace, static_findings: list[Finding]) -> list[Finding]:
     frame = crash.frames[-1] if crash.frames else None
     msg = _clean_message(crash.message)
     ev = {"exception": crash.exc_type, "message": msg}
-    target = Target("frame", frame=frame) if frame else Target("frame")
+    target = FrameTarget(frame=frame) if frame else FrameTarget()
     m = _KW_RE.search(crash.message)
     if m and m.group(1) in KERAS2_KWARGS:
         old = m.group(1)
@@ -58,7 +58,7 @@ def detect_crash(trace: Trace, static_findings: list[Finding]) -> list[Finding]:
             f"Not valid Keras 3: the keyword '{old}' was renamed '{new}'. ({crash.exc_type}: {msg})",
             target,
             evidence=ev,
-            fixes=[FixSpec(f"Rename '{old}' to '{new}'", new_value=new, rename=old)],
+            fixes=[FixSpec(f"Rename '{old}' to '{new}'", Rename(old, new))],
         )]
     if crash.exc_type in ("ModuleNotFoundError", "ImportError", "AttributeError") and any(mod.split(".")[-1] in crash.message for mod in KERAS2_MODULES + ("predict_classes",)):
         return [KERAS3.finding(f"Not valid Keras 3 (a Keras 2 API): {crash.exc_type}: {msg}", target, evidence=ev, fixes=[])]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..findings import Finding, FixSpec, Target
+from ..findings import CallArgs, Finding, FitArg, FitData, FixSpec, LayerArg, NewValue, target_layer
 from ..trace import Trace
 from .setup import layer_label, lr_info, median_log_update_ratio
 from .causes import CauseScope, alternatives, candidate_causes
@@ -77,24 +77,24 @@ def detect_regularization(trace: Trace, progress: Progress | None) -> list[Findi
                     f"The {'weight' if arg == 'kernel_regularizer' else 'regularization'} penalty is {share:.0%} of the loss, so training "
                         f"shrinks {'weights' if arg == 'kernel_regularizer' else 'activations'} instead of fitting the data; "
                         f"{layer_label(best)} contributes the most (its {what}).",
-                    Target("layer_arg", layer=best.index, arg=arg),
+                    LayerArg(layer=best.index, arg=arg),
                     layer=best.index,
                     evidence={"regularization_share": round(share, 3)},
-                    fixes=[FixSpec("Use a 1e-4 penalty", call_args="1e-4")],
+                    fixes=[FixSpec("Use a 1e-4 penalty", CallArgs("1e-4"))],
                 )]
     heavy = [l for l in trace.layers if l.cls in ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "AlphaDropout", "GaussianDropout")
              and l.rate is not None and l.rate >= DROPOUT["rate"]]
     if heavy and (progress.poor or (progress.val_gap is not None and progress.val_gap > 0.1)):
         l = heavy[0]
         # Every such layer in one fix: lowering one still leaves the others starving the model.
-        also = [FixSpec("", new_value="0.2", target=Target("layer_arg", layer=o.index, arg="rate", position=0)) for o in heavy[1:]]
+        also = [FixSpec("", NewValue("0.2"), target=LayerArg(layer=o.index, arg="rate", position=0)) for o in heavy[1:]]
         return [DROPOUT.finding(
             f"{layer_label(l)} drops {l.rate:.0%} of its inputs and the model underfits"
                 + (f" (validation accuracy is {progress.val_gap:.0%} above training accuracy)" if progress.val_gap and progress.val_gap > 0.1 else "") + ".",
-            Target("layer_arg", layer=l.index, arg="rate", position=0),
+            LayerArg(layer=l.index, arg="rate", position=0),
             layer=l.index,
             evidence={"dropout_rate": l.rate, "train_accuracy": progress.accuracy, "val_gap": progress.val_gap},
-            fixes=[FixSpec("Use a dropout rate of 0.2" + (f" on all {len(heavy)} dropout layers" if also else ""), new_value="0.2", also=also)],
+            fixes=[FixSpec("Use a dropout rate of 0.2" + (f" on all {len(heavy)} dropout layers" if also else ""), NewValue("0.2"), also=also)],
         )]
     return []
 
@@ -113,16 +113,16 @@ def detect_batch_size(trace: Trace, progress: Progress | None) -> list[Finding]:
         return [FEW_STEPS.finding(
             f"batch_size={fit.batch_size} on {n} samples gives {fit.steps_per_epoch} update(s) per epoch "
                 f"({total_steps} in all): the model is still far from fitting. Use smaller batches.",
-            Target("fit_arg", arg="batch_size", position=2),
+            FitArg(arg="batch_size", position=2),
             evidence={"batch_size": fit.batch_size, "samples": n, "steps_per_epoch": fit.steps_per_epoch},
-            fixes=[FixSpec("Use batch_size=32", new_value="32")],
+            fixes=[FixSpec("Use batch_size=32", NewValue("32"))],
         )]
     if fit.batch_size == 1 and n >= 500 and (progress.oscillation > 0.3 or progress.poor):
         return [BATCH_ONE.finding(
             f"batch_size=1 on {n} samples: every step follows one sample's gradient, so the loss is noisy and training is slow.",
-            Target("fit_arg", arg="batch_size", position=2),
+            FitArg(arg="batch_size", position=2),
             evidence={"batch_size": 1, "samples": n},
-            fixes=[FixSpec("Use batch_size=32", new_value="32")],
+            fixes=[FixSpec("Use batch_size=32", NewValue("32"))],
         )]
     return []
 
@@ -156,10 +156,10 @@ def detect_epochs(trace: Trace, progress: Progress | None) -> list[Finding]:
     return [FEW_EPOCHS.finding(
         f"Training stops after {fit.epochs_requested} epoch(s) while the loss is {trend}"
             + (f" (accuracy {progress.accuracy:.2f})" if progress.accuracy is not None else "") + ".",
-        Target("fit_arg", arg="epochs", position=3),
+        FitArg(arg="epochs", position=3),
         severity=severity,
         evidence={"epochs": fit.epochs_requested, "last_epoch_loss_drop": round(progress.final_slope, 3), "accuracy": progress.accuracy},
-        fixes=[FixSpec(f"Train for {new} epochs", new_value=str(new))],
+        fixes=[FixSpec(f"Train for {new} epochs", NewValue(str(new)))],
         confidence="weak",
     )]
 
@@ -196,7 +196,7 @@ def detect_not_learning(trace: Trace, progress: Progress | None) -> list[Finding
         root_cause=root,
         names_cause=True,
         symptom=symptom,
-        layer=target.layer,
+        layer=target_layer(target),
         evidence=ev,
         fixes=fixes,
         confidence="weak",
@@ -233,7 +233,7 @@ def detect_learning_rate_decayed_away(trace: Trace, progress: Progress | None) -
     return [LR_DECAYED.finding(
         f"The learning rate was cut from {start:g} to {rates[cut[0]]:.2g} by epoch {epoch} and to {rates[-1]:.2g} at the end; "
         f"the loss has not fallen since ({after[0]:.4g} -> {after[-1]:.4g}) and the model still fits poorly.",
-        Target("fit_arg", arg="callbacks"),
+        FitArg(arg="callbacks"),
         evidence={"initial_learning_rate": start, "final_learning_rate": float(rates[-1]), "cut_at_epoch": epoch,
                   "loss_at_cut": round(float(after[0]), 4), "final_loss": round(float(after[-1]), 4)})]
 
@@ -272,7 +272,7 @@ def detect_unrelated_labels(trace: Trace, progress: Progress | None) -> list[Fin
         f"Training accuracy rises from {acc[0]:.2f} to {acc[-1]:.2f} but validation accuracy stays at chance "
             f"({float(np.max(val)):.2f} at best, chance {chance:.2f}): the labels do not follow from the inputs "
             "(shuffled or misaligned with the samples?).",
-        Target("fit_data", arg="y", position=1),
+        FitData(arg="y", position=1),
         severity="information" if warming_up else "warning",
         evidence={"train_accuracy_first": round(float(acc[0]), 3), "train_accuracy_last": round(float(acc[-1]), 3),
             "val_accuracy_best": round(float(np.max(val)), 3), "chance_accuracy": round(chance, 3)},

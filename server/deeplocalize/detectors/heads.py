@@ -9,9 +9,10 @@ points at the line that sets the activation.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
-from ..findings import FixSpec, Target
+from ..findings import CodeTarget, FixSpec, Layer, LayerArg, LayerCall, NewValue, Target
 from ..trace import LayerInfo, Trace
 
 # Layers that only apply an activation, and layers that pass values through
@@ -132,12 +133,12 @@ def activation_target(trace: Trace, head: Head) -> Target:
     """Where the output activation is written, as a Target the locator understands."""
     layer = head.act_layer
     if head.where == "call" and trace.model_call_code:
-        return Target("code", layer=layer.index, code={**trace.model_call_code, "ops": _OP_NAMES.get(head.activation, [head.activation])})
+        return CodeTarget(dataclasses.replace(trace.model_call_code, ops=tuple(_OP_NAMES.get(head.activation, [head.activation]))), layer=layer.index)
     if head.where == "lambda" or layer.cls in ACTIVATION_ONLY - {"Activation"}:
-        return Target("layer", layer=layer.index)
+        return Layer(layer=layer.index)
     if layer.cls == "Activation":
-        return Target("layer_arg", layer=layer.index, arg="activation", position=0)
-    return Target("layer_arg", layer=layer.index, arg="activation")
+        return LayerArg(layer=layer.index, arg="activation", position=0)
+    return LayerArg(layer=layer.index, arg="activation")
 
 
 def activation_fix(trace: Trace, head: Head, new: str, title: str) -> FixSpec | None:
@@ -146,5 +147,5 @@ def activation_fix(trace: Trace, head: Head, new: str, title: str) -> FixSpec | 
     if head.where != "layer":
         return None
     if layer.cls in ACTIVATION_ONLY - {"Activation"}:
-        return FixSpec(title, layer_call=f'Activation("{new}")')
-    return FixSpec(title, new_value=f'"{new}"')
+        return FixSpec(title, LayerCall(f'Activation("{new}")'))
+    return FixSpec(title, NewValue(f'"{new}"'))

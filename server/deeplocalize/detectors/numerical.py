@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 import re
 
-from ..findings import Alternative, Finding, FixSpec, Target
-from ..trace import Trace
+from ..findings import Alternative, CodeTarget, Feed, Finding, FixSpec, Guard, LayerArg, NewValue, NonfiniteData, SwapParams, target_layer
+from ..trace import CodeLocation, Trace
 from .setup import layer_label, loss_family, lr_info
 from .causes import alternatives, candidate_causes
 from ..rules import rule
@@ -55,7 +55,7 @@ NAN_INF = rule(
 
 _ORDER = ("pre", "out", "grad", "w")
 # The locator rewrites the risky operation it finds (log, sqrt, division) with an epsilon guard.
-GUARD = FixSpec("Guard the operation against zero/negative inputs", guard="operand")
+GUARD = FixSpec("Guard the operation against zero/negative inputs", Guard("operand"))
 _WHERE = {"pre": "pre-activation", "out": "forward output", "grad": "gradient", "w": "weights"}
 
 
@@ -96,10 +96,10 @@ def detect_nonfinite(trace: Trace) -> list[Finding]:
     if x and (x.get("nonfinite") or 0) > 0:
         return [NAN_IN_INPUTS.finding(
             f"{x['nonfinite']:.1%} of the input values are NaN/Inf before training starts.",
-            Target("nonfinite_data", arg="x", position=0),
+            NonfiniteData(arg="x", position=0),
             evidence={"nonfinite_fraction": x["nonfinite"]},
-            fixes=[FixSpec("Make the operation that produces the NaN/Inf safe (a zero divisor, a log of zero, a mean over missing values)", guard="operand"),
-                   FixSpec("Replace NaN/Inf inputs by 0 (wherever the model gets them)", feed="nan_to_num")],
+            fixes=[FixSpec("Make the operation that produces the NaN/Inf safe (a zero divisor, a log of zero, a mean over missing values)", Guard("operand")),
+                   FixSpec("Replace NaN/Inf inputs by 0 (wherever the model gets them)", Feed("nan_to_num"))],
         )]
     hit = first_nonfinite(trace)
     if hit is None:
@@ -114,27 +114,27 @@ def detect_nonfinite(trace: Trace) -> list[Finding]:
     unbounded = _unbounded_custom_loss(trace, pos)
     if unbounded is not None:
         code, start, low, low_epoch = unbounded
-        free = code.get("free") or {}
+        free = code.free
         return [LOSS_UNBOUNDED.finding(
-            f"{head}; before it, the custom loss '{code.get('function')}' went below zero ({low:.4g} at epoch {low_epoch + 1}) after "
+            f"{head}; before it, the custom loss '{code.function}' went below zero ({low:.4g} at epoch {low_epoch + 1}) after "
                 f"starting at {start:.4g}: a loss with no minimum is pushed down until the values overflow"
                 + (f" (it computes with {', '.join(f'{k}={v:g}' for k, v in free.items())})" if free else "") + ".",
-            Target("code", code=code, arg="hyperparameters"),
+            CodeTarget(code=code, part="hyperparameters"),
             evidence={**evidence, "loss_start": round(start, 4), "loss_min": round(low, 4), **{f"loss_{k}": v for k, v in free.items()}},
             observed=observed,
             fixes=[],
             # A smaller step only delays the overflow of a loss without a minimum: not a candidate.
-            alternatives=[Alternative("numerical_operation", Target("code", code=code), [_loss_guard(trace)])],
+            alternatives=[Alternative("numerical_operation", CodeTarget(code=code), [_loss_guard(trace)])],
         )]
     # A value born inside user code: a custom layer's call(), a Lambda, the model's call().
     culprit = _risky_code(trace, pos, kind, layer_idx)
     if culprit is not None:
         where_code, code, idx = culprit
         return [NAN_IN_CODE.finding(
-            f"{head}: an operation in {where_code} ({', '.join(code.get('risky') or ['its computation'])}) produced it"
+            f"{head}: an operation in {where_code} ({', '.join(code.risky or ['its computation'])}) produced it"
                 + (" while its inputs and weights were finite." if kind in ("pre", "out") and idx == layer_idx else
                 ", and the non-finite values spread from there."),
-            Target("code", layer=idx, code=code),
+            CodeTarget(layer=idx, code=code),
             layer=idx,
             evidence=evidence,
             observed=observed,
@@ -143,34 +143,36 @@ def detect_nonfinite(trace: Trace) -> list[Finding]:
             # experiment decides between the guard and them, and prefers what trains better when both heal.
             alternatives=alternatives([c for c in candidate_causes(trace, diverging=True) if c.strong]),
         )]
-    if _inputs_of_first_batch(trace, pos, kind, layer_idx):
+    if _inputs_went_nonfinite(trace, pos, kind, layer_idx):
+        first_batch = step.g == trace.steps[0].g
+        when = "before any update and with finite weights" if first_batch else "with finite weights, after a step whose values were calm"
         return [NAN_IN_INPUTS.finding(
-            f"{head}, before any update and with finite weights: the batches fed to fit carry NaN/Inf.",
-            Target("nonfinite_data", arg="x", position=0),
-            evidence={**evidence, "seen_in": "the first batch"},
+            f"{head}, {when}: the batches fed to fit carry NaN/Inf.",
+            NonfiniteData(arg="x", position=0),
+            evidence={**evidence, "seen_in": "the first batch" if first_batch else f"batch {step.g + 1}"},
             observed=observed,
-            fixes=[FixSpec("Make the operation that produces the NaN/Inf safe (a zero divisor, a log of zero, a mean over missing values)", guard="operand")],
+            fixes=[FixSpec("Make the operation that produces the NaN/Inf safe (a zero divisor, a log of zero, a mean over missing values)", Guard("operand"))],
         )]
     if kind == "loss" and trace.compile is not None:
         loss = trace.compile.loss
-        if loss_family(trace) == "custom" and loss.get("code"):
-            code = loss["code"]
+        code = trace.compile.loss_code
+        if loss_family(trace) == "custom" and code is not None:
             swapped = swapped_loss_params(code)
             if swapped is not None:
                 pred, true = swapped
                 return [NAN_IN_LOSS.finding(
                     f"{head}, while the model outputs were finite, in the custom loss '{loss.get('name')}': it declares ({pred}, {true}) "
                     f"but Keras calls a loss as loss(y_true, y_pred), so '{pred}' holds the labels and '{true}' the predictions.",
-                    Target("code", code=code, arg="params"),
+                    CodeTarget(code=code, part="params"),
                     root_cause="loss",
                     evidence={**evidence, "parameters": [pred, true]},
                     observed=observed,
-                    fixes=[FixSpec(f"Swap the parameters: ({true}, {pred}), as Keras passes them", swap_params=True)],
-                    alternatives=[Alternative("numerical_operation", Target("code", code=code), [_loss_guard(trace)])],
+                    fixes=[FixSpec(f"Swap the parameters: ({true}, {pred}), as Keras passes them", SwapParams())],
+                    alternatives=[Alternative("numerical_operation", CodeTarget(code=code), [_loss_guard(trace)])],
                 )]
             return [NAN_IN_LOSS.finding(
                 f"{head}, while the model outputs were finite: an operation in the custom loss '{loss.get('name')}' produced it.",
-                Target("code", code=code),
+                CodeTarget(code=code),
                 root_cause="numerical_operation",
                 evidence=evidence,
                 observed=observed,
@@ -187,7 +189,7 @@ def detect_nonfinite(trace: Trace) -> list[Finding]:
         cause.target,
         root_cause=cause.root,
         names_cause=True,
-        layer=cause.target.layer if cause.target.layer is not None else layer_idx,
+        layer=target_layer(cause.target) if target_layer(cause.target) is not None else layer_idx,
         evidence=evidence,
         observed=observed,
         fixes=cause.fixes,
@@ -195,23 +197,40 @@ def detect_nonfinite(trace: Trace) -> list[Finding]:
     )]
 
 
-def _inputs_of_first_batch(trace: Trace, pos: int, kind: str, layer_idx: int | None) -> bool:
-    """Non-finite values first in the first weighted layer's forward pass at the very first step,
-    its weights finite: nothing was updated yet, so they came in with the data (a generator or
-    dataset whose batches the probe does not see as arrays)."""
-    if kind not in ("pre", "out") or layer_idx is None or not trace.steps or trace.steps[pos].g != trace.steps[0].g or trace.continues:
+# A first layer whose pre-activations reached this size was diverging: its NaN may be its own overflow.
+_CALM_PREACTIVATION = 1e4
+_STEADY_WEIGHTS = 10.0  # the first layer's weight norm may grow this much between two recorded steps
+
+
+def _inputs_went_nonfinite(trace: Trace, pos: int, kind: str, layer_idx: int | None) -> bool:
+    """Non-finite values first in the first weighted layer's forward pass, its weights finite,
+    and either at the very first step (nothing was updated yet) or after a calm step (that
+    layer's pre-activations moderate, the loss finite): they came in with the data (a generator
+    or dataset whose batches the probe does not see as arrays, one that goes bad late)."""
+    if kind not in ("pre", "out") or layer_idx is None or not trace.steps:
         return False
     first = next((l.index for l in trace.layers if l.n_params > 0), None)
     step = trace.steps[pos]
     weights_finite = all(v.get("nonfinite", 0) == 0 for k, v in step.values.items() if k.endswith(".w"))
-    return layer_idx == first and trace.steps[0].g == 0 and weights_finite
+    if layer_idx != first or not weights_finite:
+        return False
+    if pos == 0:
+        return step.g == 0 and not trace.continues
+    before = trace.steps[pos - 1]
+    pre = before.values.get(f"L{first}.pre") or before.values.get(f"L{first}.out")
+    loss = before.get("loss", "loss")
+    calm = pre is not None and max(abs(pre.get("min", 0.0)), abs(pre.get("max", 0.0))) < _CALM_PREACTIVATION
+    # Weights that jumped since (steps between two sampled ones) could overflow the layer themselves.
+    w_now, w_then = step.values.get(f"L{first}.w", {}).get("norm"), before.values.get(f"L{first}.w", {}).get("norm")
+    steady = w_now is not None and w_then is not None and 0 < w_then and w_now < _STEADY_WEIGHTS * w_then
+    return calm and steady and loss is not None and math.isfinite(loss) and not step_has_nonfinite(before)
 
 
-def _unbounded_custom_loss(trace: Trace, upto: int) -> tuple[dict, float, float, int] | None:
+def _unbounded_custom_loss(trace: Trace, upto: int) -> tuple[CodeLocation, float, float, int] | None:
     """(the custom loss' code, its first loss, its lowest, the epoch of the lowest) when a custom
     loss that started positive went clearly below zero before step `upto`."""
-    loss = trace.compile.loss if trace.compile is not None else {}
-    if loss_family(trace) != "custom" or not loss.get("code"):
+    code = trace.compile.loss_code if trace.compile is not None else None
+    if loss_family(trace) != "custom" or code is None:
         return None
     seen = [(st.get("loss", "loss"), st.epoch) for st in trace.steps[:upto]]
     seen = [(v, e) for v, e in seen if v is not None and math.isfinite(v)]
@@ -221,12 +240,12 @@ def _unbounded_custom_loss(trace: Trace, upto: int) -> tuple[dict, float, float,
     low, low_epoch = min(seen)
     if first <= 0 or low >= -0.01 * first:
         return None
-    return loss["code"], first, low, low_epoch
+    return code, first, low, low_epoch
 
 
-def swapped_loss_params(code: dict) -> tuple[str, str] | None:
+def swapped_loss_params(code: CodeLocation) -> tuple[str, str] | None:
     """(first, second) parameter names of a loss declared predictions first, labels second."""
-    params = code.get("params") or []
+    params = code.params
     if len(params) < 2:
         return None
     first, second = params[0], params[1]
@@ -245,25 +264,25 @@ def _loss_guard(trace: Trace) -> FixSpec:
     if head is None:
         return GUARD
     if head.activation in ("softmax", "sigmoid"):
-        return FixSpec("Clip the predictions into [1e-7, 1 - 1e-7] before the log (as Keras' losses do)", guard="probability")
+        return FixSpec("Clip the predictions into [1e-7, 1 - 1e-7] before the log (as Keras' losses do)", Guard("probability"))
     units = head.units_layer.units or 1
     classes = bool(y) and (y.get("one_hot") or (y.get("integer_valued") and (y.get("n_unique") or 99) <= max(units, 2)))
     if not classes or head.activation not in ("linear", "relu") or head.where != "layer" or head.act_layer is not head.units_layer:
         return GUARD
     act = "sigmoid" if units == 1 else "softmax"
-    return FixSpec(f"Use a {act} output and clip the predictions into [1e-7, 1 - 1e-7] before the log", guard="probability",
-                   also=[FixSpec("", new_value=f'"{act}"', target=Target("layer_arg", layer=head.units_layer.index, arg="activation"))])
+    return FixSpec(f"Use a {act} output and clip the predictions into [1e-7, 1 - 1e-7] before the log", Guard("probability"),
+                   also=[FixSpec("", NewValue(f'"{act}"'), target=LayerArg(layer=head.units_layer.index, arg="activation"))])
 
 
-def _risky_code(trace: Trace, pos: int, kind: str, layer_idx: int | None) -> tuple[str, dict, int | None] | None:
+def _risky_code(trace: Trace, pos: int, kind: str, layer_idx: int | None) -> tuple[str, CodeLocation, int | None] | None:
     """User code with an operation that can create NaN/Inf from finite values (log, sqrt,
     division, pow, exp), when the non-finite values start there or downstream of it and
     training did not diverge first (a diverging run is the learning rate's, not the op's)."""
-    candidates: list[tuple[int, str, dict]] = []
+    candidates: list[tuple[int, str, CodeLocation]] = []
     for layer in trace.layers:
-        if layer.call_code and layer.call_code.get("risky") and (layer.custom or layer.cls == "Lambda"):
+        if layer.call_code and layer.call_code.risky and (layer.custom or layer.cls == "Lambda"):
             candidates.append((layer.index, f"{layer_label(layer)}'s {'function' if layer.cls == 'Lambda' else 'call()'}", layer.call_code))
-    if trace.model_call_code and trace.model_call_code.get("risky"):
+    if trace.model_call_code and trace.model_call_code.risky:
         candidates.append((-1, "the model's call()", trace.model_call_code))
     if not candidates:
         return None

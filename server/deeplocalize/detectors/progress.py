@@ -188,13 +188,14 @@ JUDGED_EPOCHS = 3
 
 
 def cut_by_the_analysis(trace: Trace) -> bool:
-    """The fit did not end by itself: the analysis' epoch cap ended it, or its time (or memory)
-    budget stopped the process while it trained. (A run stopped on a decisive finding is judged
-    as it is: the finding was established in what it saw.)"""
+    """The fit did not end by itself: the analysis' epoch cap ended it, its time (or memory)
+    budget stopped the process while it trained, or the user interrupted a real run (Ctrl-C).
+    (A run stopped on a decisive finding is judged as it is: the finding was established in
+    what it saw.)"""
     end = trace.fit_end
     if end is not None:
         return end.get("reason") == "capped"
-    return trace.fit is not None and trace.crash is None and trace.end_reason in ("timeout", "memory")
+    return trace.fit is not None and trace.crash is None and trace.end_reason in ("timeout", "memory", "interrupted")
 
 
 def _barely_seen(trace: Trace, seen: int) -> bool:

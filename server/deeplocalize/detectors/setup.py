@@ -51,16 +51,17 @@ def loss_family(trace: Trace) -> LossFamily:
     if trace.compile is None:
         return "unknown"
     loss = trace.compile.loss
+    custom = trace.compile.loss_code is not None
     kind = loss.get("kind")
     name = str(loss.get("name", "")).lower()
     if kind in ("string", "object", "function"):
-        if not loss.get("code"):
+        if not custom:
             families: tuple[tuple[LossFamily, set[str]], ...] = (
                 ("categorical", CE_CATEGORICAL), ("sparse", CE_SPARSE), ("binary", CE_BINARY), ("regression", REGRESSION), ("hinge", HINGE))
             for family, names in families:
                 if name in names:
                     return family
-        if kind in ("object", "function") and loss.get("code"):
+        if kind in ("object", "function") and custom:
             return "custom"
     return "unknown"
 
@@ -77,6 +78,28 @@ def lr_info(trace: Trace) -> tuple[str, float | None, float]:
     default = DEFAULT_LR.get(opt.cls, 0.001)
     lr = opt.learning_rate
     return opt.cls, lr, (lr / default) if lr else 1.0
+
+
+# A rate that something in the run raised this many times above the fit's starting rate is the
+# rate the symptom happened at, not the one the optimizer was built with.
+RAISED_RATE = 10.0
+
+
+def rate_raised(trace: Trace) -> tuple[float, float, int] | None:
+    """(the fit's starting rate, the raised rate, the first epoch that started with it) when the
+    learning rate rose at least RAISED_RATE times during the fit (a schedule, a callback) after
+    the fit trained at its starting rate (its loss fell before the raise)."""
+    seen = sorted(trace.epoch_start_lr.items())
+    if not seen or seen[0][1] <= 0:
+        return None
+    start = seen[0][1]
+    for epoch, lr in seen[1:]:
+        if lr >= RAISED_RATE * start:
+            before = [e.logs.get("loss") for e in trace.epochs if e.epoch < epoch]
+            before = [v for v in before if isinstance(v, float) and math.isfinite(v)]
+            trained = len(before) >= 2 and before[-1] < before[0]
+            return (start, lr, epoch) if trained else None
+    return None
 
 
 def lr_is_explicit(trace: Trace) -> bool:

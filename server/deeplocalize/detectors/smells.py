@@ -7,7 +7,7 @@ program that happens to carry the smell stays quiet (information at most).
 
 from __future__ import annotations
 
-from ..findings import Finding, FixSpec, Target
+from ..findings import Finding, FixSpec, Layer, LayerArg, NewValue
 from ..trace import Trace
 from .setup import layer_label, x_scale_problem, y_scale_problem
 from .causes import data_target_and_fixes
@@ -90,12 +90,12 @@ def detect_activation_smells(trace: Trace, progress: Progress | None) -> list[Fi
             head_like = head is not None and setter is head.act_layer
             if head_like:
                 continue
-            arg = Target("layer_arg", layer=setter.index, arg="activation", position=0 if setter.cls == "Activation" else None)
+            arg = LayerArg(layer=setter.index, arg="activation", position=0 if setter.cls == "Activation" else None)
             return [SOFTMAX_HIDDEN.finding(
                 f"{layer_label(setter)} applies softmax to a hidden layer: it squashes its units to sum to 1, starving the layers after it.",
-                arg if setter.cls in ("Dense", "Activation") or setter is l else Target("layer", layer=setter.index),
+                arg if setter.cls in ("Dense", "Activation") or setter is l else Layer(layer=setter.index),
                 layer=setter.index,
-                fixes=[FixSpec('Use activation "relu"', new_value='"relu"')] if setter.cls in ("Dense", "Activation") or setter is l else [],
+                fixes=[FixSpec('Use activation "relu"', NewValue('"relu"'))] if setter.cls in ("Dense", "Activation") or setter is l else [],
             )]
     has_nonlinearity = any(l.activation not in (None, "linear") for l in hidden) or any(
         l.cls in ("Activation", "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax") for l in trace.layers if not l.is_output)
@@ -103,9 +103,9 @@ def detect_activation_smells(trace: Trace, progress: Progress | None) -> list[Fi
         first = hidden[0]
         return [LINEAR_NETWORK.finding(
             f"None of the {len(hidden)} hidden layer(s) has an activation, so the whole network is linear and cannot fit this data.",
-            Target("layer_arg", layer=first.index, arg="activation"),
+            LayerArg(layer=first.index, arg="activation"),
             layer=first.index,
-            fixes=[FixSpec('Use activation "relu"', new_value='"relu"')],
+            fixes=[FixSpec('Use activation "relu"', NewValue('"relu"'))],
             confidence="weak",
         )]
     return []

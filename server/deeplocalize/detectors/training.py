@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..findings import Finding, FixSpec, Target
+from ..findings import Finding, FixSpec, Layer, NewValue, target_layer
 from ..trace import LayerInfo, Trace
 from .setup import DEFAULT_LR, RELU_LIKE, SATURATING, SLOW_BY_DEFAULT, bad_init_layers, init_offset, layer_label, lr_info, median_log_update_ratio, window
 from .causes import CauseScope, activation_arg_target, alternatives, candidate_causes, init_target_and_fixes, lr_target_and_fixes, optimizer_target_and_fixes, saturating_stack
@@ -99,7 +99,7 @@ def detect_exploding(trace: Trace, progress: Progress | None) -> list[Finding]:
         cause.target,
         root_cause=cause.root,
         names_cause=True,
-        layer=cause.target.layer if cause.target.layer is not None else start.index,
+        layer=target_layer(cause.target) if target_layer(cause.target) is not None else start.index,
         evidence=ev,
         fixes=cause.fixes,
         observed={"layer": start.index, "where": "grad"},
@@ -136,7 +136,7 @@ def _vanishing_cause(trace: Trace, start: LayerInfo, ratio: float, ev: dict) -> 
     if stack:
         setters = [st for _, st in stack]
         deepest = max((st for l, st in stack if l.index <= start.index), key=lambda st: st.index, default=setters[0])
-        also = [FixSpec("", new_value='"relu"', target=activation_arg_target(st)) for st in setters if st is not deepest]
+        also = [FixSpec("", NewValue('"relu"'), target=activation_arg_target(st)) for st in setters if st is not deepest]
         title = 'Use activation "relu"' + (f" on all {len(setters)} {deepest.activation} layers" if also else "")
         return VANISHING.finding(
             f"Gradients vanish towards the input (first/last layer gradient ratio {ratio:.2g}), starting at {layer_label(start)}: "
@@ -145,7 +145,7 @@ def _vanishing_cause(trace: Trace, start: LayerInfo, ratio: float, ev: dict) -> 
             root_cause="activation",
             layer=deepest.index,
             evidence=ev,
-            fixes=[FixSpec(title, new_value='"relu"', also=also)],
+            fixes=[FixSpec(title, NewValue('"relu"'), also=also)],
             observed={"layer": start.index, "where": "grad"},
         )
     bad = bad_init_layers(trace)
@@ -164,7 +164,7 @@ def _vanishing_cause(trace: Trace, start: LayerInfo, ratio: float, ev: dict) -> 
         )
     return VANISHING.finding(
         f"Gradients vanish towards the input (ratio {ratio:.2g}), starting at {layer_label(start)}.",
-        Target("layer", layer=start.index),
+        Layer(layer=start.index),
         root_cause="architecture",
         layer=start.index,
         evidence=ev,
@@ -186,7 +186,7 @@ def detect_dead_relu(trace: Trace, progress: Progress | None) -> list[Finding]:
         if frac < DEAD_RELU["dead_fraction"]:
             continue
         severity = "warning" if (frac >= 0.99 or (progress is not None and progress.poor)) else "information"
-        scope = CauseScope(layer=l, fallback=FixSpec('Use activation "leaky_relu"', new_value='"leaky_relu"'))
+        scope = CauseScope(layer=l, fallback=FixSpec('Use activation "leaky_relu"', NewValue('"leaky_relu"')))
         # The first dead layer starves everything after it.
         return [_unit_finding(trace, DEAD_RELU, f"{frac:.0%} of the units of {layer_label(l)} output 0 for every sample (dead ReLUs)",
                               scope, {"dead_unit_fraction": round(frac, 3)}, severity, "out")]
@@ -204,7 +204,7 @@ def _unit_finding(trace: Trace, r: Rule, what: str, scope: CauseScope, ev: dict,
         root_cause=cause.root,
         names_cause=True,
         severity=severity,
-        layer=cause.target.layer if cause.target.layer is not None else layer.index,
+        layer=target_layer(cause.target) if target_layer(cause.target) is not None else layer.index,
         evidence={**ev, **cause.evidence},
         fixes=cause.fixes,
         observed={"layer": layer.index, "where": where},
@@ -225,7 +225,7 @@ def detect_saturation(trace: Trace, progress: Progress | None) -> list[Finding]:
             continue
         frac = float(np.median(sat))
         severity = "warning" if progress is None or progress.poor else "information"
-        scope = CauseScope(layer=l, data_first=True, fallback=FixSpec('Use activation "relu"', new_value='"relu"'))
+        scope = CauseScope(layer=l, data_first=True, fallback=FixSpec('Use activation "relu"', NewValue('"relu"')))
         return [_unit_finding(trace, SATURATED, f"{frac:.0%} of the inputs of the {l.activation} in {layer_label(l)} are beyond +-5, where its gradient is ~0",
                               scope, {"saturated_fraction": round(frac, 3), "threshold": "|x| > 5"}, severity, "pre")]
     return []

@@ -41,6 +41,7 @@ class DocState:
     diagnostics: dict[str, list[lsp.Diagnostic]] = field(default_factory=dict)
     last_outcome: str = ""
     files: frozenset[str] = frozenset()  # the files its report speaks of
+    on_files: Callable[["DocState", frozenset[str]], None] | None = field(default=None, repr=False)  # the index's (Documents)
 
     def set_report(self, report: FileReport | None, run_id: str, key: str | None = None) -> None:
         self.report, self.report_run, self.report_key = report, run_id, key
@@ -48,7 +49,11 @@ class DocState:
 
     def reindex(self) -> None:
         """After the report changed in place (verification can move a finding to another file)."""
-        self.files = _files_of(self.report) if self.report is not None else frozenset()
+        files = _files_of(self.report) if self.report is not None else frozenset()
+        if files != self.files:
+            before, self.files = self.files, files
+            if self.on_files is not None:
+                self.on_files(self, before)
 
 
 def _files_of(report: FileReport) -> frozenset[str]:
@@ -60,10 +65,11 @@ def _files_of(report: FileReport) -> frozenset[str]:
 
 
 class Documents:
-    """The analyzed documents by URI."""
+    """The analyzed documents by URI, and by the files their reports speak of."""
 
     def __init__(self, make_run: Callable[[DocState], Run]) -> None:
         self._by_uri: dict[str, DocState] = {}
+        self._by_file: dict[str, dict[str, None]] = {}  # path -> URIs of the documents whose report speaks of it (in order)
         self._make_run = make_run
 
     def get(self, uri: str) -> DocState | None:
@@ -72,19 +78,33 @@ class Documents:
     def ensure(self, uri: str) -> DocState:
         state = self._by_uri.get(uri)
         if state is None:
-            state = self._by_uri[uri] = DocState(uri, to_fs_path(uri) or uri)
+            state = self._by_uri[uri] = DocState(uri, to_fs_path(uri) or uri, on_files=self._files_changed)
             state.run = self._make_run(state)
         return state
 
     def pop(self, uri: str) -> DocState | None:
-        return self._by_uri.pop(uri, None)
+        state = self._by_uri.pop(uri, None)
+        if state is not None:
+            self._files_changed(state, state.files, now=frozenset())
+        return state
+
+    def _files_changed(self, state: DocState, before: frozenset[str], now: frozenset[str] | None = None) -> None:
+        now = state.files if now is None else now
+        for path in before - now:
+            uris = self._by_file.get(path, {})
+            uris.pop(state.uri, None)
+            if not uris:
+                self._by_file.pop(path, None)
+        for path in now - before:
+            self._by_file.setdefault(path, {})[state.uri] = None
 
     def __iter__(self) -> Iterator[DocState]:
         return iter(list(self._by_uri.values()))
 
     def reporting_on(self, path: str) -> Iterator[DocState]:
         """Documents whose last report has something to say about `path`."""
-        return (s for s in self if s.report is not None and path in s.files)
+        states = (self._by_uri.get(uri) for uri in list(self._by_file.get(path, ())))
+        return (s for s in states if s is not None and s.report is not None)
 
     def published_on(self, uri: str) -> list[lsp.Diagnostic]:
         return [d for s in self for d in s.diagnostics.get(uri, [])]

@@ -130,6 +130,8 @@ def serve(events_fd: int, control_fd: int, prebuild: bool = True) -> int:
     if job.get("marker"):
         os.environ[leftovers.JOB_MARKER] = str(job["marker"])
     script = os.path.abspath(job["script"])
+    if job.get("live"):
+        _die_with_parent(job.get("parent"))
     if job.get("seed") is not None:
         keras.utils.set_random_seed(int(job["seed"]))
     _install(job, channel)
@@ -138,6 +140,20 @@ def serve(events_fd: int, control_fd: int, prebuild: bool = True) -> int:
     code, own_end = _run_script(script, job, channel)
     _stop_leftovers(channel, said=own_end)
     return code
+
+
+def _die_with_parent(parent: int | None) -> None:
+    """A real run (`deeplocalize run`) is the user's training: when the command that started it
+    dies (killed, even with SIGKILL), the training dies with it, as `python train.py` would."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - not Linux: the parent's end closes the pipes instead
+        return
+    if parent is not None and os.getppid() != parent:  # it died before the line above
+        _EXIT(137)
 
 
 def _stop_leftovers(channel: Any, said: bool = True) -> None:
@@ -181,7 +197,8 @@ def _install(job: dict, channel: Any) -> None:
 
         record.install(channel.send, job.get("max_epochs"))
     else:
-        probe = hooks.Probe(channel, max_epochs=job.get("max_epochs"), fetch_every=int(job.get("fetch_every", 1)), max_fits=int(job.get("max_fits", 1)))
+        probe = hooks.Probe(channel, max_epochs=job.get("max_epochs"), fetch_every=int(job.get("fetch_every", 1)), max_fits=int(job.get("max_fits", 1)),
+                            live=bool(job.get("live")))
         probe.install()
 
 
@@ -192,6 +209,8 @@ def _enter_script(script: str, job: dict) -> None:
     sys.argv = [script, *job.get("argv", [])]
     sys.path[0] = os.path.dirname(script)
     os.chdir(job.get("cwd") or os.path.dirname(script))
+    if job.get("live"):
+        return  # the user's own terminal: nothing of ours goes to it
     # Everything before this marker is the worker's own start-up noise (TensorFlow
     # logging), not the user's output: the parent drops it.
     for stream in (sys.stderr, sys.stdout):
@@ -221,12 +240,20 @@ def _run_script(script: str, job: dict, channel: Any) -> tuple[int, bool]:
         own_end = False
     except SystemExit as exc:
         channel.send("end", reason="sys_exit", code=exc.code if isinstance(exc.code, int) else str(exc.code))
-    except KeyboardInterrupt:
+        if job.get("live"):  # the script's own exit status and message, as `python` would end with them
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            if exc.code is not None and not isinstance(exc.code, int):
+                print(exc.code, file=sys.stderr)
+    except KeyboardInterrupt as exc:
         channel.send("end", reason="interrupted")
         code = 130
+        if job.get("live"):
+            traceback.print_exception(exc)
     except BaseException as exc:  # noqa: BLE001 - any user crash becomes a finding
         channel.send("crash", **_crash_event(exc, sites))
         code = 1
+        if job.get("live"):  # the user's terminal shows the traceback, as `python` prints it
+            traceback.print_exception(exc)
     finally:
         os._exit = _EXIT
         for stream in (sys.stdout, sys.stderr):

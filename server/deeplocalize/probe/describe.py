@@ -331,3 +331,40 @@ def describe_layers(model: Any, layers: list[Any], sites: dict[int, list]) -> li
     if not out_ids and described:
         described[-1]["is_output"] = True
     return described
+
+
+_HOOKS = ("on_epoch_begin", "on_epoch_end", "on_train_batch_begin", "on_train_batch_end", "on_batch_begin", "on_batch_end")
+
+
+def describe_schedules(optimizer: Any, callbacks: list) -> list[dict[str, Any]]:
+    """What may change the learning rate while the fit runs: a LearningRateScheduler's
+    function, a callback class of the user's (its epoch/batch hooks), a schedule object given
+    as the optimizer's rate (its class and numeric settings; a user's class: its `__call__`)."""
+    out: list[dict[str, Any]] = []
+    for cb in callbacks or []:
+        if isinstance(cb, keras.callbacks.LearningRateScheduler):
+            fn = cb.schedule
+            out.append({"kind": "callback", "name": getattr(fn, "__name__", type(fn).__name__), "code": code_location(fn)})
+        elif not _from_keras(cb):
+            hooks = [code_location(getattr(type(cb), h)) for h in _HOOKS if h in vars(type(cb))]
+            hooks = [h for h in hooks if h is not None]
+            if hooks:
+                out.append({"kind": "callback_class", "name": type(cb).__name__, "code": hooks[0], "hooks": hooks})
+    rate = getattr(optimizer, "_learning_rate", None)
+    if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule):
+        config = {}
+        try:
+            config = {k: v for k, v in rate.get_config().items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        except Exception:  # noqa: BLE001
+            pass
+        code = None if _from_keras(rate) else code_location(type(rate).__call__)
+        out.append({"kind": "schedule", "name": type(rate).__name__, "config": config, "code": code})
+    return out
+
+
+def current_learning_rate(model: Any) -> float | None:
+    """The rate the next step uses (a schedule evaluated at the optimizer's step)."""
+    try:
+        return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+    except Exception:  # noqa: BLE001 - no optimizer yet
+        return None

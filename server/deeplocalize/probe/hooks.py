@@ -26,7 +26,7 @@ from . import stats as S
 from .channel import Channel
 from .collect import Collector, first_tensor, pack
 from .describe import (
-    code_location, initial_kernels, weight_ids, activation_name, describe_array, describe_layers, describe_loss, describe_optimizer,
+    code_location, current_learning_rate, describe_schedules, initial_kernels, weight_ids, activation_name, describe_array, describe_layers, describe_loss, describe_optimizer,
 )
 from .sites import user_call_chain
 
@@ -40,10 +40,13 @@ class AnalysisDone(BaseException):
 class Probe:
     """Owns the patches, the per-run state and the event channel."""
 
-    def __init__(self, channel: Channel, max_epochs: int | None, fetch_every: int = 1, max_fits: int = 1) -> None:
+    def __init__(self, channel: Channel, max_epochs: int | None, fetch_every: int = 1, max_fits: int = 1, live: bool = False) -> None:
+        """`live`: the user's real training (`deeplocalize run`): every fit, every epoch, and
+        only the sampled steps' statistics are fetched from the device and sent."""
         self.channel = channel
         self.max_epochs = max_epochs
-        self.max_fits = max(1, max_fits)
+        self.live = live
+        self.max_fits = 1 << 62 if live else max(1, max_fits)
         self.trained_models: set[int] = set()
         self.layouts: list[list[tuple[str, int]]] = []
         self.fetch_every = max(1, fetch_every)
@@ -79,8 +82,18 @@ class Probe:
         self.active_model: Any = None
         self.layers: list[Any] = []
         self.epoch = self.step = self.global_step = 0
-        # Per-layer statistics on every step of the first `sample_first` steps, then every `sample_every`-th.
+        # Per-layer statistics on every step of the first `sample_first` steps, then every `sample_every`-th
+        # (counted in the optimizer's iterations, which go on across fits of a model: `iterations_at_fit`).
         self.sample_every, self.sample_first = 4, 20
+        self.iterations_at_fit = 0
+
+    def fetches(self, global_step: int) -> bool:
+        """Whether this step's statistics are fetched and sent: in a live run only the sampled
+        steps' (a device sync and an event less on the others), else every `fetch_every`-th."""
+        if not self.live:
+            return global_step % self.fetch_every == 0
+        it = self.iterations_at_fit + global_step
+        return it < self.sample_first or it % self.sample_every == 0
 
     # ----------------------------------------------------------------- patching
     def install(self) -> None:
@@ -248,6 +261,7 @@ class Probe:
             if probe.in_fit or not site or probe.fit_count >= probe.max_fits:
                 return original(model, *args, **kwargs)
             probe.begin_fit()
+            probe.iterations_at_fit = _iterations(model)
             probe.fit_count += 1
             continues = id(model) in probe.trained_models
             probe.trained_models.add(id(model))
@@ -326,6 +340,7 @@ class Probe:
             model_id=id(model),
             continues=continues,
             weight_ids=weight_ids(model),
+            schedules=_schedules(model, kwargs.get("callbacks")),
         )
 
     def _wrap_make_train_function(self, original: Any) -> Any:
@@ -489,7 +504,7 @@ class Probe:
             if isinstance(logs, dict) and _STATS_KEY in logs:
                 logs = dict(logs)
                 packed = logs.pop(_STATS_KEY)
-                if probe.global_step % probe.fetch_every == 0:
+                if probe.fetches(probe.global_step):
                     try:
                         values = np.asarray(packed, dtype=np.float64).reshape(-1)
                     except Exception:  # noqa: BLE001 - distributed values
@@ -515,7 +530,7 @@ class _EpochReporter(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
         self.probe.epoch = epoch
         self.probe.step = 0
-        self.probe.channel.send("epoch_begin", epoch=epoch)
+        self.probe.channel.send("epoch_begin", epoch=epoch, lr=current_learning_rate(self.model))
 
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
         clean = {}
@@ -524,7 +539,20 @@ class _EpochReporter(keras.callbacks.Callback):
                 clean[k] = float(v)
             except (TypeError, ValueError):
                 continue
-        self.probe.channel.send("epoch", epoch=epoch, logs=clean, seconds=time.monotonic() - self.probe.started)
+        self.probe.channel.send("epoch", epoch=epoch, logs=clean, seconds=time.monotonic() - self.probe.started, lr=current_learning_rate(self.model))
         self.probe.channel.flush()
 
 
+def _iterations(model: Any) -> int:
+    """The optimizer's step count before a fit (0 for a new optimizer)."""
+    try:
+        return int(model.optimizer.iterations.numpy())
+    except Exception:  # noqa: BLE001 - no optimizer yet, or one without a counter
+        return 0
+
+
+def _schedules(model: Any, callbacks: Any) -> list[dict[str, Any]]:
+    try:
+        return describe_schedules(getattr(model, "optimizer", None), list(callbacks or []))
+    except Exception:  # noqa: BLE001 - a description is optional
+        return []

@@ -9,7 +9,9 @@ async function snapshot() {
   for (const doc of vscode.workspace.textDocuments) {
     const cell = doc.uri.scheme === "vscode-notebook-cell" ? notebookCellOf(doc) : null;
     if ((doc.uri.scheme !== "file" && !cell) || doc.languageId !== "python") continue;
-    const diagnostics = vscode.languages.getDiagnostics(doc.uri).filter((d) => d.source === "deeplocalize");
+    const all = vscode.languages.getDiagnostics(doc.uri);
+    const diagnostics = all.filter((d) => d.source === "deeplocalize");
+    const training = all.filter((d) => d.source === "training run");
     const entry = {
       path: cell ? cell.notebook.uri.fsPath : doc.uri.fsPath, cell: cell ? cell.index + 1 : null,
       notebookDirty: cell ? cell.notebook.isDirty : null, version: doc.version, dirty: doc.isDirty, text: doc.getText(),
@@ -17,6 +19,8 @@ async function snapshot() {
         line: d.range.start.line, character: d.range.start.character, severity: d.severity,
         code: typeof d.code === "object" ? String(d.code.value) : String(d.code), message: d.message,
       })),
+      training: training.map((d) => ({ line: d.range.start.line, severity: d.severity, message: d.message,
+        code: typeof d.code === "object" ? String(d.code.value) : String(d.code) })),
       actions: [],
     };
     if (diagnostics.length) {

@@ -6,6 +6,7 @@ from __future__ import annotations
 from lsprotocol import types as lsp
 
 from ..convert import SOURCE, code_actions, overlaps
+from ..training_runs import SOURCE as TRAINING_SOURCE
 from ..language_server import DeepLocalizeServer
 from ..cells import view
 
@@ -14,9 +15,10 @@ def register(server: DeepLocalizeServer) -> None:
     @server.feature(lsp.TEXT_DOCUMENT_CODE_ACTION, lsp.CodeActionOptions(code_action_kinds=[lsp.CodeActionKind.QuickFix]))
     def on_code_action(ls: DeepLocalizeServer, params: lsp.CodeActionParams) -> list[lsp.CodeAction]:
         uri = params.text_document.uri
-        ours = [d for d in params.context.diagnostics if d.source == SOURCE and isinstance(d.data, dict)]
+        ours = [d for d in params.context.diagnostics if d.source in (SOURCE, TRAINING_SOURCE) and isinstance(d.data, dict)]
         if not ours:  # clients that do not echo diagnostics back: use the published ones
-            ours = [d for d in ls.documents.published_on(uri) if overlaps(d.range, params.range)]
+            published = ls.documents.published_on(uri) + ls.publisher.training.get(uri, [])
+            ours = [d for d in published if overlaps(d.range, params.range)]
         if not view(ls.workspace, uri).is_saved(ls.workspace):
             return []
 

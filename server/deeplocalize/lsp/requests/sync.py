@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from lsprotocol import types as lsp
 
+from pygls.uris import to_fs_path
+
 from ..language_server import DeepLocalizeServer
 
 
 async def _opened(ls: DeepLocalizeServer, uri: str) -> None:
     settings = await ls.settings(uri)
+    if uri.endswith((".py", ".pyw")):
+        path = to_fs_path(uri)
+        if path:
+            ls.training_runs.watch(uri, path, settings.runs_folder)
+            ls.watch_training_runs()
     if settings.run == "onOpenAndSave":
         ls.documents.ensure(uri).run.schedule("opened")
 
@@ -20,6 +27,7 @@ async def _saved(ls: DeepLocalizeServer, uri: str) -> None:
 
 
 def _closed(ls: DeepLocalizeServer, uri: str) -> None:
+    ls.training_runs.unwatch(uri)
     state = ls.documents.pop(uri)
     if state is None:
         return
