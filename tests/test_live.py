@@ -69,6 +69,7 @@ def test_a_late_fault_is_found_on_its_line_while_training_goes_on_and_a_bounded_
     found = [f for f in findings_of(folder) if is_serious(f["severity"])]
     assert any(f["range"]["start"]["line"] in exp.lines and f["root_cause"] in exp.root_causes for f in found), found
     assert (folder / "findings.sarif").exists() and (folder / "report.html").stat().st_size > 1000
+    assert (tmp_path / ".deeplocalize" / ".gitignore").read_text().splitlines()[-1] == "*"  # runs are not source
 
     # The gap is real: the editor's bounded analysis (its default budgets) sees nothing wrong.
     report = asyncio.run(session.analyze(str(exp.path), RunOptions()))

@@ -124,6 +124,7 @@ class LiveRun:
         self.stopped_on_error = False
         self._findings_written = 0.0
         self._findings_dirty = False
+        self._html_dirty = False
         self.started = time.monotonic()
 
     # ------------------------------------------------------------------ the run
@@ -203,7 +204,7 @@ class LiveRun:
     def _new_findings(self, new: list[LocatedFinding]) -> None:
         for lf in new:
             self.say_finding(lf, self.builder.trace)
-        self._findings_dirty = True
+        self._findings_dirty = self._html_dirty = True
         self._write_findings()
         if self.options.stop_on_error and any(lf.finding.severity == "error" for lf in new) and not self.stopped_on_error:
             self.stopped_on_error = True
@@ -216,7 +217,8 @@ class LiveRun:
         self._write(lambda: self.folder.write_meta(epoch=len(trace.epochs), epochs=fit.epochs_requested if fit else None,
                                                   fit=len(self.builder.traces), findings=self._serious()) if self.folder else None)
         self._write_findings()
-        if event.kind == "epoch" and self.folder is not None and self.folder.html_due():
+        if event.kind == "epoch" and self.folder is not None and self.folder.html_due(changed=self._html_dirty):
+            self._html_dirty = False
             self._write_html(self._live_report())
 
     def _serious(self) -> int:

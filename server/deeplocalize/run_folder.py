@@ -7,7 +7,7 @@ language server, a copy made on a GPU machine, a later `deeplocalize` command) r
         trace.jsonl     the probe's events, one JSON object per line, appended as they come
         findings.json   the findings so far, in the schema of `deeplocalize check --format json`
         findings.sarif  the same as SARIF 2.1.0
-        report.html     the training report (at most every `HTML_EVERY_S`, and at the end)
+        report.html     the training report (every `HTML_EVERY_S`, sooner when the findings change, and at the end)
 
 Every file but the trace is replaced whole (written aside, then renamed), so a reader never sees
 half of one, even after a SIGKILL; a trace's torn last line is skipped by its reader. A folder of
@@ -29,6 +29,7 @@ from typing import Any, Literal
 FORMAT = 1
 DEFAULT_FOLDER = os.path.join(".deeplocalize", "runs")
 HTML_EVERY_S = 30.0
+HTML_SOONEST_S = 3.0
 
 RunState = Literal["live", "finished", "crashed", "interrupted", "stopped", "failed"]
 
@@ -95,6 +96,7 @@ class RunFolder:
         name = time.strftime("%Y%m%d-%H%M%S") + "-" + stem
         try:
             root.mkdir(parents=True, exist_ok=True)
+            _ignored_by_git(root)
             for n in range(1, 1000):
                 path = root / (name if n == 1 else f"{name}-{n}")
                 try:
@@ -137,8 +139,9 @@ class RunFolder:
         self._guard("findings.json", lambda: _atomic_write(self.path / "findings.json", json.dumps(findings_json, indent=1, allow_nan=False)))
         self._guard("findings.sarif", lambda: _atomic_write(self.path / "findings.sarif", json.dumps(sarif, indent=1, allow_nan=False)))
 
-    def html_due(self) -> bool:
-        return time.monotonic() - self._last_html >= HTML_EVERY_S
+    def html_due(self, changed: bool = False) -> bool:
+        """Every HTML_EVERY_S; sooner (HTML_SOONEST_S) when the findings changed."""
+        return time.monotonic() - self._last_html >= (HTML_SOONEST_S if changed else HTML_EVERY_S)
 
     def write_html(self, html: str) -> None:
         self._last_html = time.monotonic()
@@ -151,6 +154,16 @@ class RunFolder:
             except OSError:
                 pass
             self._trace = None
+
+
+def _ignored_by_git(root: Path) -> None:
+    """A `.deeplocalize` folder ignores itself in git (as pytest's cache does): runs are not source."""
+    for folder in (root, *root.parents):
+        if folder.name == ".deeplocalize":
+            ignore = folder / ".gitignore"
+            if not ignore.exists():
+                ignore.write_text("# Created by DeepLocalize: training runs are not source.\n*\n", encoding="utf-8")
+            return
 
 
 def prune(root: Path, keep: int) -> list[Path]:
