@@ -58,7 +58,7 @@ def test_a_late_fault_is_found_on_its_line_while_training_goes_on_and_a_bounded_
     out = _run(script, cwd=tmp_path)
     assert out.returncode == 0, out.stdout[-3000:]
     lines = out.stdout.splitlines()
-    said = [i for i, line in enumerate(lines) if re.match(rf"{re.escape(script.name)}:({'|'.join(map(str, exp.lines))}):\d+: error ", line)]
+    said = [i for i, line in enumerate(lines) if re.match(rf"{re.escape(script.name)}:({'|'.join(map(str, exp.lines))}):\d+: (error|warning) ", line)]
     epochs = [i for i, line in enumerate(lines) if re.match(r"Epoch \d+/\d+$", line)]
     assert said, out.stdout[-3000:]
     assert said[0] < epochs[-1], "the finding was printed only after training ended"

@@ -53,7 +53,9 @@ def test_a_classifier_that_guessed_before_the_fix_has_no_accuracy_to_lose():
     assert regressions(before, after, chance_accuracy=0.52) == []
     assert regressions(before, after)  # without the class prior, it reads as a drop
     assert regressions(run(fit={"loss": 0.3, "accuracy": 0.90}), run(fit={"loss": 0.3, "accuracy": 0.52}), chance_accuracy=0.52)
-    assert regressions(before, run(fit={"loss": 5.0, "accuracy": 0.48}), chance_accuracy=0.52)  # the loss still judges
+    # Labels outside the loss' range (+-1 for a binary cross-entropy): its loss meant nothing; mapped to 0/1, it means something.
+    assert regressions(run(fit={"loss": 0.15, "accuracy": 0.50}), run(fit={"loss": 0.68, "accuracy": 0.55}), chance_accuracy=0.52) == []
+    assert any("became NaN" in p for p in regressions(before, run(fit={"loss": math.nan, "accuracy": 0.48}), chance_accuracy=0.52))
 
 
 def test_a_crash_after_the_fix_fails_and_completing_after_a_crash_passes():

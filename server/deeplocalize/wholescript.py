@@ -118,10 +118,11 @@ def compare(before: ScriptResult, after: ScriptResult, key: str, value_b: float 
 
 
 def regressions(before: ScriptRun, after: ScriptRun, chance_accuracy: float | None = None) -> list[str]:
-    """What the fix made worse in the script's own results; empty when nothing did. An accuracy
-    that was no better than always answering the most frequent class (`chance_accuracy`) before
-    the fix is no result the fix can lose (a model that guesses one class, then the other, moves
-    between the two classes' shares): then the losses judge."""
+    """What the fix made worse in the script's own results; empty when nothing did. A classifier
+    whose accuracy was no better than always answering the most frequent class (`chance_accuracy`)
+    before the fix had no result the fix can lose (a model that guesses one class, then the other,
+    moves between the two classes' shares; its loss may not even mean anything, with labels
+    outside the loss' range): only a fix that breaks it (NaN, a negative loss) is reported."""
     if after.status != "completed":
         return [f"the script no longer completes ({after.status}: {after.message})" if before.status == "completed"
                 else f"the script still does not complete ({after.status}: {after.message})"]
@@ -141,13 +142,11 @@ def regressions(before: ScriptRun, after: ScriptRun, chance_accuracy: float | No
         # improves (an epoch-averaged loss with a rough first epoch). Losses judge the rest.
         guessed = chance_accuracy is not None and any(
             _kind(k) > 0 and "acc" in k.lower() and isinstance(vals_b[k], float) and vals_b[k] <= chance_accuracy + ACCURACY_SLACK for k in shared)
-        scored = [k for k in shared if _kind(k) > 0 and not guessed] or [k for k in shared if _kind(k) < 0]
+        scored = [] if guessed else [k for k in shared if _kind(k) > 0] or [k for k in shared if _kind(k) < 0]
         for key in shared:
             va = vals_a[key]
             broken = isinstance(va, float) and (math.isnan(va) or va < 0)  # NaN, or a negative loss: judged anyway
             if key not in scored and not broken:
-                continue
-            if guessed and _kind(key) > 0 and not broken:
                 continue
             why = compare(b, a, key, vals_b[key], va)
             if why:

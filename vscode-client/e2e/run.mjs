@@ -72,7 +72,7 @@ function freePort() {
   });
 }
 function processTable() {
-  return execFileSync("ps", ["-eo", "pid=,ppid=,comm=,args="], { encoding: "utf8" })
+  return execFileSync("ps", ["-ww", "-eo", "pid=,ppid=,comm=,args="], { encoding: "utf8" })
     .split("\n").filter(Boolean).map((l) => {
       const m = l.trim().match(/^(\d+)\s+(\d+)\s+(\S+)\s+(.*)$/);
       return { pid: +m[1], ppid: +m[2], name: m[3], args: m[4] };

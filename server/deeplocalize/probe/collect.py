@@ -98,7 +98,7 @@ def first_tensor(value: Any) -> Any:
     return value
 
 
-def pack(layers: list[Any], col: Collector, iterations: Any = None, sample_every: int = 1, sample_first: int = 0) -> tuple[tf.Tensor, list[tuple[str, int]]]:
+def pack(layers: list[Any], col: Collector, iterations: Any = None, sample_every: Any = 1, sample_first: int = 0) -> tuple[tf.Tensor, list[tuple[str, int]]]:
     """Flatten every statistic of this step into one vector: [sampled flag, always-on part, sampled part].
 
     The loss is kept for every step; per-layer statistics are computed (inside a
@@ -126,12 +126,17 @@ def pack(layers: list[Any], col: Collector, iterations: Any = None, sample_every
             except Exception:  # noqa: BLE001 - an unusual target/prediction pairing: no hit rate
                 pass
 
-    if iterations is None or sample_every <= 1:
+    if iterations is None or (isinstance(sample_every, int) and sample_every <= 1):
         take = None
         flag = tf.constant([1.0])
     else:
+        # `sample_every`: a number, or a variable a live run retunes without retracing the step (sampling.py).
         it = tf.cast(iterations, tf.int64)
-        take = tf.logical_or(it < sample_first, tf.equal(it % sample_every, 0))
+        every = tf.maximum(tf.cast(sample_every, tf.int64), 1)
+        take = tf.logical_or(it < sample_first, tf.equal(it % every, 0))
+        if col.loss is not None and replicas <= 1:
+            # The step where values first go non-finite is always sampled: the one after it has NaN weights.
+            take = tf.logical_or(take, tf.logical_not(tf.reduce_all(tf.math.is_finite(col.loss))))
         flag = tf.reshape(tf.cast(take, tf.float32), [1])
 
     def when_sampled(compute: Callable[[], list[tf.Tensor]], sizes: list[int]) -> list[tf.Tensor]:

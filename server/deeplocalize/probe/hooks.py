@@ -28,6 +28,7 @@ from .collect import Collector, first_tensor, pack
 from .describe import (
     code_location, current_learning_rate, describe_schedules, initial_kernels, weight_ids, activation_name, describe_array, describe_layers, describe_loss, describe_optimizer,
 )
+from .sampling import Sampling
 from .sites import user_call_chain
 
 _STATS_KEY = "__deeplocalize_stats__"
@@ -47,6 +48,7 @@ class Probe:
         self.max_epochs = max_epochs
         self.live = live
         self.max_fits = 1 << 62 if live else max(1, max_fits)
+        self.sampling = Sampling(live)
         self.trained_models: set[int] = set()
         self.layouts: list[list[tuple[str, int]]] = []
         self.fetch_every = max(1, fetch_every)
@@ -82,18 +84,26 @@ class Probe:
         self.active_model: Any = None
         self.layers: list[Any] = []
         self.epoch = self.step = self.global_step = 0
-        # Per-layer statistics on every step of the first `sample_first` steps, then every `sample_every`-th
-        # (counted in the optimizer's iterations, which go on across fits of a model: `iterations_at_fit`).
-        self.sample_every, self.sample_first = 4, 20
+        # Which steps get per-layer statistics (sampling.py) is counted in the optimizer's
+        # iterations, which go on across fits of a model: `iterations_at_fit`.
         self.iterations_at_fit = 0
+        self.nonfinite_sent = False
+        self._calls_since_sent = 0
+
+    def _sends_sampled(self, values: np.ndarray) -> bool:
+        """Whether a live run sends a step the graph sampled: always, but once values are not
+        finite (every step is sampled then), the first such step and then one per interval."""
+        self._calls_since_sent += 1
+        if np.all(np.isfinite(values)) or not self.nonfinite_sent or self._calls_since_sent >= self.sampling.every:
+            self.nonfinite_sent = self.nonfinite_sent or not np.all(np.isfinite(values))
+            self._calls_since_sent = 0
+            return True
+        return False
 
     def fetches(self, global_step: int) -> bool:
-        """Whether this step's statistics are fetched and sent: in a live run only the sampled
-        steps' (a device sync and an event less on the others), else every `fetch_every`-th."""
-        if not self.live:
-            return global_step % self.fetch_every == 0
-        it = self.iterations_at_fit + global_step
-        return it < self.sample_first or it % self.sample_every == 0
+        """Whether this step's statistics are fetched (every `fetch_every`-th step; every step in a
+        live run, which sends only the sampled ones: see the train function)."""
+        return self.live or global_step % self.fetch_every == 0
 
     # ----------------------------------------------------------------- patching
     def install(self) -> None:
@@ -322,9 +332,7 @@ class Probe:
         bs = batch_size if batch_size is not None else (32 if n is not None else None)
         vsplit = kwargs.get("validation_split", 0.0) or 0.0
         steps = math.ceil(n * (1 - vsplit) / bs) if n and bs else kwargs.get("steps_per_epoch")
-        # Short epochs: sample every step so that each epoch still has several samples.
-        if (steps or 0) < 32:
-            self.sample_every = 1
+        self.sampling.begin_fit(steps)
         self.channel.send(
             "fit",
             site=site,
@@ -394,7 +402,7 @@ class Probe:
             layers = probe._probed_layers(model)
             iterations = getattr(getattr(model, "optimizer", None), "iterations", None)
             try:
-                packed, layout = pack(layers, col, iterations, probe.sample_every, probe.sample_first)
+                packed, layout = pack(layers, col, iterations, probe.sampling.interval(), probe.sampling.first)
             except Exception as exc:  # noqa: BLE001 - the probe must never break the user's training
                 probe.channel.send("probe_error", where="statistics", message=f"{type(exc).__name__}: {exc}"[:500])
                 probe._announce(model, layers)
@@ -500,17 +508,22 @@ class Probe:
         probe = self
 
         def train_function(iterator: Any) -> Any:
+            started = time.perf_counter()
             logs = inner(iterator)
             if isinstance(logs, dict) and _STATS_KEY in logs:
                 logs = dict(logs)
                 packed = logs.pop(_STATS_KEY)
+                sampled = False
                 if probe.fetches(probe.global_step):
                     try:
                         values = np.asarray(packed, dtype=np.float64).reshape(-1)
                     except Exception:  # noqa: BLE001 - distributed values
                         values = None
-                    if values is not None:
+                    # [layout id, sampled flag, ...]: a live run sends only the sampled steps (and the first non-finite one).
+                    sampled = values is not None and (not probe.live or (len(values) > 1 and values[1] > 0 and probe._sends_sampled(values)))
+                    if sampled:
                         probe.channel.send("step", epoch=probe.epoch, step=probe.step, g=probe.global_step, v=values.tolist())
+                probe.sampling.note(sampled, time.perf_counter() - started)
                 # One call runs steps_per_execution steps; statistics are those of the last.
                 spe = max(1, int(getattr(probe.active_model, "steps_per_execution", 1) or 1))
                 probe.step += spe
@@ -541,6 +554,7 @@ class _EpochReporter(keras.callbacks.Callback):
                 continue
         self.probe.channel.send("epoch", epoch=epoch, logs=clean, seconds=time.monotonic() - self.probe.started, lr=current_learning_rate(self.model))
         self.probe.channel.flush()
+        self.probe.sampling.epoch_end(clean.get("loss"))
 
 
 def _iterations(model: Any) -> int:

@@ -1,0 +1,84 @@
+"""Which steps get per-layer statistics.
+
+An analysis samples the first `first` optimizer steps, then every `every`-th (every step when an
+epoch is short). A live run (`deeplocalize run`, the user's real training) must stay within its
+overhead target whatever the model: it measures, from the run itself, what a sampled step costs
+beyond a plain one, and at each epoch's end spaces the samples so that their cost is about
+OVERHEAD of the training time; after an epoch whose loss is not finite or jumped (a symptom
+suspected), it samples densely for the next epoch. The interval lives in a TensorFlow variable
+that the traced step reads, so changing it never retraces the step.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Any
+
+import tensorflow as tf
+
+OVERHEAD = 0.03  # the share of the training time the sampled statistics may take in a live run
+MIN_EVERY, MAX_EVERY = 2, 1000
+DENSE_EVERY = 2  # after a suspicious epoch
+SKIP_CALLS = 3  # the first calls of a fit include tracing: not timed
+WINDOW = 64
+
+
+class Sampling:
+    def __init__(self, live: bool) -> None:
+        self.live = live
+        self.first = 20
+        self.every = 4
+        self._var: Any = None
+        self._times: dict[bool, list[float]] = {True: [], False: []}
+        self._calls = 0
+        self._best_loss = math.inf
+        self._base = 4  # the interval the cost allows, before any densening
+
+    def begin_fit(self, steps_per_epoch: int | None) -> None:
+        """A fit starts: short epochs are sampled at every step (every second one in a live run,
+        which must also see plain steps to know what sampling costs)."""
+        self._calls = 0
+        self._times = {True: [], False: []}
+        short = (steps_per_epoch or 0) < 32
+        self._base = (2 if self.live else 1) if short else 4
+        self._set(self._base)
+
+    def interval(self) -> Any:
+        """What the traced step reads: a number, or in a live run the variable that holds it."""
+        if not self.live:
+            return self.every
+        if self._var is None:
+            with tf.init_scope():
+                self._var = tf.Variable(self.every, dtype=tf.int64, trainable=False, name="deeplocalize_sample_every")
+        return self._var
+
+    def note(self, sampled: bool, seconds: float) -> None:
+        """One call of the train function, timed (live runs)."""
+        self._calls += 1
+        if self.live and self._calls > SKIP_CALLS:
+            times = self._times[sampled]
+            times.append(seconds)
+            del times[:-WINDOW]
+
+    def epoch_end(self, loss: float | None) -> None:
+        """Space the samples by their measured cost; densely after a suspicious epoch (live runs)."""
+        if not self.live:
+            return
+        sampled, plain = self._times[True], self._times[False]
+        if len(sampled) >= 3 and len(plain) >= 3:
+            extra = statistics.median(sampled) - statistics.median(plain)
+            base = statistics.median(plain)
+            want = math.ceil(extra / (OVERHEAD * base)) if extra > 0 and base > 0 else MIN_EVERY
+            self._base = min(MAX_EVERY, max(MIN_EVERY, want))
+        suspicious = loss is not None and (not math.isfinite(loss) or (math.isfinite(self._best_loss) and loss > 1.5 * self._best_loss))
+        if loss is not None and math.isfinite(loss):
+            self._best_loss = min(self._best_loss, loss)
+        self._set(min(DENSE_EVERY, self._base) if suspicious else self._base)
+
+    def _set(self, every: int) -> None:
+        if every == self.every:
+            return
+        self.every = every
+        if self._var is not None:
+            self._var.assign(every)
