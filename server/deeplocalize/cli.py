@@ -22,7 +22,7 @@ from . import __version__
 from .engine import EnvironmentProblem, not_runnable
 from .findings import Fix, LocatedFinding, SourceRange
 from .notebook import cell_places
-from .report import FileReport
+from .report import JSON_VERSION, FileReport, reports_json
 from .runner import RunOptions
 from .script import describe as describe_script
 from .session import EngineSession
@@ -31,7 +31,6 @@ from .trace import Trace, TraceEvent
 from .sarif import to_sarif
 from .vocab import is_serious
 
-JSON_VERSION = 2  # 2: fixes carry "preferred", "root_cause" and "verification"; findings "confirmation"
 
 _STYLE = {"error": "bold red", "warning": "yellow", "information": "cyan", "hint": "dim"}
 
@@ -181,7 +180,7 @@ async def _check(args: argparse.Namespace) -> int:
     if args.report:
         _write_report(args.report, reports, err)
     if args.format == "json":
-        print(json.dumps({"version": JSON_VERSION, "files": [r.to_json() for r in reports]}, indent=2))
+        print(json.dumps(reports_json(reports), indent=2))
     elif args.format == "sarif":
         print(json.dumps(to_sarif(reports), indent=2, allow_nan=False))
     found = any(is_serious(f.finding.severity) for r in reports for f in r.findings)

@@ -28,7 +28,7 @@ from .detectors.numerical import step_has_nonfinite
 from .engine import StreamedFindings, report_of_run
 from .findings import LocatedFinding
 from .locate import Locator
-from .report import FileReport
+from .report import FileReport, reports_json
 from .run_folder import FORMAT, RunFolder, RunFolderError, folder_root, prune
 from .runner import CHILD, RunOptions, RunResult
 from .sarif import to_sarif
@@ -37,7 +37,6 @@ from .trace import Trace, TraceBuilder, TraceEvent
 from .verify import testable
 from .vocab import RunStatus, is_serious
 
-JSON_VERSION = 2  # the schema of `deeplocalize check --format json` (cli.JSON_VERSION)
 FINDINGS_EVERY_S = 2.0  # findings.json at most this often while findings change
 
 
@@ -236,7 +235,7 @@ class LiveRun:
             return
         report = report or self._live_report()
         self._findings_written, self._findings_dirty = time.monotonic(), False
-        self._write(lambda: self.folder.write_findings({"version": JSON_VERSION, "files": [report.to_json()]},
+        self._write(lambda: self.folder.write_findings(reports_json([report]),
                                                        to_sarif([report], root=os.path.dirname(self.script.path))))
 
     def _final_report(self, returncode: int | None) -> FileReport:

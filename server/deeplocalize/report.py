@@ -31,6 +31,15 @@ class VerifySummary:
         return {k: (round(v, 2) if isinstance(v, float) else v) for k, v in vars(self).items()}
 
 
+# The JSON of reports (`deeplocalize check --format json`, a run folder's findings.json). 2: fixes
+# carry "preferred", "root_cause" and "verification"; findings "confirmation"; ranges their "file".
+JSON_VERSION = 2
+
+
+def reports_json(reports: "list[FileReport]") -> dict:
+    return {"version": JSON_VERSION, "files": [r.to_json() for r in reports]}
+
+
 @dataclass
 class FileReport:
     path: str
