@@ -741,3 +741,24 @@ def test_relu_units_dead_from_a_negative_starting_bias_are_blamed_on_that_bias()
     found = [f for f in diagnose(dead.trace) if f.symptom == "dead_relu"][0]
     assert found.root_cause == "initialization" and found.target.arg == "bias_initializer"
     assert found.fixes[0].change == NewValue('"zeros"')
+
+
+def test_a_smell_is_not_confirmed_by_a_fit_the_budget_cut_after_a_few_of_its_epochs():
+    """Large regression targets: a warning only when training shows it fitting poorly. A fit the time
+    budget stopped after 3 of its 20 epochs, its loss only partly shed so far, shows nothing about
+    the script (the cut did that); the same curve over the whole fit does."""
+    def unscaled(cut: bool) -> str:
+        tb = TraceBuilder(["relu", None], units=[16, 1], loss="mse")
+        tb.trace.fit.y = {"n": 400, "min": 50.0, "max": 346.0, "std": 77.0, "integer_valued": False, "n_unique": 300, "shape": [400, 1]}
+        tb.trace.fit.epochs = tb.trace.fit.epochs_requested = 20 if cut else 3
+        for e in range(3):  # a third of the loss shed in the first steps, then level and noisy
+            for s in range(20):
+                g = e * 20 + s
+                tb.step(e, 26000.0 if g < 3 else 17000.0 + (1500.0 if g % 2 else -1500.0))
+            tb.epoch(e, 20000.0 if e == 0 else 17000.0 + 300.0 * e)
+        tb.trace.end_reason = "timeout" if cut else None
+        tb.trace.fit_end = None if cut else {"reason": "completed"}
+        return next(f.severity for f in diagnose(tb.trace) if f.code == "unscaled-targets")
+
+    assert unscaled(cut=False) == "warning"
+    assert unscaled(cut=True) == "information"

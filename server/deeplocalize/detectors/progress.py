@@ -75,6 +75,8 @@ class Progress:
             return False
         if self.stalled:
             return True
+        if self.barely_seen:
+            return False  # how far it got is the cut's doing (too little of the fit seen), not the script's
         if self.accuracy is not None:
             chance = self.chance_accuracy if self.chance_accuracy is not None else 0.5
             return self.accuracy < chance + 0.5 * (1.0 - chance)
