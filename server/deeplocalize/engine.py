@@ -255,11 +255,12 @@ class StreamedFindings:
                 settled = {symptom_key(f): f for f in settled_findings(trace)}
                 found += [settled[k] for k in self.held(trace, set(settled))]
             if found:
-                self._send(trace, found)
+                self.add(trace, found)
         except Exception:  # noqa: BLE001 - a partial trace: the final diagnosis will say it
             return
 
-    def _send(self, trace: Trace, found: list[Finding]) -> None:
+    def add(self, trace: Trace, found: list[Finding]) -> None:
+        """Findings of `trace` known to be certain now: located, and said once each."""
         locator = Locator(trace)
         new = []
         for f in found:

@@ -27,7 +27,6 @@ from .detectors import diagnose, measure
 from .detectors.numerical import step_has_nonfinite
 from .engine import StreamedFindings, report_of_run
 from .findings import LocatedFinding
-from .locate import Locator
 from .report import FileReport, reports_json
 from .run_folder import FORMAT, RunFolder, RunFolderError, folder_root, prune
 from .runner import CHILD, RunOptions, RunResult
@@ -87,13 +86,7 @@ class LiveFindings:
             except Exception:  # noqa: BLE001 - a partial trace: the final diagnosis says it
                 return
             if found:
-                locator = Locator(trace)
-                located = []
-                for f in found:
-                    lf = locator.locate(f)
-                    lf.fit_index = trace.fit_index
-                    located.append(lf)
-                self._add(self.located + located)
+                self._stream.add(trace, found)
 
     def _add(self, found: list[LocatedFinding]) -> None:
         new = []
@@ -227,11 +220,11 @@ class LiveRun:
         return FileReport(self.script.path, "ok", time.monotonic() - self.started, list(self.findings.located), self.builder.trace,
                           source=self.script.text, script=self.script)
 
-    def _write_findings(self, report: FileReport | None = None, html: bool = False) -> None:
+    def _write_findings(self, report: FileReport | None = None) -> None:
         if self.folder is None:
             return
         due = time.monotonic() - self._findings_written >= FINDINGS_EVERY_S
-        if report is None and not (self._findings_dirty and due) and not (html and self.folder.html_due()):
+        if report is None and not (self._findings_dirty and due):
             return
         report = report or self._live_report()
         self._findings_written, self._findings_dirty = time.monotonic(), False
