@@ -188,7 +188,7 @@ async def _check(args: argparse.Namespace) -> int:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    from .live import LiveOptions, LiveRun
+    from .live import LiveOptions, LiveRun, finding_text
 
     settings = Settings.from_args(args)
     err = Console(stderr=True, soft_wrap=True, highlight=False)
@@ -204,13 +204,12 @@ async def _run(args: argparse.Namespace) -> int:
         err.print(message, style="dim", markup=False, highlight=False)
 
     def say_finding(lf: LocatedFinding, trace: Trace | None) -> None:
-        f = lf.finding
-        style = _STYLE.get(f.severity, "")
-        epoch = f" (found in epoch {len(trace.epochs) + 1})" if trace is not None and trace.fit is not None else ""
-        err.print(f"\n{where(place(lf.range))}: [{style}]{f.severity}[/{style}] [bold]{f.code}[/bold]{epoch}: {escape(lf.message)}",
+        t = finding_text(lf, trace, lambda lf: where(place(lf.range)))
+        style = _STYLE.get(t.severity, "")
+        err.print(f"\n{t.where}: [{style}]{t.severity}[/{style}] [bold]{t.code}[/bold]{t.found_in}: {escape(t.message)}",
                   highlight=False, soft_wrap=True)
-        for fix in lf.fixes:
-            err.print(f"    fix: {fix.title}", style="dim", markup=False, highlight=False, soft_wrap=True)
+        for fix in t.fixes:
+            err.print(f"    fix: {fix}", style="dim", markup=False, highlight=False, soft_wrap=True)
 
     return await LiveRun(script, options, say, say_finding).run()
 

@@ -44,6 +44,8 @@ class LiveOptions:
     python: str = sys.executable
     argv: list[str] = field(default_factory=list)
     runs_folder: str | None = None  # relative to the script's folder; None: .deeplocalize/runs
+    runs_root: str | None = None  # the runs' folder itself (a notebook's cells have no folder of their own)
+    name: str | None = None  # the run folders' name; None: the script's
     keep_runs: int = 20
     stop_on_error: bool = False
     cwd: str | None = None  # None: the current directory, as `python` runs
@@ -73,7 +75,7 @@ class LiveFindings:
         self.on_new = on_new
         self.traces = traces
         self.located: list[LocatedFinding] = []
-        self._keys: set[tuple] = set()
+        self.said: set[tuple] = set()  # (code, file, line) of the findings said so far
         self._stream = StreamedFindings(self._add)
         self._nonfinite_seen: set[int] = set()
 
@@ -92,8 +94,8 @@ class LiveFindings:
         new = []
         for lf in found:
             key = (lf.finding.code, lf.range.file, lf.range.start.line)
-            if key not in self._keys and shown_by_the_run(lf, self.traces()):
-                self._keys.add(key)
+            if key not in self.said and shown_by_the_run(lf, self.traces()):
+                self.said.add(key)
                 new.append(lf)
         if new:
             self.located += new
@@ -118,6 +120,7 @@ class LiveRun:
         self._findings_dirty = False
         self._html_dirty = False
         self.started = time.monotonic()
+        self.final: FileReport | None = None  # the final diagnosis, once the run ended
 
     # ------------------------------------------------------------------ the run
     async def run(self) -> int:
@@ -141,7 +144,7 @@ class LiveRun:
             job["source"] = self.script.source
         with os.fdopen(ct_w, "w") as control:
             control.write(json.dumps(job) + "\n")
-        self._open_folder()
+        self._open_folder(self.proc.pid)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._on_signal, sig)
@@ -154,6 +157,22 @@ class LiveRun:
         report = self._final_report(returncode)
         self._finish(report, returncode)
         return self._exit_code(returncode)
+
+    async def follow(self, fd: int, pid: int, pending: bytes = b"", on_folder: Callable[[Path], None] | None = None) -> None:
+        """Record a training that runs elsewhere (the Keras callback's process, monitor_sink.py):
+        its events arrive on `fd` (`pending`: what was already read of them) until it closes it;
+        the findings are said and the run folder written as for a run started here."""
+        self._open_folder(pid, monitor=True)
+        if self.folder is not None and on_folder is not None:
+            on_folder(self.folder.path)
+        for line in pending.splitlines(keepends=True):
+            self._on_line(line)
+        await self._read_events(fd)
+        trace = self.builder.trace
+        ended = trace.end_reason is not None or trace.crash is not None
+        # No word of its end: the training process was killed (its pipe closed with it).
+        returncode = (1 if trace.crash is not None else 130 if trace.end_reason == "interrupted" else 0) if ended else -9
+        self._finish(self._final_report(returncode), returncode)
 
     def _on_signal(self, sig: int) -> None:
         """Ctrl-C: to the script, as a terminal would send it; a second one kills it. SIGTERM: passed on."""
@@ -182,15 +201,18 @@ class LiveRun:
         transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", buffering=0))
         try:
             while line := await reader.readline():
-                self._write(lambda: self.folder.append(line) if self.folder else None)
-                event = self.builder.feed_line(line)
-                if event is None:
-                    continue
-                self.findings(event, self.builder.trace)
-                if event.kind in ("fit", "epoch", "end", "crash"):
-                    self._progress(event)
+                self._on_line(line)
         finally:
             transport.close()
+
+    def _on_line(self, line: bytes) -> None:
+        self._write(lambda: self.folder.append(line) if self.folder else None)
+        event = self.builder.feed_line(line)
+        if event is None:
+            return
+        self.findings(event, self.builder.trace)
+        if event.kind in ("fit", "epoch", "end", "crash"):
+            self._progress(event)
 
     # ------------------------------------------------------------------ findings
     def _new_findings(self, new: list[LocatedFinding]) -> None:
@@ -251,6 +273,7 @@ class LiveRun:
         return report
 
     def _finish(self, report: FileReport, returncode: int | None) -> None:
+        self.final = report
         trace = self.builder.trace
         state = ("stopped" if self.stopped_on_error else "interrupted" if trace.end_reason == "interrupted" or self.interrupts
                  else "crashed" if trace.crash is not None else "failed" if returncode not in (0, None) and trace.end_reason is None
@@ -285,11 +308,11 @@ class LiveRun:
         return 128 - returncode if returncode < 0 else returncode
 
     # ------------------------------------------------------------------ the folder
-    def _open_folder(self) -> None:
-        assert self.proc is not None
-        root = folder_root(self.script.path, self.options.runs_folder)
+    def _open_folder(self, pid: int, monitor: bool = False) -> None:
+        root = Path(self.options.runs_root) if self.options.runs_root else folder_root(self.script.path, self.options.runs_folder)
         try:
-            self.folder = RunFolder.create(self.script.path, self.options.argv, self.proc.pid, root, self.script.text)
+            self.folder = RunFolder.create(self.script.path, self.options.argv, pid, root, self.script.text, extra={"monitor": True} if monitor else None,
+                                           name=self.options.name)
         except RunFolderError as exc:
             self.say(f"deeplocalize: {exc}; the training runs, and the findings are printed here only")
             return
@@ -303,6 +326,32 @@ class LiveRun:
             write()
         except RunFolderError as exc:
             self.say(f"deeplocalize: {exc}; the training goes on, the findings are printed here only")
+
+
+@dataclass
+class FindingText:
+    """A finding as a live run prints it, in parts a console may style."""
+
+    where: str
+    severity: str
+    code: str
+    found_in: str  # " (found in epoch 5)", or empty
+    message: str
+    fixes: list[str]
+
+    def plain(self) -> str:
+        head = f"{self.where}: {self.severity} {self.code}{self.found_in}: {self.message}"
+        return "\n".join([head, *(f"    fix: {fix}" for fix in self.fixes)])
+
+
+def finding_text(lf: LocatedFinding, trace: Trace | None, where: Callable[[LocatedFinding], str]) -> FindingText:
+    f = lf.finding
+    found_in = ""
+    if trace is not None and trace.fit is not None:
+        # At an epoch's end: that epoch; at a step (NaN at once): the epoch that step is in.
+        epoch = max(len(trace.epochs), trace.steps[-1].epoch + 1 if trace.steps else 1)
+        found_in = f" (found in epoch {epoch})"
+    return FindingText(where(lf), f.severity, f.code, found_in, lf.message, [fix.title for fix in lf.fixes])
 
 
 def findings_of(path: Path) -> list[dict]:

@@ -90,9 +90,10 @@ class RunFolder:
         self._last_html = 0.0
 
     @classmethod
-    def create(cls, script: str, argv: list[str], pid: int, root: Path, source: str) -> "RunFolder":
+    def create(cls, script: str, argv: list[str], pid: int, root: Path, source: str, extra: dict[str, Any] | None = None,
+               name: str | None = None) -> "RunFolder":
         """A new folder `<time>-<script>` (suffixed when another run of it started in the same second)."""
-        stem = re.sub(r"[^\w.-]+", "_", Path(script).stem)[:60] or "script"
+        stem = re.sub(r"[^\w.-]+", "_", name or Path(script).stem)[:60] or "script"
         name = time.strftime("%Y%m%d-%H%M%S") + "-" + stem
         try:
             root.mkdir(parents=True, exist_ok=True)
@@ -106,7 +107,8 @@ class RunFolder:
                     continue
             else:
                 raise RunFolderError(f"cannot make a run folder in {root}: too many runs started this second")
-            meta = RunMeta(FORMAT, str(Path(script).resolve()), list(argv), time.time(), pid, socket.gethostname(), updated=time.time())
+            meta = RunMeta(FORMAT, str(Path(script).resolve()), list(argv), time.time(), pid, socket.gethostname(), updated=time.time(),
+                           extra=dict(extra or {}))
             folder = cls(path, meta)
             _atomic_write(path / "source.py", source)
             folder._trace = open(path / "trace.jsonl", "ab", buffering=0)

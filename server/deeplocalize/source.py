@@ -41,11 +41,24 @@ def _load(path: str, mtime: float, size: int) -> Source:
     return Source(path, text, text.splitlines(), module)
 
 
+_IN_MEMORY: dict[str, Source] = {}
+
+
+def register_text(path: str, text: str) -> None:
+    """User code that exists only in a process' memory (a notebook kernel's cells, which frames
+    name by a file that was never written): read from here instead of the disk."""
+    try:
+        module = astroid.parse(text, path=path)
+    except Exception:  # noqa: BLE001 - still gets line ranges
+        module = None
+    _IN_MEMORY[os.path.abspath(path)] = Source(os.path.abspath(path), text, text.splitlines(), module)
+
+
 def load_source(path: str) -> Source | None:
     try:
         st = os.stat(path)
     except OSError:
-        return None
+        return _IN_MEMORY.get(os.path.abspath(path))
     return _load(os.path.abspath(path), st.st_mtime, st.st_size)
 
 

@@ -120,6 +120,9 @@ STAT_FIELDS: dict[str, tuple[str, ...]] = {
     "y_pred": fields(PredictionStats), "hit": fields(HitStats),
 }
 
+# The line by which the Keras callback's helper (monitor_sink.py) names its run folder to the callback.
+RUN_FOLDER_PREFIX = "deeplocalize-run-folder: "
+
 # Top-level modules whose import means the script trains with Keras.
 KERAS_MODULES = ("keras", "tensorflow", "tf_keras")
 

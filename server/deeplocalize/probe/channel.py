@@ -58,3 +58,12 @@ class Channel:
                 self._file.flush()
             except (BrokenPipeError, OSError, ValueError):
                 self._file = None
+
+    def close(self) -> None:
+        """The end of this channel's events: the reader sees the end of its pipe."""
+        if self._file is not None and os.getpid() == self._owner:
+            try:
+                self._file.close()
+            except (BrokenPipeError, OSError, ValueError):
+                pass
+        self._file = None

@@ -33,30 +33,6 @@ def _keras_supported(version: str) -> bool:
     return SUPPORTED_KERAS[0] <= (major, minor) < SUPPORTED_KERAS[1]
 
 
-def _crash_event(exc: BaseException, sites: Any) -> dict[str, Any]:
-    frames = []
-    for fs in traceback.extract_tb(exc.__traceback__):
-        if sites.is_user_file(fs.filename):
-            frames.append(
-                {
-                    "file": os.path.abspath(fs.filename),
-                    "line": fs.lineno,
-                    "end_line": getattr(fs, "end_lineno", None) or fs.lineno,
-                    "col": getattr(fs, "colno", None),
-                    "end_col": getattr(fs, "end_colno", None),
-                    "function": fs.name,
-                }
-            )
-    message = str(exc)
-    return {
-        "exc_type": type(exc).__name__,
-        "exc_module": type(exc).__module__,
-        "message": message[:4000],
-        "frames": frames,
-        "traceback": "".join(traceback.format_exception(exc))[-6000:],
-    }
-
-
 def _run_source(script: str, source: str, extra: dict) -> None:
     """Run edited text as if it were the file at `script` (a counterfactual run):
     same `__file__`, folder and imports, and nothing is written to disk."""
@@ -250,7 +226,7 @@ def _run_script(script: str, job: dict, channel: Any) -> tuple[int, bool]:
         if job.get("live"):
             traceback.print_exception(exc)
     except BaseException as exc:  # noqa: BLE001 - any user crash becomes a finding
-        channel.send("crash", **_crash_event(exc, sites))
+        channel.send("crash", **sites.crash_event(exc))
         code = 1
         if job.get("live"):  # the user's terminal shows the traceback, as `python` prints it
             traceback.print_exception(exc)

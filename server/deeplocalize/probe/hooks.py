@@ -29,9 +29,12 @@ from .describe import (
     code_location, current_learning_rate, describe_schedules, initial_kernels, weight_ids, activation_name, describe_array, describe_layers, describe_loss, describe_optimizer,
 )
 from .sampling import Sampling
-from .sites import user_call_chain
+from .sites import crash_event, user_call_chain
 
 _STATS_KEY = "__deeplocalize_stats__"
+
+
+ACTIVE: "Probe | None" = None  # the probe installed in this process (one at most: see monitor.install)
 
 
 class AnalysisDone(BaseException):
@@ -41,10 +44,15 @@ class AnalysisDone(BaseException):
 class Probe:
     """Owns the patches, the per-run state and the event channel."""
 
-    def __init__(self, channel: Channel, max_epochs: int | None, fetch_every: int = 1, max_fits: int = 1, live: bool = False) -> None:
+    def __init__(self, channel: Channel, max_epochs: int | None, fetch_every: int = 1, max_fits: int = 1, live: bool = False,
+                 monitor_of: Callable[[Any], Any] | None = None) -> None:
         """`live`: the user's real training (`deeplocalize run`): every fit, every epoch, and
-        only the sampled steps' statistics are fetched from the device and sent."""
+        only the sampled steps' statistics are fetched from the device and sent. `monitor_of`
+        (the Keras callback, monitor.py): only a fit whose callbacks hold a monitor is probed, its
+        events going to the channel the monitor opens for it."""
         self.channel = channel
+        self.monitor_of = monitor_of
+        self.compiles: dict[int, dict[str, Any]] = {}  # model id -> its last compile event (sent again when a monitored fit starts)
         self.max_epochs = max_epochs
         self.live = live
         self.max_fits = 1 << 62 if live else max(1, max_fits)
@@ -107,6 +115,8 @@ class Probe:
 
     # ----------------------------------------------------------------- patching
     def install(self) -> None:
+        global ACTIVE
+        ACTIVE = self
         self._patch(Layer, "__init__", self._recording_init(self.sites))
         self._patch(Layer, "__call__", self._wrap_layer_call)
         self._patch(BaseOptimizer, "__init__", self._recording_init(self.optimizer_sites))
@@ -253,8 +263,7 @@ class Probe:
     def _send_compile(self, model: Any, site: list, kwargs: dict, args: tuple) -> None:
         loss = kwargs.get("loss", args[1] if len(args) > 1 else None)
         optimizer = getattr(model, "optimizer", None)
-        self.channel.send(
-            "compile",
+        self.compiles[id(model)] = event = dict(
             site=site,
             loss=describe_loss(loss),
             optimizer=describe_optimizer(optimizer, self.optimizer_sites.get(id(optimizer))),
@@ -262,51 +271,87 @@ class Probe:
             metrics=[str(getattr(m, "name", m)) for m in (kwargs.get("metrics") or [])] if isinstance(kwargs.get("metrics"), (list, tuple)) else [],
             custom_train_step=type(model).train_step is not TensorFlowTrainer.train_step,
         )
+        self.channel.send("compile", **event)
 
     def _wrap_fit(self, original: Any) -> Any:
         probe = self
+        self._original_fit = original
 
         def fit(model: Any, *args: Any, **kwargs: Any) -> Any:
             site = user_call_chain()
             if probe.in_fit or not site or probe.fit_count >= probe.max_fits:
                 return original(model, *args, **kwargs)
-            probe.begin_fit()
-            probe.iterations_at_fit = _iterations(model)
-            probe.fit_count += 1
-            continues = id(model) in probe.trained_models
-            probe.trained_models.add(id(model))
-            args, kwargs, requested, effective = probe._cap_epochs(args, kwargs)
-            probe._send_fit(model, site, args, kwargs, requested, effective, continues)
-            callbacks = list(kwargs.get("callbacks") or [])
-            callbacks.append(_EpochReporter(probe))
-            kwargs["callbacks"] = callbacks
-            probe.active_model = model
-            if getattr(model, "built", False) and not probe.layers:
-                try:
-                    layers = probe._probed_layers(model)
-                    probe.channel.send("model_preview", layers=describe_layers(model, layers, probe.sites))
-                    if not continues:
-                        probe.channel.send("initial_weights", kernels=initial_kernels(layers))
-                except Exception:  # noqa: BLE001 - a preview is optional
-                    pass
-            reason = "completed"
-            probe.in_fit = True
-            try:
-                history = original(model, *args, **kwargs)
-            finally:
-                probe.in_fit = False
-                if model.stop_training and probe.epoch + 1 < effective:
-                    reason = "stopped"
-            if effective < requested and reason == "completed":
-                reason = "capped"
-            probe.channel.send("fit_end", reason=reason, epochs_run=probe.epoch + 1, seconds=time.monotonic() - probe.started)
-            probe.channel.flush()
-            if probe.fit_count >= probe.max_fits:
-                raise AnalysisDone()
-            # Later fits (fine-tuning, a second model) are analyzed too: the script goes on.
-            return history
+            if probe.monitor_of is not None:
+                monitor = probe.monitor_of(kwargs.get("callbacks", args[5] if len(args) > 5 else None))
+                return original(model, *args, **kwargs) if monitor is None else probe._monitored_fit(monitor, site, model, args, kwargs)
+            return probe._probed_fit(model, site, args, kwargs)
 
         return fit
+
+    def _probed_fit(self, model: Any, site: list, args: tuple, kwargs: dict) -> Any:
+        """A fit probed start to end; later fits go on unless the analysis has seen enough."""
+        probe, original = self, self._original_fit
+        if model.train_function is not None and not getattr(model.train_function, "probed", False):
+            model.train_function = None  # fitted before without the probe: trace the probed step now
+        probe.begin_fit()
+        probe.iterations_at_fit = _iterations(model)
+        probe.fit_count += 1
+        continues = id(model) in probe.trained_models
+        probe.trained_models.add(id(model))
+        args, kwargs, requested, effective = probe._cap_epochs(args, kwargs)
+        probe._send_fit(model, site, args, kwargs, requested, effective, continues)
+        callbacks = list(kwargs.get("callbacks") or [])
+        callbacks.append(_EpochReporter(probe))
+        kwargs["callbacks"] = callbacks
+        probe.active_model = model
+        if getattr(model, "built", False) and not probe.layers:
+            try:
+                layers = probe._probed_layers(model)
+                probe.channel.send("model_preview", layers=describe_layers(model, layers, probe.sites))
+                if not continues:
+                    probe.channel.send("initial_weights", kernels=initial_kernels(layers))
+            except Exception:  # noqa: BLE001 - a preview is optional
+                pass
+        reason = "completed"
+        probe.in_fit = True
+        try:
+            history = original(model, *args, **kwargs)
+        finally:
+            probe.in_fit = False
+            if model.stop_training and probe.epoch + 1 < effective:
+                reason = "stopped"
+        if effective < requested and reason == "completed":
+            reason = "capped"
+        probe.channel.send("fit_end", reason=reason, epochs_run=probe.epoch + 1, seconds=time.monotonic() - probe.started)
+        probe.channel.flush()
+        if probe.fit_count >= probe.max_fits:
+            raise AnalysisDone()
+        # Later fits (fine-tuning, a second model) are analyzed too: the script goes on.
+        return history
+
+    def _monitored_fit(self, monitor: Any, site: list, model: Any, args: tuple, kwargs: dict) -> Any:
+        """A fit with the Keras callback: its own channel, the model's compile sent again (it
+        may predate the monitor), and how the fit ended said even when it raised."""
+        self.channel = monitor.open(site)
+        compiled = self.compiles.get(id(model))
+        if compiled is None and getattr(model, "optimizer", None) is not None:  # compiled before the probe was installed
+            self._send_compile(model, [], {"loss": getattr(model, "loss", None), "optimizer": model.optimizer}, ())
+        elif compiled is not None:
+            self.channel.send("compile", **compiled)
+        reason = None
+        try:
+            return self._probed_fit(model, site, args, kwargs)
+        except KeyboardInterrupt:
+            reason = "interrupted"
+            raise
+        except BaseException as exc:
+            reason = "crashed"
+            self.channel.send("crash", **crash_event(exc))
+            raise
+        finally:
+            self.channel.flush()
+            monitor.close(reason if reason != "crashed" else None)
+            self.channel = Channel(None)
 
     def _cap_epochs(self, args: tuple, kwargs: dict) -> tuple[tuple, dict, int, int]:
         args = list(args)
@@ -530,6 +575,7 @@ class Probe:
                 probe.global_step += spe
             return logs
 
+        train_function.probed = True  # type: ignore[attr-defined]
         return train_function
 
 

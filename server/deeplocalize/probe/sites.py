@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 import sysconfig
 import types
 from typing import Any
@@ -79,3 +80,28 @@ def user_call_chain(skip_self: Any = None, limit: int = 8) -> list[dict[str, Any
                 chain.append(frame_position(frame))
         frame = frame.f_back
     return chain
+
+
+def crash_event(exc: BaseException) -> dict[str, Any]:
+    """A crash as the parent reads it: the user's frames (innermost last), the message, the traceback."""
+    frames = []
+    for fs in traceback.extract_tb(exc.__traceback__):
+        if is_user_file(fs.filename):
+            frames.append(
+                {
+                    "file": os.path.abspath(fs.filename),
+                    "line": fs.lineno,
+                    "end_line": getattr(fs, "end_lineno", None) or fs.lineno,
+                    "col": getattr(fs, "colno", None),
+                    "end_col": getattr(fs, "end_colno", None),
+                    "function": fs.name,
+                }
+            )
+    message = str(exc)
+    return {
+        "exc_type": type(exc).__name__,
+        "exc_module": type(exc).__module__,
+        "message": message[:4000],
+        "frames": frames,
+        "traceback": "".join(traceback.format_exception(exc))[-6000:],
+    }
