@@ -13,13 +13,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "server" / "deeplocalize"
 # Lowest first. A module's floor is that of its longest listed prefix.
 FLOORS: list[tuple[str, tuple[str, ...]]] = [
     ("words", ("deeplocalize", "vocab")),
-    ("probe (inside the training process)", ("probe",)),
+    ("probe (inside the training process)", ("probe", "keras")),
     ("scripts, traces and findings", ("trace", "findings", "rules", "source", "notebook", "strategies", "script", "edits", "feeds")),
     ("processes", ("forks", "processes", "runner", "cluster")),
     ("detectors and locations", ("detectors", "anchors", "locate")),
     ("engine", ("report", "verify", "engine", "sarif", "report_html", "settings", "run_folder")),
     ("session", ("session", "evaluation", "wholescript", "live")),
-    ("front ends", ("cli", "lsp", "server")),
+    ("front ends", ("cli", "lsp", "server", "monitor_sink")),
 ]
 
 

@@ -27,6 +27,7 @@ from .detectors import diagnose, measure
 from .detectors.numerical import step_has_nonfinite
 from .engine import StreamedFindings, report_of_run
 from .findings import LocatedFinding
+from .probe.channel import widen_pipe
 from .report import FileReport, reports_json
 from .run_folder import FORMAT, RunFolder, RunFolderError, folder_root, prune
 from .runner import CHILD, RunOptions, RunResult
@@ -125,6 +126,7 @@ class LiveRun:
     # ------------------------------------------------------------------ the run
     async def run(self) -> int:
         ev_r, ev_w = os.pipe()
+        widen_pipe(ev_r)
         ct_r, ct_w = os.pipe()
         try:
             self.proc = await asyncio.create_subprocess_exec(

@@ -87,7 +87,7 @@ class RunFolder:
         self.meta = meta
         self.broken: str | None = None
         self._trace = None
-        self._last_html = 0.0
+        self._last_html = time.monotonic()  # the first report once the run is HTML_EVERY_S old, or soon after a finding
 
     @classmethod
     def create(cls, script: str, argv: list[str], pid: int, root: Path, source: str, extra: dict[str, Any] | None = None,

@@ -32,6 +32,7 @@ CLASSIFICATION_LOSSES: frozenset[LossFamily] = frozenset({"categorical", "sparse
 EventKind = Literal[
     "started", "ready", "compile", "fit", "model_preview", "model", "layout", "initial_weights", "epoch_begin", "step",
     "epoch", "fit_end", "crash", "unsupported", "keras_workaround", "probe_error", "leftover", "script_fit", "script_evaluate", "end",
+    "sources",  # the Keras callback's user code that exists only in memory (a notebook's cells): for its helper, not the trace
 ]
 EVENT_KINDS: tuple[EventKind, ...] = get_args(EventKind)
 # What the server is doing for a file (the `deeplocalize/runStatus` notification).

@@ -68,7 +68,7 @@ export class TrainingRuns implements vscode.Disposable {
       return;
     }
     if (!run.report) {
-      void vscode.window.showInformationMessage("DeepLocalize: the run has not written its report yet; it does after its first epoch.");
+      void vscode.window.showInformationMessage("DeepLocalize: the run has not written its report yet; it does within 30 s of its start, or soon after its first finding.");
       return;
     }
     if (!this.panel) {

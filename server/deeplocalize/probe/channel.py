@@ -30,6 +30,21 @@ def _clean(value: Any) -> Any:
     return value
 
 
+PIPE_BYTES = 1 << 20
+
+
+def widen_pipe(fd: int) -> None:
+    """A larger pipe for the probe's events (Linux): while the reader draws a report (a second or
+    two), the training writes on instead of waiting for it (a sampled step of a deep model is tens
+    of kilobytes; a pipe holds 64 by default)."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_BYTES)
+    except (ImportError, OSError):
+        pass  # not Linux, or above the system's limit: the default pipe
+
+
 class Channel:
     """Writes one JSON object per line; thread-safe and tolerant of a vanished parent.
 

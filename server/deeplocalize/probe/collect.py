@@ -7,7 +7,9 @@ from __future__ import annotations
 from typing import Any, Callable, NamedTuple
 
 import tensorflow as tf
+from tensorflow.core.framework import attr_value_pb2
 
+from . import inline_stats as I
 from . import stats as S
 
 
@@ -49,6 +51,11 @@ class _Part(NamedTuple):
     size: int
     direct: Callable[[], tf.Tensor] | None = None
     sharded: S.Sharded | None = None
+    entries: tuple[tuple[str, int], ...] = ()  # the layout's entries this part's values fill, if several
+
+    @property
+    def layout(self) -> tuple[tuple[str, int], ...]:
+        return self.entries or ((self.name, self.size),)
 
     @property
     def raw_size(self) -> int:
@@ -61,24 +68,26 @@ class _Part(NamedTuple):
         return self.direct() if self.sharded is None else S.finished(self.sharded)
 
 
-def _layer_parts(i: int, layer: Any, col: "Collector", sampled: list[_Part], always: list[_Part], reg_total: list[tf.Tensor]) -> None:
+def _layer_parts(i: int, layer: Any, col: "Collector", sampled: list[_Part], always: list[_Part], reg_total: list[tf.Tensor],
+                 one_device: bool = True) -> None:
     """One layer's statistics: activations, gradients, weights and update on sampled steps;
-    its regularization penalty on every step."""
+    its regularization penalty on every step. On one device they are plain operations of the
+    step (inline_stats.py); under tf.distribute, sharded graph functions (stats.py)."""
     if i in col.outputs:
-        sampled.append(_Part(f"L{i}.out", len(S.ACT_FIELDS), sharded=S.activation_sharded(col.outputs[i])))
+        sampled.append(_activation_part(f"L{i}.out", col.outputs[i], one_device))
     if i in col.pre:
-        sampled.append(_Part(f"L{i}.pre", len(S.ACT_FIELDS), sharded=S.activation_sharded(col.pre[i])))
+        sampled.append(_activation_part(f"L{i}.pre", col.pre[i], one_device))
     if i in col.grads:
-        sampled.append(_Part(f"L{i}.grad", len(S.GRAD_FIELDS), lambda g=col.grads[i]: S.gradient_stats(g)))
-        kernel = getattr(layer, "kernel", None)
         # Weights *before* this step's update, so step 0 shows the initialization.
-        before = col.weights_before[i]
-        if kernel is not None and before:
-            kernel_t = before[0]
-        else:  # a custom layer's own weight matrix (add_weight), if it has one
-            kernel_t = next((b for b in before if len(b.shape) >= 2), None)
-        sampled.append(_Part(f"L{i}.w", len(S.WEIGHT_FIELDS), lambda w=before, k=kernel_t: S.weight_stats(w, k)))
-        sampled.append(_Part(f"L{i}.upd", len(S.UPDATE_FIELDS), lambda b=before, a=col.weights_after[i]: S.update_norm(b, a)))
+        grads, before, after = col.grads[i], col.weights_before[i], col.weights_after[i]
+        kernel = I.choose_kernel(layer, before)
+        if one_device:
+            entries = tuple((f"L{i}.{kind}", n) for kind, n in I.TRAINED_FIELDS)
+            sampled.append(_Part(f"L{i}.trained", sum(n for _, n in entries), lambda: I.trained(grads, before, after, kernel), entries=entries))
+        else:
+            sampled.append(_Part(f"L{i}.grad", len(S.GRAD_FIELDS), lambda: S.gradient_stats(grads)))
+            sampled.append(_Part(f"L{i}.w", len(S.WEIGHT_FIELDS), lambda: S.weight_stats(before, kernel)))
+            sampled.append(_Part(f"L{i}.upd", len(S.UPDATE_FIELDS), lambda: S.update_norm(before, after)))
     try:
         has_reg = any(getattr(layer, name, None) is not None for name in ("kernel_regularizer", "bias_regularizer", "activity_regularizer"))
         reg = list(layer.losses) if has_reg else []
@@ -88,6 +97,12 @@ def _layer_parts(i: int, layer: Any, col: "Collector", sampled: list[_Part], alw
         value = tf.add_n([tf.cast(tf.reshape(r, []), tf.float32) for r in reg])
         reg_total.append(value)
         always.append(_Part(f"L{i}.reg", 1, lambda v=value: tf.reshape(v, [1])))
+
+
+def _activation_part(name: str, x: tf.Tensor, one_device: bool) -> _Part:
+    if one_device:
+        return _Part(name, len(S.ACT_FIELDS), lambda: I.activation(x))
+    return _Part(name, len(S.ACT_FIELDS), sharded=S.activation_sharded(x))
 
 
 def first_tensor(value: Any) -> Any:
@@ -108,10 +123,10 @@ def pack(layers: list[Any], col: Collector, iterations: Any = None, sample_every
     always: list[_Part] = []
     sampled: list[_Part] = []
     reg_total: list[tf.Tensor] = []
-    for i, layer in enumerate(layers):
-        _layer_parts(i, layer, col, sampled, always, reg_total)
     context = tf.distribute.get_replica_context()
     replicas = 1 if context is None else context.num_replicas_in_sync
+    for i, layer in enumerate(layers):
+        _layer_parts(i, layer, col, sampled, always, reg_total, one_device=replicas <= 1)
     if col.loss is not None:
         reg_sum = tf.add_n(reg_total) if reg_total else tf.constant(0.0)
         rows = tf.shape(col.y_pred)[0] if col.y_pred is not None and col.y_pred.shape.rank else None
@@ -142,15 +157,34 @@ def pack(layers: list[Any], col: Collector, iterations: Any = None, sample_every
     def when_sampled(compute: Callable[[], list[tf.Tensor]], sizes: list[int]) -> list[tf.Tensor]:
         if take is None or not sizes:
             return compute()
-        return list(tf.cond(take, compute, lambda: [tf.zeros([n]) for n in sizes]))
+        out = list(tf.cond(take, compute, lambda: [tf.zeros([n]) for n in sizes]))
+        _keep_as_a_call(out)
+        return out
 
     if replicas <= 1:
         values = [p.local() for p in always] + when_sampled(lambda: [p.local() for p in sampled], [p.size for p in sampled])
     else:
         raw = [p.raw() for p in always] + when_sampled(lambda: [p.raw() for p in sampled], [p.raw_size for p in sampled])
         values = _across_replicas(context, always + sampled, raw)
-    layout = [(p.name, p.size) for p in always] + [("#sampled", 0)] + [(p.name, p.size) for p in sampled]
+    layout = [e for p in always for e in p.layout] + [("#sampled", 0)] + [e for p in sampled for e in p.layout]
     return tf.concat([flag] + values, axis=0), layout
+
+
+def _keep_as_a_call(outputs: list[tf.Tensor]) -> None:
+    """Keep the conditional a call of its branch, not lowered into the step's graph: lowered, every
+    operation of the statistics is still visited on each step that does not compute them (the
+    executor propagates the untaken branch node by node), which costs a few percent of every step."""
+    seen, todo = set(), [t.op for t in outputs]
+    while todo:
+        op = todo.pop()
+        if op.name in seen:
+            continue
+        seen.add(op.name)
+        if op.type in ("If", "StatelessIf"):
+            op._set_attr("_lower_using_switch_merge", attr_value_pb2.AttrValue(b=False))  # noqa: SLF001 - cond_v2's own switch
+            return
+        if op.type == "Identity":
+            todo.extend(t.op for t in op.inputs)
 
 
 def _across_replicas(context: Any, parts: list[_Part], raw: list[tf.Tensor]) -> list[tf.Tensor]:

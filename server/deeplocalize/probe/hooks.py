@@ -304,6 +304,7 @@ class Probe:
         callbacks.append(_EpochReporter(probe))
         kwargs["callbacks"] = callbacks
         probe.active_model = model
+        _build_before_tracing(model, kwargs.get("x", args[0] if args else None), kwargs.get("y", args[1] if len(args) > 1 else None))
         if getattr(model, "built", False) and not probe.layers:
             try:
                 layers = probe._probed_layers(model)
@@ -601,6 +602,41 @@ class _EpochReporter(keras.callbacks.Callback):
         self.probe.channel.send("epoch", epoch=epoch, logs=clean, seconds=time.monotonic() - self.probe.started, lr=current_learning_rate(self.model))
         self.probe.channel.flush()
         self.probe.sampling.epoch_end(clean.get("loss"))
+
+
+def _batch_spec(x: Any, y: Any) -> Any:
+    """What one batch looks like (shapes and dtypes, no data), for arrays, tensors and datasets;
+    None for inputs that would have to be read to know (generators, PyDatasets)."""
+    def spec(v: Any) -> Any:
+        shape = getattr(v, "shape", None)
+        if shape is None or getattr(v, "dtype", None) is None or len(shape) == 0:
+            raise TypeError(type(v).__name__)
+        return tf.TensorSpec([None, *list(shape)[1:]], tf.as_dtype(getattr(v.dtype, "name", v.dtype)))
+
+    try:
+        if isinstance(x, tf.data.Dataset):
+            return x.element_spec
+        return (tf.nest.map_structure(spec, x), None if y is None else tf.nest.map_structure(spec, y))
+    except (TypeError, ValueError):
+        return None
+
+
+def _build_before_tracing(model: Any, x: Any, y: Any) -> None:
+    """Create the optimizer's and the metrics' variables before the train step is traced, as
+    Keras itself does under a distribution strategy: a step that creates variables on its first
+    trace is traced a second time, and tracing the step (the user's and the probe's statistics)
+    is most of the probe's start-up cost. Built from shapes only (no batch is read); on any
+    problem Keras builds them in the trace as it would without us."""
+    if not getattr(model, "built", False) or getattr(model, "_distribute_strategy", None) is not None or getattr(model, "optimizer", None) is None:
+        return
+    data = _batch_spec(x, y)
+    try:
+        if data is not None:
+            model._symbolic_build(data_batch=data)
+        elif not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+    except Exception:  # noqa: BLE001 - Keras builds them while tracing, as without the probe
+        pass
 
 
 def _iterations(model: Any) -> int:

@@ -25,7 +25,7 @@ import keras
 
 from . import hooks, sites
 from ..vocab import RUN_FOLDER_PREFIX
-from .channel import Channel
+from .channel import Channel, widen_pipe
 
 RELAY_EVERY_S = 0.5  # how often the training thread looks for the helper's findings (between batches)
 FINAL_WAIT_S = 60.0  # how long the end of a fit waits for the final diagnosis
@@ -55,6 +55,7 @@ class Monitor(keras.callbacks.Callback):
         """Start the helper for one fit; the channel the probe sends this fit's events to."""
         script, text = _script_of(site)
         events_r, events_w = os.pipe()
+        widen_pipe(events_r)
         cmd = [sys.executable, "-m", "deeplocalize.monitor_sink", "--events-fd", str(events_r), "--script", script, "--pid", str(os.getpid()),
                "--keep-runs", str(self.keep_runs)]
         if self.runs_folder:

@@ -27,7 +27,9 @@ WINDOW = 64
 class Sampling:
     def __init__(self, live: bool) -> None:
         self.live = live
-        self.first = 20
+        # The first steps are all sampled (how training starts); a live run samples fewer of them, since
+        # what it measures next spaces its samples, and each costs the user's training time.
+        self.first = 8 if live else 20
         self.every = 4
         self._var: Any = None
         self._times: dict[bool, list[float]] = {True: [], False: []}
@@ -43,6 +45,7 @@ class Sampling:
         short = (steps_per_epoch or 0) < 32
         self._base = (2 if self.live else 1) if short else 4
         self._set(self._base)
+        self.interval()  # its variable made now, not while the step is traced (a variable made there costs a second trace)
 
     def interval(self) -> Any:
         """What the traced step reads: a number, or in a live run the variable that holds it."""

@@ -1,0 +1,112 @@
+"""Every layer's statistics of one step as plain operations of the step's graph (one device).
+
+The per-layer functions of stats.py are graph functions, one call per layer and kind of tensor:
+TensorFlow instantiates and optimizes each call site before the first step runs (measured: about
+37 ms per call site, 8-10 s of a 6-block Transformer encoder's first step, the largest part of a
+live run's overhead). Here each tensor's per-element features are stacked and reduced by one
+operation, with no function call: the graph grows by a dozen plain operations per tensor, which
+TensorFlow traces and instantiates several times faster (and computes as fast). Segment
+reductions over one concatenated vector would need fewer operations still, but TensorFlow runs
+them on one CPU thread: ten times slower per sampled step. The numbers are those of stats.py
+(same fields, same definitions); under tf.distribute the sharded functions are used instead.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+import tensorflow as tf
+
+from . import stats as S
+
+_BIG = 3.0e38
+
+
+def _c(value: Any, dtype: Any = tf.float32) -> tf.Tensor:
+    """A constant of the graph being traced, made once per graph: a fresh constant per use would
+    be a third of the statistics' operations (each one costs tracing time)."""
+    graph = tf.compat.v1.get_default_graph()
+    made = _CONSTANTS.setdefault(graph, {})
+    key = (value if not isinstance(value, list) else tuple(value), dtype)
+    if key not in made:
+        made[key] = tf.constant(value, dtype)
+    return made[key]
+
+
+_CONSTANTS: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
+
+
+def _flat(tensors: list[Any]) -> tf.Tensor:
+    parts = [tf.reshape(tf.cast(tf.convert_to_tensor(t), tf.float32), _c([-1], tf.int32)) for t in tensors]
+    return tf.concat(parts, 0) if len(parts) > 1 else parts[0]
+
+
+def activation(x: tf.Tensor) -> tf.Tensor:
+    """stats.activation_stats of `x`. A unit is a position of the last axis; it is dead when its
+    largest value over the batch is <= 0."""
+    x = tf.cast(x, tf.float32)
+    width = (x.shape[-1] if x.shape[-1] is not None else tf.shape(x)[-1]) if x.shape.rank else 1
+    flat = tf.reshape(x, _c([-1], tf.int32))
+    finite = tf.math.is_finite(flat)
+    zero = _c(0.0)
+    xf = tf.where(finite, flat, zero)
+    ax = tf.abs(xf)
+    n, total, squares, absolute, nonpositive, saturated = tf.unstack(tf.reduce_sum(tf.stack([
+        tf.cast(finite, tf.float32), xf, tf.square(xf), ax, tf.cast(xf <= zero, tf.float32), tf.cast(ax > _c(5.0), tf.float32)]), _c(1, tf.int32)))
+    highest, negated_lowest = tf.unstack(tf.reduce_max(tf.stack([tf.where(finite, flat, _c(-_BIG)), tf.where(finite, -flat, _c(-_BIG))]),
+                                                       _c(1, tf.int32)))
+    units = tf.reshape(xf, _c([-1, width], tf.int32) if isinstance(width, int) else tf.stack([-1, width]))
+    dead = tf.reduce_mean(tf.cast(tf.reduce_max(units, _c(0, tf.int32)) <= zero, tf.float32))
+    size = tf.cast(tf.size(flat), tf.float32)
+    # Over the finite values: mean, mean square, mean |x|; over all: non-positive, saturated, non-finite shares.
+    mean, mean_square, mean_abs, nonpositive, saturated, nonfinite = tf.unstack(
+        tf.stack([total, squares, absolute, nonpositive, saturated, size - n]) / tf.maximum(tf.stack([n, n, n, size, size, size]), _c(1.0)))
+    std = tf.sqrt(tf.maximum(mean_square - tf.square(mean), zero))
+    return tf.stack([mean, std, -negated_lowest, highest, mean_abs, nonfinite, nonpositive, dead, saturated])  # ACT_FIELDS
+
+
+def choose_kernel(layer: Any, before: list[Any]) -> Any:
+    """The weight matrix whose spread the initialization checks read: the layer's kernel (its
+    first weight), else a custom layer's first matrix (add_weight), else None."""
+    return before[0] if getattr(layer, "kernel", None) is not None and before else next((b for b in before if len(b.shape) >= 2), None)
+
+
+def trained(grads: list[Any], before: list[Any], after: list[Any], kernel: Any) -> tf.Tensor:
+    """stats.gradient_stats, stats.weight_stats (with the spread and fan-in of `kernel`; of all
+    the weights and fan-in 1 without one) and stats.update_norm of one layer, in that order:
+    its gradients, weights and update have the same elements, so one reduction serves them all."""
+    g, w = _flat(grads), _flat(before)
+    d = _flat(after) - w
+    zero, one = _c(0.0), _c(1.0)
+    gfin, wfin = tf.math.is_finite(g), tf.math.is_finite(w)
+    gf, wf = tf.where(gfin, g, zero), tf.where(wfin, w, zero)
+    df = tf.where(tf.math.is_finite(d), d, zero)
+    ag = tf.abs(gf)
+    g2, gabs, gn, gzero, wsum, w2, wabs, wn, d2 = tf.unstack(tf.reduce_sum(tf.stack([
+        tf.square(gf), ag, tf.cast(gfin, tf.float32), tf.cast(tf.equal(g, zero), tf.float32),
+        wf, tf.square(wf), tf.abs(wf), tf.cast(wfin, tf.float32), tf.square(df)]), _c(1, tf.int32)))
+    size = tf.cast(tf.size(g), tf.float32)
+    # Means over the finite values (g, w), shares of all elements, and the kernel's own moments.
+    if kernel is None:
+        fan_in = 1.0
+        moments = [wsum, w2]
+    else:
+        shape = kernel.shape
+        fan_in = float(shape[:-1].num_elements() or 1) if shape.rank and shape.rank >= 2 else 1.0
+        k = _flat([kernel])
+        kf = tf.where(tf.math.is_finite(k), k, zero)
+        moments = tf.unstack(tf.reduce_sum(tf.stack([kf, tf.square(kf)]), _c(1, tf.int32)))
+        size_k = tf.cast(tf.size(k), tf.float32)
+    g_abs_mean, w_mean, w_square_mean, w_abs_mean, g_nonfinite, g_zero, w_nonfinite, k_mean, k_square_mean = tf.unstack(
+        tf.stack([gabs, wsum, w2, wabs, size - gn, gzero, size - wn, *moments])
+        / tf.maximum(tf.stack([gn, wn, wn, wn, size, size, size, *([size, size] if kernel is None else [size_k, size_k])]), one))
+    return tf.stack([
+        tf.sqrt(g2), g_abs_mean, tf.reduce_max(ag), g_nonfinite, g_zero,
+        tf.sqrt(w2), tf.sqrt(tf.maximum(w_square_mean - tf.square(w_mean), zero)), w_abs_mean, w_nonfinite,
+        tf.sqrt(tf.maximum(k_square_mean - tf.square(k_mean), zero)), _c(fan_in),
+        tf.sqrt(d2),
+    ])
+
+
+TRAINED_FIELDS = (("grad", len(S.GRAD_FIELDS)), ("w", len(S.WEIGHT_FIELDS)), ("upd", len(S.UPDATE_FIELDS)))  # what `trained` returns
