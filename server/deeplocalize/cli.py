@@ -235,5 +235,18 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
+def entry() -> None:
+    """The `deeplocalize` command: main(), then the process ends without the interpreter's
+    teardown (freeing the syntax trees of Keras that the locator parsed takes a second or more;
+    everything is written and the training processes are stopped by then)."""
+    code = main()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - a closed terminal
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -32,6 +32,7 @@ from .report import FileReport, reports_json
 from .run_folder import FORMAT, RunFolder, RunFolderError, folder_root, prune
 from .runner import CHILD, RunOptions, RunResult
 from .sarif import to_sarif
+from .source import load_source
 from .script import Script
 from .trace import Trace, TraceBuilder, TraceEvent
 from .verify import testable
@@ -148,11 +149,13 @@ class LiveRun:
             control.write(json.dumps(job) + "\n")
         self._open_folder(self.proc.pid)
         loop = asyncio.get_running_loop()
+        parsed = self._parse_early(loop)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._on_signal, sig)
         try:
             await self._read_events(ev_r)
             returncode = await self.proc.wait()
+            await parsed
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
@@ -165,16 +168,30 @@ class LiveRun:
         its events arrive on `fd` (`pending`: what was already read of them) until it closes it;
         the findings are said and the run folder written as for a run started here."""
         self._open_folder(pid, monitor=True)
+        parsed = self._parse_early(asyncio.get_running_loop())
         if self.folder is not None and on_folder is not None:
             on_folder(self.folder.path)
         for line in pending.splitlines(keepends=True):
             self._on_line(line)
         await self._read_events(fd)
+        await parsed
         trace = self.builder.trace
         ended = trace.end_reason is not None or trace.crash is not None
         # No word of its end: the training process was killed (its pipe closed with it).
         returncode = (1 if trace.crash is not None else 130 if trace.end_reason == "interrupted" else 0) if ended else -9
         self._finish(self._final_report(returncode), returncode)
+
+    def _parse_early(self, loop: asyncio.AbstractEventLoop) -> "asyncio.Future[None]":
+        """Parse the script for the locator while it trains (a thread): the syntax tree of a script
+        that subclasses Keras classes takes seconds (astroid reads Keras' own sources), which would
+        otherwise be spent after the training, before the final report."""
+        def parse() -> None:
+            try:
+                load_source(self.script.path)
+            except Exception:  # noqa: BLE001 - the final report parses it again and says what is wrong
+                pass
+
+        return loop.run_in_executor(None, parse)
 
     def _on_signal(self, sig: int) -> None:
         """Ctrl-C: to the script, as a terminal would send it; a second one kills it. SIGTERM: passed on."""
