@@ -204,6 +204,9 @@ def binned(m: np.ndarray, columns: int = MAX_COLUMNS) -> tuple[np.ndarray, int]:
         return np.nanmean(padded.reshape(m.shape[0], -1, width), axis=2), width
 
 
+MAX_LABELS = 40  # layer names per heatmap panel
+
+
 def _heatmaps(trace: Trace, mark: Mark | None) -> str:
     layers = [l.index for l in trace.layers if any(f"L{l.index}.{k}" in trace.steps[0].values for k in ("out", "grad"))] if trace.steps else []
     if not layers:
@@ -213,14 +216,17 @@ def _heatmaps(trace: Trace, mark: Mark | None) -> str:
     from matplotlib.ticker import MaxNLocator
 
     names = [f"{i} {trace.layers[i].name}" for i in layers]
+    # A deep model's rows are labelled every few layers: each label costs drawing time (the report is
+    # redrawn while a run goes on), and a hundred labels a panel are unreadable anyway.
+    label_every = max(1, -(-len(layers) // MAX_LABELS))
     panels = [(p, *binned(layer_matrix(trace, p, layers))) for p in PANELS]
     panels = [(p, m, w) for p, m, w in panels if np.isfinite(m).any()]
-    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 0.5 + len(panels) * (0.35 + 0.22 * len(layers))), squeeze=False)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 0.5 + len(panels) * (0.35 + 0.22 * min(len(layers), 2 * MAX_LABELS))), squeeze=False)
     for ax, (panel, m, width) in zip(axes[:, 0], panels):
         shown = np.ma.masked_invalid(m)
         im = ax.imshow(shown, aspect="auto", interpolation="nearest", cmap=panel.cmap,
                        **({"vmin": 0.0, "vmax": 1.0} if panel.fraction else {}), extent=(0.5, m.shape[1] * width + 0.5, len(layers) - 0.5, -0.5))
-        ax.set_yticks(range(len(layers)), names, fontsize=7)
+        ax.set_yticks(range(0, len(layers), label_every), names[::label_every], fontsize=7)
         ax.set_title(panel.title + (f" — {width} steps per column" if width > 1 else ""), loc="left", fontsize=8)
         fig.colorbar(im, ax=ax, fraction=0.025, pad=0.01)
         if mark is not None and mark.layer in layers:
