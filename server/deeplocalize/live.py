@@ -239,6 +239,9 @@ class LiveRun:
             self.say_finding(lf, self.builder.trace)
         self._findings_dirty = self._html_dirty = True
         self._write_findings()
+        if self.folder is not None and not self.folder.html_written:  # the first finding: a report to open now
+            self._html_dirty = False
+            self._write_html(self._live_report())
         if self.options.stop_on_error and any(lf.finding.severity == "error" for lf in new) and not self.stopped_on_error:
             self.stopped_on_error = True
             self.say("deeplocalize: stopping the script (--stop-on-error)")

@@ -145,6 +145,10 @@ class RunFolder:
         """Every HTML_EVERY_S; sooner (HTML_SOONEST_S) when the findings changed."""
         return time.monotonic() - self._last_html >= (HTML_SOONEST_S if changed else HTML_EVERY_S)
 
+    @property
+    def html_written(self) -> bool:
+        return (self.path / "report.html").exists()
+
     def write_html(self, html: str) -> None:
         self._last_html = time.monotonic()
         self._guard("report.html", lambda: _atomic_write(self.path / "report.html", html))

@@ -67,10 +67,6 @@ export class TrainingRuns implements vscode.Disposable {
       void vscode.window.showInformationMessage("DeepLocalize: no training run of this script was found (start one with `deeplocalize run`).");
       return;
     }
-    if (!run.report) {
-      void vscode.window.showInformationMessage("DeepLocalize: the run has not written its report yet; it does within 30 s of its start, or soon after its first finding.");
-      return;
-    }
     if (!this.panel) {
       this.panel = vscode.window.createWebviewPanel("deeplocalize.trainingRun", "Training run", vscode.ViewColumn.Beside,
         { enableScripts: false, enableFindWidget: true, retainContextWhenHidden: false });
@@ -78,6 +74,12 @@ export class TrainingRuns implements vscode.Disposable {
     }
     this.panelRun = run.folder;
     this.panelStamp = 0;
+    if (!run.report) {
+      // Drawn by the run within 30 s of its start, or as soon as it has a finding: shown here then.
+      this.panel.title = `Training run: ${vscode.Uri.parse(run.uri).path.split("/").pop()} (${run.live ? "live" : run.state})`;
+      this.panel.webview.html = `<!DOCTYPE html><html><body><p>${escapeHtml(run.label)}: the run has not drawn its training report yet. ` +
+        "It does within 30 s of its start, or as soon as it has a finding; this panel shows it then.</p></body></html>";
+    }
     await this.draw(run);
     this.panel.reveal(undefined, true);
   }
@@ -105,4 +107,8 @@ export class TrainingRuns implements vscode.Disposable {
     this.item.dispose();
     this.panel?.dispose();
   }
+}
+
+function escapeHtml(text: string): string {
+  return text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
 }
