@@ -23,7 +23,7 @@ from .live import LiveOptions, LiveRun, finding_text
 from .script import describe
 from .source import register_text
 from .trace import Trace
-from .vocab import RUN_FOLDER_PREFIX
+from .vocab import RUN_FOLDER_PREFIX, is_serious
 
 
 def _first_line(fd: int) -> tuple[bytes, bytes]:
@@ -71,17 +71,20 @@ def main(argv: list[str] | None = None) -> int:
     options = LiveOptions(runs_folder=args.runs_folder, runs_root=args.runs_root, keep_runs=args.keep_runs, name=args.name)
 
     def say(message: str) -> None:
-        print(message, flush=True)
+        try:
+            print(message, flush=True)
+        except (BrokenPipeError, OSError, ValueError):
+            pass  # the callback stopped listening (its process ended): the run folder is still written
 
     def say_finding(lf: LocatedFinding, trace: Trace | None) -> None:
-        print("\n" + finding_text(lf, trace, lambda lf: _where(lf, script.path, labels)).plain(), flush=True)
+        say("\n" + finding_text(lf, trace, lambda lf: _where(lf, script.path, labels)).plain())
 
     run = LiveRun(script, options, say, say_finding)
     asyncio.run(run.follow(args.events_fd, args.pid, rest if event else first + b"\n" + rest,
-                           on_folder=lambda path: print(RUN_FOLDER_PREFIX + str(path), flush=True)))
+                           on_folder=lambda path: say(RUN_FOLDER_PREFIX + str(path))))
     report = run.final
     if report is not None:
-        serious = [lf for lf in report.findings if lf.finding.severity in ("error", "warning")]
+        serious = [lf for lf in report.findings if is_serious(lf.finding.severity)]
         say(f"deeplocalize: {len(serious) or 'no'} finding{'s' if len(serious) != 1 else ''} at warning or error level"
             + (f" in {os.path.relpath(run.folder.path)}" if run.folder is not None else ""))
         for lf in serious:
@@ -91,4 +94,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stdout.flush()
+    os._exit(code)  # the callback waits for this process: no interpreter teardown (a second of freeing syntax trees)
