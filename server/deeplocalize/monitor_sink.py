@@ -95,5 +95,8 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     code = main()
-    sys.stdout.flush()
+    try:
+        sys.stdout.flush()
+    except (BrokenPipeError, OSError, ValueError):
+        pass
     os._exit(code)  # the callback waits for this process: no interpreter teardown (a second of freeing syntax trees)
