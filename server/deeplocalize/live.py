@@ -239,6 +239,8 @@ class LiveRun:
             self.say_finding(lf, self.builder.trace)
         self._findings_dirty = self._html_dirty = True
         self._write_findings()
+        # The count in run.json (the editor's status bar) with the findings, not at the next epoch's end.
+        self._write(lambda: self.folder.write_meta(findings=self._serious()) if self.folder else None)
         if self.folder is not None and not self.folder.html_written:  # the first finding: a report to open now
             self._html_dirty = False
             self._write_html(self._live_report())

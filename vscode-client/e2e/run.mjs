@@ -195,7 +195,8 @@ async function trainingRunScenario(page, docReport, shot) {
   check("the diagnostic names the live run and its epoch", /live training run, epoch \d+\/120/.test(doc.training[0].message), doc.training[0].message);
   const item = page.locator(".statusbar-item", { hasText: `Training ${LIVE}` }).first();
   await item.waitFor({ state: "visible", timeout: 30000 });
-  check("the status bar shows the live run with its epoch and finding", /epoch \d+\/120, 1 finding/.test(await item.innerText()), await item.innerText());
+  const counted = await until(async () => /epoch \d+\/120, 1 finding/.test(await item.innerText()), 15000, "the status bar to count the finding").catch(() => false);
+  check("the status bar shows the live run with its epoch and finding", counted, await item.innerText());
   await item.click();
   await webviewFrame(page, "DeepLocalize training report", 60000);
   // The run redraws its report as it goes (its findings first, then every 30 s), and so does the panel.
