@@ -22,6 +22,10 @@ from .script import Script
 # How long the chief may keep going after another worker ended: long enough to finish a
 # last step and exit on its own, short against any budget.
 _GRACE_S = 10.0
+# How long a chief that crashed or died waits for the others' ends: a worker killed from
+# outside makes the chief's collective fail at once, often before that worker's own end is
+# read, and the cause is the lost worker, not the chief's error.
+_CAUSE_S = 3.0
 
 
 def free_ports(n: int) -> list[int]:
@@ -84,23 +88,43 @@ async def run_cluster(
 async def _follow(chief: asyncio.Future, others: dict[asyncio.Future, int], workers: list[Worker]) -> RunResult:
     done, _ = await asyncio.wait({chief, *others}, return_when=asyncio.FIRST_COMPLETED)
     if chief in done:
-        return chief.result()
-    ended = next(iter(done))
-    lost: RunResult = ended.result()
-    try:
-        result = await asyncio.wait_for(asyncio.shield(chief), _GRACE_S)
-        in_time = True
-    except asyncio.TimeoutError:
-        workers[0].kill()
-        result, in_time = await chief, False
-    if in_time and lost.status == "finished" and result.status in ("finished", "decisive"):
-        return result  # both reached the end of the script
-    if in_time and lost.status == "crashed" and result.status == "crashed":
-        return result  # the script's own error, raised on every worker: the chief's says where
+        result: RunResult = chief.result()
+        first_lost = await _lost_worker(others) if result.status in ("crashed", "failed") else None
+        if first_lost is None:
+            return result
+        ended, lost = first_lost
+    else:
+        ended = next(iter(done))
+        lost = ended.result()
+        try:
+            result = await asyncio.wait_for(asyncio.shield(chief), _GRACE_S)
+            in_time = True
+        except asyncio.TimeoutError:
+            workers[0].kill()
+            result, in_time = await chief, False
+        if in_time and lost.status == "finished" and result.status in ("finished", "decisive"):
+            return result  # both reached the end of the script
+        if in_time and lost.status == "crashed" and result.status == "crashed":
+            return result  # the script's own error, raised on every worker: the chief's says where
     if lost.status == "memory":  # the memory budget holds for each worker's process tree
         result = _worker_lost(result, others[ended], len(workers), lost)
         return replace(result, status="memory", message=f"stopped: memory of worker {others[ended]} above the {workers[0].options.max_memory_mb} MB budget")
     return _worker_lost(result, others[ended], len(workers), lost)
+
+
+async def _lost_worker(others: dict[asyncio.Future, int]) -> tuple[asyncio.Future, RunResult] | None:
+    """Another worker that ended abnormally, not of the script's own error, within `_CAUSE_S`
+    of the chief's end: the cause of the chief's crash (its collective lost that peer)."""
+    pending = set(others)
+    loop = asyncio.get_running_loop()
+    until = loop.time() + _CAUSE_S
+    while pending and (left := until - loop.time()) > 0:
+        done, pending = await asyncio.wait(pending, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            lost: RunResult = task.result()
+            if lost.status in ("failed", "memory"):
+                return task, lost
+    return None
 
 
 def _worker_lost(result: RunResult, index: int, count: int, lost: RunResult) -> RunResult:
