@@ -98,6 +98,45 @@ def test_recorded_gradient_norm_matches_a_gradient_tape(tmp_path, session):
     assert result.trace.steps[0].values["L0.grad"]["norm"] == pytest.approx(tape_norm, rel=1e-4)
 
 
+@pytest.mark.parametrize("policy", ["float32", "mixed_float16"])
+def test_weights_and_updates_of_sampled_steps_are_the_real_ones(tmp_path, session, policy):
+    """Long epochs are sampled (every few steps): the weights are then read before the update
+    only on sampled steps. Their statistics must be those of the weights the step started from
+    and of the update it made, as a callback reading the layer around each batch sees them; under
+    mixed precision (a loss-scale optimizer) too, with gradients of the loss, not of the scaled loss."""
+    script = tmp_path / "sampled.py"
+    script.write_text(textwrap.dedent('''
+        import numpy as np, keras
+        keras.mixed_precision.set_global_policy("%s")
+        keras.utils.set_random_seed(2)
+        rng = np.random.default_rng(2)
+        X = rng.normal(size=(2048, 6)).astype("float32")
+        y = (X[:, 0] - X[:, 2] > 0).astype("int64")
+        model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu"),
+                                  keras.layers.Dense(2, activation="softmax", dtype="float32")])
+        model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), loss="sparse_categorical_crossentropy")
+
+        class Around(keras.callbacks.Callback):
+            def on_train_batch_begin(self, batch, logs=None):
+                self.before = np.concatenate([w.ravel() for w in model.layers[0].get_weights()])
+            def on_train_batch_end(self, batch, logs=None):
+                after = np.concatenate([w.ravel() for w in model.layers[0].get_weights()])
+                print("AROUND", float(np.linalg.norm(self.before)), float(np.linalg.norm(after - self.before)))
+
+        model.fit(X, y, epochs=2, batch_size=32, verbose=0, callbacks=[Around()])
+    ''' % policy))
+    result = asyncio.run(session.run(str(script), RunOptions(seed=None)))
+    around = [tuple(map(float, l.split()[1:])) for l in result.output if l.startswith("AROUND")]
+    assert len(around) == 2 * 64 == len(result.trace.steps)
+    sampled = [s for s in result.trace.steps if "L0.w" in s.values]
+    assert 20 < len(sampled) < len(around) / 2, len(sampled)  # the first steps, then a sample
+    for s in sampled:
+        w_norm, upd_norm = around[s.g]
+        assert s.values["L0.w"]["norm"] == pytest.approx(w_norm, rel=1e-5), s.g
+        assert s.values["L0.upd"]["norm"] == pytest.approx(upd_norm, rel=1e-4, abs=1e-7), s.g
+        assert 0 < s.values["L0.grad"]["norm"] < 10 and s.values["L0.grad"]["nonfinite"] == 0, s.g
+
+
 @pytest.mark.parametrize("fork_server", [True, False], ids=["forked", "fresh interpreter"])
 def test_cancelling_a_run_kills_its_process(session, fork_server):
     async def go():

@@ -25,7 +25,14 @@ class Collector:
         self.grads: dict[int, list] = {}
         self.weights_before: dict[int, list] = {}
         self.weights_after: dict[int, list] = {}
+        self.variables: dict[int, list] = {}  # each layer's trained variables, in the order of its gradients
+        self.read_late: set[int] = set()  # layers whose weights are read only on sampled steps (`read_before`)
+        # (the optimizer's step counter, the sampling interval, the first steps all sampled) when the
+        # step decides before the update whether it is sampled; the decision, once made (`take`).
+        self.sampling: tuple[Any, Any, int] | None = None
+        self.take: tf.Tensor | None = None
         self.grad_slots: dict[int, tuple[int, int]] = {}  # id(variable) -> (layer, position in grads[layer])
+        self.grad_scale: dict[int, tf.Tensor] = {}  # layer -> the loss scale its gradients carry (mixed precision)
         self.loss: tf.Tensor | None = None
         self.y: tf.Tensor | None = None
         self.y_pred: tf.Tensor | None = None
@@ -40,6 +47,58 @@ class Collector:
 
     def owns(self, tensor: Any) -> bool:
         return isinstance(tensor, tf.Tensor) and getattr(tensor, "graph", None) is self.graph
+
+    def take_before_update(self, optimizer: Any) -> tf.Tensor | None:
+        """Whether this step is sampled, decided before `optimizer` updates the weights (so
+        they are read only when it is), or None where that cannot be decided there: under
+        tf.distribute, every step sampled, another optimizer than the model's first, or inside
+        a conditional of the optimizer's own (whose tensors the step cannot use)."""
+        if self.sampling is None or tf.compat.v1.get_default_graph() is not self.graph:
+            return None
+        if self.take is None:
+            iterations, every, first = self.sampling
+            if getattr(optimizer, "iterations", None) is not iterations:
+                return None
+            # The counter before its increment: the step's number as `pack` counts it after the update.
+            self.take = sample_condition(tf.cast(iterations, tf.int64) + 1, every, first, self.loss)
+        return self.take
+
+    def read_before(self, take: tf.Tensor, by_layer: dict[int, list]) -> None:
+        """The weights of these layers before the update, read only on sampled steps. Read on
+        every step and kept through the update, they cost a copy of every weight per step
+        (the update writes a buffer still referenced) and an operation per variable: a tenth
+        of a small model's step. Unsampled steps get one empty tensor per dtype instead."""
+        variables = [v for vs in by_layer.values() for v in vs]
+        dtypes = sorted({v.dtype for v in variables}, key=str)
+
+        def empty() -> list[tf.Tensor]:
+            made = {d: tf.zeros([0], d) for d in dtypes}
+            return [made[v.dtype] for v in variables]
+
+        values = list(tf.cond(take, lambda: [tf.identity(v.value) for v in variables], empty))
+        _keep_as_a_call(values)
+        for owner, vs in by_layer.items():
+            self.weights_before[owner], values = values[:len(vs)], values[len(vs):]
+            self.read_late.add(owner)
+
+    def gradients(self, i: int) -> list:
+        """Layer i's gradients as the loss defines them: under a loss-scale optimizer (mixed
+        precision) they arrive multiplied by its current scale, which is divided out here,
+        where the statistics are computed (only on sampled steps)."""
+        scale = self.grad_scale.get(i)
+        if scale is None:
+            return self.grads[i]
+        return [g / tf.cast(scale, g.dtype) for g in self.grads[i]]
+
+    def trained_weights(self, i: int) -> tuple[list, list]:
+        """Layer i's weights before and after the update, as its statistics read them. For a layer
+        read late (only on sampled steps) this must be called where the sampled statistics are
+        computed: the weights after the update are read there, and those before get their shapes."""
+        if i not in self.read_late:
+            return self.weights_before[i], self.weights_after[i]
+        variables = self.variables[i]
+        before = [tf.reshape(b, v.shape) for b, v in zip(self.weights_before[i], variables)]
+        return before, [tf.identity(v.value) for v in variables]
 
 
 class _Part(NamedTuple):
@@ -79,13 +138,17 @@ def _layer_parts(i: int, layer: Any, col: "Collector", sampled: list[_Part], alw
         sampled.append(_activation_part(f"L{i}.pre", col.pre[i], one_device))
     if i in col.grads:
         # Weights *before* this step's update, so step 0 shows the initialization.
-        grads, before, after = col.grads[i], col.weights_before[i], col.weights_after[i]
-        kernel = I.choose_kernel(layer, before)
         if one_device:
+            def trained() -> tf.Tensor:
+                before, after = col.trained_weights(i)
+                return I.trained(col.gradients(i), before, after, I.choose_kernel(layer, before))
+
             entries = tuple((f"L{i}.{kind}", n) for kind, n in I.TRAINED_FIELDS)
-            sampled.append(_Part(f"L{i}.trained", sum(n for _, n in entries), lambda: I.trained(grads, before, after, kernel), entries=entries))
+            sampled.append(_Part(f"L{i}.trained", sum(n for _, n in entries), trained, entries=entries))
         else:
-            sampled.append(_Part(f"L{i}.grad", len(S.GRAD_FIELDS), lambda: S.gradient_stats(grads)))
+            before, after = col.weights_before[i], col.weights_after[i]
+            kernel = I.choose_kernel(layer, before)
+            sampled.append(_Part(f"L{i}.grad", len(S.GRAD_FIELDS), lambda: S.gradient_stats(col.gradients(i))))
             sampled.append(_Part(f"L{i}.w", len(S.WEIGHT_FIELDS), lambda: S.weight_stats(before, kernel)))
             sampled.append(_Part(f"L{i}.upd", len(S.UPDATE_FIELDS), lambda: S.update_norm(before, after)))
     try:
@@ -141,18 +204,13 @@ def pack(layers: list[Any], col: Collector, iterations: Any = None, sample_every
             except Exception:  # noqa: BLE001 - an unusual target/prediction pairing: no hit rate
                 pass
 
-    if iterations is None or (isinstance(sample_every, int) and sample_every <= 1):
+    if col.take is not None:
+        take = col.take  # decided before the update (`Collector.take_before_update`)
+    elif not samples(iterations, sample_every):
         take = None
-        flag = tf.constant([1.0])
     else:
-        # `sample_every`: a number, or a variable a live run retunes without retracing the step (sampling.py).
-        it = tf.cast(iterations, tf.int64)
-        every = tf.maximum(tf.cast(sample_every, tf.int64), 1)
-        take = tf.logical_or(it < sample_first, tf.equal(it % every, 0))
-        if col.loss is not None and replicas <= 1:
-            # The step where values first go non-finite is always sampled: the one after it has NaN weights.
-            take = tf.logical_or(take, tf.logical_not(tf.reduce_all(tf.math.is_finite(col.loss))))
-        flag = tf.reshape(tf.cast(take, tf.float32), [1])
+        take = sample_condition(tf.cast(iterations, tf.int64), sample_every, sample_first, col.loss if replicas <= 1 else None)
+    flag = tf.constant([1.0]) if take is None else tf.reshape(tf.cast(take, tf.float32), [1])
 
     def when_sampled(compute: Callable[[], list[tf.Tensor]], sizes: list[int]) -> list[tf.Tensor]:
         if take is None or not sizes:
@@ -168,6 +226,23 @@ def pack(layers: list[Any], col: Collector, iterations: Any = None, sample_every
         values = _across_replicas(context, always + sampled, raw)
     layout = [e for p in always for e in p.layout] + [("#sampled", 0)] + [e for p in sampled for e in p.layout]
     return tf.concat([flag] + values, axis=0), layout
+
+
+def samples(iterations: Any, sample_every: Any) -> bool:
+    """Whether the step is sampled (some steps only) rather than measured at every step."""
+    return iterations is not None and not (isinstance(sample_every, int) and sample_every <= 1)
+
+
+def sample_condition(step: tf.Tensor, sample_every: Any, sample_first: int, loss: tf.Tensor | None) -> tf.Tensor:
+    """Whether optimizer step number `step` (counted from 1) gets per-layer statistics.
+    `sample_every`: a number, or a variable a live run retunes without retracing the step
+    (sampling.py). The step where the loss first goes non-finite is always sampled: the one
+    after it already has NaN weights."""
+    every = tf.maximum(tf.cast(sample_every, tf.int64), 1)
+    take = tf.logical_or(step < sample_first, tf.equal(step % every, 0))
+    if loss is not None:
+        take = tf.logical_or(take, tf.logical_not(tf.reduce_all(tf.math.is_finite(loss))))
+    return take
 
 
 def _keep_as_a_call(outputs: list[tf.Tensor]) -> None:

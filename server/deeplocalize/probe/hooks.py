@@ -18,13 +18,14 @@ import tensorflow as tf
 import keras
 from keras.src.layers.layer import Layer
 from keras.src.optimizers.base_optimizer import BaseOptimizer
+from keras.src.optimizers.loss_scale_optimizer import LossScaleOptimizer
 from keras.src.trainers.trainer import Trainer
 from keras.src.backend.tensorflow.optimizer import TFOptimizer
 from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
 
 from . import stats as S
 from .channel import Channel
-from .collect import Collector, first_tensor, pack
+from .collect import Collector, first_tensor, pack, samples
 from .describe import (
     code_location, current_learning_rate, describe_schedules, initial_kernels, weight_ids, activation_name, describe_array, describe_layers, describe_loss, describe_optimizer,
 )
@@ -121,6 +122,9 @@ class Probe:
         self._patch(Layer, "__call__", self._wrap_layer_call)
         self._patch(BaseOptimizer, "__init__", self._recording_init(self.optimizer_sites))
         self._patch(BaseOptimizer, "apply", self._wrap_optimizer_apply)
+        # Mixed precision: the step's update is the loss-scale optimizer's own `apply` (its inner
+        # optimizer's runs inside a conditional, and is left alone).
+        self._patch(LossScaleOptimizer, "apply", self._wrap_optimizer_apply)
         self._patch(TFOptimizer, "_all_reduce_sum_gradients", self._wrap_all_reduce_gradients)
         self._patch(Trainer, "_compute_loss", self._wrap_compute_loss)
         self._patch(Trainer, "compile", self._wrap_compile)
@@ -184,7 +188,9 @@ class Probe:
         def apply(opt: Any, grads: Any, trainable_variables: Any = None) -> Any:
             col = probe.collector
             variables = trainable_variables if trainable_variables is not None else getattr(opt, "_trainable_variables", None)
-            if col is None or not variables:
+            # Only an update made by the step itself: a loss-scale optimizer (mixed precision) calls its
+            # inner optimizer inside a conditional, whose tensors the step's statistics cannot use.
+            if col is None or not variables or tf.compat.v1.get_default_graph() is not col.graph:
                 return original(opt, grads, trainable_variables)
             grads = list(grads)
             variables = list(variables)
@@ -194,11 +200,22 @@ class Probe:
                 owner = owners.get(id(v))
                 if owner is not None and grads[i] is not None:
                     by_layer.setdefault(owner, []).append(i)
+            scale = getattr(opt, "dynamic_scale", None) if getattr(opt, "inner_optimizer", None) is not None else None
+            scale = tf.identity(scale) if scale is not None else None  # the scale this step's gradients carry, read before it changes
             for owner, idxs in by_layer.items():
                 col.grads[owner] = [grads[i] for i in idxs]
-                col.weights_before[owner] = [tf.identity(variables[i].value) for i in idxs]
+                col.variables[owner] = [variables[i] for i in idxs]
+                if scale is not None:
+                    col.grad_scale[owner] = scale
                 for k, i in enumerate(idxs):
                     col.grad_slots[id(getattr(variables[i], "_value", variables[i]))] = (owner, k)
+            take = col.take_before_update(opt) if by_layer else None
+            if take is not None:
+                col.read_before(take, {owner: col.variables[owner] for owner in by_layer})
+                return original(opt, grads, trainable_variables)
+            for owner, idxs in by_layer.items():
+                col.weights_before[owner] = [tf.identity(variables[i].value) for i in idxs]
+                col.read_late.discard(owner)
             result = original(opt, grads, trainable_variables)
             for owner, idxs in by_layer.items():
                 col.weights_after[owner] = [tf.identity(variables[i].value) for i in idxs]
@@ -433,6 +450,10 @@ class Probe:
             graph = tf.compat.v1.get_default_graph()
             layers = probe._probed_layers(model)
             col = Collector(graph, layers)
+            iterations = getattr(getattr(model, "optimizer", None), "iterations", None)
+            every = probe.sampling.interval()
+            if samples(iterations, every) and not tf.distribute.has_strategy():
+                col.sampling = (iterations, every, probe.sampling.first)
             restore = probe._wrap_activations(layers)
             probe.collector = col
             try:
@@ -446,9 +467,8 @@ class Probe:
                 restore()
             # Layers may have been built inside this trace: describe them now.
             layers = probe._probed_layers(model)
-            iterations = getattr(getattr(model, "optimizer", None), "iterations", None)
             try:
-                packed, layout = pack(layers, col, iterations, probe.sampling.interval(), probe.sampling.first)
+                packed, layout = pack(layers, col, iterations, every, probe.sampling.first)
             except Exception as exc:  # noqa: BLE001 - the probe must never break the user's training
                 probe.channel.send("probe_error", where="statistics", message=f"{type(exc).__name__}: {exc}"[:500])
                 probe._announce(model, layers)
