@@ -61,7 +61,7 @@ def cli_check(path: Path, verify_seconds: float) -> tuple[float, dict]:
     its JSON report of that file."""
     start = time.monotonic()
     verify = ["--verify-seconds", str(verify_seconds)] if verify_seconds else ["--no-verify"]
-    done = subprocess.run([sys.executable, "-m", "deeplocalize.cli", "check", "--format", "json", *verify, str(path)], cwd=path.parent,
+    done = subprocess.run([sys.executable, "-m", "deeplocalize", "check", "--format", "json", *verify, str(path)], cwd=path.parent,
                           capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT / "server")})
     seconds = time.monotonic() - start
     try:

@@ -52,7 +52,7 @@ def main() -> int:
             work = Path(tmp)
             shutil.copy(script, work / script.name)
             started = time.monotonic()
-            out = subprocess.run([sys.executable, "-m", "deeplocalize.cli", "run", script.name], cwd=work, env=ENV,
+            out = subprocess.run([sys.executable, "-m", "deeplocalize", "run", script.name], cwd=work, env=ENV,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=3600)
             seconds = time.monotonic() - started
             folders = sorted((work / ".deeplocalize" / "runs").iterdir())

@@ -54,8 +54,8 @@ def main() -> int:
             plain, live, check = [], [], []
             for _ in range(args.reps):
                 plain.append(timed([sys.executable, script.name], work))
-                live.append(timed([sys.executable, "-m", "deeplocalize.cli", "run", script.name], work))
-                check.append(timed([sys.executable, "-m", "deeplocalize.cli", "check", "--no-verify", "--no-progress", "--max-epochs", "0",
+                live.append(timed([sys.executable, "-m", "deeplocalize", "run", script.name], work))
+                check.append(timed([sys.executable, "-m", "deeplocalize", "check", "--no-verify", "--no-progress", "--max-epochs", "0",
                                     "--max-seconds", "3600", "--seed", "-1", script.name], work, ok=(0, 1)))
         ratio, check_ratio = min(live) / min(plain), min(check) / min(plain)
         ratios.append(ratio)

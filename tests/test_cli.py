@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 
 def cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "deeplocalize.cli", *args], capture_output=True, text=True, timeout=timeout,
+    return subprocess.run([sys.executable, "-m", "deeplocalize", *args], capture_output=True, text=True, timeout=timeout,
                           cwd=ROOT, env={**__import__("os").environ, "PYTHONPATH": str(ROOT / "server")})
 
 

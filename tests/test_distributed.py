@@ -59,7 +59,7 @@ def test_an_unsupported_strategy_is_refused_at_its_line_without_running(tmp_path
     (only,) = report.findings
     assert only.finding.code == "unsupported-strategy" and only.finding.severity == "information"
     assert (only.range.start.line, only.range.start.column) == (5, len("strategy = ") + 1)
-    result = subprocess.run([sys.executable, "-m", "deeplocalize.cli", "check", str(script)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([sys.executable, "-m", "deeplocalize", "check", str(script)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and f"skipped: not analyzed: the script trains under {name}" in result.stdout
 
 
@@ -265,7 +265,7 @@ def test_the_time_budget_stops_every_worker_and_is_reported_as_the_budget(sessio
 
 
 def test_the_cli_refuses_an_impossible_worker_count():
-    result = subprocess.run([sys.executable, "-m", "deeplocalize.cli", "check", "--workers", "0", str(DISTRIBUTED / "multiworker_lr_nan.py")],
+    result = subprocess.run([sys.executable, "-m", "deeplocalize", "check", "--workers", "0", str(DISTRIBUTED / "multiworker_lr_nan.py")],
                             capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert result.returncode != 0 and "--workers must be between 1 and 8" in result.stderr
 

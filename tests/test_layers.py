@@ -19,7 +19,7 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
     ("detectors and locations", ("detectors", "anchors", "locate")),
     ("engine", ("report", "verify", "engine", "sarif", "report_html", "settings", "run_folder")),
     ("session", ("session", "evaluation", "wholescript", "live")),
-    ("front ends", ("cli", "lsp", "server", "monitor_sink")),
+    ("front ends", ("cli", "lsp", "server", "monitor_sink", "launch", "__main__")),
 ]
 
 

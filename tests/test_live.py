@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from conftest import FIXTURES, ROOT
@@ -31,7 +32,7 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT / "serv
 
 
 def _command(script: Path, *args: str, options: tuple[str, ...] = ()) -> list[str]:
-    return [sys.executable, "-m", "deeplocalize.cli", "run", *options, str(script), *args]
+    return [sys.executable, "-m", "deeplocalize", "run", *options, str(script), *args]  # the `deeplocalize` command
 
 
 def _run(script: Path, *args: str, cwd: Path, options: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
@@ -99,6 +100,33 @@ def test_the_script_gets_its_arguments_and_its_exit_code_is_the_command_s(tmp_pa
     assert out.returncode == 3, out.stdout[-2000:]
     assert "Epoch 2/2" in out.stdout and "trained" in out.stdout
     assert _record(_folders(script)[0]).meta.exit_code == 3
+
+
+def test_the_training_process_started_ahead_runs_with_the_options_the_command_parses(tmp_path):
+    """The command starts the training process before it has read all its flags (launch.py):
+    whatever their order, the script runs with the environment they give, and a command that
+    ends before its run leaves no process behind."""
+    script = tmp_path / "show_env.py"
+    script.write_text("import os\nprint('MARK=' + os.environ.get('DL_MARK', '-'))\n")
+    for options, mark in ((("--env", "DL_MARK=early"), "early"), (("--runs-folder", "runs", "--env", "DL_MARK=late"), "late"),
+                          (("--keep-runs", "3"), "-")):
+        out = _run(script, cwd=tmp_path, options=options)
+        assert out.returncode == 0 and f"MARK={mark}" in out.stdout, (options, out.stdout[-2000:])
+    mark = f"orphan-{os.getpid()}-{time.time_ns()}"
+    out = _run(tmp_path / "missing.py", cwd=tmp_path, options=("--env", f"DL_MARK={mark}"))
+    assert out.returncode == 2 and "no such file" in out.stdout
+
+    def marked() -> list:
+        found = []
+        for p in psutil.process_iter():
+            try:
+                if p.environ().get("DL_MARK") == mark:
+                    found.append(p)
+            except (psutil.Error, OSError):
+                continue
+        return found
+
+    assert not marked()
 
 
 def test_a_crash_mid_run_is_reported_at_its_line_with_the_traceback_and_the_findings_so_far(tmp_path):

@@ -47,7 +47,7 @@ async def test_a_live_run_s_finding_shows_on_its_line_while_it_trains_and_follow
     newer.mkdir(parents=True)
     (newer / "run.json").write_text(json.dumps({"format": 999}))
 
-    run = subprocess.Popen([sys.executable, "-m", "deeplocalize.cli", "run", str(script)], cwd=tmp_path, stdout=subprocess.DEVNULL,
+    run = subprocess.Popen([sys.executable, "-m", "deeplocalize", "run", str(script)], cwd=tmp_path, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(ROOT / "server"), "TF_CPP_MIN_LOG_LEVEL": "2"})
     try:
         shown = await until(lambda: _training(client, uri), 120, "the training run's diagnostic")

@@ -121,7 +121,7 @@ def test_under_deeplocalize_run_the_monitor_steps_aside(tmp_path):
     script = tmp_path / "train.py"
     script.write_text("import numpy as np\nimport keras\nfrom keras import layers\n" + IMPORT + SLOW_LEARNER
                       + "model.fit(x, y, epochs=3, verbose=0, callbacks=[Monitor()])\nprint('trained')\n")
-    out = subprocess.run([sys.executable, "-m", "deeplocalize.cli", "run", str(script)], cwd=tmp_path, stdout=subprocess.PIPE,
+    out = subprocess.run([sys.executable, "-m", "deeplocalize", "run", str(script)], cwd=tmp_path, stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, text=True, timeout=600, env=ENV)
     assert out.returncode == 0 and "trained" in out.stdout, out.stdout[-3000:]
     (folder,) = _folders(tmp_path)  # one run, recorded once

@@ -38,7 +38,7 @@ def notebook_json(*cells: tuple[str, str], language: str = "python") -> str:
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "deeplocalize.cli", *args], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    return subprocess.run([sys.executable, "-m", "deeplocalize", *args], capture_output=True, text=True, timeout=600, cwd=ROOT)
 
 
 # ------------------------------------------------------------------ the script a notebook is (fast)

@@ -71,7 +71,7 @@ def test_the_cli_ends_in_its_budget_reports_each_run_and_leaves_nothing(tmp_path
         shutil.copy(PROCESSES / name, tmp_path / name)
     before = {p.pid for p in psutil.process_iter()}
     start = time.monotonic()
-    r = subprocess.run([sys.executable, "-m", "deeplocalize.cli", "check", "--format", "json", "--max-seconds", str(BUDGET),
+    r = subprocess.run([sys.executable, "-m", "deeplocalize", "check", "--format", "json", "--max-seconds", str(BUDGET),
                         "--verify-seconds", str(VERIFY), *[str(tmp_path / name) for name in CASES]], capture_output=True, text=True,
                        timeout=len(CASES) * (BUDGET + VERIFY) + GRACE + 60, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT / "server")})
     took = time.monotonic() - start

@@ -78,7 +78,7 @@ def test_a_bad_editor_value_falls_back_and_a_bad_cli_value_is_an_error_naming_it
     options = Settings.from_json({"maxEpochs": 0, "env": {"A": 1}}, None).run_options()
     assert options.max_epochs is None and options.env == {"A": "1"}
     for flag, value, said in (("--max-seconds", "0", "at least 1"), ("--verify-seconds", "0.5", "--no-verify"), ("--seed", "-2", "at least -1")):
-        r = subprocess.run([sys.executable, "-m", "deeplocalize.cli", "check", flag, value, "x.py"], capture_output=True, text=True, timeout=60)
+        r = subprocess.run([sys.executable, "-m", "deeplocalize", "check", flag, value, "x.py"], capture_output=True, text=True, timeout=60)
         assert r.returncode == 2 and flag in r.stderr and said in r.stderr, r.stderr
 
 

@@ -13,7 +13,7 @@ import asyncio
 import json
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -30,6 +30,9 @@ from .settings import Settings, add_arguments
 from .trace import Trace, TraceEvent
 from .sarif import to_sarif
 from .vocab import is_serious
+
+if TYPE_CHECKING:
+    from .launch import HeadStart
 
 
 _STYLE = {"error": "bold red", "warning": "yellow", "information": "cyan", "hint": "dim"}
@@ -187,7 +190,7 @@ async def _check(args: argparse.Namespace) -> int:
     return 1 if found else 0
 
 
-async def _run(args: argparse.Namespace) -> int:
+async def _run(args: argparse.Namespace, early: HeadStart | None = None) -> int:
     from .live import LiveOptions, LiveRun, finding_text
 
     settings = Settings.from_args(args)
@@ -211,17 +214,19 @@ async def _run(args: argparse.Namespace) -> int:
         for fix in t.fixes:
             err.print(f"    fix: {fix}", style="dim", markup=False, highlight=False, soft_wrap=True)
 
-    return await LiveRun(script, options, say, say_finding).run()
+    return await LiveRun(script, options, say, say_finding).run(early)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def main(argv: list[str] | None = None, early: HeadStart | None = None) -> int:
+    """`early`: the training process `deeplocalize run` started before this module was imported
+    (launch.py); used if the options want that interpreter and environment, else stopped."""
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
         if args.command == "check":
             return asyncio.run(_check(args))
         if args.command == "run":
-            return asyncio.run(_run(args))
+            return asyncio.run(_run(args, early))
     except KeyboardInterrupt:
         return 130
     except SystemExit as exc:
@@ -232,14 +237,17 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - an internal error is exit code 2, never a traceback dump
         print(f"deeplocalize: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if early is not None and not early.adopted:
+            early.discard()
     return 2
 
 
-def entry() -> None:
+def entry(early: HeadStart | None = None) -> None:
     """The `deeplocalize` command: main(), then the process ends without the interpreter's
     teardown (freeing the syntax trees of Keras that the locator parsed takes a second or more;
     everything is written and the training processes are stopped by then)."""
-    code = main()
+    code = main(None, early)
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

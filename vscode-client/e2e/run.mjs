@@ -184,9 +184,9 @@ async function trainingRunScenario(page, docReport, shot) {
   await page.locator(".quick-input-widget .monaco-list-row", { hasText: "Create New Terminal" }).first().click({ timeout: 15000 });
   await page.locator(".terminal-wrapper .xterm").first().waitFor({ state: "visible", timeout: 30000 });
   await sleep(2000); // the shell's prompt
-  await page.keyboard.type(`${PYTHON} -m deeplocalize.cli run ${LIVE}`);
+  await page.keyboard.type(`${PYTHON} -m deeplocalize run ${LIVE}`);
   await page.keyboard.press("Enter");
-  const running = () => processTable().some((p) => p.args.includes("deeplocalize.cli run"));
+  const running = () => processTable().some((p) => p.args.includes("deeplocalize run"));
   await until(running, 30000, "the run to start in the terminal");
   const doc = await until(() => { const d = docReport(LIVE); return d && d.training && d.training.length ? d : null; }, 150000, "the training run's diagnostic");
   const live = running();

@@ -1,0 +1,5 @@
+"""`python -m deeplocalize ...`: the `deeplocalize` command."""
+
+from .launch import entry
+
+entry()
