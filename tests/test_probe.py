@@ -128,6 +128,7 @@ def test_weights_and_updates_of_sampled_steps_are_the_real_ones(tmp_path, sessio
     result = asyncio.run(session.run(str(script), RunOptions(seed=None)))
     around = [tuple(map(float, l.split()[1:])) for l in result.output if l.startswith("AROUND")]
     assert len(around) == 2 * 64 == len(result.trace.steps)
+    assert all("loss" in s.values and "hit" in s.values for s in result.trace.steps)  # every step's own statistics
     sampled = [s for s in result.trace.steps if "L0.w" in s.values]
     assert 20 < len(sampled) < len(around) / 2, len(sampled)  # the first steps, then a sample
     for s in sampled:
