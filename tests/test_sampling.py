@@ -63,3 +63,15 @@ def test_a_live_run_with_short_epochs_still_sees_plain_steps_to_time():
     s = Sampling(live=True)
     s.begin_fit(steps_per_epoch=10)
     assert s.every == 2
+
+
+def test_a_live_run_spaces_its_samples_within_its_first_epoch():
+    """A deep model's sampled step may cost twice a plain one: the interval follows the cost as
+    soon as both kinds of step were timed, not at the first epoch's end (which may be the run's last)."""
+    s = Sampling(live=True)
+    s.begin_fit(steps_per_epoch=8)
+    assert s.every == 2
+    _timed(s, plain=0.3, sampled=0.7, calls=6)  # three of each
+    assert s.every == math.ceil(0.4 / (OVERHEAD * 0.3))
+    s.epoch_end(loss=1.0)
+    assert s.every == math.ceil(0.4 / (OVERHEAD * 0.3))
