@@ -60,6 +60,7 @@ class Probe:
         self.sampling = Sampling(live)
         self.trained_models: set[int] = set()
         self.layouts: list[list[tuple[str, int]]] = []
+        self.unsampled_widths: list[int] = []  # per layout: what an unsampled step sends (see `_layout_id`)
         self.fetch_every = max(1, fetch_every)
         self.sites: dict[int, list] = {}
         self.optimizer_sites: dict[int, list] = {}
@@ -495,16 +496,13 @@ class Probe:
         self._send_model(model, layers, layout or [], layout_id)
         return True
 
-    def _unsampled_width(self, layout_id: int) -> int:
-        """How much of a step's vector an unsampled step sends: its layout id, the sampled flag and
-        the statistics of every step (loss, hit rate, penalties)."""
-        layout = self.layouts[layout_id] if 0 <= layout_id < len(self.layouts) else []
-        always = next((i for i, (key, _) in enumerate(layout) if key == "#sampled"), None)
-        return 2 + sum(n for _, n in layout[:always]) if always is not None else 2 + sum(n for _, n in layout)
-
     def _layout_id(self, layout: list[tuple[str, int]]) -> int:
         if layout not in self.layouts:
             self.layouts.append(layout)
+            # An unsampled step sends its layout id, the sampled flag and the statistics of every
+            # step (loss, hit rate, penalties): the entries before "#sampled".
+            always = next((i for i, (key, _) in enumerate(layout) if key == "#sampled"), len(layout))
+            self.unsampled_widths.append(2 + sum(n for _, n in layout[:always]))
         return self.layouts.index(layout)
 
     def _wrap_activations(self, layers: list[Any]) -> Callable[[], None]:
@@ -596,7 +594,7 @@ class Probe:
                     sampled = values is not None and (not probe.live or (len(values) > 1 and values[1] > 0 and probe._sends_sampled(values)))
                     if sampled:
                         if values[1] <= 0:  # not sampled: the per-layer part is zeros, which the trace drops unread
-                            values = values[:probe._unsampled_width(int(values[0]))]
+                            values = values[:probe.unsampled_widths[int(values[0])]]
                         probe.channel.send("step", epoch=probe.epoch, step=probe.step, g=probe.global_step, v=values.tolist())
                 probe.sampling.note(sampled, time.perf_counter() - started)
                 # One call runs steps_per_execution steps; statistics are those of the last.
