@@ -50,9 +50,62 @@ def test_gradient_weight_and_update_statistics_match_the_graph_functions():
         before = [tf.constant(w) for w in ws]
         after = [tf.constant(w + 0.01 * rng.normal(size=w.shape).astype("float32")) for w in ws]
         grads = [tf.constant(rng.normal(size=w.shape).astype("float32")) for w in ws]
-        kernel = I.choose_kernel(owner, before)
-        expected = np.concatenate([S.gradient_stats(grads).numpy(), S.weight_stats(before, kernel).numpy(), S.update_norm(before, after).numpy()])
+        kernel = I.choose_kernel(owner, [b.shape for b in before])
+        fan_in = S.fan_in(before[kernel].shape) if kernel is not None else 1.0
+        expected = np.concatenate([S.gradient_stats(grads).numpy(), S.weight_stats(before, before[kernel] if kernel is not None else None).numpy(),
+                                   S.update_norm(before, after).numpy()])
         assert len(expected) == sum(n for _, n in I.TRAINED_FIELDS)
-        np.testing.assert_allclose(I.trained(grads, before, after, kernel).numpy(), expected, rtol=1e-4, atol=1e-6)
-    fan_in = I.trained([tf.ones([6, 4])], [tf.zeros([6, 4])], [tf.zeros([6, 4])], tf.zeros([6, 4]))[10].numpy()
+        np.testing.assert_allclose(I.trained(grads, before, after, kernel, fan_in).numpy(), expected, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(S.trained(grads, before, after, kernel, fan_in).numpy(), expected, rtol=1e-4, atol=1e-6)
+    fan_in = I.trained([tf.ones([6, 4])], [tf.zeros([6, 4])], [tf.zeros([6, 4])], 0, S.fan_in(tf.TensorShape([6, 4])))[10].numpy()
     assert fan_in == 6.0  # the kernel's
+
+
+def _relu_maps(rng) -> np.ndarray:
+    """A conv layer's output: 32 images of 30x30 positions, 48 channels, with 5 channels that never
+    fire and 3 that fire at one position in a hundred."""
+    maps = np.maximum(rng.normal(loc=0.2, size=(32, 30, 30, 48)), 0).astype("float32")
+    maps[..., :5] = 0.0
+    maps[..., 5:8] *= rng.random(size=(32, 30, 30, 3)) < 0.01
+    return maps
+
+
+def test_a_large_activation_is_read_through_a_sample_that_keeps_its_statistics():
+    """Beyond THIN_ROW values per row an activation's statistics read a strided sample of its positions:
+    about THIN_ROW values per batch row, whatever the batch size (known or not), and statistics close to the whole's
+    (the dead share exactly: rarely firing channels are not taken for dead)."""
+    values = _relu_maps(np.random.default_rng(2))
+    maps = tf.constant(values)
+    whole = {"mean": values.mean(), "std": values.std(), "mean_abs": np.abs(values).mean(), "nonpos": (values <= 0).mean(),
+             "dead_units": (values.reshape(-1, 48).max(axis=0) <= 0).mean()}
+    assert whole["dead_units"] == 5 / 48
+    for spec in (maps.shape, [None, 30, 30, 48]):
+        sample = tf.function(S.thinned, input_signature=[tf.TensorSpec(spec, tf.float32)])(maps)
+        assert sample.shape[0] == 32 and sample.shape[-1] == 48
+        assert S.THIN_ROW / 2 <= int(tf.size(sample)) / 32 <= S.THIN_ROW
+        for stats_of in (I.activation, S.activation_stats):
+            seen = dict(zip(S.ACT_FIELDS, tf.function(stats_of, input_signature=[tf.TensorSpec(spec, tf.float32)])(maps).numpy()))
+            assert seen["dead_units"] == pytest.approx(whole["dead_units"])
+            for field in ("mean", "std", "mean_abs", "nonpos"):
+                assert seen[field] == pytest.approx(whole[field], rel=0.03), field
+    for whole_read in (tf.zeros([32, 4, 4, 8]), tf.zeros([32, 4096])):
+        assert S.thinned(whole_read) is whole_read  # small rows, dense outputs: no slicing
+
+
+def test_a_large_layer_s_weights_are_read_through_a_sample_whose_norms_stand_for_the_whole():
+    """A layer beyond THIN_ABOVE weights: its statistics read every stride-th weight, gradient and
+    update value, on both paths (one device and tf.distribute); norms are scaled to the whole's."""
+    rng = np.random.default_rng(3)
+    shapes = [(3, 3, 128, 128), (128,)]
+    before = [tf.constant(rng.normal(scale=0.05, size=s).astype("float32")) for s in shapes]
+    after = [b + tf.constant(1e-3 * rng.normal(size=b.shape).astype("float32")) for b in before]
+    grads = [tf.constant(rng.normal(scale=1e-2, size=s).astype("float32")) for s in shapes]
+    thin = S.weight_thinning(shapes)
+    assert thin.stride > 1 and S.weight_thinning([(64, 64)]).stride == 1
+    whole = np.concatenate([S.gradient_stats(grads).numpy(), S.weight_stats(before, before[0]).numpy(), S.update_norm(before, after).numpy()])
+    names = [f"{kind}.{f}" for kind, fields in (("grad", S.GRAD_FIELDS), ("w", S.WEIGHT_FIELDS), ("upd", S.UPDATE_FIELDS)) for f in fields]
+    for trained in (I.trained, S.trained):
+        seen = trained(thin.of(grads), thin.of(before), thin.of(after), 0, S.fan_in(tf.TensorShape(shapes[0])), thin.scale).numpy()
+        for name, got, want in zip(names, seen, whole):
+            if name != "grad.max_abs":  # the sample's largest value is not the whole's
+                assert got == pytest.approx(want, rel=0.03, abs=1e-7), name

@@ -64,10 +64,10 @@ class Collector:
         return self.take
 
     def read_before(self, take: tf.Tensor, by_layer: dict[int, list]) -> None:
-        """The weights of these layers before the update, read only on sampled steps. Read on
-        every step and kept through the update, they cost a copy of every weight per step
-        (the update writes a buffer still referenced) and an operation per variable: a tenth
-        of a small model's step. Unsampled steps get one empty tensor per dtype instead."""
+        """The weights of these layers before the update (their `thinning` sample), read only on
+        sampled steps. Read on every step and kept through the update, they cost a copy of every
+        weight per step (the update writes a buffer still referenced) and an operation per variable:
+        a tenth of a small model's step. Unsampled steps get one empty tensor per dtype instead."""
         variables = [v for vs in by_layer.values() for v in vs]
         dtypes = sorted({v.dtype for v in variables}, key=str)
 
@@ -75,11 +75,18 @@ class Collector:
             made = {d: tf.zeros([0], d) for d in dtypes}
             return [made[v.dtype] for v in variables]
 
-        values = list(tf.cond(take, lambda: [tf.identity(v.value) for v in variables], empty))
+        def read() -> list[tf.Tensor]:
+            return [t for owner in by_layer for t in self.thinning(owner).of([tf.identity(v.value) for v in by_layer[owner]])]
+
+        values = list(tf.cond(take, read, empty))
         _keep_as_a_call(values)
         for owner, vs in by_layer.items():
             self.weights_before[owner], values = values[:len(vs)], values[len(vs):]
             self.read_late.add(owner)
+
+    def thinning(self, i: int) -> S.Thinning:
+        """Which of layer i's weights its statistics read (all of them unless it is large)."""
+        return S.weight_thinning([v.shape for v in self.variables[i]])
 
     def gradients(self, i: int) -> list:
         """Layer i's gradients as the loss defines them: under a loss-scale optimizer (mixed
@@ -90,15 +97,16 @@ class Collector:
             return self.grads[i]
         return [g / tf.cast(scale, g.dtype) for g in self.grads[i]]
 
-    def trained_weights(self, i: int) -> tuple[list, list]:
-        """Layer i's weights before and after the update, as its statistics read them. For a layer
-        read late (only on sampled steps) this must be called where the sampled statistics are
-        computed: the weights after the update are read there, and those before get their shapes."""
+    def trained_weights(self, i: int) -> tuple[list, list, list]:
+        """Layer i's gradients and its weights before and after the update, as its statistics read
+        them (the `thinning` sample of each). For a layer read late (only on sampled steps) this
+        must be called where the sampled statistics are computed: the weights after the update are
+        read there."""
+        thin = self.thinning(i)
+        grads = thin.of(self.gradients(i))
         if i not in self.read_late:
-            return self.weights_before[i], self.weights_after[i]
-        variables = self.variables[i]
-        before = [tf.reshape(b, v.shape) for b, v in zip(self.weights_before[i], variables)]
-        return before, [tf.identity(v.value) for v in variables]
+            return grads, thin.of(self.weights_before[i]), thin.of(self.weights_after[i])
+        return grads, self.weights_before[i], thin.of([tf.identity(v.value) for v in self.variables[i]])
 
 
 class _Part(NamedTuple):
@@ -138,19 +146,14 @@ def _layer_parts(i: int, layer: Any, col: "Collector", sampled: list[_Part], alw
         sampled.append(_activation_part(f"L{i}.pre", col.pre[i], one_device))
     if i in col.grads:
         # Weights *before* this step's update, so step 0 shows the initialization.
-        if one_device:
-            def trained() -> tf.Tensor:
-                before, after = col.trained_weights(i)
-                return I.trained(col.gradients(i), before, after, I.choose_kernel(layer, before))
-
-            entries = tuple((f"L{i}.{kind}", n) for kind, n in I.TRAINED_FIELDS)
-            sampled.append(_Part(f"L{i}.trained", sum(n for _, n in entries), trained, entries=entries))
-        else:
-            before, after = col.weights_before[i], col.weights_after[i]
-            kernel = I.choose_kernel(layer, before)
-            sampled.append(_Part(f"L{i}.grad", len(S.GRAD_FIELDS), lambda: S.gradient_stats(col.gradients(i))))
-            sampled.append(_Part(f"L{i}.w", len(S.WEIGHT_FIELDS), lambda: S.weight_stats(before, kernel)))
-            sampled.append(_Part(f"L{i}.upd", len(S.UPDATE_FIELDS), lambda: S.update_norm(before, after)))
+        shapes = [v.shape for v in col.variables[i]]
+        kernel = I.choose_kernel(layer, shapes)
+        fan_in = S.fan_in(shapes[kernel]) if kernel is not None else 1.0
+        scale = col.thinning(i).scale
+        entries = tuple((f"L{i}.{kind}", n) for kind, n in I.TRAINED_FIELDS)
+        stats_of = I.trained if one_device else S.trained
+        sampled.append(_Part(f"L{i}.trained", sum(n for _, n in entries),
+                             lambda: stats_of(*col.trained_weights(i), kernel, fan_in, scale), entries=entries))
     try:
         has_reg = any(getattr(layer, name, None) is not None for name in ("kernel_regularizer", "bias_regularizer", "activity_regularizer"))
         reg = list(layer.losses) if has_reg else []

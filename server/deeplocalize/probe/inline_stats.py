@@ -44,8 +44,8 @@ def _flat(tensors: list[Any]) -> tf.Tensor:
 
 def activation(x: tf.Tensor) -> tf.Tensor:
     """stats.activation_stats of `x`. A unit is a position of the last axis; it is dead when its
-    largest value over the batch is <= 0."""
-    x = tf.cast(x, tf.float32)
+    largest value over the batch is <= 0. A large activation is read through `stats.thinned`."""
+    x = tf.cast(S.thinned(x), tf.float32)
     width = (x.shape[-1] if x.shape[-1] is not None else tf.shape(x)[-1]) if x.shape.rank else 1
     flat = tf.reshape(x, _c([-1], tf.int32))
     finite = tf.math.is_finite(flat)
@@ -66,16 +66,20 @@ def activation(x: tf.Tensor) -> tf.Tensor:
     return tf.stack([mean, std, -negated_lowest, highest, mean_abs, nonfinite, nonpositive, dead, saturated])  # ACT_FIELDS
 
 
-def choose_kernel(layer: Any, before: list[Any]) -> Any:
-    """The weight matrix whose spread the initialization checks read: the layer's kernel (its
-    first weight), else a custom layer's first matrix (add_weight), else None."""
-    return before[0] if getattr(layer, "kernel", None) is not None and before else next((b for b in before if len(b.shape) >= 2), None)
+def choose_kernel(layer: Any, shapes: list[Any]) -> int | None:
+    """Which of a layer's weights (given by their shapes) is the matrix whose spread the
+    initialization checks read: the layer's kernel (its first weight), else a custom layer's
+    first matrix (add_weight), else None."""
+    if getattr(layer, "kernel", None) is not None and shapes:
+        return 0
+    return next((k for k, s in enumerate(shapes) if len(s) >= 2), None)
 
 
-def trained(grads: list[Any], before: list[Any], after: list[Any], kernel: Any) -> tf.Tensor:
-    """stats.gradient_stats, stats.weight_stats (with the spread and fan-in of `kernel`; of all
-    the weights and fan-in 1 without one) and stats.update_norm of one layer, in that order:
-    its gradients, weights and update have the same elements, so one reduction serves them all."""
+def trained(grads: list[Any], before: list[Any], after: list[Any], kernel: int | None, fan_in: float = 1.0, scale: float = 1.0) -> tf.Tensor:
+    """stats.gradient_stats, stats.weight_stats (with the spread of `before[kernel]` and its
+    `fan_in`; of all the weights and fan-in 1 without one) and stats.update_norm of one layer, in
+    that order: its gradients, weights and update have the same elements, so one reduction serves
+    them all. The tensors may be a sample (`stats.Thinning`): norms are scaled by `scale`."""
     g, w = _flat(grads), _flat(before)
     d = _flat(after) - w
     zero, one = _c(0.0), _c(1.0)
@@ -92,15 +96,15 @@ def trained(grads: list[Any], before: list[Any], after: list[Any], kernel: Any) 
         fan_in = 1.0
         moments = [wsum, w2]
     else:
-        shape = kernel.shape
-        fan_in = float(shape[:-1].num_elements() or 1) if shape.rank and shape.rank >= 2 else 1.0
-        k = _flat([kernel])
+        k = _flat([before[kernel]])
         kf = tf.where(tf.math.is_finite(k), k, zero)
         moments = tf.unstack(tf.reduce_sum(tf.stack([kf, tf.square(kf)]), _c(1, tf.int32)))
         size_k = tf.cast(tf.size(k), tf.float32)
     g_abs_mean, w_mean, w_square_mean, w_abs_mean, g_nonfinite, g_zero, w_nonfinite, k_mean, k_square_mean = tf.unstack(
         tf.stack([gabs, wsum, w2, wabs, size - gn, gzero, size - wn, *moments])
         / tf.maximum(tf.stack([gn, wn, wn, wn, size, size, size, *([size, size] if kernel is None else [size_k, size_k])]), one))
+    if scale != 1.0:  # sums of squares of a sample, made the whole's
+        g2, w2, d2 = tf.unstack(tf.stack([g2, w2, d2]) * _c(scale))
     return tf.stack([
         tf.sqrt(g2), g_abs_mean, tf.reduce_max(ag), g_nonfinite, g_zero,
         tf.sqrt(w2), tf.sqrt(tf.maximum(w_square_mean - tf.square(w_mean), zero)), w_abs_mean, w_nonfinite,

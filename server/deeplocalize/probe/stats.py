@@ -150,8 +150,31 @@ _activation_shares = _graph(lambda rows: _activation_finish(rows, False), _ROWS)
 _activation_local = _graph(_both(_activation_partial, _activation_finish), _ANY)
 
 
+THIN_ABOVE = 1 << 16  # weights of one layer beyond which their statistics read a strided sample
+THIN_ROW = 2048  # values of one batch row of an activation beyond which its statistics read a strided sample
+
+
+def thinned(x: tf.Tensor) -> tf.Tensor:
+    """The values an activation's statistics read. A convolution's (or a sequence's) output holds
+    tens of thousands of values per batch row, each read a dozen times by the statistics: a sampled
+    step of a small CNN cost three plain ones, and the sampled steps a third of its analysis. Beyond
+    THIN_ROW values per row the statistics read every batch row and every unit (the last axis) at a
+    strided subset of the positions in between (pixels, time steps), about THIN_ROW values per row:
+    means, spreads and shares are estimated from them, and a unit is dead when it is never positive
+    at any of its sampled positions (at least one per row). Dense outputs (rank 2) and rows of
+    unknown size are read whole. The stride is fixed when the step is traced (a few operations)."""
+    if x.shape.rank is None or x.shape.rank < 3:
+        return x
+    per_row, width = x.shape[1:].num_elements(), x.shape[-1]
+    if per_row is None or per_row <= THIN_ROW:
+        return x
+    positions = per_row // width
+    stride = min(-(-per_row // THIN_ROW), positions)
+    return tf.reshape(x, [-1, positions, width])[:, min(stride // 2, positions - 1)::stride, :]
+
+
 def activation_sharded(x: tf.Tensor) -> Sharded:
-    x = _as_float(x)
+    x = _as_float(thinned(x))
     units = x.shape[-1]
     local = lambda: _activation_local(x)  # noqa: E731
     if units is None:  # per-unit maxima need a static width to travel between replicas
@@ -179,8 +202,10 @@ def _gradient_stats(g: tf.Tensor) -> tf.Tensor:
     ])
 
 
-def gradient_stats(grads: list) -> tf.Tensor:
-    return _gradient_stats(_flat_concat(grads))
+def gradient_stats(grads: list, scale: float = 1.0) -> tf.Tensor:
+    """Of a layer's gradients, or of a sample of them (`Thinning`) whose sum of squares times
+    `scale` is the whole's."""
+    return _gradient_stats(_flat_concat(grads)) * _norm_first(len(GRAD_FIELDS), scale)
 
 
 @tf.function(input_signature=[_VEC, _VEC, tf.TensorSpec([], tf.float32)], autograph=False)
@@ -198,21 +223,68 @@ def _weight_stats(w: tf.Tensor, k: tf.Tensor, fan_in: tf.Tensor) -> tf.Tensor:
     ])
 
 
-def weight_stats(weights: list, kernel) -> tf.Tensor:
+def fan_in(shape: tf.TensorShape) -> float:
+    """A kernel's inputs per unit (what an initializer scales by): all its axes but the last."""
+    return float(shape[:-1].num_elements() or 1) if shape.rank and shape.rank >= 2 else 1.0
+
+
+def weight_stats(weights: list, kernel, fan_in_of_kernel: float | None = None, scale: float = 1.0) -> tf.Tensor:
+    """With the spread and fan-in of `kernel` (of all the weights and fan-in 1 without one);
+    `fan_in_of_kernel` when `kernel` is a sample (`Thinning`) that no longer has its shape."""
     flat = _flat_concat(weights)
     if kernel is not None:
-        shape = kernel.shape
-        fan_in = float(shape[:-1].num_elements() or 1) if shape.rank and shape.rank >= 2 else 1.0
+        fan = fan_in(kernel.shape) if fan_in_of_kernel is None else fan_in_of_kernel
         k = tf.reshape(tf.cast(kernel, tf.float32), [-1])
     else:
-        fan_in, k = 1.0, flat
-    return _weight_stats(flat, k, tf.constant(fan_in))
+        fan, k = 1.0, flat
+    return _weight_stats(flat, k, tf.constant(fan)) * _norm_first(len(WEIGHT_FIELDS), scale)
 
 
-def update_norm(before: list, after: list) -> tf.Tensor:
+def update_norm(before: list, after: list, scale: float = 1.0) -> tf.Tensor:
     d = _flat_concat([tf.cast(a, tf.float32) - tf.cast(b, tf.float32) for a, b in zip(after, before)])
     d = tf.where(tf.math.is_finite(d), d, tf.zeros_like(d))
-    return tf.reshape(tf.norm(d), [1])
+    return tf.reshape(tf.norm(d), [1]) * _norm_first(1, scale)
+
+
+def trained(grads: list, before: list, after: list, kernel: int | None, fan_in_of_kernel: float, scale: float = 1.0) -> tf.Tensor:
+    """A layer's gradient, weight and update statistics, in that order (as inline_stats.trained)."""
+    return tf.concat([gradient_stats(grads, scale), weight_stats(before, before[kernel] if kernel is not None else None, fan_in_of_kernel, scale),
+                      update_norm(before, after, scale)], 0)
+
+
+def _norm_first(width: int, scale: float) -> tf.Tensor | float:
+    """Multiplies a statistic vector's first field, a norm over a sample, into the whole's."""
+    return 1.0 if scale == 1.0 else tf.constant([scale ** 0.5] + [1.0] * (width - 1))
+
+
+class Thinning(NamedTuple):
+    """Which of a layer's weights (and of their gradients and update) its statistics read. A layer
+    with more than THIN_ABOVE weights is read at every `stride`-th value of each tensor (a ResNet50's
+    23 million weights, read whole a dozen times, made its sampled steps cost twice a plain one):
+    means, spreads and shares come from the sample, norms from its sum of squares times `scale`
+    (whole size / sampled size). The same positions for the weights before and after the update and
+    for the gradients, so an update is the difference of the same values."""
+
+    stride: int = 1
+    starts: tuple[int, ...] = ()
+    scale: float = 1.0
+
+    def of(self, tensors: list) -> list:
+        if self.stride == 1:
+            return list(tensors)
+        return [tf.reshape(t, [-1])[start::self.stride] for t, start in zip(tensors, self.starts)]
+
+
+def weight_thinning(shapes: list) -> Thinning:
+    """The sample of a layer's weights whose statistics stand for all of them (`Thinning`)."""
+    sizes = [tf.TensorShape(s).num_elements() for s in shapes]
+    if any(n is None for n in sizes) or sum(sizes) <= THIN_ABOVE:
+        return Thinning()
+    total = sum(sizes)
+    stride = -(-total // THIN_ABOVE)
+    starts = tuple(min(stride // 2, max(n - 1, 0)) for n in sizes)
+    kept = sum(len(range(start, n, stride)) for start, n in zip(starts, sizes))
+    return Thinning(stride, starts, total / max(kept, 1))
 
 
 def _target_partial(y: tf.Tensor) -> tf.Tensor:
