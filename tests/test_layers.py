@@ -15,7 +15,7 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
     ("words", ("deeplocalize", "vocab")),
     ("probe (inside the training process)", ("probe", "keras")),
     ("scripts, traces and findings", ("trace", "findings", "rules", "source", "notebook", "strategies", "script", "edits", "feeds")),
-    ("processes", ("forks", "processes", "runner", "cluster")),
+    ("processes", ("forks", "processes", "training_process", "runner", "cluster")),
     ("detectors and locations", ("detectors", "anchors", "locate")),
     ("engine", ("report", "verify", "engine", "sarif", "report_html", "settings", "run_folder")),
     ("session", ("session", "evaluation", "wholescript", "live")),

@@ -32,7 +32,7 @@ from .sarif import to_sarif
 from .vocab import is_serious
 
 if TYPE_CHECKING:
-    from .launch import HeadStart
+    from .training_process import Started
 
 
 _STYLE = {"error": "bold red", "warning": "yellow", "information": "cyan", "hint": "dim"}
@@ -190,7 +190,7 @@ async def _check(args: argparse.Namespace) -> int:
     return 1 if found else 0
 
 
-async def _run(args: argparse.Namespace, early: HeadStart | None = None) -> int:
+async def _run(args: argparse.Namespace, early: Started | None = None) -> int:
     from .live import LiveOptions, LiveRun, finding_text
 
     settings = Settings.from_args(args)
@@ -217,7 +217,7 @@ async def _run(args: argparse.Namespace, early: HeadStart | None = None) -> int:
     return await LiveRun(script, options, say, say_finding).run(early)
 
 
-def main(argv: list[str] | None = None, early: HeadStart | None = None) -> int:
+def main(argv: list[str] | None = None, early: Started | None = None) -> int:
     """`early`: the training process `deeplocalize run` started before this module was imported
     (launch.py); used if the options want that interpreter and environment, else stopped."""
     try:
@@ -238,12 +238,12 @@ def main(argv: list[str] | None = None, early: HeadStart | None = None) -> int:
         print(f"deeplocalize: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     finally:
-        if early is not None and not early.adopted:
-            early.discard()
+        if early is not None:
+            early.discard()  # unless a run adopted it
     return 2
 
 
-def entry(early: HeadStart | None = None) -> None:
+def entry(early: Started | None = None) -> None:
     """The `deeplocalize` command: main(), then the process ends without the interpreter's
     teardown (freeing the syntax trees of Keras that the locator parsed takes a second or more;
     everything is written and the training processes are stopped by then)."""

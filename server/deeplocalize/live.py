@@ -17,30 +17,26 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 from .detectors import diagnose, measure
 from .detectors.numerical import step_has_nonfinite
 from .engine import StreamedFindings, report_of_run
 from .findings import LocatedFinding
-from .probe.channel import widen_pipe
 from .report import FileReport, reports_json
 from .run_folder import FORMAT, RunFolder, RunFolderError, folder_root, prune
-from .runner import CHILD, RunOptions, RunResult
+from .runner import RunOptions, RunResult
+from .training_process import Started, start
 from .sarif import to_sarif
 from .source import load_source
 from .script import Script
 from .trace import Trace, TraceBuilder, TraceEvent
 from .verify import testable
 from .vocab import RunStatus, is_serious
-
-if TYPE_CHECKING:
-    from .launch import HeadStart  # the front end's; only its attributes are used here
 
 FINDINGS_EVERY_S = 2.0  # findings.json at most this often while findings change
 
@@ -108,22 +104,6 @@ class LiveFindings:
             self.on_new(new)
 
 
-class _Started:
-    """A training process started with subprocess (launch.py's head start), awaited as the
-    asyncio processes the run starts itself are."""
-
-    def __init__(self, popen: subprocess.Popen) -> None:
-        self._popen = popen
-        self.pid = popen.pid
-
-    @property
-    def returncode(self) -> int | None:
-        return self._popen.returncode
-
-    async def wait(self) -> int:
-        return await asyncio.get_running_loop().run_in_executor(None, self._popen.wait)
-
-
 class LiveRun:
     """One real run of a script, start to end (see the module's docstring)."""
 
@@ -135,7 +115,7 @@ class LiveRun:
         self.builder = TraceBuilder(script.path)
         self.folder: RunFolder | None = None
         self.findings = LiveFindings(self._new_findings, lambda: self.builder.traces or [self.builder.trace])
-        self.proc: asyncio.subprocess.Process | _Started | None = None
+        self.proc: Started | None = None
         self.interrupts = 0
         self.stopped_on_error = False
         self._findings_written = 0.0
@@ -145,28 +125,19 @@ class LiveRun:
         self.final: FileReport | None = None  # the final diagnosis, once the run ended
 
     # ------------------------------------------------------------------ the run
-    async def run(self, early: HeadStart | None = None) -> int:
+    async def run(self, early: Started | None = None) -> int:
         """`early`: a training process started before the command imported itself (launch.py),
         taken over if it runs the interpreter and environment of these options."""
-        if early is not None and early.serves(self.options.python, self.options.env):
-            early.adopted = True
-            self.proc, ev_r, ct_w = _Started(early.popen), early.events, early.control
-        else:
-            ev_r, ev_w = os.pipe()
-            widen_pipe(ev_r)
-            ct_r, ct_w = os.pipe()
+        if early is None or not early.serves(self.options.python, self.options.env):
+            if early is not None:
+                early.discard()  # another interpreter or environment: it would only import TensorFlow beside ours
             try:
-                self.proc = await asyncio.create_subprocess_exec(
-                    self.options.python, "-u", str(CHILD), "--events-fd", str(ev_w), "--control-fd", str(ct_r), "--fresh-runtime",
-                    pass_fds=(ev_w, ct_r), start_new_session=True,  # its own group: Ctrl-C reaches it once, from us
-                    env={**os.environ, **self.options.env} if self.options.env else None)
+                early = start(self.options.python, self.options.env)
             except OSError as exc:
-                for fd in (ev_r, ev_w, ct_r, ct_w):
-                    os.close(fd)
                 self.say(f"deeplocalize: cannot start {self.options.python}: {exc.strerror or exc}")
                 return 2
-            os.close(ev_w)
-            os.close(ct_r)
+        early.adopted = True
+        self.proc, ev_r, ct_w = early, early.events, early.control
         job = {"script": self.script.path, "argv": list(self.options.argv), "max_epochs": None, "seed": None, "live": True,
                "cwd": self.options.cwd or os.getcwd(), "parent": os.getpid()}
         if self.script.source is not None:

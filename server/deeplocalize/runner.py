@@ -23,18 +23,17 @@ import tempfile
 import time
 import weakref
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Protocol
 
 from .forks import ForkedProcess, ForkServers, fork_said
 from .probe.child import OUTPUT_MARKER  # stdlib-only module: safe to import here
 from .processes import JobTree, tree_rss_mb
 from .script import Script
+from .training_process import child_command
 from .trace import ScriptResult, Trace, TraceBuilder, TraceEvent, parse_ready
 from .vocab import RunStatus
 
 log = logging.getLogger("deeplocalize.runner")
-CHILD = Path(__file__).resolve().parent / "probe" / "child.py"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # colors and cursor moves of progress bars
 # Once the training process has ended and what it left is stopped, its pipes close at once;
 # this bounds the wait for a process that could not be stopped (never the run's budget).
@@ -162,8 +161,7 @@ class ExecProcess:
     async def start(cls, options: RunOptions, fresh: bool, fds: tuple[int, int, int], env: dict[str, str]) -> "ExecProcess":
         events_w, control_r, output_w = fds
         proc = await asyncio.create_subprocess_exec(
-            options.python, "-u", str(CHILD), "--events-fd", str(events_w), "--control-fd", str(control_r),
-            *(["--fresh-runtime"] if fresh else []),
+            *child_command(options.python, events_w, control_r, fresh),
             pass_fds=(events_w, control_r), stdin=asyncio.subprocess.DEVNULL, stdout=output_w, stderr=output_w,
             start_new_session=True, env=env)
         return cls(proc)
