@@ -159,7 +159,9 @@ def add_arguments(parser: argparse.ArgumentParser, command: str = "check") -> No
         if o.flag is None or command not in o.commands:
             continue
         if o.kind is bool:
-            parser.add_argument(o.flag, dest=o.field, action="store_true", help=o.help)
+            # A --no-X flag turns off what the setting's text describes (on by default).
+            text = f"Turn off (on by default): {o.help}" if o.flag.startswith("--no-") else o.help
+            parser.add_argument(o.flag, dest=o.field, action="store_true", help=text)
         elif o.kind is dict:
             parser.add_argument(o.flag, dest=o.field, action="append", default=[], metavar="KEY=VALUE", help=o.help)
         elif o.field == "interpreter":
