@@ -63,28 +63,33 @@ def test_gradient_weight_and_update_statistics_match_the_graph_functions():
 
 def _relu_maps(rng) -> np.ndarray:
     """A conv layer's output: 32 images of 30x30 positions, 48 channels, with 5 channels that never
-    fire and 3 that fire at one position in a hundred."""
+    fire, 3 that fire at one position in a hundred, and one that fires at one corner pixel only."""
     maps = np.maximum(rng.normal(loc=0.2, size=(32, 30, 30, 48)), 0).astype("float32")
     maps[..., :5] = 0.0
     maps[..., 5:8] *= rng.random(size=(32, 30, 30, 3)) < 0.01
+    maps[..., 8] = 0.0
+    maps[:, 0, 0, 8] = 1.0
     return maps
 
 
 def test_a_large_activation_is_read_through_a_sample_that_keeps_its_statistics():
     """Beyond THIN_ROW values per row an activation's statistics read a strided sample of its positions:
     about THIN_ROW values per batch row, whatever the batch size (known or not), and statistics close to the whole's
-    (the dead share exactly: rarely firing channels are not taken for dead)."""
+    (the dead share from every value: a channel that fires at one pixel the sample skips is alive), as an
+    image map and as a sequence."""
     values = _relu_maps(np.random.default_rng(2))
     maps = tf.constant(values)
     whole = {"mean": values.mean(), "std": values.std(), "mean_abs": np.abs(values).mean(), "nonpos": (values <= 0).mean(),
              "dead_units": (values.reshape(-1, 48).max(axis=0) <= 0).mean()}
     assert whole["dead_units"] == 5 / 48
-    for spec in (maps.shape, [None, 30, 30, 48]):
-        sample = tf.function(S.thinned, input_signature=[tf.TensorSpec(spec, tf.float32)])(maps)
+    sequence = tf.reshape(maps, [32, 900, 48])
+    for spec, tensor in ((maps.shape, maps), ([None, 30, 30, 48], maps), ([None, 900, 48], sequence)):
+        sample = tf.function(S.thinned, input_signature=[tf.TensorSpec(spec, tf.float32)])(tensor)
         assert sample.shape[0] == 32 and sample.shape[-1] == 48
         assert S.THIN_ROW / 2 <= int(tf.size(sample)) / 32 <= S.THIN_ROW
+        assert np.all(sample.numpy()[..., 8] == 0)  # the sample alone would take channel 8 for dead
         for stats_of in (I.activation, S.activation_stats):
-            seen = dict(zip(S.ACT_FIELDS, tf.function(stats_of, input_signature=[tf.TensorSpec(spec, tf.float32)])(maps).numpy()))
+            seen = dict(zip(S.ACT_FIELDS, tf.function(stats_of, input_signature=[tf.TensorSpec(spec, tf.float32)])(tensor).numpy()))
             assert seen["dead_units"] == pytest.approx(whole["dead_units"])
             for field in ("mean", "std", "mean_abs", "nonpos"):
                 assert seen[field] == pytest.approx(whole[field], rel=0.03), field

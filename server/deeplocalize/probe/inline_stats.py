@@ -44,8 +44,11 @@ def _flat(tensors: list[Any]) -> tf.Tensor:
 
 def activation(x: tf.Tensor) -> tf.Tensor:
     """stats.activation_stats of `x`. A unit is a position of the last axis; it is dead when its
-    largest value over the batch is <= 0. A large activation is read through `stats.thinned`."""
-    x = tf.cast(S.thinned(x), tf.float32)
+    largest value over the batch is <= 0. A large activation is read through `stats.thinned`, but
+    for its units' maxima."""
+    whole, read = x, S.thinned(x)
+    sampled = read is not whole
+    x = tf.cast(read, tf.float32)
     width = (x.shape[-1] if x.shape[-1] is not None else tf.shape(x)[-1]) if x.shape.rank else 1
     flat = tf.reshape(x, _c([-1], tf.int32))
     finite = tf.math.is_finite(flat)
@@ -56,8 +59,11 @@ def activation(x: tf.Tensor) -> tf.Tensor:
         tf.cast(finite, tf.float32), xf, tf.square(xf), ax, tf.cast(xf <= zero, tf.float32), tf.cast(ax > _c(5.0), tf.float32)]), _c(1, tf.int32)))
     highest, negated_lowest = tf.unstack(tf.reduce_max(tf.stack([tf.where(finite, flat, _c(-_BIG)), tf.where(finite, -flat, _c(-_BIG))]),
                                                        _c(1, tf.int32)))
-    units = tf.reshape(xf, _c([-1, width], tf.int32) if isinstance(width, int) else tf.stack([-1, width]))
-    dead = tf.reduce_mean(tf.cast(tf.reduce_max(units, _c(0, tf.int32)) <= zero, tf.float32))
+    if sampled:
+        maxima = S.unit_max(whole)
+    else:
+        maxima = tf.reduce_max(tf.reshape(xf, _c([-1, width], tf.int32) if isinstance(width, int) else tf.stack([-1, width])), _c(0, tf.int32))
+    dead = tf.reduce_mean(tf.cast(maxima <= zero, tf.float32))
     size = tf.cast(tf.size(flat), tf.float32)
     # Over the finite values: mean, mean square, mean |x|; over all: non-positive, saturated, non-finite shares.
     mean, mean_square, mean_abs, nonpositive, saturated, nonfinite = tf.unstack(

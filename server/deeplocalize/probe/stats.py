@@ -160,8 +160,8 @@ def thinned(x: tf.Tensor) -> tf.Tensor:
     step of a small CNN cost three plain ones, and the sampled steps a third of its analysis. Beyond
     THIN_ROW values per row the statistics read every batch row and every unit (the last axis) at a
     strided subset of the positions in between (pixels, time steps), about THIN_ROW values per row:
-    means, spreads and shares are estimated from them, and a unit is dead when it is never positive
-    at any of its sampled positions (at least one per row). Dense outputs (rank 2) and rows of
+    means, spreads and shares are estimated from them; whether a unit is dead is read from every value
+    (`unit_max`). Dense outputs (rank 2) and rows of
     unknown size are read whole. The stride is fixed when the step is traced (a few operations)."""
     if x.shape.rank is None or x.shape.rank < 3:
         return x
@@ -173,13 +173,24 @@ def thinned(x: tf.Tensor) -> tf.Tensor:
     return tf.reshape(x, [-1, positions, width])[:, min(stride // 2, positions - 1)::stride, :]
 
 
+def unit_max(x: tf.Tensor) -> tf.Tensor:
+    """Each unit's (last axis') largest value over the whole of a thinned activation: whether a unit
+    is dead is an extreme, which a sample of positions misses (a convolution's channel that fires
+    at a few pixels of each image looked dead in one); one reduction over every value."""
+    return tf.reduce_max(tf.reshape(tf.cast(x, tf.float32), [-1, x.shape[-1]]), axis=0)
+
+
 def activation_sharded(x: tf.Tensor) -> Sharded:
-    x = _as_float(thinned(x))
-    units = x.shape[-1]
-    local = lambda: _activation_local(x)  # noqa: E731
-    if units is None:  # per-unit maxima need a static width to travel between replicas
-        return Sharded(10, lambda: _activation_part(x)[:10], _activation_shares, local)
-    return Sharded(10 + units, lambda: tf.reshape(_activation_part(x), [10 + units]), _activation_whole, local)
+    read = thinned(x)
+    sample = _as_float(read)
+    units = sample.shape[-1]
+    if read is x:  # read whole
+        local = lambda: _activation_local(sample)  # noqa: E731
+        if units is None:  # per-unit maxima need a static width to travel between replicas
+            return Sharded(10, lambda: _activation_part(sample)[:10], _activation_shares, local)
+        return Sharded(10 + units, lambda: tf.reshape(_activation_part(sample), [10 + units]), _activation_whole, local)
+    partial = lambda: tf.concat([_activation_part(sample)[:10], unit_max(x)], 0)  # noqa: E731
+    return Sharded(10 + units, partial, _activation_whole, lambda: _activation_whole(tf.reshape(partial(), [1, -1])))
 
 
 def _flat_concat(tensors: list) -> tf.Tensor:
