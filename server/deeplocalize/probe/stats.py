@@ -160,9 +160,9 @@ def thinned(x: tf.Tensor) -> tf.Tensor:
     step of a small CNN cost three plain ones, and the sampled steps a third of its analysis. Beyond
     THIN_ROW values per row the statistics read every batch row and every unit (the last axis) at a
     strided subset of the positions in between (pixels, time steps), about THIN_ROW values per row:
-    means, spreads and shares are estimated from them; whether a unit is dead is read from every value
-    (`unit_max`). Dense outputs (rank 2) and rows of
-    unknown size are read whole. The stride is fixed when the step is traced (a few operations)."""
+    means, spreads, shares and extremes are estimated from them; whether a unit is dead is read from
+    every value (`unit_max`). Dense outputs (rank 2) and rows of unknown size are read whole. The
+    stride is fixed when the step is traced (a few operations)."""
     if x.shape.rank is None or x.shape.rank < 3:
         return x
     per_row, width = x.shape[1:].num_elements(), x.shape[-1]
