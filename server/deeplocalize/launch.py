@@ -17,6 +17,7 @@ import sys
 
 from .training_process import Started, start
 
+
 def quick_options(args: list[str]) -> tuple[str, dict[str, str]] | None:
     """`--python` and `--env` of `run [options] script ...`, read before argparse is imported;
     None for anything but a run (or its help)."""
