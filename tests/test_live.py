@@ -206,3 +206,22 @@ def test_a_folder_of_a_newer_format_or_a_corrupt_one_is_refused_with_a_reason(tm
     (torn / "run.json").write_text(json.dumps({"format": FORMAT, "script": "x.py", "argv": [], "started": 0, "pid": 1, "host": "h"}))
     (torn / "findings.json").write_text('{"version": 2, "files": [')
     assert "findings.json unreadable" in read_run(torn)
+
+
+def test_a_run_whose_training_ended_is_live_until_its_recorder_writes_the_end_and_killed_if_the_recorder_dies(tmp_path):
+    """Between the training's exit and the final report (seconds on a big run) an editor polling
+    the folder must not call the run killed: its recorder (`deeplocalize run`) still writes."""
+    from deeplocalize.run_folder import RunFolder
+
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    folder = RunFolder.create(str(tmp_path / "train.py"), [], ended.pid, tmp_path / "runs", "pass\n")
+    folder.close()
+    record = read_run(folder.path)
+    assert isinstance(record, RunRecord) and record.alive and record.state == "live"
+    recorder = subprocess.Popen([sys.executable, "-c", "pass"])
+    recorder.wait()
+    meta = json.loads((folder.path / "run.json").read_text())
+    (folder.path / "run.json").write_text(json.dumps({**meta, "recorder": recorder.pid}))
+    record = read_run(folder.path)
+    assert isinstance(record, RunRecord) and not record.alive and record.state == "killed"

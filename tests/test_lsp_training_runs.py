@@ -70,7 +70,10 @@ async def test_a_live_run_s_finding_shows_on_its_line_while_it_trains_and_follow
         await until(lambda: _training(client, uri), 10, "the finding to come back with the text the run started from")
         assert run.wait(120) == 0
         await until(lambda: any("finished at epoch 120/120" in d.message for d in _training(client, uri)), 15, "the finished run's label")
-        assert statuses[-1]["state"] == "finished" and not statuses[-1]["live"] and statuses[-1]["report"].endswith("report.html")
+        # The status follows its diagnostics; never `killed` on the way (the training ends before the final report).
+        await until(lambda: statuses[-1]["state"] == "finished", 5, "the finished run's status")
+        assert not statuses[-1]["live"] and statuses[-1]["report"].endswith("report.html")
+        assert all(s["state"] in ("live", "finished") for s in statuses), [s["state"] for s in statuses]
     finally:
         run.kill()
     client.text_document_did_close(lsp.DidCloseTextDocumentParams(text_document=lsp.TextDocumentIdentifier(uri=uri)))

@@ -57,6 +57,9 @@ class RunMeta:
     exit_code: int | None = None
     message: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # The process that writes this folder and marks its end: the run is live until it has, even
+    # in the seconds between the training's exit and its final report (absent in older folders).
+    recorder: int | None = None
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "RunMeta":
@@ -108,7 +111,7 @@ class RunFolder:
             else:
                 raise RunFolderError(f"cannot make a run folder in {root}: too many runs started this second")
             meta = RunMeta(FORMAT, str(Path(script).resolve()), list(argv), time.time(), pid, socket.gethostname(), updated=time.time(),
-                           extra=dict(extra or {}))
+                           extra=dict(extra or {}), recorder=os.getpid())
             folder = cls(path, meta)
             _atomic_write(path / "source.py", source)
             folder._trace = open(path / "trace.jsonl", "ab", buffering=0)
@@ -196,13 +199,13 @@ class RunRecord:
 
     @property
     def alive(self) -> bool:
-        """Live and its training process still running (on this machine; another host's live run
-        is taken as live until it has been silent for an hour)."""
+        """Live and its training process or its recorder still running (on this machine; another
+        host's live run is taken as live until it has been silent for an hour)."""
         if self.meta.state != "live":
             return False
         if self.meta.host != socket.gethostname():
             return time.time() - self.meta.updated < 3600
-        return process_running(self.meta.pid)
+        return process_running(self.meta.pid) or (self.meta.recorder is not None and process_running(self.meta.recorder))
 
     @property
     def state(self) -> str:
