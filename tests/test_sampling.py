@@ -14,7 +14,7 @@ def _timed(s: Sampling, plain: float, sampled: float, calls: int = 40) -> None:
         s.note(i % 2 == 0, sampled if i % 2 == 0 else plain)
 
 
-def test_an_analysis_samples_every_fourth_step_or_every_step_of_short_epochs():
+def test_an_analysis_samples_every_fourth_step_or_every_second_step_of_short_epochs():
     s = Sampling(live=False)
     s.begin_fit(steps_per_epoch=100)
     assert (s.first, s.every, s.interval()) == (20, 4, 4)
@@ -22,7 +22,7 @@ def test_an_analysis_samples_every_fourth_step_or_every_step_of_short_epochs():
     s.epoch_end(loss=1.0)
     assert s.every == 4  # never retuned
     s.begin_fit(steps_per_epoch=10)
-    assert s.every == 1
+    assert s.every == 2
 
 
 def test_a_live_run_spaces_its_samples_by_what_they_cost():

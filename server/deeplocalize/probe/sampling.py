@@ -1,7 +1,8 @@
 """Which steps get per-layer statistics.
 
-An analysis samples the first `first` optimizer steps, then every `every`-th (every step when an
-epoch is short). A live run (`deeplocalize run`, the user's real training) must stay within its
+An analysis samples the first `first` optimizer steps, then every `every`-th (every second step
+when an epoch is short: the per-layer statistics after the first steps cost 14% of the healthy
+real programs' analyses, and half the steps of a short epoch still give each epoch several samples). A live run (`deeplocalize run`, the user's real training) must stay within its
 overhead target whatever the model: it measures, from the run itself, what a sampled step costs
 beyond a plain one, and spaces the samples so that their cost is about OVERHEAD of the training
 time, as soon as it has measured both kinds of step (a deep model's sampled step can cost twice a
@@ -44,13 +45,13 @@ class Sampling:
         self._tuned = False  # the interval was set from this fit's own timings
 
     def begin_fit(self, steps_per_epoch: int | None) -> None:
-        """A fit starts: short epochs are sampled at every step (every second one in a live run,
-        which must also see plain steps to know what sampling costs)."""
+        """A fit starts: short epochs are sampled at every second step (a live run must also see
+        plain steps to know what sampling costs)."""
         self._calls = 0
         self._times = {True: [], False: []}
         self._tuned = False
         short = (steps_per_epoch or 0) < 32
-        self._base = (2 if self.live else 1) if short else 4
+        self._base = 2 if short else 4
         self._set(self._base)
         self.interval()  # its variable made now, not while the step is traced (a variable made there costs a second trace)
 
