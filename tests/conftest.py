@@ -108,12 +108,6 @@ TRAINING_NAME, SPARE_NAME, FORKSERVER_NAME = "dl-training", "dl-spare", "dl-fork
 # whatever else the machine (or another test worker) runs meanwhile.
 RUN_MARK = ("DEEPLOCALIZE_TEST_RUN", f"{os.getpid()}-{os.urandom(4).hex()}")
 os.environ[RUN_MARK[0]] = RUN_MARK[1]
-# Three test workers, each training up to two scripts at a time, share two cores: one TensorFlow
-# thread per pool in each training process (instead of one per core) keeps them from spinning against
-# each other (measured on the 35 healthy real programs' analyses, three at a time: -8% wall, -11% CPU).
-# Only the default: a script that configures its own threads still gets them.
-for _var in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
-    os.environ.setdefault(_var, "1")
 
 
 def ours_since(before: set[int]) -> list[str]:
