@@ -225,3 +225,21 @@ def test_a_run_whose_training_ended_is_live_until_its_recorder_writes_the_end_an
     (folder.path / "run.json").write_text(json.dumps({**meta, "recorder": recorder.pid}))
     record = read_run(folder.path)
     assert isinstance(record, RunRecord) and not record.alive and record.state == "killed"
+
+
+def test_a_run_that_ends_while_its_folder_is_read_is_read_as_ended_not_killed(tmp_path, monkeypatch):
+    """The recorder writes the end and exits between the reader's look at run.json and its look at
+    the processes (an editor polling a busy machine): the reader must not call the run killed."""
+    from deeplocalize import run_folder
+    from deeplocalize.run_folder import RunFolder
+
+    folder = RunFolder.create(str(tmp_path / "train.py"), [], os.getpid(), tmp_path / "runs", "pass\n")
+    folder.close()
+
+    def ends_now(pid: int) -> bool:  # the recorder finishes as the reader looks at the processes
+        folder.write_meta(state="finished", exit_code=0)
+        return False
+
+    monkeypatch.setattr(run_folder, "process_running", ends_now)
+    record = read_run(folder.path)
+    assert isinstance(record, RunRecord) and record.state == "finished" and not record.alive

@@ -73,7 +73,7 @@ async def test_a_live_run_s_finding_shows_on_its_line_while_it_trains_and_follow
         # The status follows its diagnostics; never `killed` on the way (the training ends before the final report).
         await until(lambda: statuses[-1]["state"] == "finished", 5, "the finished run's status")
         assert not statuses[-1]["live"] and statuses[-1]["report"].endswith("report.html")
-        assert all(s["state"] in ("live", "finished") for s in statuses), [s["state"] for s in statuses]
+        assert all(s["state"] in ("live", "finished") for s in statuses), [(s["state"], s["label"]) for s in statuses if s["state"] != "live"]
     finally:
         run.kill()
     client.text_document_did_close(lsp.DidCloseTextDocumentParams(text_document=lsp.TextDocumentIdentifier(uri=uri)))

@@ -196,6 +196,7 @@ class RunRecord:
     meta: RunMeta
     findings: dict[str, Any] | None  # findings.json, None before the first write
     source: str | None
+    running: bool = False  # its training process or its recorder ran when run.json was read (`read_run`)
 
     @property
     def alive(self) -> bool:
@@ -205,7 +206,7 @@ class RunRecord:
             return False
         if self.meta.host != socket.gethostname():
             return time.time() - self.meta.updated < 3600
-        return process_running(self.meta.pid) or (self.meta.recorder is not None and process_running(self.meta.recorder))
+        return self.running
 
     @property
     def state(self) -> str:
@@ -228,8 +229,11 @@ def process_running(pid: int) -> bool:
         return True  # no /proc (not Linux): it exists
 
 
-def read_run(path: Path) -> "RunRecord | str":
-    """The run in `path`, or why it cannot be read (never raises)."""
+def _processes_run(meta: RunMeta) -> bool:
+    return process_running(meta.pid) or (meta.recorder is not None and process_running(meta.recorder))
+
+
+def _read_meta(path: Path) -> "RunMeta | str":
     try:
         meta_json = json.loads((path / "run.json").read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -241,9 +245,22 @@ def read_run(path: Path) -> "RunRecord | str":
     if meta_json["format"] > FORMAT:
         return f"written by a newer DeepLocalize (format {meta_json['format']}, this one reads {FORMAT})"
     try:
-        meta = RunMeta.from_json(meta_json)
+        return RunMeta.from_json(meta_json)
     except TypeError as exc:
         return f"run.json incomplete ({exc})"
+
+
+def read_run(path: Path) -> "RunRecord | str":
+    """The run in `path`, or why it cannot be read (never raises)."""
+    meta = _read_meta(path)
+    if isinstance(meta, str):
+        return meta
+    running = meta.state == "live" and _processes_run(meta)
+    if meta.state == "live" and not running:
+        # Its recorder may have written the end and exited between that read and this look at its
+        # processes: read again. Live still, it was live when both were already gone: killed.
+        again = _read_meta(path)
+        meta = again if isinstance(again, RunMeta) else meta
     findings: dict[str, Any] | None = None
     try:
         findings = json.loads((path / "findings.json").read_text(encoding="utf-8"))
@@ -257,4 +274,4 @@ def read_run(path: Path) -> "RunRecord | str":
         source: str | None = (path / "source.py").read_text(encoding="utf-8")
     except (OSError, ValueError):
         source = None
-    return RunRecord(path, meta, findings, source)
+    return RunRecord(path, meta, findings, source, running)
