@@ -2,7 +2,8 @@
 
 An analysis samples the first `first` optimizer steps, then every `every`-th (every second step
 when an epoch is short: the per-layer statistics after the first steps cost 14% of the healthy
-real programs' analyses, and half the steps of a short epoch still give each epoch several samples). A live run (`deeplocalize run`, the user's real training) must stay within its
+real programs' analyses, and half the steps of a short epoch still give each epoch several
+samples). A live run (`deeplocalize run`, the user's real training) must stay within its
 overhead target whatever the model: it measures, from the run itself, what a sampled step costs
 beyond a plain one, and spaces the samples so that their cost is about OVERHEAD of the training
 time, as soon as it has measured both kinds of step (a deep model's sampled step can cost twice a
