@@ -255,8 +255,9 @@ def read_run(path: Path) -> "RunRecord | str":
     meta = _read_meta(path)
     if isinstance(meta, str):
         return meta
-    running = meta.state == "live" and _processes_run(meta)
-    if meta.state == "live" and not running:
+    here = meta.host == socket.gethostname()  # another host's processes cannot be looked at (`RunRecord.alive`)
+    running = meta.state == "live" and here and _processes_run(meta)
+    if meta.state == "live" and here and not running:
         # Its recorder may have written the end and exited between that read and this look at its
         # processes: read again. Live still, it was live when both were already gone: killed.
         again = _read_meta(path)
