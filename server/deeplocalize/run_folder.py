@@ -196,17 +196,13 @@ class RunRecord:
     meta: RunMeta
     findings: dict[str, Any] | None  # findings.json, None before the first write
     source: str | None
-    running: bool = False  # its training process or its recorder ran when run.json was read (`read_run`)
+    # When run.json was read (`read_run`): its training process or its recorder ran (on this machine;
+    # another host's live run counts as running until it has been silent for an hour).
+    running: bool = False
 
     @property
     def alive(self) -> bool:
-        """Live and its training process or its recorder still running (on this machine; another
-        host's live run is taken as live until it has been silent for an hour)."""
-        if self.meta.state != "live":
-            return False
-        if self.meta.host != socket.gethostname():
-            return time.time() - self.meta.updated < 3600
-        return self.running
+        return self.meta.state == "live" and self.running
 
     @property
     def state(self) -> str:
@@ -255,13 +251,19 @@ def read_run(path: Path) -> "RunRecord | str":
     meta = _read_meta(path)
     if isinstance(meta, str):
         return meta
-    here = meta.host == socket.gethostname()  # another host's processes cannot be looked at (`RunRecord.alive`)
-    running = meta.state == "live" and here and _processes_run(meta)
-    if meta.state == "live" and here and not running:
+    if meta.host != socket.gethostname():  # its processes cannot be looked at from here
+        return _with_files(path, meta, time.time() - meta.updated < 3600)
+    running = meta.state == "live" and _processes_run(meta)
+    if meta.state == "live" and not running:
         # Its recorder may have written the end and exited between that read and this look at its
         # processes: read again. Live still, it was live when both were already gone: killed.
         again = _read_meta(path)
         meta = again if isinstance(again, RunMeta) else meta
+    return _with_files(path, meta, running)
+
+
+def _with_files(path: Path, meta: RunMeta, running: bool) -> "RunRecord | str":
+    """The record of `meta`, with the findings and source written before it was read."""
     findings: dict[str, Any] | None = None
     try:
         findings = json.loads((path / "findings.json").read_text(encoding="utf-8"))
