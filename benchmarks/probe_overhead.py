@@ -27,7 +27,6 @@ from sklearn.datasets import load_digits  # noqa: E402
 
 from deeplocalize.probe.channel import Channel  # noqa: E402
 from deeplocalize.probe.hooks import AnalysisDone, Probe  # noqa: E402
-from deeplocalize.probe.stats import prebuild  # noqa: E402
 
 
 def mlp() -> keras.Model:
@@ -88,7 +87,6 @@ def main() -> int:
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     strategies = {"one device": tf.distribute.get_strategy(), "mirrored x2": tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])}
     probe = Probe(Channel(None), max_epochs=None)
-    prebuild()  # as the warm worker does before it receives a job
     models = {"mlp (bs 32)": (mlp, X, 32), "cnn (bs 32)": (cnn, Xi, 32), "mlp (bs 128)": (mlp, X, 128)}
     gm = lambda r: float(np.exp(np.mean(np.log(r))))  # noqa: E731
     summary = {}

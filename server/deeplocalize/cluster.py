@@ -60,12 +60,11 @@ async def run_cluster(
     ports = free_ports(options.workers)
 
     def worker(i: int) -> Worker:
-        # Fresh runtimes: the strategy sets up its collectives before TensorFlow's runtime starts.
         # The chief's time budget is the run's: the others get a little longer, so that a budget
         # always ends the run as the chief's timeout, never as "a worker was lost".
         opts = replace(options, max_seconds=options.max_seconds + (_GRACE_S + 5 if i else 0))
         env = {"TF_CONFIG": tf_config(ports, i)}
-        return pool.worker(opts, fresh_runtime=True, extra_env=env) if pool is not None else Worker(opts, fresh_runtime=True, extra_env=env)
+        return pool.worker(opts, extra_env=env) if pool is not None else Worker(opts, extra_env=env)
 
     workers = [worker(i) for i in range(options.workers)]
     tasks: list[asyncio.Future] = []

@@ -147,7 +147,7 @@ class ForkServer:
                 pass
 
     # ------------------------------------------------------------ forks
-    async def fork(self, fds: tuple[int, int, int], fresh: bool, env: dict[str, str] | None = None) -> ForkedProcess | None:
+    async def fork(self, fds: tuple[int, int, int], env: dict[str, str] | None = None) -> ForkedProcess | None:
         """A training process with these (events, control, output) descriptors, or None when
         the server cannot give one now (say why in `problem` or the log)."""
         if not await self.wait_ready() or self._sock is None:
@@ -158,7 +158,7 @@ class ForkServer:
             answer: concurrent.futures.Future = concurrent.futures.Future()
             self._requests[rid] = answer
         try:
-            socket.send_fds(self._sock, [json.dumps({"op": "fork", "id": rid, "fresh": fresh, "env": env or {}}).encode()], list(fds))
+            socket.send_fds(self._sock, [json.dumps({"op": "fork", "id": rid, "env": env or {}}).encode()], list(fds))
         except OSError as exc:
             with self._lock:
                 self._requests.pop(rid, None)

@@ -158,10 +158,10 @@ class ExecProcess:
         self.pid = proc.pid
 
     @classmethod
-    async def start(cls, options: RunOptions, fresh: bool, fds: tuple[int, int, int], env: dict[str, str]) -> "ExecProcess":
+    async def start(cls, options: RunOptions, fds: tuple[int, int, int], env: dict[str, str]) -> "ExecProcess":
         events_w, control_r, output_w = fds
         proc = await asyncio.create_subprocess_exec(
-            *child_command(options.python, events_w, control_r, fresh),
+            *child_command(options.python, events_w, control_r),
             pass_fds=(events_w, control_r), stdin=asyncio.subprocess.DEVNULL, stdout=output_w, stderr=output_w,
             start_new_session=True, env=env)
         return cls(proc)
@@ -175,15 +175,13 @@ class ExecProcess:
 
 
 class Worker:
-    """One training process, started before it has a job. `fresh_runtime`: it leaves the
-    TensorFlow runtime uninitialized for a script that configures it. `forks`: where to
-    fork it from (None: a fresh interpreter). `extra_env`: set in its environment only
-    (a multi-worker run's TF_CONFIG), so the fork server stays shared."""
+    """One training process, started before it has a job; its TensorFlow runtime untouched until
+    the script runs (a script may configure it: threads, devices). `forks`: where to fork it from
+    (None: a fresh interpreter). `extra_env`: set in its environment only (a multi-worker run's
+    TF_CONFIG), so the fork server stays shared."""
 
-    def __init__(self, options: RunOptions, fresh_runtime: bool = False, forks: ForkServers | None = None,
-                 extra_env: dict[str, str] | None = None) -> None:
+    def __init__(self, options: RunOptions, forks: ForkServers | None = None, extra_env: dict[str, str] | None = None) -> None:
         self.options = options
-        self.fresh_runtime = fresh_runtime
         self.forks = forks if options.fork_server else None
         self.extra_env = extra_env or {}
         self.proc: ForkedProcess | ExecProcess | None = None
@@ -208,7 +206,7 @@ class Worker:
             self.proc = await self._fork(theirs)
             self.forked = self.proc is not None
             if self.proc is None:
-                self.proc = await ExecProcess.start(self.options, self.fresh_runtime, theirs, {**child_env(self.options), **self.extra_env})
+                self.proc = await ExecProcess.start(self.options, theirs, {**child_env(self.options), **self.extra_env})
         except BaseException:
             for fd in (ev_r, ct_w, out_r):
                 os.close(fd)
@@ -230,7 +228,7 @@ class Worker:
         server = self.forks.get(self.options.python, shared)
         if server is None:
             return None
-        proc = await server.fork(fds, self.fresh_runtime, {**own, **self.extra_env})
+        proc = await server.fork(fds, {**own, **self.extra_env})
         if proc is None:
             log.info(f"deeplocalize: no fork server for {self.options.python} ({(server.problem or 'unavailable').splitlines()[0]}); "
                      "this run starts a fresh interpreter, which imports TensorFlow again", extra=fork_said("fresh_interpreter"))
@@ -472,9 +470,9 @@ class _JobState:
 class WorkerPool:
     """Training processes ready for a job, and the fork servers they are forked from.
 
-    A spare is forked ahead of time and has traced the probe's statistics (it then waits on
-    its control pipe: no CPU); it shares the fork server's memory, so its idle cost is what
-    its TensorFlow runtime allocated. At most `max_spares` wait, for whichever (interpreter,
+    A spare is forked ahead of time and waits on its control pipe (no CPU), its TensorFlow
+    runtime not started: it shares the fork server's memory, copy-on-write, so it costs little
+    more than its own pages. At most `max_spares` wait, for whichever (interpreter,
     environment) keys are in use, the least recently started stopped first. With `refill`,
     the pool is topped up when a spare is taken and none is left, else when its run ends.
     Spares belong to the event loop that started them (their pipes are read there); one of
@@ -502,9 +500,9 @@ class WorkerPool:
                 return worker
         return None
 
-    def worker(self, options: RunOptions, fresh_runtime: bool = False, extra_env: dict[str, str] | None = None) -> Worker:
+    def worker(self, options: RunOptions, extra_env: dict[str, str] | None = None) -> Worker:
         """A new (not yet started) worker from this pool's fork servers."""
-        return Worker(options, fresh_runtime=fresh_runtime, forks=self.forks, extra_env=extra_env)
+        return Worker(options, forks=self.forks, extra_env=extra_env)
 
     async def take(self, options: RunOptions) -> Worker:
         key = options.key()
@@ -648,12 +646,8 @@ async def run_one(
     record: bool = False,
 ) -> RunResult:
     """One training process runs the script. `keep_warm`: start the next worker while this
-    one trains (another run follows). A script that configures the TensorFlow runtime gets
-    a fresh fork (no statistics traced: its runtime untouched), never a spare."""
-    if script.configures_runtime:
-        worker = await (pool.worker(options, fresh_runtime=True) if pool is not None else Worker(options, fresh_runtime=True)).start()
-    else:
-        worker = await pool.take(options) if pool is not None else await Worker(options).start()
+    one trains (another run follows)."""
+    worker = await pool.take(options) if pool is not None else await Worker(options).start()
     if keep_warm and pool is not None:
         pool.prewarm_soon(options)
     try:
@@ -670,7 +664,7 @@ async def run_one(
     if result.lost:
         # Not the script's doing: the same job again in a fresh interpreter, said in the log.
         log.warning("deeplocalize: the fork server died during the run; running it again in a fresh interpreter", extra=fork_said("rerun_fresh"))
-        worker = await Worker(options, fresh_runtime=script.configures_runtime).start()
+        worker = await Worker(options).start()
         try:
             return await worker.run(script, on_event=on_event, on_output=on_output, should_stop=should_stop, record=record)
         finally:

@@ -21,10 +21,6 @@ from .notebook import Notebook, NotebookUnreadable, NothingToRun, is_notebook, l
 from .strategies import unsupported_strategy
 from .vocab import KERAS_MODULES
 
-# Calls that TensorFlow accepts only before its runtime is initialized (threads, devices).
-_RUNTIME_CONFIG = re.compile(
-    r"\b(set_(intra|inter)_op_parallelism_threads|set_logical_device_configuration|set_virtual_device_configuration"
-    r"|set_memory_growth|set_visible_devices)\s*\(")
 # The strategy whose workers `--workers N` starts (cluster.py); any other script runs as one process.
 _MULTI_WORKER = re.compile(r"\bMultiWorkerMirroredStrategy\s*\(")
 
@@ -45,7 +41,6 @@ class Script:
     syntax: SyntaxProblem | None = None  # nothing runs
     keras: bool = True
     unsupported_strategy: tuple[str, SourceRange] | None = None  # nothing runs
-    configures_runtime: bool = False  # needs a process whose TensorFlow runtime is untouched
     multi_worker: bool = False  # trained by `--workers N` processes together
 
     @property
@@ -55,7 +50,7 @@ class Script:
 
     def edited(self, text: str) -> "Script":
         """This script with other text (a fix applied): same file, notebook and cell map."""
-        return replace(self, text=text, from_file=False, **_runtime_needs(text))
+        return replace(self, text=text, from_file=False, multi_worker=_is_multi_worker(text))
 
 
 def describe(path: str, text: str | None = None) -> Script:
@@ -83,15 +78,11 @@ def _described(path: str, text: str, from_file: bool, notebook: Notebook | None)
         return Script(path, text, from_file, notebook, syntax=bad, keras=False)
     keras = uses_keras(text, path)
     return Script(path, text, from_file, notebook, keras=keras, unsupported_strategy=unsupported_strategy(text, path) if keras else None,
-                  **_runtime_needs(text))
+                  multi_worker=_is_multi_worker(text))
 
 
-def _runtime_needs(text: str) -> dict[str, bool]:
-    return {"configures_runtime": bool(_RUNTIME_CONFIG.search(text)), "multi_worker": bool(_MULTI_WORKER.search(text))}
-
-
-def configures_runtime(text: str) -> bool:
-    return _runtime_needs(text)["configures_runtime"]
+def _is_multi_worker(text: str) -> bool:
+    return bool(_MULTI_WORKER.search(text))
 
 
 def syntax_problem(text: str, path: str) -> SyntaxProblem | None:

@@ -21,12 +21,10 @@ from .probe.channel import widen_pipe  # stdlib only
 CHILD = Path(__file__).resolve().parent / "probe" / "child.py"
 
 
-def child_command(python: str, events_fd: int, control_fd: int, fresh_runtime: bool) -> list[str]:
+def child_command(python: str, events_fd: int, control_fd: int) -> list[str]:
     """The training process' command line: the probe's child script run by the user's interpreter
-    (nothing of ours needs installing there), its events and control pipes, and whether it leaves
-    the TensorFlow runtime untouched for a script that configures it."""
-    return [python, "-u", str(CHILD), "--events-fd", str(events_fd), "--control-fd", str(control_fd),
-            *(["--fresh-runtime"] if fresh_runtime else [])]
+    (nothing of ours needs installing there), its events and control pipes."""
+    return [python, "-u", str(CHILD), "--events-fd", str(events_fd), "--control-fd", str(control_fd)]
 
 
 @dataclass
@@ -79,7 +77,7 @@ def start(python: str, extra_env: dict[str, str]) -> Started:
     widen_pipe(ev_r)
     ct_r, ct_w = os.pipe()
     try:
-        popen = subprocess.Popen(child_command(python, ev_w, ct_r, fresh_runtime=True), pass_fds=(ev_w, ct_r), start_new_session=True,
+        popen = subprocess.Popen(child_command(python, ev_w, ct_r), pass_fds=(ev_w, ct_r), start_new_session=True,
                                  env={**os.environ, **extra_env} if extra_env else None)
     except OSError:
         for fd in (ev_r, ct_w):

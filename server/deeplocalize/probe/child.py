@@ -50,12 +50,10 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events-fd", type=int, required=True)
     parser.add_argument("--control-fd", type=int, required=True)
-    parser.add_argument("--fresh-runtime", action="store_true",
-                        help="do not initialize the TensorFlow runtime before the script (it configures it: threads, devices)")
     opts = parser.parse_args()
     sys.path.insert(0, _SERVER_DIR)  # our package, by path; removed again before the user's script runs
     # Skip TensorFlow's slow interpreter teardown: everything is reported.
-    _EXIT(serve(opts.events_fd, opts.control_fd, prebuild=not opts.fresh_runtime))
+    _EXIT(serve(opts.events_fd, opts.control_fd))
 
 
 def import_keras() -> tuple[Any, dict | None]:
@@ -69,12 +67,12 @@ def import_keras() -> tuple[Any, dict | None]:
     return keras, None
 
 
-def serve(events_fd: int, control_fd: int, prebuild: bool = True) -> int:
+def serve(events_fd: int, control_fd: int) -> int:
     """One job, start to end, in this process: import Keras (instant in a child of the fork
     server), say `ready`, wait for the job, run the script with the probe, stop what it left
-    running. Returns the exit code. `prebuild` traces the statistics now, which initializes
-    the TensorFlow runtime: a script that configures it (threads, logical devices, memory
-    growth) gets a process without (they trace on first use)."""
+    running. Returns the exit code. Nothing runs a TensorFlow operation before the script: a
+    script that configures the runtime (threads, logical devices, memory growth) finds it
+    untouched, as under `python`."""
     from deeplocalize.probe import channel as channel_mod  # stdlib only
     from deeplocalize.probe import leftovers
 
@@ -87,10 +85,6 @@ def serve(events_fd: int, control_fd: int, prebuild: bool = True) -> int:
         return 3
     import tensorflow as tf
 
-    from deeplocalize.probe import stats
-
-    if prebuild:
-        stats.prebuild()
     channel.send("ready", keras=keras.__version__, tensorflow=tf.__version__, python=sys.version.split()[0], pid=os.getpid())
     channel.flush()
     job = _wait_for_job(control_fd)

@@ -14,7 +14,7 @@ Protocol, on a SOCK_SEQPACKET socket (one JSON object per message):
 - server -> parent: ``ready`` (versions, pid, threads) or ``unsupported``; for each
   ``fork`` request ``forked`` (id, pid) or ``refused`` (id, reason); ``exited`` (pid,
   returncode) when a child ends.
-- parent -> server: ``fork`` (id, fresh, env) with three descriptors attached: the
+- parent -> server: ``fork`` (id, env) with three descriptors attached: the
   events pipe, the control pipe and the output pipe of the child.
 The parent's end closing (it exited, or was killed) stops every child and the server.
 """
@@ -137,13 +137,13 @@ class _Server:
             return
         pid = os.fork()
         if pid == 0:
-            self._become_child(fds, bool(msg.get("fresh")), msg.get("env") or {})
+            self._become_child(fds, msg.get("env") or {})
         for fd in fds:
             os.close(fd)
         self.jobs[pid] = msg["id"]
         _send(self.sock, "forked", id=msg["id"], pid=pid)
 
-    def _become_child(self, fds: list[int], fresh: bool, env: dict[str, str]) -> None:
+    def _become_child(self, fds: list[int], env: dict[str, str]) -> None:
         """In the forked child: the process a fresh `child.py` would be, without the import."""
         from deeplocalize.probe import child, leftovers
 
@@ -161,7 +161,7 @@ class _Server:
             os.dup2(output_fd, 2)
             os.close(output_fd)
             os.environ.update(env)
-            code = child.serve(events_fd, control_fd, prebuild=not fresh)
+            code = child.serve(events_fd, control_fd)
         finally:
             os._exit(code)  # the real one again: the script has ended
 

@@ -39,9 +39,11 @@ def _safe_div(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
     return a / tf.maximum(b, 1.0)
 
 
-# Each statistic is a tf.function over a shape-agnostic signature: its graph is
-# built once and every layer (and every retrace of the train step) calls it,
-# instead of re-creating dozens of ops per layer per trace.
+# Under tf.distribute each statistic is a tf.function over a shape-agnostic signature: its
+# graph is built once and every layer calls it. On one device a statistic's operations are
+# written into the step itself (`Sharded.local`, inline_stats.py): a graph function costs its
+# trace and, at every call site, an instantiation before the first step (tens of
+# milliseconds each), which every training process paid again.
 #
 # A statistic of the batch (activations, targets, predictions, hit rate, loss) is
 # computed in two halves: `*_partial` summarizes the rows this device saw in a few
@@ -59,7 +61,7 @@ _ROWS = tf.TensorSpec(shape=[None, None], dtype=tf.float32)
 class Sharded(NamedTuple):
     """How a batch statistic is split: the width of one replica's partial, how to compute it,
     how to finish the statistic from every replica's partial (a [replicas, width] matrix),
-    and the statistic on one device (both halves in one graph function)."""
+    and the statistic on one device (both halves as plain operations of the step)."""
 
     width: int
     partial: Callable[[], tf.Tensor]
@@ -77,7 +79,7 @@ def _at_once(partial: Callable[[], tf.Tensor], finish: Callable[[tf.Tensor], tf.
 
 
 def _both(partial: Callable[[tf.Tensor], tf.Tensor], finish: Callable[[tf.Tensor], tf.Tensor]) -> Callable[[tf.Tensor], tf.Tensor]:
-    """The same for a statistic of a tensor (the body of its one-device graph function)."""
+    """The same for a statistic of a tensor."""
     return lambda x: _at_once(lambda: partial(x), finish)()
 
 
@@ -147,7 +149,6 @@ def _as_float(x: tf.Tensor) -> tf.Tensor:
 _activation_part = _graph(_activation_partial, _ANY)
 _activation_whole = _graph(lambda rows: _activation_finish(rows, True), _ROWS)
 _activation_shares = _graph(lambda rows: _activation_finish(rows, False), _ROWS)
-_activation_local = _graph(_both(_activation_partial, _activation_finish), _ANY)
 
 
 THIN_ABOVE = 1 << 16  # weights of one layer beyond which their statistics read a strided sample
@@ -185,7 +186,7 @@ def activation_sharded(x: tf.Tensor) -> Sharded:
     sample = _as_float(read)
     units = sample.shape[-1]
     if read is x:  # read whole
-        local = lambda: _activation_local(sample)  # noqa: E731
+        local = lambda: _both(_activation_partial, _activation_finish)(sample)  # noqa: E731
         if units is None:  # per-unit maxima need a static width to travel between replicas
             return Sharded(10, lambda: _activation_part(sample)[:10], _activation_shares, local)
         return Sharded(10 + units, lambda: tf.reshape(_activation_part(sample), [10 + units]), _activation_whole, local)
@@ -316,12 +317,11 @@ def _target_finish(rows: tf.Tensor) -> tf.Tensor:
 
 
 _target_part, _target_whole = _graph(_target_partial, _ANY), _graph(_target_finish, _ROWS)
-_target_local = _graph(_both(_target_partial, _target_finish), _ANY)
 
 
 def target_sharded(y: tf.Tensor) -> Sharded:
     y = tf.cast(y, tf.float32)
-    return Sharded(5, lambda: _target_part(y), _target_whole, lambda: _target_local(y))
+    return Sharded(5, lambda: _target_part(y), _target_whole, lambda: _both(_target_partial, _target_finish)(y))
 
 
 def _prediction_partial(p: tf.Tensor) -> tf.Tensor:
@@ -349,7 +349,6 @@ def _prediction_finish(rows: tf.Tensor) -> tf.Tensor:
 
 
 _prediction_part, _prediction_whole = _graph(_prediction_partial, _ANY), _graph(_prediction_finish, _ROWS)
-_prediction_local = _graph(_both(_prediction_partial, _prediction_finish), _ANY)
 
 
 def prediction_sharded(p: tf.Tensor) -> Sharded:
@@ -358,7 +357,7 @@ def prediction_sharded(p: tf.Tensor) -> Sharded:
         p = tf.reshape(p, [1, 1])
     elif p.shape.rank == 1:
         p = tf.reshape(p, [-1, 1])
-    return Sharded(9, lambda: _prediction_part(p), _prediction_whole, lambda: _prediction_local(p))
+    return Sharded(9, lambda: _prediction_part(p), _prediction_whole, lambda: _both(_prediction_partial, _prediction_finish)(p))
 
 
 def _hit_finish(rows: tf.Tensor) -> tf.Tensor:
@@ -475,15 +474,3 @@ def _hit_scores(y: tf.Tensor, p: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor] | Non
         return tf.cast(tf.where(whole, tf.equal(said, flat_y), tf.equal(said > 0.5, flat_y > 0.5)), tf.float32)
 
     return binary(0.5), binary(0.0)
-
-
-def prebuild() -> None:
-    """Trace every statistic once, so a warm worker pays this before the user's job."""
-    for rank in (1, 2, 3, 4):
-        x = tf.zeros([2] * rank)
-        activation_stats(x)
-        target_stats(x)
-        prediction_stats(x)
-        hit_rate(x, x)
-    gradient_stats([tf.zeros([2, 2])])
-    weight_stats([tf.zeros([2, 2])], tf.zeros([2, 2]))
