@@ -4,10 +4,12 @@ how their statistics are packed into the one vector the step returns next to its
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, NamedTuple
 
 import tensorflow as tf
 from tensorflow.core.framework import attr_value_pb2
+from tensorflow.python.util import tf_stack
 
 from . import inline_stats as I
 from . import stats as S
@@ -179,6 +181,27 @@ def first_tensor(value: Any) -> Any:
     return value
 
 
+_EXTRACT_STACK = getattr(tf_stack, "extract_stack", None)
+
+
+@contextmanager
+def _one_creation_stack() -> Iterator[None]:
+    """While the statistics are written into the step, every new operation records the same Python
+    stack (where they are written), taken once. TensorFlow takes the whole stack of each new
+    operation, for its error messages: under a hundred frames of Keras and TensorFlow, that was a
+    quarter of the statistics' tracing time in a deep model (thousands of operations). Not under
+    tf.distribute, whose replicas trace in several threads (the stack function is the module's)."""
+    if _EXTRACT_STACK is None or tf_stack.extract_stack is not _EXTRACT_STACK or tf.distribute.has_strategy():
+        yield
+        return
+    stack = _EXTRACT_STACK(stacklevel=3)
+    tf_stack.extract_stack = lambda stacklevel=1: stack
+    try:
+        yield
+    finally:
+        tf_stack.extract_stack = _EXTRACT_STACK
+
+
 def pack(layers: list[Any], col: Collector, iterations: Any = None, sample_every: Any = 1, sample_first: int = 0) -> tuple[tf.Tensor, list[tuple[str, int]]]:
     """Flatten every statistic of this step into one vector: [sampled flag, always-on part, sampled part].
 
@@ -186,6 +209,11 @@ def pack(layers: list[Any], col: Collector, iterations: Any = None, sample_every
     tf.cond) only on sampled steps, which keeps the probe's cost low on tiny models.
     Under tf.distribute every replica ends with the same vector (see `_across_replicas`).
     """
+    with _one_creation_stack():
+        return _pack(layers, col, iterations, sample_every, sample_first)
+
+
+def _pack(layers: list[Any], col: Collector, iterations: Any, sample_every: Any, sample_first: int) -> tuple[tf.Tensor, list[tuple[str, int]]]:
     always: list[_Part] = []
     sampled: list[_Part] = []
     reg_total: list[tf.Tensor] = []
@@ -215,17 +243,21 @@ def pack(layers: list[Any], col: Collector, iterations: Any = None, sample_every
         take = sample_condition(tf.cast(iterations, tf.int64), sample_every, sample_first, col.loss if replicas <= 1 else None)
     flag = tf.constant([1.0]) if take is None else tf.reshape(tf.cast(take, tf.float32), [1])
 
-    def when_sampled(compute: Callable[[], list[tf.Tensor]], sizes: list[int]) -> list[tf.Tensor]:
+    def when_sampled(compute: Callable[[], list[tf.Tensor]], sizes: list[int]) -> tf.Tensor:
+        """The sampled statistics as one vector, zeros on the steps that skip them. One output of
+        the conditional, not one per statistic: each output (and each statistic's zeros in the
+        other branch) costs tracing time, hundreds of them in a deep model."""
         if take is None or not sizes:
-            return compute()
-        out = list(tf.cond(take, compute, lambda: [tf.zeros([n]) for n in sizes]))
-        _keep_as_a_call(out)
+            return tf.concat(compute(), 0)
+        out = tf.cond(take, lambda: tf.concat(compute(), 0), lambda: tf.zeros([sum(sizes)]))
+        _keep_as_a_call([out])
         return out
 
     if replicas <= 1:
-        values = [p.local() for p in always] + when_sampled(lambda: [p.local() for p in sampled], [p.size for p in sampled])
+        values = [p.local() for p in always] + ([when_sampled(lambda: [p.local() for p in sampled], [p.size for p in sampled])] if sampled else [])
     else:
-        raw = [p.raw() for p in always] + when_sampled(lambda: [p.raw() for p in sampled], [p.raw_size for p in sampled])
+        sizes = [p.raw_size for p in sampled]
+        raw = [p.raw() for p in always] + (tf.split(when_sampled(lambda: [p.raw() for p in sampled], sizes), sizes) if sampled else [])
         values = _across_replicas(context, always + sampled, raw)
     layout = [e for p in always for e in p.layout] + [("#sampled", 0)] + [e for p in sampled for e in p.layout]
     return tf.concat([flag] + values, axis=0), layout
