@@ -77,7 +77,7 @@ OPTIONS: tuple[Option, ...] = (
            "fraction of a second, and a spare one waits ready. Off: both are stopped after each analysis, and every analysis imports "
            "TensorFlow again."),
     Option("max_warm_workers", "maxWarmWorkers", None, int, 1,
-           "Spare training processes kept ready, forked from the fork server with the probe prepared (the least recently started is "
+           "Spare training processes kept ready, forked from the fork server (the least recently started is "
            "stopped first). An idle one uses no CPU and about 35 MB of its own: it shares the fork server's memory.", minimum=1),
     Option("seed", None, "--seed", int, 0, "Random seed set before the script runs (-1: none).", minimum=-1),
     Option("runs_folder", "runsFolder", "--runs-folder", str, "",
