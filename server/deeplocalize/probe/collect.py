@@ -247,7 +247,7 @@ def _pack(layers: list[Any], col: Collector, iterations: Any, sample_every: Any,
         """The sampled statistics as one vector, zeros on the steps that skip them. One output of
         the conditional, not one per statistic: each output (and each statistic's zeros in the
         other branch) costs tracing time, hundreds of them in a deep model."""
-        if take is None or not sizes:
+        if take is None:
             return tf.concat(compute(), 0)
         out = tf.cond(take, lambda: tf.concat(compute(), 0), lambda: tf.zeros([sum(sizes)]))
         _keep_as_a_call([out])
