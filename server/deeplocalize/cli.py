@@ -183,7 +183,7 @@ async def _check(args: argparse.Namespace) -> int:
     if args.report:
         _write_report(args.report, reports, err)
     if args.format == "json":
-        print(json.dumps(reports_json(reports), indent=2))
+        print(json.dumps(reports_json(reports), indent=2, allow_nan=False))
     elif args.format == "sarif":
         print(json.dumps(to_sarif(reports), indent=2, allow_nan=False))
     found = any(is_serious(f.finding.severity) for r in reports for f in r.findings)

@@ -9,6 +9,7 @@ from typing import Any
 
 from .findings import LocatedFinding, SourceRange
 from .notebook import Notebook
+from .probe.channel import json_ready
 from .runner import RunResult
 from .script import Script
 from .trace import Trace
@@ -37,7 +38,8 @@ JSON_VERSION = 2
 
 
 def reports_json(reports: "list[FileReport]") -> dict:
-    return {"version": JSON_VERSION, "files": [r.to_json() for r in reports]}
+    """Strict JSON: a diverged run's evidence holds inf and NaN, written as strings."""
+    return json_ready({"version": JSON_VERSION, "files": [r.to_json() for r in reports]})
 
 
 @dataclass

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .probe.channel import json_ready
 from .report import FileReport
 from .findings import LocatedFinding, SourceRange
 from .rules import Rule, all_rules, docs_uri
@@ -30,7 +31,7 @@ def to_sarif(reports: list[FileReport], root: str | None = None) -> dict[str, An
     rules = sorted(all_rules().values(), key=lambda r: r.code)
     index = {r.code: i for i, r in enumerate(rules)}
     results = [_result(report, lf, index, root) for report in reports for lf in report.findings]
-    return {
+    return json_ready({
         "$schema": SCHEMA,
         "version": "2.1.0",
         "runs": [{
@@ -46,7 +47,7 @@ def to_sarif(reports: list[FileReport], root: str | None = None) -> dict[str, An
                              "toolExecutionNotifications": [_skipped(r, root) for r in reports if r.status in ("not_keras", "nothing_to_run")]}],
             "results": results,
         }],
-    }
+    })
 
 
 def _rule(r: Rule) -> dict[str, Any]:

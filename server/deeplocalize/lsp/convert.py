@@ -8,6 +8,7 @@ from lsprotocol import types as lsp
 from pygls.uris import from_fs_path
 
 from ..findings import LocatedFinding, Position, SourceRange
+from ..probe.channel import json_ready
 from ..rules import docs_uri
 from ..trace import Trace
 
@@ -63,7 +64,7 @@ def _related(lf: LocatedFinding, trace: Trace | None, place: Place) -> list[lsp.
 def fixes_data(lf: LocatedFinding, place: Place = file_place) -> list[dict[str, Any]]:
     return [
         {"title": fix.title, "edits": [_edit_json(place, e.range, e.new_text) for e in fix.edits],
-         "verification": _jsonable(fix.verification.to_json()) if fix.verification else None, "preferred": fix is lf.preferred}
+         "verification": json_ready(fix.verification.to_json()) if fix.verification else None, "preferred": fix is lf.preferred}
         for fix in lf.fixes
     ]
 
@@ -88,19 +89,11 @@ def to_diagnostic(lf: LocatedFinding, trace: Trace | None, run_id: str, place: P
         source=SOURCE,
         message=f"{lf.message}{cause}",
         related_information=_related(lf, trace, place) or None,
-        data={"fixes": fixes_data(lf, place), "root_cause": f.root_cause, "symptom": f.symptom, "run": run_id, "evidence": _jsonable(f.evidence),
+        data={"fixes": fixes_data(lf, place), "root_cause": f.root_cause, "symptom": f.symptom, "run": run_id, "evidence": json_ready(f.evidence),
               "confirmation": lf.confirmation},
     )
 
 
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, float) and v != v:
-        return "nan"
-    return v
 
 
 def code_actions(diag: lsp.Diagnostic, version_of: Callable[[str], int | None]) -> list[lsp.CodeAction]:

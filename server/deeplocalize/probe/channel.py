@@ -13,8 +13,9 @@ import threading
 from typing import Any
 
 
-def _clean(value: Any) -> Any:
-    """JSON has no NaN/Inf: encode them as strings the parent decodes back."""
+def json_ready(value: Any) -> Any:
+    """JSON has no NaN/Inf: encode them as strings (the parent decodes them back; a report's
+    reader sees "inf" where the training saw it)."""
     if isinstance(value, float):
         if math.isnan(value):
             return "nan"
@@ -22,11 +23,11 @@ def _clean(value: Any) -> Any:
             return "inf" if value > 0 else "-inf"
         return value
     if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {str(k): json_ready(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [json_ready(v) for v in value]
     if hasattr(value, "tolist"):
-        return _clean(value.tolist())
+        return json_ready(value.tolist())
     return value
 
 
@@ -60,7 +61,7 @@ class Channel:
     def send(self, kind: str, **payload: Any) -> None:
         if self._file is None or os.getpid() != self._owner:
             return
-        line = json.dumps({"type": kind, **_clean(payload)})
+        line = json.dumps({"type": kind, **json_ready(payload)})
         with self._lock:
             try:
                 self._file.write(line + "\n")
