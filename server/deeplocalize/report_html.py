@@ -4,7 +4,7 @@ rather look at the evidence than read it.
 Learning curves, then one heatmap per recorded statistic with the layers in model order
 (rows) over the training steps (columns, binned so a long run stays readable), the first
 faulty layer and step marked, then each finding with its source lines and its fixes.
-Plots are drawn by matplotlib as SVG and embedded as `data:` images, so the page needs no
+Plots are SVG (plots_svg.py) embedded as `data:` images, so the page needs no
 network and a strict content security policy (no script; one nonce'd style sheet) holds
 in a browser and in the editor's webview alike. The page takes the editor's colors when it
 has them (VS Code's CSS variables) and a neutral palette otherwise.
@@ -12,26 +12,21 @@ has them (VS Code's CSS variables) and a neutral palette otherwise.
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import os
 import secrets
-import threading
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
+from .plots_svg import Box, Series, document, heatmap, label, line_chart, text_width, value_range
 from .report import FileReport
 from .findings import LocatedFinding
 from .trace import Trace
 from .vocab import is_serious, rank
 
-# pyplot keeps global state: a report drawn while `warm` runs in another thread waits for it.
-_DRAWING = threading.Lock()
 MAX_COLUMNS = 160  # steps are averaged into at most this many bins per heatmap
-_TEXT = "#808080"  # readable on light and dark backgrounds alike
 
 
 @dataclass(frozen=True)
@@ -67,8 +62,7 @@ class Mark:
 def render(reports: list[FileReport]) -> str:
     """The whole page (several analyzed files: one section each)."""
     nonce = secrets.token_hex(16)
-    with _DRAWING:
-        body = "\n".join(_file_section(r) for r in reports)
+    body = "\n".join(_file_section(r) for r in reports)
     csp = f"default-src 'none'; img-src data:; style-src 'nonce-{nonce}'"
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta http-equiv="Content-Security-Policy" content="{csp}">'
@@ -118,68 +112,23 @@ def _mark_text(mark: Mark | None) -> str:
 
 
 # ----------------------------------------------------------------------------------- plots
-def _figure_uri(fig) -> str:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    # Laid out by the caller (tight_layout): a "tight" bounding box here would draw the figure twice.
-    fig.savefig(buf, format="svg", transparent=True)
-    plt.close(fig)
-    return "data:image/svg+xml;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
 def warm() -> None:
-    """Load matplotlib and its fonts before a report is drawn: a live run does this while the
-    script trains, so its last report, drawn after the script ended, does not pay for them."""
-    with _DRAWING:
-        fig = _pyplot().figure(figsize=(1, 1))
-        fig.text(0.5, 0.5, "0")
-        _figure_uri(fig)
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    plt.rcParams.update({"svg.fonttype": "none", "font.size": 9, "text.color": _TEXT, "axes.labelcolor": _TEXT,
-                         "xtick.color": _TEXT, "ytick.color": _TEXT, "axes.edgecolor": _TEXT, "axes.titlecolor": _TEXT})
-    return plt
+    """Load the colormaps and the image encoder before a report is drawn: a live run does this
+    while the script trains, so its last report, drawn after the script ended, does not pay for them."""
+    document(1, 1, heatmap(Box(0, 0, 1, 1), np.zeros((1, 1)), "viridis", 0.0, 1.0, "", {}, 1))
 
 
 def _curves(trace: Trace) -> str:
-    plt = _pyplot()
-    from matplotlib.ticker import MaxNLocator
-
     loss = trace.series("loss", "loss")
-    names = sorted({k for e in trace.epochs for k in e.logs})
-    fig, axes = plt.subplots(1, 2, figsize=(10, 2.6))
-    ax = axes[0]
-    if np.isfinite(loss).any():
-        ax.plot(np.arange(1, len(loss) + 1), loss, lw=1, color="#1f77b4")
-        ax.set_yscale("log" if np.nanmin(np.where(np.isfinite(loss), loss, np.nan)) > 0 else "linear")
-    ax.set_title("loss per step")
-    ax.set_xlabel("step")
-    ax = axes[1]
+    finite = loss[np.isfinite(loss)]
+    per_step = [Series("loss", np.arange(1, len(loss) + 1), loss)]
     epochs = np.arange(1, len(trace.epochs) + 1)
-    for n in names:
-        values = trace.epoch_series(n)
-        if np.isfinite(values).any():
-            ax.plot(epochs, values, marker="o", ms=3, lw=1, label=n, ls="--" if n.startswith("val_") else "-")
-    ax.set_title("per epoch")
-    ax.set_xlabel("epoch")
-    for a in axes:
-        a.xaxis.set_major_locator(MaxNLocator(integer=True))
-    if names:
-        ax.legend(fontsize=7, frameon=False)
-    else:
-        ax.text(0.5, 0.5, "no epoch finished", ha="center", va="center", transform=ax.transAxes)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    # Fixed margins, not tight_layout: measuring the tick labels took half of this figure's drawing.
-    fig.subplots_adjust(left=0.07, right=0.99, bottom=0.17, top=0.9, wspace=0.18)
-    return f'<img class="plot" alt="learning curves" src="{_figure_uri(fig)}">'
+    names = sorted({k for e in trace.epochs for k in e.logs})
+    per_epoch = [Series(n, epochs, trace.epoch_series(n), dashed=n.startswith("val_"), dots=True) for n in names]
+    width, height, half = 1000, 250, 470
+    parts = line_chart(Box(60, 24, half - 70, 180), per_step, "loss per step", "step", log_y=finite.size > 0 and finite.min() > 0)
+    parts += line_chart(Box(half + 80, 24, width - half - 90, 180), per_epoch, "per epoch", "epoch", empty="no epoch finished")
+    return f'<img class="plot" alt="learning curves" src="{document(width, height, parts)}">'
 
 
 def layer_matrix(trace: Trace, panel: Panel, layers: list[int]) -> np.ndarray:
@@ -225,39 +174,27 @@ def _heatmaps(trace: Trace, mark: Mark | None) -> str:
     layers = [l.index for l in trace.layers if any(f"L{l.index}.{k}" in trace.steps[0].values for k in ("out", "grad"))] if trace.steps else []
     if not layers:
         return '<p class="meta">No per-layer statistics were recorded for this fit.</p>'
-    plt = _pyplot()
-    from matplotlib.patches import Rectangle
-    from matplotlib.ticker import MaxNLocator
-
     names = [f"{i} {trace.layers[i].name}" for i in layers]
-    # A deep model's rows are labelled every few layers: each label costs drawing time (the report is
-    # redrawn while a run goes on), and a hundred labels a panel are unreadable anyway.
+    # A deep model's rows are labelled every few layers: a hundred labels a panel are unreadable.
     label_every = max(1, -(-len(layers) // MAX_LABELS))
-    panels = [(p, *binned(layer_matrix(trace, p, layers))) for p in PANELS]
-    panels = [(p, m, w) for p, m, w in panels if np.isfinite(m).any()]
-    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 0.5 + len(panels) * (0.35 + 0.22 * min(len(layers), 2 * MAX_LABELS))), squeeze=False)
-    for ax, (panel, m, width) in zip(axes[:, 0], panels):
-        shown = np.ma.masked_invalid(m)
-        im = ax.imshow(shown, aspect="auto", interpolation="nearest", cmap=panel.cmap,
-                       **({"vmin": 0.0, "vmax": 1.0} if panel.fraction else {}), extent=(0.5, m.shape[1] * width + 0.5, len(layers) - 0.5, -0.5))
-        ax.set_yticks(range(0, len(layers), label_every), names[::label_every], fontsize=7)
-        ax.set_title(panel.title + (f" — {width} steps per column" if width > 1 else ""), loc="left", fontsize=8)
-        fig.colorbar(im, ax=ax, fraction=0.025, pad=0.01)
-        if mark is not None and mark.layer in layers:
-            row = layers.index(mark.layer)
-            ax.add_patch(Rectangle((0.5, row - 0.5), m.shape[1] * width, 1, fill=False, ec="red", lw=1.6))
-            if mark.step is not None:
-                ax.axvline(mark.step + 1, color="red", lw=1.2, ls="--")
-    for ax in axes[:, 0]:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes[-1, 0].set_xlabel("training step")
-    # Margins from the longest layer name, not tight_layout: measuring every tick label took most
-    # of the report's drawing time on deep models (the report is redrawn while a run goes on).
-    height = fig.get_figheight()
-    left = min(0.45, (0.25 + 0.055 * max(len(n) for n in names)) / fig.get_figwidth())
-    panel_height = (height - 0.75) / len(panels)  # inches, with the room between panels
-    fig.subplots_adjust(left=left, right=0.92, top=1 - 0.3 / height, bottom=0.45 / height, hspace=0.6 / max(panel_height - 0.6, 0.2))
-    return f'<img class="plot" alt="per-layer statistics over steps" src="{_figure_uri(fig)}">'
+    row_labels = {r: names[r] for r in range(0, len(layers), label_every)}
+    row_h = 11.0 if len(layers) <= MAX_LABELS else max(2.0, MAX_LABELS * 11.0 / len(layers))  # a panel at most 440 px high
+    left = min(420.0, 12 + max(text_width(n, 9) for n in row_labels.values()))
+    steps = len(trace.steps)
+    mark_row = layers.index(mark.layer) if mark is not None and mark.layer in layers else None
+    parts, y = [], 22.0
+    for panel in PANELS:
+        m, width = binned(layer_matrix(trace, panel, layers))
+        if not np.isfinite(m).any():
+            continue
+        vmin, vmax = (0.0, 1.0) if panel.fraction else value_range(m)
+        title = panel.title + (f" — {width} steps per column" if width > 1 else "")
+        box = Box(left, y, 1000 - left - 70, row_h * len(layers))
+        parts += heatmap(box, m, panel.cmap, vmin, vmax, title, row_labels, steps, mark_row,
+                         mark.step if mark_row is not None and mark is not None else None)
+        y += box.h + 42
+    parts.append(label(left + (1000 - left - 70) / 2, y - 22, "training step", 9, "middle", "hanging"))
+    return f'<img class="plot" alt="per-layer statistics over steps" src="{document(1000, y, parts)}">'
 
 
 # -------------------------------------------------------------------------------- findings
