@@ -29,6 +29,23 @@ def test_activation_statistics_match_the_graph_functions():
         np.testing.assert_allclose(I.activation(t).numpy(), S.activation_stats(t).numpy(), rtol=1e-4, atol=1e-5)
 
 
+def test_tensors_of_one_shape_computed_together_get_each_its_own_statistics():
+    """A deep model's layers of one shape are computed as one tensor: each keeps its own numbers,
+    with batch sizes that differ or are unknown until the step runs, large maps read through their sample."""
+    rng = np.random.default_rng(3)
+    relu, wild, *_ = _tensors()
+    maps = _relu_maps(rng)[:6]
+    named = {"relu": relu, "relu_half": relu[:7] * 3.0, "wild": wild, "wild_too": -wild, "scalar": tf.constant(2.5),
+             "maps": tf.constant(maps), "maps_shifted": tf.constant(maps[:4] - 0.5)}
+    expected = {name: S.activation_stats(x).numpy() for name, x in named.items()}
+    for name, row in I.activations(named).items():
+        np.testing.assert_allclose(row.numpy(), expected[name], rtol=1e-4, atol=1e-5, err_msg=name)
+    unknown = tf.function(lambda a, b: I.activations({"a": a, "b": b}), input_signature=[tf.TensorSpec([None, 12], tf.float32)] * 2)
+    got = unknown(relu, relu[:5] - 1.0)
+    np.testing.assert_allclose(got["a"].numpy(), expected["relu"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got["b"].numpy(), S.activation_stats(relu[:5] - 1.0).numpy(), rtol=1e-4, atol=1e-5)
+
+
 def test_an_unknown_width_is_read_at_run_time():
     wild = _tensors()[1]
     traced = tf.function(I.activation, input_signature=[tf.TensorSpec([None, 5, None], tf.float32)])

@@ -17,7 +17,7 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
     ("scripts, traces and findings", ("trace", "findings", "rules", "source", "notebook", "strategies", "script", "edits", "feeds")),
     ("processes", ("forks", "processes", "training_process", "runner", "cluster")),
     ("detectors and locations", ("detectors", "anchors", "locate")),
-    ("engine", ("report", "verify", "engine", "sarif", "report_html", "settings", "run_folder")),
+    ("engine", ("report", "verify", "engine", "sarif", "report_html", "plots_svg", "settings", "run_folder")),
     ("session", ("session", "evaluation", "wholescript", "live")),
     ("front ends", ("cli", "lsp", "server", "monitor_sink", "launch", "__main__")),
 ]

@@ -137,15 +137,35 @@ class _Part(NamedTuple):
         return self.direct() if self.sharded is None else S.finished(self.sharded)
 
 
+class _Activations:
+    """The activations of one step's layers, computed together where they share a shape
+    (inline_stats.activations) when the first of them is asked for: inside the conditional
+    of the sampled statistics."""
+
+    def __init__(self) -> None:
+        self.tensors: dict[str, tf.Tensor] = {}
+        self.rows: dict[str, tf.Tensor] | None = None
+
+    def part(self, name: str, x: tf.Tensor) -> _Part:
+        self.tensors[name] = x
+        return _Part(name, len(S.ACT_FIELDS), lambda: self.row(name))
+
+    def row(self, name: str) -> tf.Tensor:
+        if self.rows is None:
+            self.rows = I.activations(self.tensors)
+        return self.rows[name]
+
+
 def _layer_parts(i: int, layer: Any, col: "Collector", sampled: list[_Part], always: list[_Part], reg_total: list[tf.Tensor],
-                 one_device: bool = True) -> None:
+                 activations: _Activations | None = None) -> None:
     """One layer's statistics: activations, gradients, weights and update on sampled steps;
-    its regularization penalty on every step. On one device they are plain operations of the
-    step (inline_stats.py); under tf.distribute, sharded graph functions (stats.py)."""
-    if i in col.outputs:
-        sampled.append(_activation_part(f"L{i}.out", col.outputs[i], one_device))
-    if i in col.pre:
-        sampled.append(_activation_part(f"L{i}.pre", col.pre[i], one_device))
+    its regularization penalty on every step. On one device (`activations` given) they are plain
+    operations of the step (inline_stats.py); under tf.distribute, sharded graph functions (stats.py)."""
+    one_device = activations is not None
+    for name, found in ((f"L{i}.out", col.outputs), (f"L{i}.pre", col.pre)):
+        if i in found:
+            sampled.append(activations.part(name, found[i]) if activations is not None
+                           else _Part(name, len(S.ACT_FIELDS), sharded=S.activation_sharded(found[i])))
     if i in col.grads:
         # Weights *before* this step's update, so step 0 shows the initialization.
         shapes = [v.shape for v in col.variables[i]]
@@ -165,12 +185,6 @@ def _layer_parts(i: int, layer: Any, col: "Collector", sampled: list[_Part], alw
         value = tf.add_n([tf.cast(tf.reshape(r, []), tf.float32) for r in reg])
         reg_total.append(value)
         always.append(_Part(f"L{i}.reg", 1, lambda v=value: tf.reshape(v, [1])))
-
-
-def _activation_part(name: str, x: tf.Tensor, one_device: bool) -> _Part:
-    if one_device:
-        return _Part(name, len(S.ACT_FIELDS), lambda: I.activation(x))
-    return _Part(name, len(S.ACT_FIELDS), sharded=S.activation_sharded(x))
 
 
 def first_tensor(value: Any) -> Any:
@@ -219,8 +233,9 @@ def _pack(layers: list[Any], col: Collector, iterations: Any, sample_every: Any,
     reg_total: list[tf.Tensor] = []
     context = tf.distribute.get_replica_context()
     replicas = 1 if context is None else context.num_replicas_in_sync
+    activations = _Activations() if replicas <= 1 else None
     for i, layer in enumerate(layers):
-        _layer_parts(i, layer, col, sampled, always, reg_total, one_device=replicas <= 1)
+        _layer_parts(i, layer, col, sampled, always, reg_total, activations)
     if col.loss is not None:
         reg_sum = tf.add_n(reg_total) if reg_total else tf.constant(0.0)
         rows = tf.shape(col.y_pred)[0] if col.y_pred is not None and col.y_pred.shape.rank else None

@@ -5,10 +5,11 @@ TensorFlow instantiates and optimizes each call site before the first step runs 
 37 ms per call site, 8-10 s of a 6-block Transformer encoder's first step, the largest part of a
 live run's overhead). Here each tensor's per-element features are stacked and reduced by one
 operation, with no function call: the graph grows by a dozen plain operations per tensor, which
-TensorFlow traces and instantiates several times faster (and computes as fast). Segment
-reductions over one concatenated vector would need fewer operations still, but TensorFlow runs
-them on one CPU thread: ten times slower per sampled step. The numbers are those of stats.py
-(same fields, same definitions); under tf.distribute the sharded functions are used instead.
+TensorFlow traces and instantiates several times faster (and computes as fast). Activations of
+one shape are computed together (`activations`): each row is reduced by the multi-threaded
+reductions and only the per-row partials are summed per tensor (segment reductions over every
+value run on one CPU thread: ten times slower per sampled step). The numbers are those of
+stats.py (same fields, same definitions); under tf.distribute the sharded functions are used instead.
 """
 
 from __future__ import annotations
@@ -70,6 +71,61 @@ def activation(x: tf.Tensor) -> tf.Tensor:
         tf.stack([total, squares, absolute, nonpositive, saturated, size - n]) / tf.maximum(tf.stack([n, n, n, size, size, size]), _c(1.0)))
     std = tf.sqrt(tf.maximum(mean_square - tf.square(mean), zero))
     return tf.stack([mean, std, -negated_lowest, highest, mean_abs, nonfinite, nonpositive, dead, saturated])  # ACT_FIELDS
+
+
+def activations(tensors: dict[str, Any]) -> dict[str, tf.Tensor]:
+    """`activation` of each named tensor. Those of one shape (but for the batch) and type are
+    computed together, as one tensor: a deep model repeats a few shapes over many layers (a
+    ResNet50's 176 outputs have 13), and each statistic's operations cost tracing time per
+    tensor (writing them for every layer of a ResNet50 took 6 s of its first step)."""
+    groups: dict[Any, list[str]] = {}
+    for name, x in tensors.items():
+        shape = x.shape
+        same = shape.rank is not None and shape.rank >= 2 and shape[1:].is_fully_defined()
+        groups.setdefault((x.dtype, tuple(shape[1:].as_list())) if same else name, []).append(name)
+    out: dict[str, tf.Tensor] = {}
+    for names in groups.values():
+        if len(names) == 1:
+            out[names[0]] = activation(tensors[names[0]])
+        else:
+            out.update(zip(names, tf.unstack(_same_shaped([tensors[n] for n in names]))))
+    return out
+
+
+def _same_shaped(xs: list[tf.Tensor]) -> tf.Tensor:
+    """`activation` of tensors of one shape but for their batch sizes, as rows [len(xs), 9]: their
+    rows (batch entries) concatenated, each row reduced on its own, rows summed per tensor."""
+    k = len(xs)
+    batches = [x.shape[0] for x in xs]
+    if all(b is not None for b in batches):
+        ids = tf.constant([i for i, b in enumerate(batches) for _ in range(b)], tf.int32)
+    else:
+        ids = tf.repeat(tf.range(k), tf.stack(tf.shape_n(xs))[:, 0])
+    whole = tf.cast(tf.concat(xs, 0), tf.float32)
+    plan = S.thin_plan(xs[0].shape)
+    width = xs[0].shape[-1]
+    read = whole if plan is None else tf.reshape(whole, _c([-1, plan[0], width], tf.int32))[:, plan[2]::plan[3], :]
+    per_row = read.shape[1:].num_elements()
+    flat = tf.reshape(read, _c([-1, per_row], tf.int32))
+    finite = tf.math.is_finite(flat)
+    zero = _c(0.0)
+    xf = tf.where(finite, flat, zero)
+    ax = tf.abs(xf)
+    # Features stacked first (each a contiguous block, as `activation` does), reduced per row, rows summed per tensor.
+    rows = tf.reduce_sum(tf.stack([tf.cast(finite, tf.float32), xf, tf.square(xf), ax, tf.cast(xf <= zero, tf.float32),
+                                   tf.cast(ax > _c(5.0), tf.float32)]), _c(2, tf.int32))
+    extremes = tf.reduce_max(tf.stack([tf.where(finite, flat, _c(-_BIG)), tf.where(finite, -flat, _c(-_BIG))]), _c(2, tf.int32))
+    n, total, squares, absolute, nonpositive, saturated = tf.unstack(tf.math.unsorted_segment_sum(tf.transpose(rows), ids, k), axis=1)
+    highest, negated_lowest = tf.unstack(tf.math.unsorted_segment_max(tf.transpose(extremes), ids, k), axis=1)
+    # A unit is dead when its largest value over every row (and every position: the whole, not the sample) is <= 0.
+    units = tf.reduce_max(tf.reshape(whole if plan is not None else xf, _c([-1, (whole.shape[1:].num_elements() if plan is not None else per_row)
+                                                                            // width, width], tf.int32)), _c(1, tf.int32))
+    dead = tf.reduce_mean(tf.cast(tf.math.unsorted_segment_max(units, ids, k) <= zero, tf.float32), _c(1, tf.int32))
+    size = tf.math.unsorted_segment_sum(tf.ones_like(ids, tf.float32), ids, k) * _c(float(per_row))
+    mean, mean_square, mean_abs, nonpositive, saturated, nonfinite = tf.unstack(
+        tf.stack([total, squares, absolute, nonpositive, saturated, size - n]) / tf.maximum(tf.stack([n, n, n, size, size, size]), _c(1.0)))
+    std = tf.sqrt(tf.maximum(mean_square - tf.square(mean), zero))
+    return tf.stack([mean, std, -negated_lowest, highest, mean_abs, nonfinite, nonpositive, dead, saturated], 1)  # ACT_FIELDS
 
 
 def choose_kernel(layer: Any, shapes: list[Any]) -> int | None:

@@ -164,14 +164,23 @@ def thinned(x: tf.Tensor) -> tf.Tensor:
     means, spreads, shares and extremes are estimated from them; whether a unit is dead is read from
     every value (`unit_max`). Dense outputs (rank 2) and rows of unknown size are read whole. The
     stride is fixed when the step is traced (a few operations)."""
-    if x.shape.rank is None or x.shape.rank < 3:
+    plan = thin_plan(x.shape)
+    if plan is None:
         return x
-    per_row, width = x.shape[1:].num_elements(), x.shape[-1]
+    positions, width, start, stride = plan
+    return tf.reshape(x, [-1, positions, width])[:, start::stride, :]
+
+
+def thin_plan(shape: tf.TensorShape) -> tuple[int, int, int, int] | None:
+    """(positions per row, width, first position read, stride) of `thinned`; None: read whole."""
+    if shape.rank is None or shape.rank < 3:
+        return None
+    per_row, width = shape[1:].num_elements(), shape[-1]
     if per_row is None or per_row <= THIN_ROW:
-        return x
+        return None
     positions = per_row // width
     stride = min(-(-per_row // THIN_ROW), positions)
-    return tf.reshape(x, [-1, positions, width])[:, min(stride // 2, positions - 1)::stride, :]
+    return positions, width, min(stride // 2, positions - 1), stride
 
 
 def unit_max(x: tf.Tensor) -> tf.Tensor:
