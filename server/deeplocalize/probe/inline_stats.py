@@ -73,11 +73,16 @@ def activation(x: tf.Tensor) -> tf.Tensor:
     return tf.stack([mean, std, -negated_lowest, highest, mean_abs, nonfinite, nonpositive, dead, saturated])  # ACT_FIELDS
 
 
+GROUP_VALUES = 1 << 22  # values read at once for tensors computed together: their features are held together (6x)
+ASSUMED_BATCH = 256  # for a batch size not known until the step runs
+
+
 def activations(tensors: dict[str, Any]) -> dict[str, tf.Tensor]:
     """`activation` of each named tensor. Those of one shape (but for the batch) and type are
     computed together, as one tensor: a deep model repeats a few shapes over many layers (a
     ResNet50's 176 outputs have 13), and each statistic's operations cost tracing time per
-    tensor (writing them for every layer of a ResNet50 took 6 s of its first step)."""
+    tensor (writing them for every layer of a ResNet50 took 6 s of its first step). A group holds
+    at most GROUP_VALUES values read, so that a large batch does not hold a model's activations twice."""
     groups: dict[Any, list[str]] = {}
     for name, x in tensors.items():
         shape = x.shape
@@ -85,26 +90,44 @@ def activations(tensors: dict[str, Any]) -> dict[str, tf.Tensor]:
         groups.setdefault((x.dtype, tuple(shape[1:].as_list())) if same else name, []).append(name)
     out: dict[str, tf.Tensor] = {}
     for names in groups.values():
-        if len(names) == 1:
-            out[names[0]] = activation(tensors[names[0]])
-        else:
-            out.update(zip(names, tf.unstack(_same_shaped([tensors[n] for n in names]))))
+        for chunk in _chunks([tensors[n] for n in names], len(names)):
+            if len(chunk) == 1:
+                out[names[chunk[0]]] = activation(tensors[names[chunk[0]]])
+            else:
+                out.update(zip((names[i] for i in chunk), tf.unstack(_same_shaped([tensors[names[i]] for i in chunk]))))
     return out
 
 
+def _chunks(xs: list[tf.Tensor], count: int) -> list[range]:
+    """The tensors (of one shape) computed together, as ranges of positions: GROUP_VALUES each at most."""
+    if count == 1:
+        return [range(1)]
+    plan = S.thin_plan(xs[0].shape)
+    per_row = xs[0].shape[1:].num_elements() if plan is None else len(range(plan[2], plan[0], plan[3])) * plan[1]
+    rows = max(x.shape[0] or ASSUMED_BATCH for x in xs)
+    size = max(1, GROUP_VALUES // max(per_row * rows, 1))
+    return [range(i, min(i + size, count)) for i in range(0, count, size)]
+
+
 def _same_shaped(xs: list[tf.Tensor]) -> tf.Tensor:
-    """`activation` of tensors of one shape but for their batch sizes, as rows [len(xs), 9]: their
-    rows (batch entries) concatenated, each row reduced on its own, rows summed per tensor."""
+    """`activation` of tensors of one shape but for their batch sizes, as rows [len(xs), 9]: what
+    each reads (its sample, if large) concatenated by rows, each row reduced on its own, the rows'
+    partials summed per tensor."""
     k = len(xs)
     batches = [x.shape[0] for x in xs]
     if all(b is not None for b in batches):
         ids = tf.constant([i for i, b in enumerate(batches) for _ in range(b)], tf.int32)
     else:
         ids = tf.repeat(tf.range(k), tf.stack(tf.shape_n(xs))[:, 0])
-    whole = tf.cast(tf.concat(xs, 0), tf.float32)
     plan = S.thin_plan(xs[0].shape)
     width = xs[0].shape[-1]
-    read = whole if plan is None else tf.reshape(whole, _c([-1, plan[0], width], tf.int32))[:, plan[2]::plan[3], :]
+    if plan is None:
+        read = tf.cast(tf.concat(xs, 0), tf.float32)
+    else:  # each tensor's sample, and each row's unit maxima over all its positions (a sample misses a unit's extreme)
+        positions, _, start, stride = plan
+        maps = [tf.reshape(tf.cast(x, tf.float32), _c([-1, positions, width], tf.int32)) for x in xs]
+        read = tf.concat([m[:, start::stride, :] for m in maps], 0)
+        units = tf.concat([tf.reduce_max(m, _c(1, tf.int32)) for m in maps], 0)
     per_row = read.shape[1:].num_elements()
     flat = tf.reshape(read, _c([-1, per_row], tf.int32))
     finite = tf.math.is_finite(flat)
@@ -117,9 +140,8 @@ def _same_shaped(xs: list[tf.Tensor]) -> tf.Tensor:
     extremes = tf.reduce_max(tf.stack([tf.where(finite, flat, _c(-_BIG)), tf.where(finite, -flat, _c(-_BIG))]), _c(2, tf.int32))
     n, total, squares, absolute, nonpositive, saturated = tf.unstack(tf.math.unsorted_segment_sum(tf.transpose(rows), ids, k), axis=1)
     highest, negated_lowest = tf.unstack(tf.math.unsorted_segment_max(tf.transpose(extremes), ids, k), axis=1)
-    # A unit is dead when its largest value over every row (and every position: the whole, not the sample) is <= 0.
-    units = tf.reduce_max(tf.reshape(whole if plan is not None else xf, _c([-1, (whole.shape[1:].num_elements() if plan is not None else per_row)
-                                                                            // width, width], tf.int32)), _c(1, tf.int32))
+    if plan is None:  # a unit is dead when its largest value over every row is <= 0
+        units = tf.reduce_max(tf.reshape(xf, _c([-1, per_row // width, width], tf.int32)), _c(1, tf.int32))
     dead = tf.reduce_mean(tf.cast(tf.math.unsorted_segment_max(units, ids, k) <= zero, tf.float32), _c(1, tf.int32))
     size = tf.math.unsorted_segment_sum(tf.ones_like(ids, tf.float32), ids, k) * _c(float(per_row))
     mean, mean_square, mean_abs, nonpositive, saturated, nonfinite = tf.unstack(
