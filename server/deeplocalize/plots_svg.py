@@ -189,8 +189,9 @@ def line_chart(box: Box, series: list[Series], title: str, x_label: str, log_y: 
         parts.append(label(px(t), box.y + box.h + 5, f"{t:.0f}", 8, "middle", "hanging"))
     if not log_y:
         y_ticks = [(t, t) for t in nice_ticks(y_lo, y_hi, 5)]
-    elif y_hi - y_lo >= 2:  # decades
-        y_ticks = [(float(k), 10.0 ** k) for k in range(math.ceil(y_lo), math.floor(y_hi) + 1)]
+    elif y_hi - y_lo >= 2:  # decades, every few of them when the curve spans many (a diverging loss)
+        decades = range(math.ceil(y_lo), math.floor(y_hi) + 1)
+        y_ticks = [(float(k), 10.0 ** k) for k in decades[::max(1, math.ceil(len(decades) / 6))]]
     else:  # within a decade or two: round values, placed on the log scale
         y_ticks = [(math.log10(v), v) for v in nice_ticks(10 ** y_lo, 10 ** y_hi, 5) if v > 0]
     for t, value in y_ticks:
