@@ -98,7 +98,7 @@ def value_range(m: np.ndarray) -> tuple[float, float]:
 
 
 def heatmap(box: Box, m: np.ndarray, cmap: str, vmin: float, vmax: float, title: str, row_labels: dict[int, str],
-            steps: int, mark_row: int | None = None, mark_step: int | None = None, x_label: str | None = None) -> list[str]:
+            steps: int, mark_row: int | None = None, mark_step: int | None = None) -> list[str]:
     """Rows x columns of `m` in `box` (the columns cover steps 1..`steps` evenly), its labelled rows,
     its step ticks below, a color scale to its right; the marked row framed and step (0-based) dashed, in red."""
     rows = max(m.shape[0], 1)
@@ -115,8 +115,6 @@ def heatmap(box: Box, m: np.ndarray, cmap: str, vmin: float, vmax: float, title:
     for t in nice_ticks(1, steps, 8, integer=True):
         parts.append(f'<line x1="{x_at(t):.1f}" y1="{bottom:.1f}" x2="{x_at(t):.1f}" y2="{bottom + 3:.1f}" stroke="{TEXT}" stroke-width="0.6"/>')
         parts.append(label(x_at(t), bottom + 5, f"{t:.0f}", 8, "middle", "hanging"))
-    if x_label:
-        parts.append(label(box.x + box.w / 2, bottom + 17, x_label, 9, "middle", "hanging"))
     bar = Box(box.x + box.w + 8, box.y, 10, box.h)
     scale = np.linspace(vmax, vmin, 64)[:, None]
     parts.append(f'<image x="{bar.x:.1f}" y="{bar.y:.1f}" width="{bar.w:.1f}" height="{bar.h:.1f}" preserveAspectRatio="none" '
