@@ -52,25 +52,37 @@ def activation(x: tf.Tensor) -> tf.Tensor:
     x = tf.cast(read, tf.float32)
     width = (x.shape[-1] if x.shape[-1] is not None else tf.shape(x)[-1]) if x.shape.rank else 1
     flat = tf.reshape(x, _c([-1], tf.int32))
-    finite = tf.math.is_finite(flat)
-    zero = _c(0.0)
-    xf = tf.where(finite, flat, zero)
-    ax = tf.abs(xf)
-    n, total, squares, absolute, nonpositive, saturated = tf.unstack(tf.reduce_sum(tf.stack([
-        tf.cast(finite, tf.float32), xf, tf.square(xf), ax, tf.cast(xf <= zero, tf.float32), tf.cast(ax > _c(5.0), tf.float32)]), _c(1, tf.int32)))
-    highest, negated_lowest = tf.unstack(tf.reduce_max(tf.stack([tf.where(finite, flat, _c(-_BIG)), tf.where(finite, -flat, _c(-_BIG))]),
-                                                       _c(1, tf.int32)))
+    xf, features, extremes = _features(flat)
+    sums = tf.unstack(tf.reduce_sum(features, _c(1, tf.int32)))
+    highest, negated_lowest = tf.unstack(tf.reduce_max(extremes, _c(1, tf.int32)))
     if sampled:
         maxima = S.unit_max(whole)
     else:
         maxima = tf.reduce_max(tf.reshape(xf, _c([-1, width], tf.int32) if isinstance(width, int) else tf.stack([-1, width])), _c(0, tf.int32))
-    dead = tf.reduce_mean(tf.cast(maxima <= zero, tf.float32))
-    size = tf.cast(tf.size(flat), tf.float32)
+    dead = tf.reduce_mean(tf.cast(maxima <= _c(0.0), tf.float32))
+    return _finish(sums, highest, negated_lowest, dead, tf.cast(tf.size(flat), tf.float32), 0)
+
+
+def _features(flat: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """(the values with non-finite ones zeroed, the six per-value features summed by the statistics,
+    the two maximized), the features stacked on a new first axis: each a contiguous block."""
+    finite = tf.math.is_finite(flat)
+    zero = _c(0.0)
+    xf = tf.where(finite, flat, zero)
+    ax = tf.abs(xf)
+    features = tf.stack([tf.cast(finite, tf.float32), xf, tf.square(xf), ax, tf.cast(xf <= zero, tf.float32), tf.cast(ax > _c(5.0), tf.float32)])
+    return xf, features, tf.stack([tf.where(finite, flat, _c(-_BIG)), tf.where(finite, -flat, _c(-_BIG))])
+
+
+def _finish(sums: list[tf.Tensor], highest: tf.Tensor, negated_lowest: tf.Tensor, dead: tf.Tensor, size: tf.Tensor, axis: int) -> tf.Tensor:
+    """ACT_FIELDS from the features' sums (count of finite values, sum, sum of squares, sum of |x|,
+    non-positive and saturated counts), stacked on `axis` (one tensor: 0; several: 1)."""
+    n, total, squares, absolute, nonpositive, saturated = sums
     # Over the finite values: mean, mean square, mean |x|; over all: non-positive, saturated, non-finite shares.
     mean, mean_square, mean_abs, nonpositive, saturated, nonfinite = tf.unstack(
         tf.stack([total, squares, absolute, nonpositive, saturated, size - n]) / tf.maximum(tf.stack([n, n, n, size, size, size]), _c(1.0)))
-    std = tf.sqrt(tf.maximum(mean_square - tf.square(mean), zero))
-    return tf.stack([mean, std, -negated_lowest, highest, mean_abs, nonfinite, nonpositive, dead, saturated])  # ACT_FIELDS
+    std = tf.sqrt(tf.maximum(mean_square - tf.square(mean), _c(0.0)))
+    return tf.stack([mean, std, -negated_lowest, highest, mean_abs, nonfinite, nonpositive, dead, saturated], axis)  # ACT_FIELDS
 
 
 GROUP_VALUES = 1 << 22  # values read at once for tensors computed together: their features are held together (6x)
@@ -90,7 +102,7 @@ def activations(tensors: dict[str, Any]) -> dict[str, tf.Tensor]:
         groups.setdefault((x.dtype, tuple(shape[1:].as_list())) if same else name, []).append(name)
     out: dict[str, tf.Tensor] = {}
     for names in groups.values():
-        for chunk in _chunks([tensors[n] for n in names], len(names)):
+        for chunk in _chunks([tensors[n] for n in names]):
             if len(chunk) == 1:
                 out[names[chunk[0]]] = activation(tensors[names[chunk[0]]])
             else:
@@ -98,8 +110,9 @@ def activations(tensors: dict[str, Any]) -> dict[str, tf.Tensor]:
     return out
 
 
-def _chunks(xs: list[tf.Tensor], count: int) -> list[range]:
+def _chunks(xs: list[tf.Tensor]) -> list[range]:
     """The tensors (of one shape) computed together, as ranges of positions: GROUP_VALUES each at most."""
+    count = len(xs)
     if count == 1:
         return [range(1)]
     plan = S.thin_plan(xs[0].shape)
@@ -130,24 +143,15 @@ def _same_shaped(xs: list[tf.Tensor]) -> tf.Tensor:
         units = tf.concat([tf.reduce_max(m, _c(1, tf.int32)) for m in maps], 0)
     per_row = read.shape[1:].num_elements()
     flat = tf.reshape(read, _c([-1, per_row], tf.int32))
-    finite = tf.math.is_finite(flat)
-    zero = _c(0.0)
-    xf = tf.where(finite, flat, zero)
-    ax = tf.abs(xf)
-    # Features stacked first (each a contiguous block, as `activation` does), reduced per row, rows summed per tensor.
-    rows = tf.reduce_sum(tf.stack([tf.cast(finite, tf.float32), xf, tf.square(xf), ax, tf.cast(xf <= zero, tf.float32),
-                                   tf.cast(ax > _c(5.0), tf.float32)]), _c(2, tf.int32))
-    extremes = tf.reduce_max(tf.stack([tf.where(finite, flat, _c(-_BIG)), tf.where(finite, -flat, _c(-_BIG))]), _c(2, tf.int32))
-    n, total, squares, absolute, nonpositive, saturated = tf.unstack(tf.math.unsorted_segment_sum(tf.transpose(rows), ids, k), axis=1)
-    highest, negated_lowest = tf.unstack(tf.math.unsorted_segment_max(tf.transpose(extremes), ids, k), axis=1)
+    xf, features, extremes = _features(flat)
+    # Each row reduced on its own, the rows' partials summed per tensor.
+    sums = tf.unstack(tf.math.unsorted_segment_sum(tf.transpose(tf.reduce_sum(features, _c(2, tf.int32))), ids, k), axis=1)
+    highest, negated_lowest = tf.unstack(tf.math.unsorted_segment_max(tf.transpose(tf.reduce_max(extremes, _c(2, tf.int32))), ids, k), axis=1)
     if plan is None:  # a unit is dead when its largest value over every row is <= 0
         units = tf.reduce_max(tf.reshape(xf, _c([-1, per_row // width, width], tf.int32)), _c(1, tf.int32))
-    dead = tf.reduce_mean(tf.cast(tf.math.unsorted_segment_max(units, ids, k) <= zero, tf.float32), _c(1, tf.int32))
+    dead = tf.reduce_mean(tf.cast(tf.math.unsorted_segment_max(units, ids, k) <= _c(0.0), tf.float32), _c(1, tf.int32))
     size = tf.math.unsorted_segment_sum(tf.ones_like(ids, tf.float32), ids, k) * _c(float(per_row))
-    mean, mean_square, mean_abs, nonpositive, saturated, nonfinite = tf.unstack(
-        tf.stack([total, squares, absolute, nonpositive, saturated, size - n]) / tf.maximum(tf.stack([n, n, n, size, size, size]), _c(1.0)))
-    std = tf.sqrt(tf.maximum(mean_square - tf.square(mean), zero))
-    return tf.stack([mean, std, -negated_lowest, highest, mean_abs, nonfinite, nonpositive, dead, saturated], 1)  # ACT_FIELDS
+    return _finish(sums, highest, negated_lowest, dead, size, 1)
 
 
 def choose_kernel(layer: Any, shapes: list[Any]) -> int | None:
