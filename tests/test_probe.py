@@ -205,6 +205,39 @@ def test_taking_a_warm_worker_starts_its_successor_at_once(tmp_path, session):
     assert len(after) == 1 and after != successor
 
 
+def test_analyses_that_wait_for_a_ready_worker_at_once_each_get_their_events(tmp_path, session):
+    """Two analyses at once that each first wait for a spare (the editor's steady state, as the
+    benchmarks start each one) may wait on the same spare while one of them takes it: the
+    spare's first event is read once, so every run keeps its events and none is mistaken for
+    an interpreter that cannot import TensorFlow."""
+    script = describe(str(tmp_path / "fit.py"), textwrap.dedent("""\
+        import numpy as np, keras
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+        model.compile("adam", "sparse_categorical_crossentropy")
+        model.fit(np.zeros((8, 4)), np.zeros(8), epochs=1, verbose=0)
+        print("done")
+        """))
+
+    async def go():
+        pool = WorkerPool(forks=session.pool.forks)
+
+        async def analysis():
+            results = []
+            for _ in range(3):
+                assert await pool.ready(RunOptions())
+                results.append(await run_one(script, RunOptions(), pool))
+            return results
+
+        try:
+            return [r for rs in await asyncio.gather(analysis(), analysis()) for r in rs]
+        finally:
+            await pool.aclose(servers=False)
+
+    results = asyncio.run(go())
+    assert [(r.status, r.lost, r.output[-1:]) for r in results] == [("finished", False, ["done"])] * 6
+    assert all(r.trace.versions and r.trace.steps for r in results)
+
+
 def test_draining_the_pool_also_stops_a_start_scheduled_during_the_run(tmp_path, session):
     """With warm workers off, no process outlives the run: a spare whose start was scheduled
     while the run went on (the next experiment's) is stopped too, not left idle, and the fork

@@ -94,7 +94,15 @@ async def evaluate(expectations: list[Expectation], session: EngineSession, opti
             result.wall_s = time.monotonic() - started
             return result
 
-    return Summary(list(await asyncio.gather(*(one(e) for e in expectations))))
+    tasks = [asyncio.ensure_future(one(e)) for e in expectations]
+    try:
+        return Summary(list(await asyncio.gather(*tasks)))
+    finally:
+        # One failed (the interpreter cannot run the probe): the others stop now, before the
+        # caller closes the session under their runs.
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def verified_fixes_heal(summary: Summary, session: EngineSession, options: RunOptions | None = None, parallel: int = 2) -> tuple[int, list[str]]:

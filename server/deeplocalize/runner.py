@@ -193,6 +193,10 @@ class Worker:
         self._transports: list[asyncio.BaseTransport] = []
         self._control_w: int | None = None
         self.ready_event: dict | None = None
+        # The read of its first event line (`ready`), shared: whoever waits for the worker to be
+        # ready and the run that takes it read that line through this one task, never two
+        # readers on one pipe (a second reader fails, and the run would lose every event).
+        self._first_line: asyncio.Future | None = None
         self.started_at = time.monotonic()
         self.used = False
 
@@ -267,9 +271,8 @@ class Worker:
         for the job's trace. False if it died or did not get there in time."""
         if self.ready_event is not None:
             return True
-        assert self._events is not None
         try:
-            line = await asyncio.wait_for(self._events.readline(), timeout)
+            line = await asyncio.wait_for(asyncio.shield(self._read_first_line()), timeout)
         except asyncio.TimeoutError:
             return False
         event = parse_ready(line)
@@ -278,6 +281,13 @@ class Worker:
             return False
         self.ready_event = event
         return True
+
+    def _read_first_line(self) -> asyncio.Future:
+        assert self._events is not None
+        if self._first_line is None:
+            self._first_line = asyncio.ensure_future(self._events.readline())
+            self._first_line.add_done_callback(lambda f: f.cancelled() or f.exception())  # a spare retired unread: no warning
+        return self._first_line
 
     async def stop(self) -> None:
         """Kill and reap: nothing of it is left when this returns (not even a zombie)."""
@@ -366,20 +376,17 @@ class Worker:
     async def _read_events(self, job: "_JobState", on_event: EventCallback | None, should_stop: StopPredicate | None) -> None:
         assert self._events is not None
         builder = job.builder
-        if self.ready_event is not None:  # read early by wait_ready()
-            ready = builder.feed(self.ready_event)
-            if on_event is not None and ready is not None:
-                on_event(ready, builder.trace)
-        while line := await self._events.readline():
+        line = await self._read_first_line()  # perhaps read already, by wait_ready()
+        while line:
             event = builder.feed_line(line)
-            if event is None or event.kind in ("script_fit", "script_evaluate"):
-                continue
-            if on_event is not None:
-                on_event(event, builder.trace)
-            if should_stop is not None and event.training and job.status == "finished" and should_stop(builder.trace):
-                job.end("decisive")
-                self.kill()
-                return
+            if event is not None and event.kind not in ("script_fit", "script_evaluate"):
+                if on_event is not None:
+                    on_event(event, builder.trace)
+                if should_stop is not None and event.training and job.status == "finished" and should_stop(builder.trace):
+                    job.end("decisive")
+                    self.kill()
+                    return
+            line = await self._events.readline()
 
     async def _read_output(self, job: "_JobState", on_output: OutputCallback | None) -> None:
         assert self._output is not None
@@ -489,6 +496,10 @@ class WorkerPool:
         self._scheduled: set[asyncio.Future] = set()
         self._closed = False
         self._draining = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def _count(self, key: tuple) -> int:
         return sum(k == key for k, _ in self._spare)
@@ -609,9 +620,15 @@ class WorkerPool:
     async def ready(self, options: RunOptions) -> bool:
         """Prewarm if needed and wait until a spare worker has imported TensorFlow (the
         editor's steady state: benchmarks time analyses from there)."""
-        await self.prewarm(options)
-        worker = next((w for k, w in self._spare if k == options.key()), None)
-        return bool(worker is not None and await worker.wait_ready())
+        for _ in range(3):  # another analysis may take the spare just started: start the next one
+            starting = self._starting.get(options.key())
+            if starting is not None and starting.get_loop() is asyncio.get_running_loop():
+                await asyncio.shield(starting)  # another caller's start: wait for it, not one more
+            await self.prewarm(options)
+            worker = next((w for k, w in self._spare if k == options.key()), None)
+            if worker is not None:
+                return await worker.wait_ready()
+        return False
 
     async def aclose(self, servers: bool = True) -> None:
         """Close, let workers still starting finish (they kill themselves), and reap every
@@ -661,8 +678,9 @@ async def run_one(
                 await asyncio.shield(worker.stop())
             except BaseException:  # noqa: BLE001 - cancelled while reaping: the kill was sent
                 pass
-    if result.lost:
-        # Not the script's doing: the same job again in a fresh interpreter, said in the log.
+    if result.lost and not (pool is not None and pool.closed):
+        # Not the script's doing: the same job again in a fresh interpreter, said in the log
+        # (not when the session was closed under the run: nobody waits for its answer).
         log.warning("deeplocalize: the fork server died during the run; running it again in a fresh interpreter", extra=fork_said("rerun_fresh"))
         worker = await Worker(options).start()
         try:
