@@ -179,10 +179,9 @@ class LiveRun:
         self._finish(self._final_report(returncode), returncode)
 
     def _parse_early(self, loop: asyncio.AbstractEventLoop) -> "asyncio.Future[None]":
-        """Parse the script for the locator while it trains (a thread): the syntax tree of a script
-        that subclasses Keras classes takes seconds (astroid reads Keras' own sources), which would
-        otherwise be spent after the training, before the final report. The training report's
-        plotting library is loaded there too (half a second)."""
+        """Parse the script for the locator while it trains (a thread), and load what the training
+        report draws with (matplotlib's colormaps, Pillow): time otherwise spent after the training,
+        before the final report."""
         def parse() -> None:
             try:
                 load_source(self.script.path)

@@ -10,6 +10,7 @@ from functools import lru_cache
 
 import astroid
 from astroid import nodes
+from astroid.builder import AstroidBuilder
 
 from .findings import Position, SourceRange, TextEdit
 from .notebook import NotebookUnreadable, NothingToRun, is_notebook, load_notebook
@@ -24,6 +25,25 @@ class Source:
     module: nodes.Module | None
 
 
+class _LocalBuilder(AstroidBuilder):
+    """Builds the user's module without looking into the modules it imports. astroid, as it builds
+    a module, infers the class of every `self.x = ...` target and runs its plugins' class checks
+    (enum, dataclass, attrs), which infer each class's bases: for a `keras.Model` subclass that
+    means parsing Keras' own sources, 3-4 s of the analysis after the training ends. Nothing the
+    locator reads needs them: it looks names up in scopes and infers calls to the user's own
+    functions, and what inference imports later is built as usual."""
+
+    def __init__(self) -> None:
+        super().__init__(astroid.MANAGER, apply_transforms=False)
+
+    def delayed_assattr(self, node: nodes.AssignAttr) -> None:
+        pass
+
+
+def parse(text: str, path: str) -> nodes.Module:
+    return _LocalBuilder().string_build(text, modname="", path=path)
+
+
 @lru_cache(maxsize=64)
 def _load(path: str, mtime: float, size: int) -> Source:
     if is_notebook(path):  # what ran: the code cells as one script (frames point into it)
@@ -35,7 +55,7 @@ def _load(path: str, mtime: float, size: int) -> Source:
         with open(path, encoding="utf-8", errors="replace") as fh:
             text = fh.read()
     try:
-        module = astroid.parse(text, path=path)
+        module = parse(text, path)
     except Exception:  # noqa: BLE001 - a file astroid cannot parse still gets line ranges
         module = None
     return Source(path, text, text.splitlines(), module)
@@ -48,7 +68,7 @@ def register_text(path: str, text: str) -> None:
     """User code that exists only in a process' memory (a notebook kernel's cells, which frames
     name by a file that was never written): read from here instead of the disk."""
     try:
-        module = astroid.parse(text, path=path)
+        module = parse(text, path)
     except Exception:  # noqa: BLE001 - still gets line ranges
         module = None
     _IN_MEMORY[os.path.abspath(path)] = Source(os.path.abspath(path), text, text.splitlines(), module)
