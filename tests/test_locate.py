@@ -309,3 +309,26 @@ def test_nan_that_a_fill_let_through_points_at_the_reduction_that_nan_spoils(tmp
         finding(NonfiniteData(arg="x", position=0), FixSpec("safe", Guard("operand")), root="data_normalization"))
     assert (lf.range.start.line, lf.range.start.column) == (3, 12)
     assert apply_fix(src, lf.fixes[0]).splitlines()[2] == "col_mean = np.nanmean(data, axis=0)"
+
+
+def test_a_keras_model_subclass_is_parsed_without_reading_keras_sources():
+    """The locator's syntax tree of a script that subclasses keras.Model is built from the script
+    alone: astroid, left to itself, parses Keras' own sources for it (seconds of every analysis of
+    such a script, after its training). Checked in a fresh interpreter, whose astroid has read nothing."""
+    import subprocess
+    import sys
+
+    script = textwrap.dedent("""\
+        import keras
+        class Net(keras.Model):
+            def __init__(self):
+                super().__init__()
+                self.hidden = keras.layers.Dense(8)
+            def call(self, x):
+                return self.hidden(x)
+        """)
+    probe = ("import sys, astroid\nfrom deeplocalize.source import parse\n"
+             "module = parse(sys.stdin.read(), 'train.py')\n"
+             "print(module.body[1].name, sorted(k for k in astroid.MANAGER.astroid_cache if k.split('.')[0] in ('keras', 'tensorflow')))")
+    done = subprocess.run([sys.executable, "-c", probe], input=script, capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["Net", "[]"], done.stderr
