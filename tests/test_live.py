@@ -150,13 +150,21 @@ def _wait_for(predicate, timeout: float, what: str) -> None:
         time.sleep(0.2)
 
 
+def _epochs_recorded(script: Path) -> int:
+    """Epochs the script's run folder records so far: 0 until its run.json is first written (the
+    folder is made before it)."""
+    folders = _folders(script)
+    record = read_run(folders[0]) if folders else None
+    return (record.meta.epoch or 0) if isinstance(record, RunRecord) else 0
+
+
 def test_a_killed_run_leaves_a_readable_folder_and_no_training_behind(tmp_path):
     script = tmp_path / TINY.name
     shutil.copy(TINY, script)
     proc = subprocess.Popen(_command(script, "--epochs", "200", "--epoch-seconds", "0.2"), cwd=tmp_path, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env=ENV)
     try:
-        _wait_for(lambda: _folders(script) and (_record(_folders(script)[0]).meta.epoch or 0) >= 2, 120, "two epochs")
+        _wait_for(lambda: _epochs_recorded(script) >= 2, 120, "two epochs")
         folder = _folders(script)[0]
         training = _record(folder).meta.pid
         proc.send_signal(signal.SIGKILL)
