@@ -518,12 +518,8 @@ class WorkerPool:
     async def take(self, options: RunOptions) -> Worker:
         key = options.key()
         loop = asyncio.get_running_loop()
-        starting = self._starting.get(key)
-        if starting is not None and not self._count(key) and starting.get_loop() is loop:
-            try:
-                await asyncio.shield(starting)  # one is on its way: cheaper than a new fork
-            except Exception:  # noqa: BLE001
-                pass
+        if not self._count(key):
+            await self._start_in_flight(key)  # one is on its way: cheaper than a new fork
         while (worker := self._pop(key)) is not None:
             if worker.alive() and not worker.used and worker.loop is loop:
                 worker.options = options
@@ -534,6 +530,13 @@ class WorkerPool:
                 return worker
             self._retire(worker)
         return await self.worker(options).start()
+
+    async def _start_in_flight(self, key: tuple) -> None:
+        """Until a start of a spare for `key` already under way in this loop has landed (its future
+        only ever gets a result)."""
+        starting = self._starting.get(key)
+        if starting is not None and starting.get_loop() is asyncio.get_running_loop():
+            await asyncio.shield(starting)
 
     async def prewarm(self, options: RunOptions) -> None:
         """Start one more idle worker for these options, up to `max_spares` (one start at a time per key)."""
@@ -621,9 +624,7 @@ class WorkerPool:
         """Prewarm if needed and wait until a spare worker has imported TensorFlow (the
         editor's steady state: benchmarks time analyses from there)."""
         for _ in range(3):  # another analysis may take the spare just started: start the next one
-            starting = self._starting.get(options.key())
-            if starting is not None and starting.get_loop() is asyncio.get_running_loop():
-                await asyncio.shield(starting)  # another caller's start: wait for it, not one more
+            await self._start_in_flight(options.key())  # another caller's start: wait for it, not one more
             await self.prewarm(options)
             worker = next((w for k, w in self._spare if k == options.key()), None)
             if worker is not None:
